@@ -1,7 +1,28 @@
 //! meshgate: an admission webhook that keeps an Istio mesh zero-trust.
-pub mod admission {
-    pub mod resources;
-}
-pub mod posture {
-    pub mod watched;
-}
+//!
+//! One direction of flow, shared by the webhook and the offline audit:
+//!
+//! ```text
+//! AdmissionReview ─▶ admission::review ─▶ subject (typed object)
+//!                                             │
+//!   posture index ◀─ reflectors / files       ▼
+//!   (namespaces, ...)        ─────────▶ rules (pure) ─▶ findings
+//!                                             │
+//!                    policy (modes, exemptions) ─▶ decision ─▶ response
+//! ```
+//!
+//! `server` is thin plumbing around [`admission::Reviewer`]; `audit` runs the
+//! same [`policy::judge`] over manifest files.
+
+pub mod admission;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod manifest;
+pub mod metrics;
+pub mod policy;
+pub mod posture;
+pub mod rules;
+pub mod selector;
+pub mod server;
+pub mod subject;

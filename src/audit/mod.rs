@@ -1,0 +1,181 @@
+//! `meshgate audit`: the server's rules, modes and exemptions, run offline on
+//! manifests. Cluster state (namespaces) comes from the same input; a workload
+//! whose namespace is not in the input is reported as unverifiable.
+
+use std::process::ExitCode;
+
+use crate::cli::{AuditArgs, OutputFormat};
+use crate::config::{Config, Mode};
+use crate::manifest::{self, Manifest};
+use crate::policy;
+use crate::posture::{files, PostureIndex};
+use crate::rules::{Context, RuleId};
+use crate::subject::{self, Kind};
+
+mod output;
+
+/// One finding on one object, with where the object came from.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub rule: RuleId,
+    pub mode: Mode,
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub message: String,
+    pub fix: String,
+    pub file: String,
+    pub document: usize,
+    pub line: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Reported>,
+    pub objects_checked: usize,
+    pub exempted: usize,
+}
+
+impl Report {
+    pub fn count(&self, mode: Mode) -> usize {
+        self.findings.iter().filter(|f| f.mode == mode).count()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Manifest(#[from] manifest::ManifestError),
+    #[error("{file}, document {document}: {source}")]
+    Decode {
+        file: String,
+        document: usize,
+        source: subject::DecodeError,
+    },
+}
+
+pub fn run(args: &AuditArgs) -> ExitCode {
+    match audit(args) {
+        Ok(report) => {
+            let text = match args.output {
+                OutputFormat::Text => output::text(&report),
+                OutputFormat::Json => output::json(&report),
+                OutputFormat::Sarif => output::sarif(&report),
+            };
+            print!("{text}");
+            if report.count(Mode::Enforce) > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(error) => {
+            eprintln!("meshgate audit: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let manifests = manifest::load_paths(&args.paths)?;
+    let posture = files::index(&manifests)?;
+    judge_manifests(&manifests, &posture, &config, &args.namespace)
+}
+
+/// Judges every manifest of a kind meshgate judges; others are skipped.
+pub fn judge_manifests(
+    manifests: &[Manifest],
+    posture: &PostureIndex,
+    config: &Config,
+    default_namespace: &str,
+) -> Result<Report, AuditError> {
+    let ctx = Context { posture, config };
+    let mut report = Report::default();
+    for m in manifests {
+        let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) else {
+            continue;
+        };
+        let namespace = m.namespace().unwrap_or(default_namespace);
+        let object =
+            subject::decode(kind, m.value.clone(), namespace, m.name()).map_err(|source| {
+                AuditError::Decode {
+                    file: m.origin.file.clone(),
+                    document: m.origin.document,
+                    source,
+                }
+            })?;
+        report.objects_checked += 1;
+        let judgement = policy::judge(&object, &ctx);
+        report.exempted += judgement.exempted.len();
+        for judged in judgement.findings {
+            report.findings.push(Reported {
+                rule: judged.finding.rule,
+                mode: judged.mode,
+                api_version: m.api_version.clone(),
+                kind: m.kind.clone(),
+                namespace: object.namespace().to_owned(),
+                name: object.name().to_owned(),
+                message: judged.finding.message,
+                fix: judged.finding.fix,
+                file: m.origin.file.clone(),
+                document: m.origin.document,
+                line: m.origin.line,
+            });
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_text;
+
+    fn report(yaml: &str, config: &str) -> Report {
+        let manifests = parse_text("t.yaml", yaml).unwrap();
+        let posture = files::index(&manifests).unwrap();
+        judge_manifests(
+            &manifests,
+            &posture,
+            &Config::from_yaml(config).unwrap(),
+            "default",
+        )
+        .unwrap()
+    }
+
+    const SHOP: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio-injection: enabled}\n---\n";
+
+    #[test]
+    fn clean_workload_has_no_findings() {
+        let r = report(&format!("{SHOP}apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      serviceAccountName: web\n      containers: [{{name: web, image: nginx}}]\n"), "");
+        assert_eq!(r.objects_checked, 1);
+        assert!(r.findings.is_empty(), "{:?}", r.findings);
+    }
+
+    #[test]
+    fn missing_namespace_is_unverifiable_and_default_namespace_applies() {
+        let r = report("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  serviceAccountName: p\n  containers: [{name: c, image: x}]\n", "");
+        assert_eq!(r.findings.len(), 1);
+        assert_eq!(r.findings[0].namespace, "default");
+        assert!(r.findings[0].message.contains("cannot be verified"));
+        assert_eq!(r.findings[0].mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn modes_and_exemptions_match_the_server() {
+        let yaml = format!("{SHOP}apiVersion: v1\nkind: Pod\nmetadata: {{name: agent, namespace: shop}}\nspec:\n  hostNetwork: true\n  containers: [{{name: c, image: x}}]\n");
+        let r = report(&yaml, "rules: {dedicated-service-account: audit}\nexemptions:\n- {rules: [no-host-network], namespace: shop, names: [agent], reason: node agent}\n");
+        let rules: Vec<_> = r.findings.iter().map(|f| (f.rule, f.mode)).collect();
+        assert!(rules.contains(&(RuleId::SidecarRequired, Mode::Enforce)));
+        assert!(rules.contains(&(RuleId::DedicatedServiceAccount, Mode::Audit)));
+        assert!(!rules.iter().any(|(r, _)| *r == RuleId::NoHostNetwork));
+        assert_eq!(r.exempted, 1);
+    }
+}

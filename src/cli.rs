@@ -1,0 +1,131 @@
+//! Command-line interface. Server settings are flags with `MESHGATE_*`
+//! environment fallbacks; policy lives in the YAML config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "meshgate",
+    version,
+    about = "Zero-trust admission webhook for Istio meshes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTPS admission webhook server.
+    Serve(ServeArgs),
+    /// Run the rules on manifest files (CI); exit 1 on enforce-level findings.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the HTTPS webhook listener.
+    #[arg(long, env = "MESHGATE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Address of the plain-HTTP metrics listener (GET /metrics).
+    #[arg(long, env = "MESHGATE_METRICS_LISTEN", default_value = "0.0.0.0:9090")]
+    pub metrics_listen: SocketAddr,
+    /// PEM certificate chain; re-read when it changes on disk.
+    #[arg(long, env = "MESHGATE_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key; re-read when it changes on disk.
+    #[arg(long, env = "MESHGATE_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// YAML policy config (modes, rules, exemptions). Defaults apply without it.
+    #[arg(long, env = "MESHGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Build the cluster state from these manifests (file or directory,
+    /// repeatable) instead of watching an API server.
+    #[arg(long = "state-from", value_name = "PATH")]
+    pub state_from: Vec<PathBuf>,
+    #[arg(long, env = "MESHGATE_LOG_FORMAT", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// meshgate's own namespace, always exempt so it can never block itself.
+    #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
+    pub own_namespace: String,
+    /// Larger request bodies get HTTP 413.
+    #[arg(long, env = "MESHGATE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How often the certificate files are checked for changes (e.g. 5s, 500ms).
+    #[arg(long, env = "MESHGATE_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
+    /// How long shutdown waits for in-flight reviews.
+    #[arg(long, env = "MESHGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// YAML policy config, the same file the server uses.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: OutputFormat,
+    /// Namespace of objects that do not name one.
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
+    /// Manifest files or directories; `-` reads stdin.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+}
+
+/// Parses `500ms`, `5s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}`: add a unit (ms, s, m)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a number followed by ms, s or m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("ms").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,442 @@
+//! The YAML configuration shared by `serve` and `audit`: modes, per-rule
+//! overrides, exempt namespaces and exemptions. Every field has a safe default;
+//! anything unknown or inconsistent stops the program at start-up with an error
+//! that names the field.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde::Deserialize;
+
+use crate::rules::RuleId;
+use crate::selector::{self, SelectorError};
+
+/// How a rule's violations are treated. Ordered from weakest to strongest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The rule does not run.
+    Off,
+    /// Violations are allowed and reported (warnings, audit annotations, logs, metrics).
+    Audit,
+    /// Violations are denied.
+    Enforce,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Audit => "audit",
+            Mode::Enforce => "enforce",
+        }
+    }
+}
+
+/// The namespace label that lowers enforcement to audit for one namespace.
+pub const NAMESPACE_MODE_LABEL: &str = "meshgate.io/mode";
+
+pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+
+pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &[
+    "kube-system",
+    "kube-public",
+    "kube-node-lease",
+    "istio-system",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: String,
+        source: serde_yaml_ng::Error,
+    },
+    #[error("config field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl ConfigError {
+    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The file as written; turned into [`Config`] by [`RawConfig::validate`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawConfig {
+    mode: Option<Mode>,
+    #[serde(default)]
+    rules: BTreeMap<String, Mode>,
+    mesh_root_namespace: Option<String>,
+    exempt_namespaces: Option<Vec<String>>,
+    #[serde(default)]
+    exemptions: Vec<RawExemption>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawExemption {
+    #[serde(default)]
+    rules: Vec<String>,
+    namespace: Option<String>,
+    selector: Option<LabelSelector>,
+    #[serde(default)]
+    names: Vec<String>,
+    reason: Option<String>,
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub rules: BTreeMap<RuleId, Mode>,
+    pub mesh_root_namespace: String,
+    pub exempt_namespaces: Vec<String>,
+    pub exemptions: Vec<Exemption>,
+}
+
+/// A documented exception: these rules do not apply to the matching objects.
+#[derive(Debug, Clone)]
+pub struct Exemption {
+    pub rules: Vec<RuleId>,
+    pub namespace: String,
+    pub selector: Option<LabelSelector>,
+    /// Exact object names; an entry ending in `*` matches by prefix.
+    pub names: Vec<String>,
+    pub reason: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        RawConfig::default()
+            .validate()
+            .expect("the default configuration is valid")
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                source,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        // An empty file is a valid "all defaults" config.
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+                path: "<inline>".into(),
+                source,
+            })?
+        };
+        raw.validate()
+    }
+
+    /// Adds meshgate's own namespace to the exempt list, so the webhook never
+    /// blocks its own pods from starting (a classic deadlock).
+    pub fn with_own_namespace(mut self, namespace: &str) -> Self {
+        if !namespace.is_empty() && !self.exempt_namespaces.iter().any(|n| n == namespace) {
+            self.exempt_namespaces.push(namespace.to_owned());
+        }
+        self
+    }
+
+    pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
+        self.exempt_namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// The configured mode of a rule, before namespace labels.
+    pub fn rule_mode(&self, rule: RuleId) -> Mode {
+        self.rules.get(&rule).copied().unwrap_or(self.mode)
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let Self {
+            mode,
+            rules,
+            mesh_root_namespace,
+            exempt_namespaces,
+            exemptions,
+        } = self;
+
+        let mut rule_modes = BTreeMap::new();
+        for (id, mode) in rules {
+            let rule = parse_rule_id(&id, &format!("rules.{id}"))?;
+            rule_modes.insert(rule, mode);
+        }
+
+        let mesh_root_namespace =
+            mesh_root_namespace.unwrap_or_else(|| DEFAULT_ROOT_NAMESPACE.to_owned());
+        if mesh_root_namespace.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "meshRootNamespace",
+                "must not be empty",
+            ));
+        }
+
+        let exempt_namespaces = exempt_namespaces.unwrap_or_else(|| {
+            DEFAULT_EXEMPT_NAMESPACES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect()
+        });
+        for (i, ns) in exempt_namespaces.iter().enumerate() {
+            if ns.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("exemptNamespaces[{i}]"),
+                    "must not be empty",
+                ));
+            }
+        }
+
+        let exemptions = exemptions
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| e.validate(&format!("exemptions[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Config {
+            mode: mode.unwrap_or(Mode::Enforce),
+            rules: rule_modes,
+            mesh_root_namespace,
+            exempt_namespaces,
+            exemptions,
+        })
+    }
+}
+
+impl RawExemption {
+    fn validate(self, at: &str) -> Result<Exemption, ConfigError> {
+        let Self {
+            rules,
+            namespace,
+            selector,
+            names,
+            reason,
+        } = self;
+        let reason = reason.unwrap_or_default();
+        if reason.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}.reason"),
+                "every exemption needs a reason: say why this exception is safe",
+            ));
+        }
+        let namespace = namespace.unwrap_or_default();
+        if namespace.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}.namespace"),
+                "every exemption is scoped to one namespace",
+            ));
+        }
+        if rules.is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}.rules"),
+                "list the rule ids this exemption lifts",
+            ));
+        }
+        let rules = rules
+            .iter()
+            .enumerate()
+            .map(|(j, id)| parse_rule_id(id, &format!("{at}.rules[{j}]")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(selector) = &selector {
+            selector::validate(selector).map_err(|SelectorError(problem)| {
+                ConfigError::invalid(format!("{at}.selector"), problem)
+            })?;
+        }
+        for (j, name) in names.iter().enumerate() {
+            if name.is_empty() || name == "*" {
+                return Err(ConfigError::invalid(
+                    format!("{at}.names[{j}]"),
+                    "must name objects (a bare `*` would exempt the whole namespace; leave `names` out for that)",
+                ));
+            }
+        }
+        Ok(Exemption {
+            rules,
+            namespace,
+            selector,
+            names,
+            reason,
+        })
+    }
+}
+
+fn parse_rule_id(id: &str, field: &str) -> Result<RuleId, ConfigError> {
+    id.parse().map_err(|_| {
+        let known: Vec<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
+        ConfigError::invalid(
+            field,
+            format!("unknown rule id `{id}` (known: {})", known.join(", ")),
+        )
+    })
+}
+
+impl Exemption {
+    /// Whether this exemption covers `rule` for the object named `name` in
+    /// `namespace` whose (pod) labels are `labels`.
+    pub fn covers(
+        &self,
+        rule: RuleId,
+        namespace: &str,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> bool {
+        self.rules.contains(&rule)
+            && self.namespace == namespace
+            && (self.names.is_empty() || self.names.iter().any(|n| name_matches(n, name)))
+            && self
+                .selector
+                .as_ref()
+                .is_none_or(|s| selector::matches(s, labels))
+    }
+}
+
+fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(yaml: &str) -> String {
+        Config::from_yaml(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_safe_defaults() {
+        let config = Config::from_yaml("").unwrap();
+        assert_eq!(config.mode, Mode::Enforce);
+        assert_eq!(config.mesh_root_namespace, "istio-system");
+        assert!(config.is_exempt_namespace("kube-system"));
+        assert!(config.is_exempt_namespace("istio-system"));
+        assert!(!config.is_exempt_namespace("shop"));
+    }
+
+    #[test]
+    fn per_rule_mode_overrides_global_mode() {
+        let config =
+            Config::from_yaml("mode: audit\nrules:\n  no-host-network: enforce\n").unwrap();
+        assert_eq!(config.rule_mode(RuleId::NoHostNetwork), Mode::Enforce);
+        assert_eq!(config.rule_mode(RuleId::SidecarRequired), Mode::Audit);
+    }
+
+    #[test]
+    fn own_namespace_is_always_exempt() {
+        let config = Config::from_yaml("exemptNamespaces: [kube-system]\n")
+            .unwrap()
+            .with_own_namespace("meshgate");
+        assert!(config.is_exempt_namespace("meshgate"));
+        assert!(!config.is_exempt_namespace("istio-system"));
+    }
+
+    #[test]
+    fn rejects_exemption_without_reason_naming_the_field() {
+        let e = err("exemptions:\n- rules: [no-host-network]\n  namespace: monitoring\n");
+        assert!(e.contains("exemptions[0].reason"), "{e}");
+    }
+
+    #[test]
+    fn rejects_blank_reason() {
+        let e = err("exemptions:\n- rules: [no-host-network]\n  namespace: m\n  reason: '  '\n");
+        assert!(e.contains("exemptions[0].reason"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_rule_ids_in_rules_and_exemptions() {
+        let e = err("rules:\n  no-such-rule: audit\n");
+        assert!(e.contains("rules.no-such-rule"), "{e}");
+        let e =
+            err("exemptions:\n- rules: [sidecar-required, nope]\n  namespace: a\n  reason: r\n");
+        assert!(e.contains("exemptions[0].rules[1]"), "{e}");
+        assert!(e.contains("`nope`"), "{e}");
+    }
+
+    #[test]
+    fn rejects_unknown_mode_and_unknown_keys() {
+        let e = err("mode: block\n");
+        assert!(e.contains("mode") && e.contains("block"), "{e}");
+        let e = err("modes: audit\n");
+        assert!(e.contains("modes"), "{e}");
+        let e = err(
+            "exemptions:\n- rules: [no-host-network]\n  namespace: a\n  reason: r\n  nmae: x\n",
+        );
+        assert!(e.contains("nmae"), "{e}");
+    }
+
+    #[test]
+    fn rejects_exemption_without_namespace_or_rules() {
+        let e = err("exemptions:\n- rules: [no-host-network]\n  reason: r\n");
+        assert!(e.contains("exemptions[0].namespace"), "{e}");
+        let e = err("exemptions:\n- namespace: a\n  reason: r\n");
+        assert!(e.contains("exemptions[0].rules"), "{e}");
+    }
+
+    #[test]
+    fn rejects_malformed_selector() {
+        let e = err(concat!(
+            "exemptions:\n- rules: [no-host-network]\n  namespace: a\n  reason: r\n",
+            "  selector:\n    matchExpressions:\n    - {key: app, operator: Has}\n"
+        ));
+        assert!(e.contains("exemptions[0].selector"), "{e}");
+    }
+
+    #[test]
+    fn exemption_matches_namespace_names_and_selector() {
+        let config = Config::from_yaml(concat!(
+            "exemptions:\n- rules: [no-host-network]\n  namespace: monitoring\n",
+            "  names: [node-exporter*]\n  selector: {matchLabels: {app: exporter}}\n",
+            "  reason: node metrics need the host network\n"
+        ))
+        .unwrap();
+        let e = &config.exemptions[0];
+        let labels: BTreeMap<_, _> = [("app".to_owned(), "exporter".to_owned())].into();
+        assert!(e.covers(
+            RuleId::NoHostNetwork,
+            "monitoring",
+            "node-exporter-x1",
+            &labels
+        ));
+        assert!(!e.covers(
+            RuleId::SidecarRequired,
+            "monitoring",
+            "node-exporter",
+            &labels
+        ));
+        assert!(!e.covers(RuleId::NoHostNetwork, "shop", "node-exporter", &labels));
+        assert!(!e.covers(RuleId::NoHostNetwork, "monitoring", "other", &labels));
+        assert!(!e.covers(
+            RuleId::NoHostNetwork,
+            "monitoring",
+            "node-exporter",
+            &BTreeMap::new()
+        ));
+    }
+}

@@ -1,0 +1,294 @@
+//! Reading Kubernetes manifests: files, directories (recursively) and stdin;
+//! multi-document YAML, JSON, and `kind: List`. Used by `meshgate audit` and
+//! `serve --state-from`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Where a document came from: the file (`-` for stdin), its 1-based
+/// document number and the line it starts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: String,
+    pub document: usize,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub origin: Origin,
+    pub api_version: String,
+    pub kind: String,
+    pub value: Value,
+}
+
+impl Manifest {
+    pub fn namespace(&self) -> Option<&str> {
+        self.value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+    }
+
+    pub fn name(&self) -> &str {
+        self.value
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{file}, document {document}: {problem}")]
+    Parse {
+        file: String,
+        document: usize,
+        problem: String,
+    },
+}
+
+/// Reads every path (`-` is stdin) into manifests, in a stable order.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
+    let mut manifests = Vec::new();
+    for path in paths {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|source| ManifestError::Read {
+                    path: "-".into(),
+                    source,
+                })?;
+            manifests.extend(parse_text("-", &text)?);
+            continue;
+        }
+        for file in collect_files(path)? {
+            let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
+                path: file.display().to_string(),
+                source,
+            })?;
+            manifests.extend(parse_text(&file.display().to_string(), &text)?);
+        }
+    }
+    Ok(manifests)
+}
+
+/// A named file is read whatever its extension; inside directories only
+/// `.yaml`, `.yml` and `.json` files are.
+fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
+    let read_err = |source| ManifestError::Read {
+        path: path.display().to_string(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(read_err)?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_owned()]);
+    }
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(read_err)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(read_err)?;
+    entries.sort();
+    let mut files = Vec::new();
+    for entry in entries {
+        if entry.is_dir() {
+            files.extend(collect_files(&entry)?);
+        } else if matches!(
+            entry.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            files.push(entry);
+        }
+    }
+    Ok(files)
+}
+
+/// Parses one file's text: a JSON value (or several), or YAML documents.
+pub fn parse_text(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
+    let trimmed = text.trim_start();
+    let documents: Vec<(usize, Value)> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        parse_json(file, text)?
+    } else {
+        parse_yaml(file, text)?
+    };
+    let mut manifests = Vec::new();
+    for (index, (line, value)) in documents.into_iter().enumerate() {
+        let origin = Origin {
+            file: file.to_owned(),
+            document: index + 1,
+            line,
+        };
+        flatten(origin, value, &mut manifests)?;
+    }
+    Ok(manifests)
+}
+
+fn parse_json(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
+    let mut out = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    loop {
+        let offset = stream.byte_offset();
+        match stream.next() {
+            None => break,
+            Some(Ok(value)) => out.push((line_of(text, offset), value)),
+            Some(Err(e)) => {
+                return Err(ManifestError::Parse {
+                    file: file.to_owned(),
+                    document: out.len() + 1,
+                    problem: format!("invalid JSON: {e}"),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_yaml(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
+    let starts = yaml_document_lines(text);
+    let mut out = Vec::new();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(document).map_err(|e| ManifestError::Parse {
+            file: file.to_owned(),
+            document: index + 1,
+            problem: format!("invalid YAML: {e}"),
+        })?;
+        out.push((starts.get(index).copied().unwrap_or(1), value));
+    }
+    Ok(out)
+}
+
+/// The first line of each YAML document: documents are separated by lines
+/// starting with `---`; a leading separator opens the first document.
+fn yaml_document_lines(text: &str) -> Vec<usize> {
+    let mut starts = vec![1];
+    for (i, line) in text.lines().enumerate() {
+        if line.starts_with("---") {
+            if i == 0
+                || text
+                    .lines()
+                    .take(i)
+                    .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+            {
+                starts[0] = i + 2;
+            } else {
+                starts.push(i + 2);
+            }
+        }
+    }
+    starts
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    let skipped = text[offset..].len() - text[offset..].trim_start().len();
+    text[..offset + skipped].matches('\n').count() + 1
+}
+
+/// Adds `value` (an object, a `kind: List`, or null for an empty document).
+fn flatten(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), ManifestError> {
+    let parse_err = |problem: String| ManifestError::Parse {
+        file: origin.file.clone(),
+        document: origin.document,
+        problem,
+    };
+    match value {
+        Value::Null => Ok(()),
+        Value::Array(items) => items
+            .into_iter()
+            .try_for_each(|item| flatten(origin.clone(), item, out)),
+        Value::Object(ref map) => {
+            let field = |name: &str| {
+                map.get(name)
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let (api_version, kind) = (field("apiVersion"), field("kind"));
+            if api_version.is_empty() || kind.is_empty() {
+                return Err(parse_err(
+                    "not a Kubernetes object: apiVersion and kind are required".into(),
+                ));
+            }
+            if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
+                let Some(Value::Array(items)) = map.get("items").cloned() else {
+                    return Err(parse_err(format!("{kind} without an items array")));
+                };
+                return items
+                    .into_iter()
+                    .try_for_each(|item| flatten(origin.clone(), item, out));
+            }
+            out.push(Manifest {
+                origin,
+                api_version,
+                kind,
+                value,
+            });
+            Ok(())
+        }
+        other => Err(parse_err(format!(
+            "expected a Kubernetes object, found {}",
+            match other {
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_document_yaml_with_list_and_empty_documents() {
+        let text = "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: a}\n---\n---\napiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n- {apiVersion: v1, kind: Pod, metadata: {name: q}}\n";
+        let m = parse_text("x.yaml", text).unwrap();
+        let names: Vec<_> = m.iter().map(|m| (m.kind.as_str(), m.name())).collect();
+        assert_eq!(names, [("Namespace", "a"), ("Pod", "p"), ("Pod", "q")]);
+        assert_eq!(m[0].origin.line, 2);
+        assert_eq!(m[1].origin.document, 3);
+        assert_eq!(m[1].origin.line, 7);
+    }
+
+    #[test]
+    fn json_objects_and_arrays() {
+        let m = parse_text("x.json", "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"p\",\"namespace\":\"shop\"}}").unwrap();
+        assert_eq!(m[0].namespace(), Some("shop"));
+    }
+
+    #[test]
+    fn errors_name_file_and_document() {
+        let e = parse_text(
+            "bad.yaml",
+            "apiVersion: v1\nkind: Pod\n---\nkind: [unclosed\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("bad.yaml, document 2: invalid YAML"),
+            "{e}"
+        );
+        let e = parse_text("bad.yaml", "just a string\n").unwrap_err();
+        assert!(e.to_string().contains("document 1"), "{e}");
+        let e = parse_text("bad.yaml", "metadata: {name: x}\n").unwrap_err();
+        assert!(
+            e.to_string().contains("apiVersion and kind are required"),
+            "{e}"
+        );
+        let e = parse_text("bad.json", "{\"a\": ").unwrap_err();
+        assert!(
+            e.to_string().contains("bad.json, document 1: invalid JSON"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! Prometheus metrics. Label values come from fixed sets (kinds, operations,
+//! decisions, rule ids, modes): never object names, namespaces or error text,
+//! which would make series unbounded.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::admission::Record;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub endpoint: &'static str,
+    pub kind: String,
+    pub operation: &'static str,
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ViolationLabels {
+    pub rule: &'static str,
+    pub mode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub rule: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabels {
+    pub resource: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: &'static str,
+}
+
+/// Kinds outside this list are counted as "other", so a cluster full of
+/// custom resources cannot inflate the series count.
+const KNOWN_KINDS: &[&str] = &[
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+    "Namespace",
+    "PeerAuthentication",
+    "AuthorizationPolicy",
+    "DestinationRule",
+    "Sidecar",
+    "Certificate",
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<EndpointLabels, Histogram>,
+    violations: Family<ViolationLabels, Counter>,
+    exemptions: Family<RuleLabels, Counter>,
+    tls_reloads: Family<ResultLabels, Counter>,
+    cache_synced: Family<ResourceLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Metrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
+                ])
+            }),
+            violations: Family::default(),
+            exemptions: Family::default(),
+            tls_reloads: Family::default(),
+            cache_synced: Family::default(),
+        };
+        let r = registry.sub_registry_with_prefix("meshgate");
+        r.register(
+            "admission_requests",
+            "Admission reviews by endpoint, kind, operation and decision",
+            metrics.requests.clone(),
+        );
+        r.register(
+            "admission_duration_seconds",
+            "Time to decode, judge and answer one review",
+            metrics.duration.clone(),
+        );
+        r.register(
+            "violations",
+            "Rule violations found, by rule and the mode they were handled in",
+            metrics.violations.clone(),
+        );
+        r.register(
+            "exemptions_applied",
+            "Findings lifted by a configured exemption, by rule",
+            metrics.exemptions.clone(),
+        );
+        r.register(
+            "tls_reloads",
+            "Serving certificate reloads, by result",
+            metrics.tls_reloads.clone(),
+        );
+        r.register(
+            "cache_synced",
+            "1 once the cache of a watched resource has completed its first list",
+            metrics.cache_synced.clone(),
+        );
+        metrics
+    }
+
+    pub fn observe_review(&self, endpoint: &'static str, record: &Record, seconds: f64) {
+        let kind = if KNOWN_KINDS.contains(&record.kind.as_str()) {
+            record.kind.clone()
+        } else {
+            "other".to_owned()
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                kind,
+                operation: record.operation,
+                decision: record.outcome.as_str(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&EndpointLabels { endpoint })
+            .observe(seconds);
+        for (rule, mode) in &record.violations {
+            self.violations
+                .get_or_create(&ViolationLabels {
+                    rule: rule.as_str(),
+                    mode,
+                })
+                .inc();
+        }
+        for rule in &record.exempted {
+            self.exemptions
+                .get_or_create(&RuleLabels {
+                    rule: rule.as_str(),
+                })
+                .inc();
+        }
+    }
+
+    /// A body that was not an AdmissionReview at all.
+    pub fn observe_bad_request(&self, endpoint: &'static str) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint,
+                kind: "unknown".into(),
+                operation: "unknown",
+                decision: "error",
+            })
+            .inc();
+    }
+
+    pub fn tls_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.tls_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    pub fn cache_synced(&self, resource: &'static str, synced: bool) {
+        self.cache_synced
+            .get_or_create(&ResourceLabels { resource })
+            .set(i64::from(synced));
+    }
+}

@@ -1,0 +1,44 @@
+//! `no-host-network`: a pod on the host's network namespace shares the node's
+//! interfaces; no sidecar intercepts its traffic and no mTLS protects it.
+
+use crate::rules::{Context, Finding, RuleId};
+use crate::subject::Workload;
+
+pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
+    if w.spec.host_network != Some(true) {
+        return vec![];
+    }
+    vec![Finding::new(
+        RuleId::NoHostNetwork,
+        format!(
+            "{} {}/{} uses hostNetwork: true, so its traffic never passes through a sidecar",
+            w.kind, w.namespace, w.name
+        ),
+        "remove hostNetwork: true (or add an exemption with a reason, for node agents)",
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::*;
+
+    #[test]
+    fn rejects_host_network() {
+        let world = World::enrolled_shop();
+        let f = check(&deployment("agent").host_network(), &world.ctx());
+        assert_eq!(rule_ids(&f), [RuleId::NoHostNetwork]);
+        assert!(f[0]
+            .message
+            .contains("deployment shop/agent uses hostNetwork: true"));
+    }
+
+    #[test]
+    fn accepts_pod_network() {
+        let world = World::enrolled_shop();
+        assert!(check(&injected(pod("web")), &world.ctx()).is_empty());
+        let mut explicit_false = pod("web");
+        explicit_false.spec.host_network = Some(false);
+        assert!(check(&explicit_false, &world.ctx()).is_empty());
+    }
+}

@@ -1,0 +1,318 @@
+//! `sidecar-required`: every workload runs with an Istio proxy, or in an
+//! ambient namespace. Pods reach validation after the injector ran, so a pod
+//! must already carry `istio-proxy`; a controller's template is never injected
+//! itself, so for it we check that injection *will* happen, with the same
+//! selectors Istio's injector webhooks use.
+
+use k8s_openapi::api::core::v1::PodSpec;
+
+use crate::posture::{labels, Enrollment, NamespaceInfo};
+use crate::rules::{Context, Finding, RuleId};
+use crate::subject::Workload;
+
+const ID: RuleId = RuleId::SidecarRequired;
+const INJECT: &str = "sidecar.istio.io/inject";
+pub const PROXY_CONTAINER: &str = "istio-proxy";
+
+pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
+    if w.is_pod() && has_sidecar(&w.spec) {
+        return vec![];
+    }
+    let Some(ns) = ctx.posture.namespace(&w.namespace) else {
+        return vec![Finding::new(
+            ID,
+            format!(
+                "{} cannot be verified: namespace \"{}\" is not known, so whether it gets a sidecar is unknown",
+                subject(w),
+                w.namespace
+            ),
+            format!(
+                "create namespace \"{}\" with istio-injection=enabled first (in `meshgate audit`, include its Namespace manifest)",
+                w.namespace
+            ),
+        )];
+    };
+    let outcome = injection(w, ns);
+    if outcome == Injection::Injected && !w.is_pod() {
+        return vec![];
+    }
+    if ns.is_ambient() && w.spec.host_network != Some(true) {
+        return match w.pod_label(labels::DATAPLANE_MODE) {
+            Some("none") => vec![Finding::new(
+                ID,
+                format!(
+                    "{} opts out of the ambient mesh with label {}=none",
+                    subject(w),
+                    labels::DATAPLANE_MODE
+                ),
+                format!("remove the pod label {}=none", labels::DATAPLANE_MODE),
+            )],
+            _ => vec![],
+        };
+    }
+    let (why, fix) = explain(w, &outcome);
+    let what = if w.is_pod() {
+        "has no istio-proxy sidecar"
+    } else {
+        "will run without an istio-proxy sidecar"
+    };
+    vec![Finding::new(
+        ID,
+        format!("{} {what}: {why}", subject(w)),
+        fix,
+    )]
+}
+
+/// A container named `istio-proxy`, or a native sidecar (an init container
+/// with `restartPolicy: Always`) of that name.
+pub fn has_sidecar(spec: &PodSpec) -> bool {
+    spec.containers.iter().any(|c| c.name == PROXY_CONTAINER)
+        || spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always"))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Injection {
+    Injected,
+    HostNetwork,
+    NamespaceDisabled,
+    NamespaceUnrecognised(String),
+    NotEnrolled,
+    /// The pod opts out: (where: "label"/"annotation", value).
+    OptedOut(&'static str, String),
+}
+
+/// Istio's injector decision for this pod in this namespace.
+fn injection(w: &Workload, ns: &NamespaceInfo) -> Injection {
+    if w.spec.host_network == Some(true) {
+        return Injection::HostNetwork;
+    }
+    // The label wins over the annotation when both are set.
+    let selector = match (w.pod_label(INJECT), w.pod_annotation(INJECT)) {
+        (Some(v), _) => Some(("label", v)),
+        (None, Some(v)) => Some(("annotation", v)),
+        (None, None) => None,
+    };
+    let opted_out = |selector: Option<(&'static str, &str)>| match selector {
+        Some((place, value)) if !value.is_empty() && !is_yaml_true(value) => {
+            Some(Injection::OptedOut(place, value.to_owned()))
+        }
+        _ => None,
+    };
+    match ns.sidecar_enrollment() {
+        Enrollment::Disabled => Injection::NamespaceDisabled,
+        Enrollment::Unrecognised(value) => Injection::NamespaceUnrecognised(value),
+        Enrollment::Sidecar => opted_out(selector).unwrap_or(Injection::Injected),
+        // Without namespace labels only a pod *label* selects the injector;
+        // an annotation alone does not.
+        Enrollment::None => {
+            if w.pod_label(INJECT) == Some("true") {
+                Injection::Injected
+            } else if w.pod_label(labels::ISTIO_REV).is_some() {
+                opted_out(selector).unwrap_or(Injection::Injected)
+            } else {
+                Injection::NotEnrolled
+            }
+        }
+    }
+}
+
+/// Istio reads the inject annotation as a YAML boolean: anything else that is
+/// not empty turns injection off.
+fn is_yaml_true(value: &str) -> bool {
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "y" | "yes" | "true" | "on"
+    )
+}
+
+fn explain(w: &Workload, outcome: &Injection) -> (String, String) {
+    let ns = &w.namespace;
+    let enroll = format!(
+        "label namespace \"{ns}\" with istio-injection=enabled (or istio.io/rev=<revision>, or istio.io/dataplane-mode=ambient)"
+    );
+    match outcome {
+        Injection::HostNetwork => (
+            "hostNetwork pods are never injected".into(),
+            "remove hostNetwork: true".into(),
+        ),
+        Injection::NamespaceDisabled => (
+            format!("namespace \"{ns}\" is labelled istio-injection=disabled"),
+            format!("label namespace \"{ns}\" with istio-injection=enabled"),
+        ),
+        Injection::NamespaceUnrecognised(value) => (
+            format!("namespace \"{ns}\" has istio-injection={value}, which the injector ignores"),
+            format!("label namespace \"{ns}\" with istio-injection=enabled"),
+        ),
+        Injection::NotEnrolled => (
+            format!("namespace \"{ns}\" is not enrolled in the mesh"),
+            enroll,
+        ),
+        Injection::OptedOut(place, value) => (
+            format!("it opts out with the {place} {INJECT}={value}"),
+            format!("remove the {INJECT} {place} from the pod template"),
+        ),
+        Injection::Injected => (
+            "the sidecar injector did not run although the namespace is enrolled".into(),
+            "check that Istio's sidecar injector webhook is installed and reachable, then recreate the pod".into(),
+        ),
+    }
+}
+
+fn subject(w: &Workload) -> String {
+    format!("{} {}/{}", w.kind, w.namespace, w.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::*;
+
+    fn findings(w: &Workload, world: &World) -> Vec<Finding> {
+        check(w, &world.ctx())
+    }
+
+    #[test]
+    fn accepts_injected_pod() {
+        let w = injected(pod("web"));
+        assert!(findings(&w, &World::enrolled_shop()).is_empty());
+    }
+
+    #[test]
+    fn accepts_native_sidecar_only_with_restart_policy_always() {
+        let mut w = pod("web");
+        let mut proxy = container("istio-proxy");
+        proxy.restart_policy = Some("Always".into());
+        w.spec.init_containers = Some(vec![proxy]);
+        assert!(findings(&w, &World::enrolled_shop()).is_empty());
+        // Stripped of restartPolicy (as a 1.24 API server does) it is a plain
+        // init container that exits before the app starts.
+        w.spec.init_containers.as_mut().unwrap()[0].restart_policy = None;
+        assert_eq!(findings(&w, &World::enrolled_shop()).len(), 1);
+    }
+
+    #[test]
+    fn rejects_pod_that_the_injector_missed_in_enrolled_namespace() {
+        let f = findings(&pod("web"), &World::enrolled_shop());
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message
+                .contains("pod shop/web has no istio-proxy sidecar"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0].fix.contains("injector"), "{}", f[0].fix);
+    }
+
+    #[test]
+    fn rejects_template_in_unlabelled_namespace_with_enrollment_fix() {
+        let world = World::with_namespaces(&[namespace("shop", &[])]);
+        let f = findings(&deployment("web"), &world);
+        assert_eq!(f.len(), 1);
+        assert!(f[0]
+            .message
+            .contains("deployment shop/web will run without"));
+        assert!(f[0]
+            .fix
+            .contains("label namespace \"shop\" with istio-injection=enabled"));
+    }
+
+    #[test]
+    fn accepts_template_in_enrolled_or_revision_namespace() {
+        assert!(findings(&deployment("web"), &World::enrolled_shop()).is_empty());
+        let rev = World::with_namespaces(&[namespace("shop", &[("istio.io/rev", "1-24")])]);
+        assert!(findings(&deployment("web"), &rev).is_empty());
+    }
+
+    #[test]
+    fn opt_out_label_wins_over_annotation() {
+        let world = World::enrolled_shop();
+        let w = deployment("web")
+            .with_label(INJECT, "false")
+            .with_annotation(INJECT, "true");
+        let f = findings(&w, &world);
+        assert!(
+            f[0].message.contains("label sidecar.istio.io/inject=false"),
+            "{}",
+            f[0].message
+        );
+        let w = deployment("web")
+            .with_label(INJECT, "true")
+            .with_annotation(INJECT, "false");
+        assert!(findings(&w, &world).is_empty());
+    }
+
+    #[test]
+    fn any_non_true_annotation_value_opts_out() {
+        let world = World::enrolled_shop();
+        for value in ["false", "no", "off", "nope"] {
+            let w = deployment("web").with_annotation(INJECT, value);
+            assert_eq!(findings(&w, &world).len(), 1, "{value}");
+        }
+        for value in ["yes", "On", "true", ""] {
+            let w = deployment("web").with_annotation(INJECT, value);
+            assert!(findings(&w, &world).is_empty(), "{value}");
+        }
+    }
+
+    #[test]
+    fn pod_label_enrolls_only_in_namespaces_without_labels() {
+        let bare = World::with_namespaces(&[namespace("shop", &[])]);
+        assert!(findings(&deployment("web").with_label(INJECT, "true"), &bare).is_empty());
+        // An annotation alone does not select the injector.
+        assert_eq!(
+            findings(&deployment("web").with_annotation(INJECT, "true"), &bare).len(),
+            1
+        );
+        // A revision label on the pod selects the revision's injector.
+        assert!(findings(
+            &deployment("web").with_label("istio.io/rev", "canary"),
+            &bare
+        )
+        .is_empty());
+        // In a disabled namespace nothing is injected.
+        let disabled =
+            World::with_namespaces(&[namespace("shop", &[("istio-injection", "disabled")])]);
+        let f = findings(&deployment("web").with_label(INJECT, "true"), &disabled);
+        assert!(f[0].message.contains("istio-injection=disabled"));
+    }
+
+    #[test]
+    fn ambient_namespace_needs_no_sidecar_unless_the_pod_opts_out() {
+        let ambient =
+            World::with_namespaces(&[namespace("shop", &[("istio.io/dataplane-mode", "ambient")])]);
+        assert!(findings(&pod("web"), &ambient).is_empty());
+        assert!(findings(&deployment("web"), &ambient).is_empty());
+        let f = findings(
+            &deployment("web").with_label("istio.io/dataplane-mode", "none"),
+            &ambient,
+        );
+        assert!(f[0].message.contains("opts out of the ambient mesh"));
+    }
+
+    #[test]
+    fn host_network_template_is_never_injected() {
+        let f = findings(&deployment("web").host_network(), &World::enrolled_shop());
+        assert!(f[0].message.contains("hostNetwork pods are never injected"));
+        let ambient =
+            World::with_namespaces(&[namespace("shop", &[("istio.io/dataplane-mode", "ambient")])]);
+        assert_eq!(
+            findings(&deployment("web").host_network(), &ambient).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn unknown_namespace_is_unverifiable_never_a_pass() {
+        let world = World::with_namespaces(&[]);
+        let f = findings(&deployment("web"), &world);
+        assert!(
+            f[0].message.contains("cannot be verified"),
+            "{}",
+            f[0].message
+        );
+    }
+}

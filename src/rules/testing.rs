@@ -1,0 +1,160 @@
+//! Small builders for rule tests: `pod("web").in_ns("shop").host_network()`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, SecurityContext};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::config::Config;
+use crate::posture::PostureIndex;
+use crate::rules::{Context, Finding, RuleId};
+use crate::subject::{Kind, Workload};
+
+pub fn pod(name: &str) -> Workload {
+    workload(Kind::Pod, name)
+}
+
+pub fn deployment(name: &str) -> Workload {
+    workload(Kind::Deployment, name)
+}
+
+fn workload(kind: Kind, name: &str) -> Workload {
+    Workload {
+        kind,
+        namespace: "shop".into(),
+        name: name.into(),
+        pod_meta: ObjectMeta::default(),
+        spec: PodSpec {
+            containers: vec![container("app")],
+            service_account_name: Some(format!("{name}-sa")),
+            ..Default::default()
+        },
+    }
+}
+
+pub fn container(name: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some("registry.example/app:1".into()),
+        ..Default::default()
+    }
+}
+
+/// What the Istio 1.24 injector adds to a pod.
+pub fn injected(mut w: Workload) -> Workload {
+    let mut init = container("istio-init");
+    init.security_context = Some(SecurityContext {
+        capabilities: Some(k8s_openapi::api::core::v1::Capabilities {
+            add: Some(vec!["NET_ADMIN".into(), "NET_RAW".into()]),
+            drop: Some(vec!["ALL".into()]),
+        }),
+        run_as_user: Some(0),
+        ..Default::default()
+    });
+    let mut proxy = container("istio-proxy");
+    proxy.security_context = Some(SecurityContext {
+        run_as_user: Some(1337),
+        run_as_group: Some(1337),
+        ..Default::default()
+    });
+    w.spec
+        .init_containers
+        .get_or_insert_with(Vec::new)
+        .push(init);
+    w.spec.containers.push(proxy);
+    w.with_annotation(
+        "sidecar.istio.io/status",
+        r#"{"initContainers":["istio-init"],"containers":["istio-proxy"],"revision":"default"}"#,
+    )
+}
+
+pub trait WorkloadBuilder: Sized {
+    fn in_ns(self, ns: &str) -> Self;
+    fn with_label(self, k: &str, v: &str) -> Self;
+    fn with_annotation(self, k: &str, v: &str) -> Self;
+    fn host_network(self) -> Self;
+    fn service_account(self, sa: Option<&str>) -> Self;
+    fn security_context(self, container: usize, sc: SecurityContext) -> Self;
+}
+
+impl WorkloadBuilder for Workload {
+    fn in_ns(mut self, ns: &str) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+    fn with_label(mut self, k: &str, v: &str) -> Self {
+        self.pod_meta
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
+        self
+    }
+    fn with_annotation(mut self, k: &str, v: &str) -> Self {
+        self.pod_meta
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(k.into(), v.into());
+        self
+    }
+    fn host_network(mut self) -> Self {
+        self.spec.host_network = Some(true);
+        self
+    }
+    fn service_account(mut self, sa: Option<&str>) -> Self {
+        self.spec.service_account_name = sa.map(Into::into);
+        self
+    }
+    fn security_context(mut self, container: usize, sc: SecurityContext) -> Self {
+        self.spec.containers[container].security_context = Some(sc);
+        self
+    }
+}
+
+pub fn namespace(name: &str, labels: &[(&str, &str)]) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// A posture with the given namespaces and the default config.
+pub struct World {
+    pub posture: PostureIndex,
+    pub config: Config,
+}
+
+impl World {
+    pub fn with_namespaces(namespaces: &[Namespace]) -> Self {
+        let mut posture = PostureIndex::default();
+        posture.replace_namespaces(namespaces);
+        World {
+            posture,
+            config: Config::default(),
+        }
+    }
+
+    /// The usual case: namespace `shop` enrolled with `istio-injection=enabled`.
+    pub fn enrolled_shop() -> Self {
+        Self::with_namespaces(&[namespace("shop", &[("istio-injection", "enabled")])])
+    }
+
+    pub fn ctx(&self) -> Context<'_> {
+        Context {
+            posture: &self.posture,
+            config: &self.config,
+        }
+    }
+}
+
+pub fn rule_ids(findings: &[Finding]) -> Vec<RuleId> {
+    findings.iter().map(|f| f.rule).collect()
+}

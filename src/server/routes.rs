@@ -1,0 +1,173 @@
+//! HTTP routes. Handlers are thin: read the body within its limit, hand it
+//! to the [`Reviewer`], log and count the answer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::admission::{Record, ReviewError, Reviewed, Reviewer};
+use crate::metrics::Metrics;
+use crate::posture::reflector::CacheSync;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub reviewer: Arc<Reviewer>,
+    pub metrics: Metrics,
+    pub sync: Arc<CacheSync>,
+    pub max_body_bytes: usize,
+}
+
+/// The webhook router (served over TLS).
+pub fn webhook(state: AppState) -> Router {
+    Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(mutate))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The metrics router (plain HTTP on its own port).
+pub fn metrics(registry: Arc<Registry>, metrics: Metrics, sync: Arc<CacheSync>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let (registry, metrics, sync) = (registry.clone(), metrics.clone(), sync.clone());
+            async move {
+                // Sync state is read at scrape time rather than pushed on
+                // every watch event.
+                for (resource, synced) in sync.states() {
+                    metrics.cache_synced(resource, synced);
+                }
+                let mut text = String::new();
+                match prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    Ok(()) => (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
+        }),
+    )
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.sync.is_ready() {
+        return (StatusCode::OK, "ready").into_response();
+    }
+    let waiting: Vec<_> = state
+        .sync
+        .states()
+        .filter(|(_, synced)| !synced)
+        .map(|(resource, _)| resource)
+        .collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"ready": false, "waitingForCaches": waiting})),
+    )
+        .into_response()
+}
+
+async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, "validate", headers, body, Reviewer::validate).await
+}
+
+async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    handle(state, "mutate", headers, body, Reviewer::mutate).await
+}
+
+async fn handle(
+    state: AppState,
+    endpoint: &'static str,
+    headers: HeaderMap,
+    body: Body,
+    review: fn(&Reviewer, &[u8]) -> Result<Reviewed, ReviewError>,
+) -> Response {
+    let started = Instant::now();
+    let limit = state.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > limit) {
+        state.metrics.observe_bad_request(endpoint);
+        return too_large(limit);
+    }
+    let bytes: Bytes = match Limited::new(body, limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            state.metrics.observe_bad_request(endpoint);
+            return too_large(limit);
+        }
+        Err(error) => {
+            tracing::warn!(endpoint, %error, "cannot read the request body");
+            state.metrics.observe_bad_request(endpoint);
+            return error_response(StatusCode::BAD_REQUEST, "cannot read the request body");
+        }
+    };
+    match review(&state.reviewer, &bytes) {
+        Ok(Reviewed { review, record }) => {
+            let elapsed = started.elapsed();
+            state
+                .metrics
+                .observe_review(endpoint, &record, elapsed.as_secs_f64());
+            log_decision(endpoint, &record, elapsed.as_secs_f64() * 1000.0);
+            Json(review).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(endpoint, %error, "rejected a body that is not an AdmissionReview");
+            state.metrics.observe_bad_request(endpoint);
+            error_response(StatusCode::BAD_REQUEST, &error.to_string())
+        }
+    }
+}
+
+fn too_large(limit: usize) -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("request body exceeds the {limit}-byte limit"),
+    )
+}
+
+fn error_response(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({"error": message}))).into_response()
+}
+
+/// One line per decision; constant message, data in fields.
+fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
+    let rules: Vec<String> = r
+        .violations
+        .iter()
+        .map(|(rule, mode)| format!("{rule}:{mode}"))
+        .collect();
+    let exempted: Vec<&str> = r.exempted.iter().map(|rule| rule.as_str()).collect();
+    tracing::info!(
+        endpoint,
+        uid = %r.uid,
+        kind = %r.kind,
+        namespace = %r.namespace,
+        name = %r.name,
+        operation = r.operation,
+        user = %r.user,
+        dry_run = r.dry_run,
+        decision = r.outcome.as_str(),
+        rules = %rules.join(","),
+        exempted = %exempted.join(","),
+        latency_ms,
+        "admission review"
+    );
+}

@@ -1,0 +1,321 @@
+//! Subject extraction: an object from a review or a manifest, parsed once into
+//! a typed value the rules can read. Pods and the pod templates of every
+//! controller kind become one [`Workload`] view, so each workload rule is
+//! written once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec, ReplicationController};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+
+/// The kinds meshgate judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+    ReplicationController,
+}
+
+impl Kind {
+    /// Maps an API group, version and kind to a judged kind. Versions other
+    /// than the ones listed are not served by current clusters.
+    pub fn from_gvk(group: &str, version: &str, kind: &str) -> Option<Kind> {
+        Some(match (group, version, kind) {
+            ("", "v1", "Pod") => Kind::Pod,
+            ("", "v1", "ReplicationController") => Kind::ReplicationController,
+            ("apps", "v1", "Deployment") => Kind::Deployment,
+            ("apps", "v1", "StatefulSet") => Kind::StatefulSet,
+            ("apps", "v1", "DaemonSet") => Kind::DaemonSet,
+            ("apps", "v1", "ReplicaSet") => Kind::ReplicaSet,
+            ("batch", "v1", "Job") => Kind::Job,
+            ("batch", "v1", "CronJob") => Kind::CronJob,
+            _ => return None,
+        })
+    }
+
+    /// Parses an `apiVersion` string (`apps/v1`, `v1`) and a kind.
+    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        Self::from_gvk(group, version, kind)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Pod => "Pod",
+            Kind::Deployment => "Deployment",
+            Kind::StatefulSet => "StatefulSet",
+            Kind::DaemonSet => "DaemonSet",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
+            Kind::ReplicationController => "ReplicationController",
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Pod | Kind::ReplicationController => "v1",
+            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps/v1",
+            Kind::Job | Kind::CronJob => "batch/v1",
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Lowercase, as kubectl names objects ("deployment shop/web").
+        f.write_str(&self.as_str().to_ascii_lowercase())
+    }
+}
+
+/// A pod, or the pod a controller's template will create.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// Labels and annotations of the pod (the template's, for controllers).
+    pub pod_meta: ObjectMeta,
+    pub spec: PodSpec,
+}
+
+impl Workload {
+    /// Pods reach validation after the sidecar injector ran; templates never
+    /// get injected themselves.
+    pub fn is_pod(&self) -> bool {
+        self.kind == Kind::Pod
+    }
+
+    pub fn pod_labels(&self) -> &BTreeMap<String, String> {
+        static EMPTY: BTreeMap<String, String> = BTreeMap::new();
+        self.pod_meta.labels.as_ref().unwrap_or(&EMPTY)
+    }
+
+    pub fn pod_label(&self, key: &str) -> Option<&str> {
+        self.pod_meta.labels.as_ref()?.get(key).map(String::as_str)
+    }
+
+    pub fn pod_annotation(&self, key: &str) -> Option<&str> {
+        self.pod_meta
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+}
+
+/// A judged object.
+#[derive(Debug, Clone)]
+pub enum Object {
+    Workload(Workload),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Workload(w) => w.kind,
+        }
+    }
+
+    pub fn namespace(&self) -> &str {
+        match self {
+            Object::Workload(w) => &w.namespace,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Object::Workload(w) => &w.name,
+        }
+    }
+
+    /// The labels exemption selectors match: the pod's labels for workloads, so
+    /// one selector covers a Deployment and the pods it creates.
+    pub fn selector_labels(&self) -> &BTreeMap<String, String> {
+        match self {
+            Object::Workload(w) => w.pod_labels(),
+        }
+    }
+}
+
+impl fmt::Display for Object {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind(), self.namespace(), self.name())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot decode the {kind} object: {source}")]
+pub struct DecodeError {
+    pub kind: &'static str,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+/// Something a typed object can be decoded from: a raw review payload, or a
+/// manifest document already turned into JSON.
+pub trait ObjectSource {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error>;
+}
+
+impl ObjectSource for &serde_json::value::RawValue {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.get())
+    }
+}
+
+impl ObjectSource for serde_json::Value {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(self)
+    }
+}
+
+/// Decodes `source` as `kind`. `namespace` and `name` fill in what the object
+/// itself may leave out (the API server passes them beside the object; a
+/// manifest may omit the namespace).
+pub fn decode(
+    kind: Kind,
+    source: impl ObjectSource,
+    namespace: &str,
+    name: &str,
+) -> Result<Object, DecodeError> {
+    let err = |source| DecodeError {
+        kind: kind.as_str(),
+        source,
+    };
+    let (meta, template): (ObjectMeta, Option<PodTemplateSpec>) = match kind {
+        Kind::Pod => {
+            let pod: Pod = source.decode().map_err(err)?;
+            // The pod's own metadata is its pod metadata; moved in below.
+            let template = PodTemplateSpec {
+                metadata: None,
+                spec: pod.spec,
+            };
+            (pod.metadata, Some(template))
+        }
+        Kind::Deployment => {
+            let d: Deployment = source.decode().map_err(err)?;
+            (d.metadata, d.spec.map(|s| s.template))
+        }
+        Kind::StatefulSet => {
+            let s: StatefulSet = source.decode().map_err(err)?;
+            (s.metadata, s.spec.map(|s| s.template))
+        }
+        Kind::DaemonSet => {
+            let d: DaemonSet = source.decode().map_err(err)?;
+            (d.metadata, d.spec.map(|s| s.template))
+        }
+        Kind::ReplicaSet => {
+            let r: ReplicaSet = source.decode().map_err(err)?;
+            (r.metadata, r.spec.and_then(|s| s.template))
+        }
+        Kind::Job => {
+            let j: Job = source.decode().map_err(err)?;
+            (j.metadata, j.spec.map(|s| s.template))
+        }
+        Kind::CronJob => {
+            let c: CronJob = source.decode().map_err(err)?;
+            let template = c.spec.and_then(|s| s.job_template.spec).map(|s| s.template);
+            (c.metadata, template)
+        }
+        Kind::ReplicationController => {
+            let r: ReplicationController = source.decode().map_err(err)?;
+            (r.metadata, r.spec.and_then(|s| s.template))
+        }
+    };
+    let template = template.unwrap_or_default();
+    let namespace = meta
+        .namespace
+        .clone()
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or_else(|| namespace.to_owned());
+    let name = display_name(&meta, name);
+    let pod_meta = if kind == Kind::Pod {
+        meta
+    } else {
+        template.metadata.unwrap_or_default()
+    };
+    Ok(Object::Workload(Workload {
+        kind,
+        name,
+        namespace,
+        pod_meta,
+        spec: template.spec.unwrap_or_default(),
+    }))
+}
+
+/// The object's name; for objects named by the API server (`generateName`),
+/// the prefix followed by `*`.
+fn display_name(meta: &ObjectMeta, fallback: &str) -> String {
+    if let Some(name) = meta.name.as_deref().filter(|n| !n.is_empty()) {
+        return name.to_owned();
+    }
+    if !fallback.is_empty() {
+        return fallback.to_owned();
+    }
+    match meta.generate_name.as_deref() {
+        Some(prefix) if !prefix.is_empty() => format!("{prefix}*"),
+        _ => "<unnamed>".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn cronjob_template_becomes_a_workload() {
+        let cj = json!({
+            "apiVersion": "batch/v1", "kind": "CronJob",
+            "metadata": {"name": "nightly"},
+            "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": {
+                "metadata": {"labels": {"app": "report"}},
+                "spec": {"containers": [{"name": "c", "image": "x"}], "restartPolicy": "Never"}
+            }}}}
+        });
+        let Object::Workload(w) = decode(Kind::CronJob, cj, "shop", "").unwrap();
+        assert_eq!(w.namespace, "shop");
+        assert_eq!(w.name, "nightly");
+        assert_eq!(w.pod_label("app"), Some("report"));
+        assert_eq!(w.spec.containers[0].name, "c");
+        assert!(!w.is_pod());
+    }
+
+    #[test]
+    fn generated_names_show_their_prefix() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "web-7d9f-", "namespace": "shop"},
+            "spec": {"containers": []}});
+        let object = decode(Kind::Pod, pod, "", "").unwrap();
+        assert_eq!(object.to_string(), "pod shop/web-7d9f-*");
+    }
+
+    #[test]
+    fn a_wrong_shape_is_an_error_not_an_empty_object() {
+        let bad = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "x"}, "spec": {"template": {"spec": {"containers": "nope"}}}});
+        let e = decode(Kind::Deployment, bad, "shop", "x").unwrap_err();
+        assert!(e.to_string().contains("Deployment"), "{e}");
+    }
+
+    #[test]
+    fn kinds_map_from_api_version_strings() {
+        assert_eq!(
+            Kind::from_api_version("apps/v1", "Deployment"),
+            Some(Kind::Deployment)
+        );
+        assert_eq!(Kind::from_api_version("v1", "Pod"), Some(Kind::Pod));
+        assert_eq!(Kind::from_api_version("v1", "Service"), None);
+        assert_eq!(Kind::from_api_version("apps/v1beta1", "Deployment"), None);
+    }
+}
