@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// How often the certificate files are checked for changes (e.g. 5s, 500ms).
     #[arg(long, env = "MESHGATE_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub tls_reload_interval: Duration,
+    /// How long a posture-based denial waits for the API server's current
+    /// policies before the cached answer stands.
+    #[arg(long, env = "MESHGATE_CONFIRM_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub confirm_timeout: Duration,
     /// How long shutdown waits for in-flight reviews.
     #[arg(long, env = "MESHGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,

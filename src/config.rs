@@ -34,10 +34,22 @@ impl Mode {
     }
 }
 
+/// What reviews that need the cluster's posture get while the caches are
+/// still filling after start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhileSyncing {
+    /// Fail closed: deny, saying why.
+    Deny,
+    /// Fail open: allow, with a warning.
+    Allow,
+}
+
 /// The namespace label that lowers enforcement to audit for one namespace.
 pub const NAMESPACE_MODE_LABEL: &str = "meshgate.io/mode";
 
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &[
     "kube-system",
@@ -79,6 +91,8 @@ struct RawConfig {
     #[serde(default)]
     rules: BTreeMap<String, Mode>,
     mesh_root_namespace: Option<String>,
+    trust_domain: Option<String>,
+    while_syncing: Option<WhileSyncing>,
     exempt_namespaces: Option<Vec<String>>,
     #[serde(default)]
     exemptions: Vec<RawExemption>,
@@ -102,6 +116,10 @@ pub struct Config {
     pub mode: Mode,
     pub rules: BTreeMap<RuleId, Mode>,
     pub mesh_root_namespace: String,
+    /// The mesh's trust domain, which is also the cluster DNS suffix of
+    /// in-mesh hosts (`*.svc.<trustDomain>`).
+    pub trust_domain: String,
+    pub while_syncing: WhileSyncing,
     pub exempt_namespaces: Vec<String>,
     pub exemptions: Vec<Exemption>,
 }
@@ -168,7 +186,10 @@ impl Config {
 
     /// The configured mode of a rule, before namespace labels.
     pub fn rule_mode(&self, rule: RuleId) -> Mode {
-        self.rules.get(&rule).copied().unwrap_or(self.mode)
+        self.rules
+            .get(&rule)
+            .copied()
+            .unwrap_or_else(|| self.mode.min(rule.default_cap()))
     }
 }
 
@@ -178,6 +199,8 @@ impl RawConfig {
             mode,
             rules,
             mesh_root_namespace,
+            trust_domain,
+            while_syncing,
             exempt_namespaces,
             exemptions,
         } = self;
@@ -194,6 +217,14 @@ impl RawConfig {
             return Err(ConfigError::invalid(
                 "meshRootNamespace",
                 "must not be empty",
+            ));
+        }
+
+        let trust_domain = trust_domain.unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+        if trust_domain.trim().is_empty() || trust_domain.starts_with('.') {
+            return Err(ConfigError::invalid(
+                "trustDomain",
+                "must be a DNS suffix such as cluster.local",
             ));
         }
 
@@ -222,6 +253,8 @@ impl RawConfig {
             mode: mode.unwrap_or(Mode::Enforce),
             rules: rule_modes,
             mesh_root_namespace,
+            trust_domain,
+            while_syncing: while_syncing.unwrap_or(WhileSyncing::Deny),
             exempt_namespaces,
             exemptions,
         })
@@ -346,6 +379,29 @@ mod tests {
             Config::from_yaml("mode: audit\nrules:\n  no-host-network: enforce\n").unwrap();
         assert_eq!(config.rule_mode(RuleId::NoHostNetwork), Mode::Enforce);
         assert_eq!(config.rule_mode(RuleId::SidecarRequired), Mode::Audit);
+    }
+
+    #[test]
+    fn advisory_rules_default_to_audit_unless_configured() {
+        let config = Config::from_yaml("").unwrap();
+        assert_eq!(config.rule_mode(RuleId::DenyAllOverridesAllow), Mode::Audit);
+        let config = Config::from_yaml("rules: {deny-all-overrides-allow: enforce}\n").unwrap();
+        assert_eq!(
+            config.rule_mode(RuleId::DenyAllOverridesAllow),
+            Mode::Enforce
+        );
+        let config = Config::from_yaml("mode: off\n").unwrap();
+        assert_eq!(config.rule_mode(RuleId::DenyAllOverridesAllow), Mode::Off);
+    }
+
+    #[test]
+    fn posture_settings_have_safe_defaults() {
+        let config = Config::from_yaml("").unwrap();
+        assert_eq!(config.trust_domain, "cluster.local");
+        assert_eq!(config.while_syncing, WhileSyncing::Deny);
+        let config = Config::from_yaml("whileSyncing: allow\ntrustDomain: example.org\n").unwrap();
+        assert_eq!(config.while_syncing, WhileSyncing::Allow);
+        assert!(err("whileSyncing: maybe\n").contains("whileSyncing"));
     }
 
     #[test]

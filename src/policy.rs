@@ -63,7 +63,11 @@ pub fn judge(object: &Object, ctx: &Context) -> Judgement {
                 reason: e.reason.clone(),
             }),
             None => judgement.findings.push(Judged {
-                mode: mode_of(finding.rule),
+                mode: if finding.advisory {
+                    mode_of(finding.rule).min(Mode::Audit)
+                } else {
+                    mode_of(finding.rule)
+                },
                 finding,
             }),
         }
@@ -139,7 +143,7 @@ mod tests {
         w: crate::subject::Workload,
         namespaces: &[k8s_openapi::api::core::v1::Namespace],
     ) -> Judgement {
-        let mut world = World::with_namespaces(namespaces);
+        let mut world = World::with_namespaces(namespaces).with_baseline();
         world.config = Config::from_yaml(config).unwrap();
         judge(&Object::Workload(w), &world.ctx())
     }

@@ -8,9 +8,11 @@ use std::fmt;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodTemplateSpec, ReplicationController};
+use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
+
+use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
 
 /// The kinds meshgate judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -23,6 +25,11 @@ pub enum Kind {
     Job,
     CronJob,
     ReplicationController,
+    Namespace,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    DestinationRule,
+    Sidecar,
 }
 
 impl Kind {
@@ -38,6 +45,17 @@ impl Kind {
             ("apps", "v1", "ReplicaSet") => Kind::ReplicaSet,
             ("batch", "v1", "Job") => Kind::Job,
             ("batch", "v1", "CronJob") => Kind::CronJob,
+            ("", "v1", "Namespace") => Kind::Namespace,
+            ("security.istio.io", "v1" | "v1beta1", "PeerAuthentication") => {
+                Kind::PeerAuthentication
+            }
+            ("security.istio.io", "v1" | "v1beta1", "AuthorizationPolicy") => {
+                Kind::AuthorizationPolicy
+            }
+            ("networking.istio.io", "v1" | "v1beta1" | "v1alpha3", "DestinationRule") => {
+                Kind::DestinationRule
+            }
+            ("networking.istio.io", "v1" | "v1beta1" | "v1alpha3", "Sidecar") => Kind::Sidecar,
             _ => return None,
         })
     }
@@ -58,15 +76,27 @@ impl Kind {
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
             Kind::ReplicationController => "ReplicationController",
+            Kind::Namespace => "Namespace",
+            Kind::PeerAuthentication => "PeerAuthentication",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::Sidecar => "Sidecar",
         }
     }
 
-    pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::Pod | Kind::ReplicationController => "v1",
-            Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::ReplicaSet => "apps/v1",
-            Kind::Job | Kind::CronJob => "batch/v1",
-        }
+    /// Pods and the controllers whose templates create them.
+    pub fn is_workload(self) -> bool {
+        matches!(
+            self,
+            Kind::Pod
+                | Kind::Deployment
+                | Kind::StatefulSet
+                | Kind::DaemonSet
+                | Kind::ReplicaSet
+                | Kind::Job
+                | Kind::CronJob
+                | Kind::ReplicationController
+        )
     }
 }
 
@@ -113,28 +143,67 @@ impl Workload {
     }
 }
 
-/// A judged object.
+/// A Namespace as the rules see it.
 #[derive(Debug, Clone)]
+pub struct NamespaceObject {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A judged object. One is built per review and never stored, so the size
+/// difference between variants costs nothing worth a box.
+#[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Object {
     Workload(Workload),
+    Namespace(NamespaceObject),
+    PeerAuthentication(PeerAuthentication),
+    AuthorizationPolicy(AuthorizationPolicy),
+    DestinationRule(DestinationRule),
+    Sidecar(Sidecar),
 }
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 impl Object {
     pub fn kind(&self) -> Kind {
         match self {
             Object::Workload(w) => w.kind,
+            Object::Namespace(_) => Kind::Namespace,
+            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
+            Object::DestinationRule(_) => Kind::DestinationRule,
+            Object::Sidecar(_) => Kind::Sidecar,
         }
     }
 
+    fn meta(&self) -> Option<&ObjectMeta> {
+        match self {
+            Object::Workload(_) | Object::Namespace(_) => None,
+            Object::PeerAuthentication(p) => Some(&p.metadata),
+            Object::AuthorizationPolicy(p) => Some(&p.metadata),
+            Object::DestinationRule(p) => Some(&p.metadata),
+            Object::Sidecar(p) => Some(&p.metadata),
+        }
+    }
+
+    /// The namespace the object lives in; a Namespace is its own.
     pub fn namespace(&self) -> &str {
         match self {
             Object::Workload(w) => &w.namespace,
+            Object::Namespace(n) => &n.name,
+            _ => self
+                .meta()
+                .and_then(|m| m.namespace.as_deref())
+                .unwrap_or(""),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Object::Workload(w) => &w.name,
+            Object::Namespace(n) => &n.name,
+            _ => self.meta().and_then(|m| m.name.as_deref()).unwrap_or(""),
         }
     }
 
@@ -143,13 +212,21 @@ impl Object {
     pub fn selector_labels(&self) -> &BTreeMap<String, String> {
         match self {
             Object::Workload(w) => w.pod_labels(),
+            Object::Namespace(n) => &n.labels,
+            _ => self
+                .meta()
+                .and_then(|m| m.labels.as_ref())
+                .unwrap_or(&NO_LABELS),
         }
     }
 }
 
 impl fmt::Display for Object {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}/{}", self.kind(), self.namespace(), self.name())
+        match self {
+            Object::Namespace(n) => write!(f, "namespace {}", n.name),
+            _ => write!(f, "{} {}/{}", self.kind(), self.namespace(), self.name()),
+        }
     }
 }
 
@@ -192,6 +269,64 @@ pub fn decode(
         kind: kind.as_str(),
         source,
     };
+    // The API server passes the namespace beside the object; a manifest may
+    // leave it out.
+    fn placed<T>(mut object: T, meta: fn(&mut T) -> &mut ObjectMeta, ns: &str, name: &str) -> T {
+        let m = meta(&mut object);
+        if m.namespace.as_deref().is_none_or(str::is_empty) {
+            m.namespace = Some(ns.to_owned());
+        }
+        if m.name.as_deref().is_none_or(str::is_empty) && !name.is_empty() {
+            m.name = Some(name.to_owned());
+        }
+        object
+    }
+    match kind {
+        Kind::Namespace => {
+            let ns: Namespace = source.decode().map_err(err)?;
+            return Ok(Object::Namespace(NamespaceObject {
+                name: display_name(&ns.metadata, name),
+                labels: ns.metadata.labels.unwrap_or_default(),
+            }));
+        }
+        Kind::PeerAuthentication => {
+            let p: PeerAuthentication = source.decode().map_err(err)?;
+            return Ok(Object::PeerAuthentication(placed(
+                p,
+                |p| &mut p.metadata,
+                namespace,
+                name,
+            )));
+        }
+        Kind::AuthorizationPolicy => {
+            let p: AuthorizationPolicy = source.decode().map_err(err)?;
+            return Ok(Object::AuthorizationPolicy(placed(
+                p,
+                |p| &mut p.metadata,
+                namespace,
+                name,
+            )));
+        }
+        Kind::DestinationRule => {
+            let p: DestinationRule = source.decode().map_err(err)?;
+            return Ok(Object::DestinationRule(placed(
+                p,
+                |p| &mut p.metadata,
+                namespace,
+                name,
+            )));
+        }
+        Kind::Sidecar => {
+            let p: Sidecar = source.decode().map_err(err)?;
+            return Ok(Object::Sidecar(placed(
+                p,
+                |p| &mut p.metadata,
+                namespace,
+                name,
+            )));
+        }
+        _ => {}
+    }
     let (meta, template): (ObjectMeta, Option<PodTemplateSpec>) = match kind {
         Kind::Pod => {
             let pod: Pod = source.decode().map_err(err)?;
@@ -231,6 +366,7 @@ pub fn decode(
             let r: ReplicationController = source.decode().map_err(err)?;
             (r.metadata, r.spec.and_then(|s| s.template))
         }
+        _ => unreachable!("non-workload kinds returned above"),
     };
     let template = template.unwrap_or_default();
     let namespace = meta
@@ -283,7 +419,9 @@ mod tests {
                 "spec": {"containers": [{"name": "c", "image": "x"}], "restartPolicy": "Never"}
             }}}}
         });
-        let Object::Workload(w) = decode(Kind::CronJob, cj, "shop", "").unwrap();
+        let Ok(Object::Workload(w)) = decode(Kind::CronJob, cj, "shop", "") else {
+            panic!("a CronJob decodes to a workload");
+        };
         assert_eq!(w.namespace, "shop");
         assert_eq!(w.name, "nightly");
         assert_eq!(w.pod_label("app"), Some("report"));
@@ -306,6 +444,19 @@ mod tests {
             "metadata": {"name": "x"}, "spec": {"template": {"spec": {"containers": "nope"}}}});
         let e = decode(Kind::Deployment, bad, "shop", "x").unwrap_err();
         assert!(e.to_string().contains("Deployment"), "{e}");
+    }
+
+    #[test]
+    fn istio_objects_take_the_request_namespace_when_they_omit_it() {
+        let pa = json!({"apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "STRICT"}}});
+        let object = decode(Kind::PeerAuthentication, pa, "shop", "default").unwrap();
+        assert_eq!(object.to_string(), "peerauthentication shop/default");
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop", "labels": {"a": "b"}}});
+        let object = decode(Kind::Namespace, ns, "", "shop").unwrap();
+        assert_eq!(object.to_string(), "namespace shop");
+        assert_eq!(object.namespace(), "shop");
+        assert_eq!(object.selector_labels()["a"], "b");
     }
 
     #[test]

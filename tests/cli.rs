@@ -45,31 +45,68 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-const SHOP_NS: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio-injection: enabled}\n";
+const SHOP_NS: &str = concat!(
+    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio-injection: enabled}\n---\n",
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n",
+    "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing, namespace: shop}\nspec: {}\n",
+);
 const CLEAN_DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      serviceAccountName: web\n      containers: [{name: web, image: nginx}]\n";
 
 #[test]
 fn bundled_examples_report_grouped_findings_with_fixes_and_exit_1() {
-    let o = meshgate(&["audit", "--config", "examples/meshgate.yaml", "examples/manifests"]);
+    let o = meshgate(&[
+        "audit",
+        "--config",
+        "examples/meshgate.yaml",
+        "examples/manifests",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("Deployment shop/payments (examples/manifests/shop.yaml:"), "{out}");
+    assert!(
+        out.contains("Deployment shop/payments (examples/manifests/shop.yaml:"),
+        "{out}"
+    );
     assert!(out.contains("DENY [no-interception-bypass]"), "{out}");
     assert!(out.contains("WARN [dedicated-service-account]"), "{out}");
-    assert!(out.contains("fix: label namespace \"legacy\" with istio-injection=enabled"), "{out}");
+    assert!(
+        out.contains("fix: label namespace \"legacy\" with istio-injection=enabled"),
+        "{out}"
+    );
     // The exempted node agent and the clean frontend have no findings.
     assert!(!out.contains("node-exporter ("), "{out}");
     assert!(!out.contains("shop/frontend"), "{out}");
-    assert!(out.contains("5 objects checked: 4 enforce-level findings, 1 audit-level findings, 2 exempted"), "{out}");
+    assert!(out.contains("DENY [strict-mtls-required] deployment shop/payments would accept plaintext: port 8081 is PERMISSIVE (set by PeerAuthentication shop/payments-legacy-port)"), "{out}");
+    assert!(
+        out.contains("Namespace legacy (examples/manifests/namespaces.yaml:"),
+        "{out}"
+    );
+    // The per-namespace posture summary.
+    assert!(out.contains("Namespace posture:"), "{out}");
+    assert!(out.contains("legacy      WEAK enrolled: no"), "{out}");
+    assert!(out.contains("shop        ok   enrolled: sidecar mTLS: STRICT (set by PeerAuthentication istio-system/default)  deny-by-default: AuthorizationPolicy shop/allow-nothing"), "{out}");
+    assert!(
+        out.contains(
+            "14 objects checked: 9 enforce-level findings, 1 audit-level findings, 2 exempted"
+        ),
+        "{out}"
+    );
 }
 
 #[test]
 fn clean_input_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "ok.yaml", &format!("{SHOP_NS}---\n{CLEAN_DEPLOYMENT}"));
+    let file = write(
+        dir.path(),
+        "ok.yaml",
+        &format!("{SHOP_NS}---\n{CLEAN_DEPLOYMENT}"),
+    );
     let o = meshgate(&["audit", &file]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("1 objects checked: 0 enforce-level findings"));
+    assert!(
+        stdout(&o).contains("4 objects checked: 0 enforce-level findings"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -84,11 +121,18 @@ fn audit_level_findings_alone_exit_0() {
 
 #[test]
 fn json_output_has_the_documented_shape() {
-    let o = meshgate(&["audit", "--output", "json", "--config", "examples/meshgate.yaml", "examples/manifests"]);
+    let o = meshgate(&[
+        "audit",
+        "--output",
+        "json",
+        "--config",
+        "examples/meshgate.yaml",
+        "examples/manifests",
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&o.stdout).expect("json");
     let findings = v["findings"].as_array().unwrap();
-    assert_eq!(findings.len(), 5);
+    assert_eq!(findings.len(), 10);
     let f = findings
         .iter()
         .find(|f| f["rule"] == "dedicated-service-account")
@@ -99,11 +143,29 @@ fn json_output_has_the_documented_shape() {
     assert_eq!(f["namespace"], "shop");
     assert_eq!(f["name"], "payments");
     assert_eq!(f["file"], "examples/manifests/shop.yaml");
-    assert!(f["message"].as_str().unwrap().contains("no serviceAccountName"));
-    assert_eq!(v["summary"]["enforce"], 4);
+    assert!(f["message"]
+        .as_str()
+        .unwrap()
+        .contains("no serviceAccountName"));
+    assert_eq!(v["summary"]["enforce"], 9);
     assert_eq!(v["summary"]["audit"], 1);
     assert_eq!(v["summary"]["exempted"], 2);
-    assert_eq!(v["summary"]["objectsChecked"], 5);
+    assert_eq!(v["summary"]["objectsChecked"], 14);
+    assert_eq!(v["summary"]["weakNamespaces"], 1);
+    let legacy = v["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "legacy")
+        .unwrap();
+    assert_eq!(legacy["enrolled"], "no");
+    assert_eq!(legacy["mtls"], "STRICT");
+    assert_eq!(
+        legacy["mtlsDecidedBy"],
+        "PeerAuthentication istio-system/default"
+    );
+    assert_eq!(legacy["denyByDefault"], Value::Null);
+    assert_eq!(legacy["weak"], true);
 }
 
 #[test]
@@ -123,9 +185,15 @@ fn sarif_output_is_sarif_2_1_0() {
     let result = &run["results"][0];
     let index = result["ruleIndex"].as_u64().unwrap() as usize;
     assert_eq!(rules[index], result["ruleId"].as_str().unwrap());
-    assert!(matches!(result["level"].as_str(), Some("error" | "warning")));
+    assert!(matches!(
+        result["level"].as_str(),
+        Some("error" | "warning")
+    ));
     let location = &result["locations"][0]["physicalLocation"];
-    assert!(location["artifactLocation"]["uri"].as_str().unwrap().starts_with("examples/manifests/"));
+    assert!(location["artifactLocation"]["uri"]
+        .as_str()
+        .unwrap()
+        .starts_with("examples/manifests/"));
     assert!(location["region"]["startLine"].as_u64().unwrap() >= 1);
 }
 
@@ -135,19 +203,29 @@ fn reads_stdin_json_and_lists_with_default_namespace_flag() {
         {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team","labels":{"istio-injection":"enabled"}}},
         {"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"serviceAccountName":"p","containers":[{"name":"c","image":"x"}]}}]}"#;
     // Injected pods carry istio-proxy; this one does not.
-    let o = with_stdin(&["audit", "--namespace", "team", "--output", "json", "-"], list);
+    let o = with_stdin(
+        &["audit", "--namespace", "team", "--output", "json", "-"],
+        list,
+    );
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["findings"][0]["namespace"], "team");
     assert_eq!(v["findings"][0]["file"], "-");
-    assert!(v["findings"][0]["message"].as_str().unwrap().contains("has no istio-proxy sidecar"));
+    assert!(v["findings"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("has no istio-proxy sidecar"));
 }
 
 #[test]
 fn workload_in_a_namespace_missing_from_the_input_is_unverifiable() {
     let o = with_stdin(&["audit", "-"], CLEAN_DEPLOYMENT);
     assert_eq!(o.status.code(), Some(1));
-    assert!(stdout(&o).contains("cannot be verified: namespace \"shop\" is not known"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("cannot be verified: namespace \"shop\" is not known"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]
@@ -159,23 +237,40 @@ fn directories_are_read_recursively_yaml_and_json_only() {
     write(dir.path(), "notes.txt", "not: [yaml");
     let o = meshgate(&["audit", "--output", "json", dir.path().to_str().unwrap()]);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-    let rules: Vec<&str> = v["findings"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    let rules: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
     assert!(rules.contains(&"no-host-network"), "{rules:?}");
 }
 
 #[test]
 fn parse_errors_exit_2_naming_file_and_document() {
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "broken.yaml", &format!("{SHOP_NS}---\nkind: [oops\n"));
+    let file = write(
+        dir.path(),
+        "broken.yaml",
+        &format!("{SHOP_NS}---\nkind: [oops\n"),
+    );
     let o = meshgate(&["audit", &file]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
-    assert!(err.contains("broken.yaml, document 2"), "{err}");
+    assert!(err.contains("broken.yaml, document 4"), "{err}");
 
-    let bad_shape = write(dir.path(), "shape.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: oops}\n");
+    let bad_shape = write(
+        dir.path(),
+        "shape.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: oops}\n",
+    );
     let o = meshgate(&["audit", &bad_shape]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("shape.yaml, document 1: cannot decode the Pod"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("shape.yaml, document 1: cannot decode the Pod"),
+        "{}",
+        stderr(&o)
+    );
 
     let o = meshgate(&["audit", "/no/such/file.yaml"]);
     assert_eq!(o.status.code(), Some(2));
@@ -189,8 +284,16 @@ fn usage_and_config_errors_exit_2() {
     let o = meshgate(&["audit", "--output", "xml", "examples/manifests"]);
     assert_eq!(o.status.code(), Some(2));
     let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "c.yaml", "exemptions:\n- rules: [no-host-network]\n  namespace: shop\n");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        "exemptions:\n- rules: [no-host-network]\n  namespace: shop\n",
+    );
     let o = meshgate(&["audit", "--config", &config, "examples/manifests"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("exemptions[0].reason"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("exemptions[0].reason"),
+        "{}",
+        stderr(&o)
+    );
 }

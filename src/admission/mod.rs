@@ -6,10 +6,11 @@ use std::sync::Arc;
 use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
 use kube::core::DynamicObject;
 
-use crate::config::Config;
+use crate::config::{Config, WhileSyncing};
 use crate::policy::{self, Decision};
-use crate::posture::SharedPosture;
-use crate::rules::{Context, RuleId};
+use crate::posture::reflector::CacheSync;
+use crate::posture::{PostureIndex, SharedPosture};
+use crate::rules::{self, Context, RuleId};
 use crate::subject::{self, Kind, Object};
 
 pub mod resources;
@@ -52,6 +53,9 @@ pub struct Record {
     /// Violated rules and the mode each was reported at (`enforce`/`audit`).
     pub violations: Vec<(RuleId, &'static str)>,
     pub exempted: Vec<RuleId>,
+    /// Set on a denial that rests on cached posture: the namespaces whose
+    /// policies should be re-read from the API server before it is sent.
+    pub confirm: Option<Vec<String>>,
 }
 
 pub struct Reviewed {
@@ -63,15 +67,37 @@ pub struct Reviewed {
 pub struct Reviewer {
     pub config: Arc<Config>,
     pub posture: SharedPosture,
+    /// Cache state when fed by watchers; `None` for complete state (files).
+    pub sync: Option<Arc<CacheSync>>,
 }
 
 impl Reviewer {
     pub fn new(config: Arc<Config>, posture: SharedPosture) -> Self {
-        Reviewer { config, posture }
+        Reviewer {
+            config,
+            posture,
+            sync: None,
+        }
     }
 
-    /// `POST /validate`.
+    pub fn with_sync(mut self, sync: Arc<CacheSync>) -> Self {
+        self.sync = Some(sync);
+        self
+    }
+
+    /// `POST /validate`, against the cached posture.
     pub fn validate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
+        let posture = self.posture.read().unwrap_or_else(|e| e.into_inner());
+        self.validate_with(body, &posture)
+    }
+
+    /// `POST /validate` against a given posture (a fresh overlay when
+    /// confirming a denial).
+    pub fn validate_with(
+        &self,
+        body: &[u8],
+        posture: &PostureIndex,
+    ) -> Result<Reviewed, ReviewError> {
         let req = review::parse(body)?;
         let mut record = Record {
             uid: req.uid.clone(),
@@ -84,8 +110,9 @@ impl Reviewer {
             outcome: Outcome::Allowed,
             violations: Vec::new(),
             exempted: Vec::new(),
+            confirm: None,
         };
-        let response = self.decide(&req, &mut record);
+        let response = self.decide(&req, &mut record, posture);
         record.outcome = if !response.allowed {
             Outcome::Denied
         } else if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {
@@ -114,6 +141,7 @@ impl Reviewer {
             outcome: Outcome::Allowed,
             violations: Vec::new(),
             exempted: Vec::new(),
+            confirm: None,
         };
         Ok(Reviewed {
             review: response::allow(&req.uid).into_review(),
@@ -121,7 +149,12 @@ impl Reviewer {
         })
     }
 
-    fn decide(&self, req: &review::Request, record: &mut Record) -> AdmissionResponse {
+    fn decide(
+        &self,
+        req: &review::Request,
+        record: &mut Record,
+        posture: &PostureIndex,
+    ) -> AdmissionResponse {
         let gvk = &req.kind;
         let Some(kind) = Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind) else {
             return response::allow(&req.uid);
@@ -133,17 +166,28 @@ impl Reviewer {
                 return response::allow(&req.uid);
             }
         }
-        if !matches!(req.operation, Operation::Create | Operation::Update) {
+        // Only the baseline policies are judged on DELETE.
+        let deleting = req.operation == Operation::Delete;
+        let judged_operation = match req.operation {
+            Operation::Create | Operation::Update => true,
+            Operation::Delete => {
+                matches!(kind, Kind::PeerAuthentication | Kind::AuthorizationPolicy)
+            }
+            Operation::Connect => false,
+        };
+        if !judged_operation {
             return response::allow(&req.uid);
         }
         let namespace = req.namespace.as_deref().unwrap_or_default();
-        let Some(raw) = req.object else {
+        let label = kind.as_str().to_ascii_lowercase();
+        let target = if deleting { req.old_object } else { req.object };
+        let Some(raw) = target else {
+            let missing = if deleting { "oldObject" } else { "object" };
             return response::deny(
                 &req.uid,
                 400,
                 &format!(
-                    "meshgate denied {} {namespace}/{}: the {} request carries no object to judge",
-                    kind.as_str().to_ascii_lowercase(),
+                    "meshgate denied {label} {namespace}/{}: the {} request carries no {missing} to judge",
                     req.name,
                     req.operation_str()
                 ),
@@ -155,14 +199,15 @@ impl Reviewer {
                 return response::deny(
                     &req.uid,
                     400,
-                    &format!(
-                        "meshgate denied {} {namespace}/{}: {e}",
-                        kind.as_str().to_ascii_lowercase(),
-                        req.name
-                    ),
+                    &format!("meshgate denied {label} {namespace}/{}: {e}", req.name),
                 )
             }
         };
+        record.namespace = object.namespace().to_owned();
+        record.name = object.name().to_owned();
+        if let Some(response) = self.while_syncing(&req.uid, kind, &object) {
+            return response;
+        }
         // An old object that cannot be read only means nothing counts as
         // pre-existing: stricter, never looser.
         let old_object = match req.operation {
@@ -171,9 +216,12 @@ impl Reviewer {
                 .and_then(|raw| subject::decode(kind, raw, namespace, &req.name).ok()),
             _ => None,
         };
-        record.namespace = object.namespace().to_owned();
-        record.name = object.name().to_owned();
-        let decision = self.judge(&object, old_object.as_ref());
+        let operation = match (&old_object, deleting) {
+            (_, true) => rules::Operation::Delete,
+            (Some(old), false) => rules::Operation::Update { old },
+            (None, false) => rules::Operation::Create,
+        };
+        let decision = self.judge(&object, old_object.as_ref(), operation, posture);
         record.violations = decision
             .denied
             .iter()
@@ -181,19 +229,73 @@ impl Reviewer {
             .map(|j| (j.finding.rule, j.mode.as_str()))
             .collect();
         record.exempted = decision.exempted.iter().map(|e| e.rule).collect();
+        if kind.is_workload()
+            && decision
+                .denied
+                .iter()
+                .any(|j| j.finding.rule.reads_posture())
+        {
+            record.confirm = Some(vec![
+                object.namespace().to_owned(),
+                self.config.mesh_root_namespace.clone(),
+            ]);
+        }
         response::from_decision(&req.uid, &object.to_string(), &decision)
     }
 
-    fn judge(&self, object: &Object, old: Option<&Object>) -> Decision {
-        // A poisoned lock means a feeder panicked mid-update; the data is
-        // still the last consistent state it wrote, so keep serving.
-        let posture = self.posture.read().unwrap_or_else(|e| e.into_inner());
+    /// While the caches fill after start-up, reviews that need the posture
+    /// are answered per `whileSyncing`, saying why.
+    fn while_syncing(&self, uid: &str, kind: Kind, object: &Object) -> Option<AdmissionResponse> {
+        let sync = self.sync.as_ref()?;
+        let needs_posture = !matches!(
+            kind,
+            Kind::Namespace | Kind::DestinationRule | Kind::Sidecar
+        );
+        if sync.is_ready() || !needs_posture || self.config.is_exempt_namespace(object.namespace())
+        {
+            return None;
+        }
+        let why = format!(
+            "meshgate has not finished loading the cluster's mesh posture since it started, so {object} cannot be verified yet"
+        );
+        Some(match self.config.while_syncing {
+            WhileSyncing::Deny => {
+                response::deny(uid, 403, &format!("{why}; retry in a few seconds"))
+            }
+            WhileSyncing::Allow => {
+                let mut allowed = response::allow(uid);
+                allowed.warnings = Some(vec![format!(
+                    "[meshgate] {why}; admitted unverified (whileSyncing: allow)"
+                )]);
+                allowed
+            }
+        })
+    }
+
+    fn judge(
+        &self,
+        object: &Object,
+        old: Option<&Object>,
+        operation: rules::Operation,
+        posture: &PostureIndex,
+    ) -> Decision {
         let ctx = Context {
-            posture: &posture,
+            posture,
             config: &self.config,
+            operation,
         };
         let new = policy::judge(object, &ctx);
-        let old = old.map(|o| policy::judge(o, &ctx));
+        // The old object is judged as if created, so only what it already
+        // violated counts as pre-existing.
+        let old = old.map(|o| {
+            policy::judge(
+                o,
+                &Context {
+                    operation: rules::Operation::Create,
+                    ..ctx
+                },
+            )
+        });
         Decision::from_judgements(new, old.as_ref())
     }
 }

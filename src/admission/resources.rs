@@ -14,6 +14,10 @@ pub struct WebhookRule {
 }
 
 const CREATE_UPDATE: &[&str] = &["CREATE", "UPDATE"];
+/// DELETE too: deleting a baseline policy can re-open a namespace.
+const CREATE_UPDATE_DELETE: &[&str] = &["CREATE", "UPDATE", "DELETE"];
+const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
 /// What `POST /validate` judges.
 pub const VALIDATING_RULES: &[WebhookRule] = &[
@@ -33,6 +37,24 @@ pub const VALIDATING_RULES: &[WebhookRule] = &[
         api_group: "batch",
         api_versions: &["v1"],
         resources: &["jobs", "cronjobs"],
+        operations: CREATE_UPDATE,
+    },
+    WebhookRule {
+        api_group: "",
+        api_versions: &["v1"],
+        resources: &["namespaces"],
+        operations: CREATE_UPDATE,
+    },
+    WebhookRule {
+        api_group: "security.istio.io",
+        api_versions: SECURITY_VERSIONS,
+        resources: &["peerauthentications", "authorizationpolicies"],
+        operations: CREATE_UPDATE_DELETE,
+    },
+    WebhookRule {
+        api_group: "networking.istio.io",
+        api_versions: NETWORKING_VERSIONS,
+        resources: &["destinationrules", "sidecars"],
         operations: CREATE_UPDATE,
     },
 ];

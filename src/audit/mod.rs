@@ -30,11 +30,30 @@ pub struct Reported {
     pub line: usize,
 }
 
+/// The mesh posture of one namespace, as the input describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacePosture {
+    pub name: String,
+    /// `sidecar`, `ambient`, `no`, or `unknown` (not in the input).
+    pub enrolled: &'static str,
+    pub mtls: crate::posture::mtls::Decided,
+    pub deny_by_default: Option<String>,
+}
+
+impl NamespacePosture {
+    pub fn is_weak(&self) -> bool {
+        !matches!(self.enrolled, "sidecar" | "ambient")
+            || self.mtls.mode != crate::istio::MtlsMode::Strict
+            || self.deny_by_default.is_none()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Report {
     pub findings: Vec<Reported>,
     pub objects_checked: usize,
     pub exempted: usize,
+    pub namespaces: Vec<NamespacePosture>,
 }
 
 impl Report {
@@ -85,7 +104,7 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
         None => Config::default(),
     };
     let manifests = manifest::load_paths(&args.paths)?;
-    let posture = files::index(&manifests)?;
+    let posture = files::index(&manifests, &args.namespace)?;
     judge_manifests(&manifests, &posture, &config, &args.namespace)
 }
 
@@ -96,8 +115,13 @@ pub fn judge_manifests(
     config: &Config,
     default_namespace: &str,
 ) -> Result<Report, AuditError> {
-    let ctx = Context { posture, config };
+    let ctx = Context {
+        posture,
+        config,
+        operation: crate::rules::Operation::Create,
+    };
     let mut report = Report::default();
+    let mut seen_namespaces = std::collections::BTreeSet::new();
     for m in manifests {
         let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) else {
             continue;
@@ -112,6 +136,7 @@ pub fn judge_manifests(
                 }
             })?;
         report.objects_checked += 1;
+        seen_namespaces.insert(object.namespace().to_owned());
         let judgement = policy::judge(&object, &ctx);
         report.exempted += judgement.exempted.len();
         for judged in judgement.findings {
@@ -130,7 +155,29 @@ pub fn judge_manifests(
             });
         }
     }
+    seen_namespaces.extend(posture.namespaces().map(|(name, _)| name.to_owned()));
+    report.namespaces = seen_namespaces
+        .into_iter()
+        .filter(|ns| !config.is_exempt_namespace(ns))
+        .map(|ns| namespace_posture(posture, config, ns))
+        .collect();
     Ok(report)
+}
+
+fn namespace_posture(posture: &PostureIndex, config: &Config, name: String) -> NamespacePosture {
+    let root = &config.mesh_root_namespace;
+    let enrolled = match posture.namespace(&name) {
+        None => "unknown",
+        Some(ns) if ns.sidecar_enrollment() == crate::posture::Enrollment::Sidecar => "sidecar",
+        Some(ns) if ns.is_enrolled() => "ambient",
+        Some(_) => "no",
+    };
+    NamespacePosture {
+        enrolled,
+        mtls: posture.effective_mtls(&name, None, root).workload,
+        deny_by_default: posture.deny_by_default(&name, root).map(|p| p.to_string()),
+        name,
+    }
 }
 
 #[cfg(test)]
@@ -140,7 +187,7 @@ mod tests {
 
     fn report(yaml: &str, config: &str) -> Report {
         let manifests = parse_text("t.yaml", yaml).unwrap();
-        let posture = files::index(&manifests).unwrap();
+        let posture = files::index(&manifests, "default").unwrap();
         judge_manifests(
             &manifests,
             &posture,
@@ -150,22 +197,50 @@ mod tests {
         .unwrap()
     }
 
-    const SHOP: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio-injection: enabled}\n---\n";
+    const SHOP: &str = concat!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio-injection: enabled}\n---\n",
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n---\n",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing, namespace: istio-system}\nspec: {}\n---\n",
+    );
 
     #[test]
     fn clean_workload_has_no_findings() {
         let r = report(&format!("{SHOP}apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: shop}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      serviceAccountName: web\n      containers: [{{name: web, image: nginx}}]\n"), "");
-        assert_eq!(r.objects_checked, 1);
+        assert_eq!(
+            r.objects_checked, 4,
+            "namespace, two baseline policies, deployment"
+        );
         assert!(r.findings.is_empty(), "{:?}", r.findings);
     }
 
     #[test]
     fn missing_namespace_is_unverifiable_and_default_namespace_applies() {
-        let r = report("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  serviceAccountName: p\n  containers: [{name: c, image: x}]\n", "");
-        assert_eq!(r.findings.len(), 1);
+        let r = report(&format!("{SHOP}apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  serviceAccountName: p\n  containers: [{{name: c, image: x}}]\n"), "");
+        assert_eq!(r.findings.len(), 1, "{:?}", r.findings);
         assert_eq!(r.findings[0].namespace, "default");
         assert!(r.findings[0].message.contains("cannot be verified"));
         assert_eq!(r.findings[0].mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn namespace_posture_summary_marks_weak_namespaces() {
+        let r = report(
+            &format!("{SHOP}apiVersion: v1\nkind: Namespace\nmetadata: {{name: legacy}}\n"),
+            "",
+        );
+        let shop = r.namespaces.iter().find(|n| n.name == "shop").unwrap();
+        assert_eq!(shop.enrolled, "sidecar");
+        assert_eq!(shop.mtls.mode, crate::istio::MtlsMode::Strict);
+        assert_eq!(
+            shop.deny_by_default.as_deref(),
+            Some("AuthorizationPolicy istio-system/allow-nothing")
+        );
+        assert!(!shop.is_weak());
+        let legacy = r.namespaces.iter().find(|n| n.name == "legacy").unwrap();
+        assert_eq!(legacy.enrolled, "no");
+        assert!(legacy.is_weak());
+        // Exempt namespaces are not summarised.
+        assert!(!r.namespaces.iter().any(|n| n.name == "istio-system"));
     }
 
     #[test]

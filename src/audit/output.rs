@@ -25,10 +25,15 @@ pub fn text(report: &Report) -> String {
             if current.is_some() {
                 out.push('\n');
             }
+            let object = if f.kind == "Namespace" {
+                format!("Namespace {}", f.name)
+            } else {
+                format!("{} {}/{}", f.kind, f.namespace, f.name)
+            };
             let _ = writeln!(
                 out,
-                "{} {}/{} ({}:{}, document {})",
-                f.kind, f.namespace, f.name, f.file, f.line, f.document
+                "{object} ({}:{}, document {})",
+                f.file, f.line, f.document
             );
             current = Some(key);
         }
@@ -41,6 +46,27 @@ pub fn text(report: &Report) -> String {
         let _ = writeln!(out, "        fix: {}", f.fix);
     }
     if !report.findings.is_empty() {
+        out.push('\n');
+    }
+    if !report.namespaces.is_empty() {
+        let _ = writeln!(out, "Namespace posture:");
+        let width = report
+            .namespaces
+            .iter()
+            .map(|n| n.name.len())
+            .max()
+            .unwrap_or(0);
+        for ns in &report.namespaces {
+            let _ = writeln!(
+                out,
+                "  {:width$}  {} enrolled: {:7} mTLS: {}  deny-by-default: {}",
+                ns.name,
+                if ns.is_weak() { "WEAK" } else { "ok  " },
+                ns.enrolled,
+                ns.mtls,
+                ns.deny_by_default.as_deref().unwrap_or("none"),
+            );
+        }
         out.push('\n');
     }
     let _ = writeln!(
@@ -57,12 +83,21 @@ pub fn text(report: &Report) -> String {
 pub fn json(report: &Report) -> String {
     let value = json!({
         "findings": report.findings.iter().map(finding_json).collect::<Vec<_>>(),
+        "namespaces": report.namespaces.iter().map(|ns| json!({
+            "name": ns.name,
+            "enrolled": ns.enrolled,
+            "mtls": ns.mtls.mode.as_str(),
+            "mtlsDecidedBy": ns.mtls.by.as_ref().map(|p| p.to_string()),
+            "denyByDefault": ns.deny_by_default,
+            "weak": ns.is_weak(),
+        })).collect::<Vec<_>>(),
         "summary": {
             "objectsChecked": report.objects_checked,
             "findings": report.findings.len(),
             "enforce": report.count(Mode::Enforce),
             "audit": report.count(Mode::Audit),
             "exempted": report.exempted,
+            "weakNamespaces": report.namespaces.iter().filter(|n| n.is_weak()).count(),
         }
     });
     format!(

@@ -1,16 +1,23 @@
-//! The posture index: the cluster state the rules read, indexed for the
-//! questions they ask. One type, two feeders: kube-runtime watchers in `serve`
-//! (`reflector`), manifest files in `serve --state-from` and `meshgate audit`
-//! (`files`).
+//! The posture index: the cluster state the rules read, indexed by namespace
+//! so every question costs the same whatever the cluster's size. One type,
+//! two feeders: kube-runtime watchers in `serve` (`reflector`), manifest files
+//! in `serve --state-from` and `meshgate audit` (`files`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
+
+pub mod confirm;
 pub mod files;
+pub mod mtls;
 pub mod reflector;
 pub mod watched;
+
+pub use mtls::{EffectiveMtls, PolicyRef};
 
 /// Namespace labels that put a namespace in (or out of) the mesh.
 pub mod labels {
@@ -57,12 +64,142 @@ impl NamespaceInfo {
     pub fn is_ambient(&self) -> bool {
         self.label(labels::DATAPLANE_MODE) == Some("ambient")
     }
+
+    /// In the mesh, by sidecar injection or ambient mode.
+    pub fn is_enrolled(&self) -> bool {
+        self.sidecar_enrollment() == Enrollment::Sidecar
+            || (self.is_ambient() && self.sidecar_enrollment() != Enrollment::Disabled)
+    }
 }
 
-/// The index. Reads are lock-free of I/O; writers replace whole entries.
-#[derive(Debug, Default, Clone)]
+/// Whether an Istio API group is served by the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Availability {
+    /// Served (or the state came from files, which cannot tell).
+    #[default]
+    Present,
+    /// The API server answered 404: the CRDs are not installed.
+    Missing,
+}
+
+/// Objects of one kind, by namespace then name.
+#[derive(Debug, Clone)]
+pub struct ByNamespace<T> {
+    by_namespace: HashMap<String, BTreeMap<String, Arc<T>>>,
+    len: usize,
+}
+
+impl<T> Default for ByNamespace<T> {
+    fn default() -> Self {
+        ByNamespace {
+            by_namespace: HashMap::new(),
+            len: 0,
+        }
+    }
+}
+
+/// Istio objects carry standard metadata.
+pub trait Namespaced {
+    fn meta(&self) -> &ObjectMeta;
+    fn meta_mut(&mut self) -> &mut ObjectMeta;
+}
+
+macro_rules! namespaced {
+    ($($t:ty),*) => {$(
+        impl Namespaced for $t {
+            fn meta(&self) -> &ObjectMeta { &self.metadata }
+            fn meta_mut(&mut self) -> &mut ObjectMeta { &mut self.metadata }
+        }
+    )*};
+}
+namespaced!(
+    PeerAuthentication,
+    AuthorizationPolicy,
+    DestinationRule,
+    Sidecar
+);
+
+impl<T: Namespaced> ByNamespace<T> {
+    pub fn in_namespace(&self, namespace: &str) -> impl Iterator<Item = &T> + '_ {
+        self.by_namespace
+            .get(namespace)
+            .into_iter()
+            .flat_map(|m| m.values().map(Arc::as_ref))
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &T> + '_ {
+        self.by_namespace
+            .values()
+            .flat_map(|m| m.values().map(Arc::as_ref))
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn apply(&mut self, mut object: T) {
+        slim(object.meta_mut());
+        let meta = object.meta();
+        let (Some(ns), Some(name)) = (meta.namespace.clone(), meta.name.clone()) else {
+            return;
+        };
+        if self
+            .by_namespace
+            .entry(ns)
+            .or_default()
+            .insert(name, Arc::new(object))
+            .is_none()
+        {
+            self.len += 1;
+        }
+    }
+
+    pub fn delete(&mut self, namespace: &str, name: &str) {
+        if let Some(objects) = self.by_namespace.get_mut(namespace) {
+            if objects.remove(name).is_some() {
+                self.len -= 1;
+            }
+            if objects.is_empty() {
+                self.by_namespace.remove(namespace);
+            }
+        }
+    }
+
+    /// A re-list: the new content replaces everything.
+    pub fn replace(&mut self, objects: impl IntoIterator<Item = T>) {
+        *self = Self::default();
+        for object in objects {
+            self.apply(object);
+        }
+    }
+}
+
+/// Only name, namespace and creation time matter to the rules; dropping the
+/// rest (managedFields, last-applied annotations) keeps a large cluster's
+/// index small.
+fn slim(meta: &mut ObjectMeta) {
+    *meta = ObjectMeta {
+        name: meta.name.take(),
+        namespace: meta.namespace.take(),
+        creation_timestamp: meta.creation_timestamp.take(),
+        ..ObjectMeta::default()
+    };
+}
+
+/// The index. Reads never do I/O; writers replace whole entries.
+#[derive(Debug, Clone, Default)]
 pub struct PostureIndex {
     namespaces: HashMap<String, NamespaceInfo>,
+    pub peer_authentications: ByNamespace<PeerAuthentication>,
+    pub authorization_policies: ByNamespace<AuthorizationPolicy>,
+    pub destination_rules: ByNamespace<DestinationRule>,
+    pub sidecars: ByNamespace<Sidecar>,
+    /// `security.istio.io` (PeerAuthentication, AuthorizationPolicy).
+    pub security_api: Availability,
 }
 
 impl PostureIndex {
@@ -72,6 +209,10 @@ impl PostureIndex {
 
     pub fn namespace_count(&self) -> usize {
         self.namespaces.len()
+    }
+
+    pub fn namespaces(&self) -> impl Iterator<Item = (&str, &NamespaceInfo)> + '_ {
+        self.namespaces.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     pub fn apply_namespace(&mut self, ns: &Namespace) {
@@ -93,6 +234,42 @@ impl PostureIndex {
             self.apply_namespace(ns);
         }
     }
+
+    /// The effective mTLS mode for a workload with `labels` in `namespace`
+    /// (or for the namespace as a whole when `labels` is `None`).
+    pub fn effective_mtls(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+        root: &str,
+    ) -> EffectiveMtls {
+        mtls::compose(
+            self.peer_authentications.in_namespace(root),
+            self.peer_authentications.in_namespace(namespace),
+            labels,
+        )
+    }
+
+    /// The policy that makes `namespace` deny-by-default: one in the namespace
+    /// itself, else one in the root namespace (which applies mesh-wide).
+    pub fn deny_by_default(&self, namespace: &str, root: &str) -> Option<PolicyRef> {
+        find_deny_by_default(self.authorization_policies.in_namespace(namespace))
+            .or_else(|| find_deny_by_default(self.authorization_policies.in_namespace(root)))
+            .map(|p| PolicyRef::of("AuthorizationPolicy", &p.metadata))
+    }
+}
+
+/// The oldest namespace-wide deny-by-default policy among `policies`.
+pub fn find_deny_by_default<'a>(
+    policies: impl Iterator<Item = &'a AuthorizationPolicy>,
+) -> Option<&'a AuthorizationPolicy> {
+    policies.filter(|p| p.is_deny_by_default()).reduce(|a, b| {
+        if crate::istio::older(&b.metadata, &a.metadata) {
+            b
+        } else {
+            a
+        }
+    })
 }
 
 /// The index as the server shares it between the watchers and the handlers.
@@ -131,12 +308,14 @@ mod tests {
             Enrollment::Unrecognised("true".into())
         );
         assert_eq!(info(&[]).sidecar_enrollment(), Enrollment::None);
+        assert!(info(&[("istio.io/dataplane-mode", "ambient")]).is_enrolled());
+        assert!(!info(&[]).is_enrolled());
     }
 
     #[test]
     fn relist_removes_namespaces_that_disappeared() {
         let ns = |name: &str| Namespace {
-            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            metadata: ObjectMeta {
                 name: Some(name.into()),
                 ..Default::default()
             },
@@ -147,5 +326,65 @@ mod tests {
         index.replace_namespaces(&[ns("new")]);
         assert!(index.namespace("old").is_none());
         assert!(index.namespace("new").is_some());
+    }
+
+    fn ap(ns: &str, name: &str, spec: serde_json::Value) -> AuthorizationPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z",
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn objects_are_slimmed_counted_and_deleted() {
+        let mut by_ns = ByNamespace::default();
+        by_ns.apply(ap("shop", "a", serde_json::json!({})));
+        by_ns.apply(ap("shop", "a", serde_json::json!({})));
+        by_ns.apply(ap("shop", "b", serde_json::json!({})));
+        assert_eq!(by_ns.len(), 2);
+        assert!(by_ns
+            .in_namespace("shop")
+            .all(|p| p.metadata.managed_fields.is_none()));
+        by_ns.delete("shop", "a");
+        by_ns.delete("shop", "zzz");
+        assert_eq!(by_ns.len(), 1);
+        by_ns.replace(vec![ap("other", "c", serde_json::json!({}))]);
+        assert_eq!(by_ns.in_namespace("shop").count(), 0);
+        assert_eq!(by_ns.len(), 1);
+    }
+
+    #[test]
+    fn deny_by_default_in_namespace_or_root_only_without_selector() {
+        let mut index = PostureIndex::default();
+        index.authorization_policies.apply(ap(
+            "shop",
+            "scoped",
+            serde_json::json!({"selector": {"matchLabels": {"app": "x"}}}),
+        ));
+        assert_eq!(index.deny_by_default("shop", "istio-system"), None);
+        index
+            .authorization_policies
+            .apply(ap("istio-system", "mesh-deny", serde_json::json!({})));
+        assert_eq!(
+            index
+                .deny_by_default("shop", "istio-system")
+                .unwrap()
+                .to_string(),
+            "AuthorizationPolicy istio-system/mesh-deny"
+        );
+        index.authorization_policies.apply(ap(
+            "shop",
+            "deny-all",
+            serde_json::json!({"action": "DENY", "rules": [{}]}),
+        ));
+        assert_eq!(
+            index
+                .deny_by_default("shop", "istio-system")
+                .unwrap()
+                .to_string(),
+            "AuthorizationPolicy shop/deny-all"
+        );
     }
 }

@@ -1,31 +1,42 @@
 //! The cluster feeder: kube-runtime watchers keep the posture index current,
 //! reflector-style. A re-list (`Init` … `InitDone`) replaces the kind's whole
 //! content at once, so objects deleted while the watch was down never linger.
+//! Istio kinds are watched at the newest version the cluster serves; when no
+//! version is served (the CRDs are not installed) the index says so and the
+//! posture rules report "cannot be verified" instead of passing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ApiResource, DynamicObject, ListParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use serde::de::DeserializeOwned;
 
-use super::SharedPosture;
+use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
 
-/// Which watched resources have completed their first list. `/readyz` turns
-/// ready only when all have.
+use super::{Availability, ByNamespace, Namespaced, PostureIndex, SharedPosture};
+
+/// Whether each watched resource has completed its first list, and whether
+/// its API exists. `/readyz` turns ready only when every one has synced.
 #[derive(Debug)]
 pub struct CacheSync {
-    resources: Vec<(&'static str, AtomicBool)>,
+    resources: Vec<(&'static str, AtomicBool, AtomicU8)>,
 }
+
+const PRESENT: u8 = 0;
+const MISSING: u8 = 1;
 
 impl CacheSync {
     pub fn new(resources: &[&'static str]) -> Self {
         CacheSync {
             resources: resources
                 .iter()
-                .map(|r| (*r, AtomicBool::new(false)))
+                .map(|r| (*r, AtomicBool::new(false), AtomicU8::new(PRESENT)))
                 .collect(),
         }
     }
@@ -33,16 +44,23 @@ impl CacheSync {
     /// State loaded from files is complete from the start.
     pub fn all_synced(resources: &[&'static str]) -> Self {
         let sync = Self::new(resources);
-        for (_, flag) in &sync.resources {
-            flag.store(true, Ordering::Release);
+        for (_, synced, _) in &sync.resources {
+            synced.store(true, Ordering::Release);
         }
         sync
     }
 
-    pub fn mark_synced(&self, resource: &str) {
-        for (name, flag) in &self.resources {
+    pub fn mark_synced(&self, resource: &str, availability: Availability) {
+        for (name, synced, api) in &self.resources {
             if *name == resource {
-                flag.store(true, Ordering::Release);
+                api.store(
+                    match availability {
+                        Availability::Present => PRESENT,
+                        Availability::Missing => MISSING,
+                    },
+                    Ordering::Release,
+                );
+                synced.store(true, Ordering::Release);
             }
         }
     }
@@ -50,60 +68,296 @@ impl CacheSync {
     pub fn is_ready(&self) -> bool {
         self.resources
             .iter()
-            .all(|(_, f)| f.load(Ordering::Acquire))
+            .all(|(_, synced, _)| synced.load(Ordering::Acquire))
     }
 
-    /// Each resource and whether it has synced, for readiness details and metrics.
+    /// Each resource and whether it has synced.
     pub fn states(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
         self.resources
             .iter()
-            .map(|(name, f)| (*name, f.load(Ordering::Acquire)))
+            .map(|(name, synced, _)| (*name, synced.load(Ordering::Acquire)))
+    }
+
+    /// Resources whose API the cluster does not serve.
+    pub fn missing(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.resources
+            .iter()
+            .filter(|(_, _, api)| api.load(Ordering::Acquire) == MISSING)
+            .map(|(name, _, _)| *name)
     }
 }
 
 pub const NAMESPACES: &str = "namespaces";
+pub const PEER_AUTHENTICATIONS: &str = "peerauthentications.security.istio.io";
+pub const AUTHORIZATION_POLICIES: &str = "authorizationpolicies.security.istio.io";
+pub const DESTINATION_RULES: &str = "destinationrules.networking.istio.io";
+pub const SIDECARS: &str = "sidecars.networking.istio.io";
 
-/// Watches Namespaces into the index until the stream ends (it does not:
-/// errors are retried with backoff).
+/// Every resource `serve` watches, for readiness.
+pub const ALL: &[&str] = &[
+    NAMESPACES,
+    PEER_AUTHENTICATIONS,
+    AUTHORIZATION_POLICIES,
+    DESTINATION_RULES,
+    SIDECARS,
+];
+
+const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+/// An Istio kind the index holds.
+pub trait IstioKind: Namespaced + DeserializeOwned + Send + Sync + 'static {
+    const RESOURCE: &'static str;
+    const GROUP: &'static str;
+    const KIND: &'static str;
+    const PLURAL: &'static str;
+    const VERSIONS: &'static [&'static str];
+    fn slot(index: &mut PostureIndex) -> &mut ByNamespace<Self>;
+    /// Record whether the API exists (security kinds feed the posture rules).
+    fn set_availability(_index: &mut PostureIndex, _availability: Availability) {}
+}
+
+macro_rules! istio_kind {
+    ($t:ty, $resource:expr, $group:expr, $kind:expr, $plural:expr, $versions:expr, $field:ident, $security:expr) => {
+        impl IstioKind for $t {
+            const RESOURCE: &'static str = $resource;
+            const GROUP: &'static str = $group;
+            const KIND: &'static str = $kind;
+            const PLURAL: &'static str = $plural;
+            const VERSIONS: &'static [&'static str] = $versions;
+            fn slot(index: &mut PostureIndex) -> &mut ByNamespace<Self> {
+                &mut index.$field
+            }
+            fn set_availability(index: &mut PostureIndex, availability: Availability) {
+                if $security {
+                    index.security_api = availability;
+                }
+            }
+        }
+    };
+}
+
+istio_kind!(
+    PeerAuthentication,
+    PEER_AUTHENTICATIONS,
+    "security.istio.io",
+    "PeerAuthentication",
+    "peerauthentications",
+    SECURITY_VERSIONS,
+    peer_authentications,
+    true
+);
+istio_kind!(
+    AuthorizationPolicy,
+    AUTHORIZATION_POLICIES,
+    "security.istio.io",
+    "AuthorizationPolicy",
+    "authorizationpolicies",
+    SECURITY_VERSIONS,
+    authorization_policies,
+    true
+);
+istio_kind!(
+    DestinationRule,
+    DESTINATION_RULES,
+    "networking.istio.io",
+    "DestinationRule",
+    "destinationrules",
+    NETWORKING_VERSIONS,
+    destination_rules,
+    false
+);
+istio_kind!(
+    Sidecar,
+    SIDECARS,
+    "networking.istio.io",
+    "Sidecar",
+    "sidecars",
+    NETWORKING_VERSIONS,
+    sidecars,
+    false
+);
+
+/// Starts every watcher.
+pub fn spawn_all(client: Client, posture: SharedPosture, sync: Arc<CacheSync>) {
+    tokio::spawn(watch_namespaces(
+        client.clone(),
+        posture.clone(),
+        sync.clone(),
+    ));
+    tokio::spawn(watch_istio::<PeerAuthentication>(
+        client.clone(),
+        posture.clone(),
+        sync.clone(),
+    ));
+    tokio::spawn(watch_istio::<AuthorizationPolicy>(
+        client.clone(),
+        posture.clone(),
+        sync.clone(),
+    ));
+    tokio::spawn(watch_istio::<DestinationRule>(
+        client.clone(),
+        posture.clone(),
+        sync.clone(),
+    ));
+    tokio::spawn(watch_istio::<Sidecar>(client, posture, sync));
+}
+
+/// Watches Namespaces into the index; errors are retried with backoff.
 pub async fn watch_namespaces(client: Client, posture: SharedPosture, sync: Arc<CacheSync>) {
     let api: Api<Namespace> = Api::all(client);
     let stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    apply_events(stream, posture, sync).await;
+    apply_events(
+        stream,
+        &posture,
+        &sync,
+        NAMESPACES,
+        |index, ns| index.apply_namespace(&ns),
+        |index, ns| {
+            if let Some(name) = ns.metadata.name.as_deref() {
+                index.delete_namespace(name);
+            }
+        },
+        |index, all| index.replace_namespaces(&all),
+    )
+    .await;
 }
 
-async fn apply_events(
-    mut stream: impl futures::Stream<Item = Result<Event<Namespace>, watcher::Error>> + Unpin,
+/// How long to wait before looking again for CRDs that were not installed.
+const MISSING_RETRY: Duration = Duration::from_secs(30);
+
+/// Watches one Istio kind at the newest version served.
+pub async fn watch_istio<T: IstioKind>(
+    client: Client,
     posture: SharedPosture,
     sync: Arc<CacheSync>,
 ) {
-    let mut relist: Vec<Namespace> = Vec::new();
+    loop {
+        match served_version::<T>(&client).await {
+            Ok(Some(resource)) => {
+                tracing::info!(resource = T::RESOURCE, version = %resource.version, "watching");
+                write(&posture, |index| {
+                    T::set_availability(index, Availability::Present)
+                });
+                let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+                let stream = watcher::watcher(api, watcher::Config::default())
+                    .default_backoff()
+                    .boxed();
+                apply_events(
+                    stream,
+                    &posture,
+                    &sync,
+                    T::RESOURCE,
+                    |index, obj| {
+                        if let Some(obj) = typed::<T>(obj) {
+                            T::slot(index).apply(obj);
+                        }
+                    },
+                    |index, obj| {
+                        if let (Some(ns), Some(name)) = (
+                            obj.metadata.namespace.as_deref(),
+                            obj.metadata.name.as_deref(),
+                        ) {
+                            T::slot(index).delete(ns, name);
+                        }
+                    },
+                    |index, all| T::slot(index).replace(all.into_iter().filter_map(typed::<T>)),
+                )
+                .await;
+                return;
+            }
+            Ok(None) => {
+                tracing::error!(
+                    resource = T::RESOURCE,
+                    "Istio CRD not installed: posture rules will report the mesh posture as unverifiable; retrying in 30s"
+                );
+                write(&posture, |index| {
+                    T::slot(index).replace(Vec::new());
+                    T::set_availability(index, Availability::Missing);
+                });
+                sync.mark_synced(T::RESOURCE, Availability::Missing);
+                tokio::time::sleep(MISSING_RETRY).await;
+            }
+            Err(error) => {
+                tracing::warn!(resource = T::RESOURCE, %error, "cannot probe the API; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// The first version of `T` the API server serves, or `None` when every
+/// version answers 404.
+async fn served_version<T: IstioKind>(client: &Client) -> Result<Option<ApiResource>, kube::Error> {
+    for version in T::VERSIONS {
+        let resource = api_resource::<T>(version);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(Some(resource)),
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}
+
+pub fn api_resource<T: IstioKind>(version: &str) -> ApiResource {
+    ApiResource {
+        group: T::GROUP.into(),
+        version: version.into(),
+        api_version: format!("{}/{version}", T::GROUP),
+        kind: T::KIND.into(),
+        plural: T::PLURAL.into(),
+    }
+}
+
+/// A watched object as its typed struct; one that does not parse is logged
+/// and skipped (it could only come from a broken CRD schema).
+pub fn typed<T: IstioKind>(object: DynamicObject) -> Option<T> {
+    let name = object.metadata.name.clone().unwrap_or_default();
+    match serde_json::to_value(object).and_then(serde_json::from_value) {
+        Ok(typed) => Some(typed),
+        Err(error) => {
+            tracing::warn!(resource = T::RESOURCE, %name, %error, "cannot decode; ignored");
+            None
+        }
+    }
+}
+
+fn write(posture: &SharedPosture, f: impl FnOnce(&mut PostureIndex)) {
+    f(&mut posture.write().unwrap_or_else(|e| e.into_inner()));
+}
+
+async fn apply_events<K>(
+    mut stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
+    posture: &SharedPosture,
+    sync: &CacheSync,
+    resource: &'static str,
+    apply: impl Fn(&mut PostureIndex, K),
+    delete: impl Fn(&mut PostureIndex, K),
+    replace: impl Fn(&mut PostureIndex, Vec<K>),
+) {
+    let mut relist: Vec<K> = Vec::new();
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                tracing::warn!(%error, resource = NAMESPACES, "watch failed, retrying");
+                tracing::warn!(%error, resource, "watch failed, retrying");
                 continue;
             }
         };
-        let mut index = posture.write().unwrap_or_else(|e| e.into_inner());
         match event {
             Event::Init => relist.clear(),
-            Event::InitApply(ns) => relist.push(ns),
+            Event::InitApply(object) => relist.push(object),
             Event::InitDone => {
-                index.replace_namespaces(&relist);
-                relist = Vec::new();
-                drop(index);
-                sync.mark_synced(NAMESPACES);
-                tracing::info!(resource = NAMESPACES, "cache synced");
+                write(posture, |index| replace(index, std::mem::take(&mut relist)));
+                sync.mark_synced(resource, Availability::Present);
+                tracing::info!(resource, "cache synced");
             }
-            Event::Apply(ns) => index.apply_namespace(&ns),
-            Event::Delete(ns) => {
-                if let Some(name) = ns.metadata.name.as_deref() {
-                    index.delete_namespace(name);
-                }
-            }
+            Event::Apply(object) => write(posture, |index| apply(index, object)),
+            Event::Delete(object) => write(posture, |index| delete(index, object)),
         }
     }
 }
@@ -117,7 +371,7 @@ mod tests {
     #[tokio::test]
     async fn relist_is_a_full_reset_and_marks_synced() {
         let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
-        let sync = Arc::new(CacheSync::new(&[NAMESPACES]));
+        let sync = CacheSync::new(&[NAMESPACES]);
         posture
             .write()
             .unwrap()
@@ -134,7 +388,16 @@ mod tests {
             Ok(Event::Delete(namespace("new", &[]))),
         ];
         assert!(!sync.is_ready());
-        apply_events(futures::stream::iter(events), posture.clone(), sync.clone()).await;
+        apply_events(
+            futures::stream::iter(events),
+            &posture,
+            &sync,
+            NAMESPACES,
+            |index, ns| index.apply_namespace(&ns),
+            |index, ns| index.delete_namespace(ns.metadata.name.as_deref().unwrap()),
+            |index, all| index.replace_namespaces(&all),
+        )
+        .await;
         let index = posture.read().unwrap();
         assert!(index.namespace("gone").is_none());
         assert!(index.namespace("new").is_none());
@@ -143,5 +406,31 @@ mod tests {
             None
         );
         assert!(sync.is_ready());
+    }
+
+    #[test]
+    fn dynamic_objects_become_typed_policies() {
+        let object: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default", "namespace": "shop"},
+            "spec": {"mtls": {"mode": "STRICT"}}
+        }))
+        .unwrap();
+        let pa = typed::<PeerAuthentication>(object).unwrap();
+        assert_eq!(pa.mode(), crate::istio::MtlsMode::Strict);
+        assert_eq!(
+            api_resource::<Sidecar>("v1alpha3").api_version,
+            "networking.istio.io/v1alpha3"
+        );
+    }
+
+    #[test]
+    fn sync_tracks_missing_apis() {
+        let sync = CacheSync::new(&[NAMESPACES, PEER_AUTHENTICATIONS]);
+        sync.mark_synced(NAMESPACES, Availability::Present);
+        assert!(!sync.is_ready());
+        sync.mark_synced(PEER_AUTHENTICATIONS, Availability::Missing);
+        assert!(sync.is_ready());
+        assert_eq!(sync.missing().collect::<Vec<_>>(), [PEER_AUTHENTICATIONS]);
     }
 }

@@ -9,8 +9,24 @@ pub struct WatchedResource {
     pub resource: &'static str,
 }
 
-pub const WATCHED_RESOURCES: &[WatchedResource] = &[WatchedResource {
-    api_group: "",
-    version: "v1",
-    resource: "namespaces",
-}];
+const fn watched(
+    api_group: &'static str,
+    version: &'static str,
+    resource: &'static str,
+) -> WatchedResource {
+    WatchedResource {
+        api_group,
+        version,
+        resource,
+    }
+}
+
+/// Istio kinds are listed at their newest version; older served versions
+/// (`v1beta1`, `v1alpha3`) are the same resources to RBAC.
+pub const WATCHED_RESOURCES: &[WatchedResource] = &[
+    watched("", "v1", "namespaces"),
+    watched("security.istio.io", "v1", "peerauthentications"),
+    watched("security.istio.io", "v1", "authorizationpolicies"),
+    watched("networking.istio.io", "v1", "destinationrules"),
+    watched("networking.istio.io", "v1", "sidecars"),
+];

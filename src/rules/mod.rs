@@ -6,14 +6,24 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::config::Config;
+use crate::config::{Config, Mode};
+use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
 use crate::posture::PostureIndex;
-use crate::subject::{Object, Workload};
+use crate::subject::{NamespaceObject, Object, Workload};
 
+pub mod authorization_no_allow_all;
+pub mod baseline_protected;
 pub mod dedicated_service_account;
+pub mod default_deny_required;
+pub mod deny_all_overrides_allow;
+pub mod destination_rule_mtls;
+pub mod namespace_mesh_enrolled;
 pub mod no_host_network;
 pub mod no_interception_bypass;
+pub mod peer_authentication_strict;
+pub mod sidecar_egress_locked;
 pub mod sidecar_required;
+pub mod strict_mtls_required;
 
 #[cfg(test)]
 pub(crate) mod testing;
@@ -25,6 +35,15 @@ pub enum RuleId {
     NoHostNetwork,
     NoInterceptionBypass,
     DedicatedServiceAccount,
+    StrictMtlsRequired,
+    DefaultDenyRequired,
+    PeerAuthenticationStrict,
+    AuthorizationNoAllowAll,
+    DenyAllOverridesAllow,
+    DestinationRuleMtls,
+    BaselineProtected,
+    NamespaceMeshEnrolled,
+    SidecarEgressLocked,
 }
 
 impl RuleId {
@@ -33,7 +52,35 @@ impl RuleId {
         RuleId::NoHostNetwork,
         RuleId::NoInterceptionBypass,
         RuleId::DedicatedServiceAccount,
+        RuleId::StrictMtlsRequired,
+        RuleId::DefaultDenyRequired,
+        RuleId::PeerAuthenticationStrict,
+        RuleId::AuthorizationNoAllowAll,
+        RuleId::DenyAllOverridesAllow,
+        RuleId::DestinationRuleMtls,
+        RuleId::BaselineProtected,
+        RuleId::NamespaceMeshEnrolled,
+        RuleId::SidecarEgressLocked,
     ];
+
+    /// The mode a rule runs at when the config does not name it: the global
+    /// mode, capped for rules whose findings are advice rather than holes.
+    pub fn default_cap(self) -> Mode {
+        match self {
+            RuleId::DenyAllOverridesAllow => Mode::Audit,
+            _ => Mode::Enforce,
+        }
+    }
+
+    /// Rules that read the cluster's mesh posture (PeerAuthentications and
+    /// AuthorizationPolicies): their denials are confirmed against the API
+    /// server before they are sent.
+    pub fn reads_posture(self) -> bool {
+        matches!(
+            self,
+            RuleId::StrictMtlsRequired | RuleId::DefaultDenyRequired | RuleId::BaselineProtected
+        )
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +88,15 @@ impl RuleId {
             RuleId::NoHostNetwork => "no-host-network",
             RuleId::NoInterceptionBypass => "no-interception-bypass",
             RuleId::DedicatedServiceAccount => "dedicated-service-account",
+            RuleId::StrictMtlsRequired => "strict-mtls-required",
+            RuleId::DefaultDenyRequired => "default-deny-required",
+            RuleId::PeerAuthenticationStrict => "peer-authentication-strict",
+            RuleId::AuthorizationNoAllowAll => "authorization-no-allow-all",
+            RuleId::DenyAllOverridesAllow => "deny-all-overrides-allow",
+            RuleId::DestinationRuleMtls => "destination-rule-mtls",
+            RuleId::BaselineProtected => "baseline-protected",
+            RuleId::NamespaceMeshEnrolled => "namespace-mesh-enrolled",
+            RuleId::SidecarEgressLocked => "sidecar-egress-locked",
         }
     }
 
@@ -58,6 +114,31 @@ impl RuleId {
             }
             RuleId::DedicatedServiceAccount => {
                 "workloads need their own service account, hence their own mesh identity"
+            }
+            RuleId::StrictMtlsRequired => {
+                "workloads must only accept mTLS: STRICT PeerAuthentication on every port"
+            }
+            RuleId::DefaultDenyRequired => {
+                "workloads' namespaces must deny by default (allow-nothing AuthorizationPolicy)"
+            }
+            RuleId::PeerAuthenticationStrict => {
+                "PeerAuthentications must not set PERMISSIVE or DISABLE, at any level"
+            }
+            RuleId::AuthorizationNoAllowAll => {
+                "ALLOW AuthorizationPolicies must not allow everything"
+            }
+            RuleId::DenyAllOverridesAllow => {
+                "a DENY-everything policy silently overrides every ALLOW policy"
+            }
+            RuleId::DestinationRuleMtls => {
+                "DestinationRules to in-mesh hosts must keep ISTIO_MUTUAL"
+            }
+            RuleId::BaselineProtected => {
+                "the baseline STRICT and deny-by-default policies cannot be deleted or weakened"
+            }
+            RuleId::NamespaceMeshEnrolled => "namespaces must be enrolled in the mesh",
+            RuleId::SidecarEgressLocked => {
+                "Sidecars must not allow egress to unregistered hosts (ALLOW_ANY)"
             }
         }
     }
@@ -89,6 +170,8 @@ pub struct Finding {
     pub rule: RuleId,
     pub message: String,
     pub fix: String,
+    /// Advice rather than a hole: reported at audit level at most.
+    pub advisory: bool,
 }
 
 impl Finding {
@@ -97,8 +180,27 @@ impl Finding {
             rule,
             message: message.into(),
             fix: fix.into(),
+            advisory: false,
         }
     }
+
+    pub fn advisory(rule: RuleId, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Finding {
+            advisory: true,
+            ..Finding::new(rule, message, fix)
+        }
+    }
+}
+
+/// What the request does to the object.
+#[derive(Debug, Clone, Copy)]
+pub enum Operation<'a> {
+    Create,
+    Update {
+        old: &'a Object,
+    },
+    /// The object judged is the one being deleted.
+    Delete,
 }
 
 /// What every rule may read besides the object.
@@ -106,47 +208,114 @@ impl Finding {
 pub struct Context<'a> {
     pub posture: &'a PostureIndex,
     pub config: &'a Config,
+    pub operation: Operation<'a>,
 }
 
 /// A rule's check, by the kind of object it reads.
 #[derive(Clone, Copy)]
 pub enum Check {
     Workload(fn(&Workload, &Context) -> Vec<Finding>),
+    Namespace(fn(&NamespaceObject, &Context) -> Vec<Finding>),
+    PeerAuthentication(fn(&PeerAuthentication, &Context) -> Vec<Finding>),
+    AuthorizationPolicy(fn(&AuthorizationPolicy, &Context) -> Vec<Finding>),
+    DestinationRule(fn(&DestinationRule, &Context) -> Vec<Finding>),
+    Sidecar(fn(&Sidecar, &Context) -> Vec<Finding>),
+    /// Rules that read several kinds.
+    Any(fn(&Object, &Context) -> Vec<Finding>),
 }
 
 pub struct Rule {
     pub id: RuleId,
     pub check: Check,
+    /// Whether the rule judges DELETE requests (it receives the old object).
+    pub on_delete: bool,
+}
+
+const fn rule(id: RuleId, check: Check) -> Rule {
+    Rule {
+        id,
+        check,
+        on_delete: false,
+    }
 }
 
 /// The rule table: adding a rule is one line here plus its file.
 pub const RULES: &[Rule] = &[
+    rule(
+        RuleId::SidecarRequired,
+        Check::Workload(sidecar_required::check),
+    ),
+    rule(
+        RuleId::NoHostNetwork,
+        Check::Workload(no_host_network::check),
+    ),
+    rule(
+        RuleId::NoInterceptionBypass,
+        Check::Workload(no_interception_bypass::check),
+    ),
+    rule(
+        RuleId::DedicatedServiceAccount,
+        Check::Workload(dedicated_service_account::check),
+    ),
+    rule(
+        RuleId::StrictMtlsRequired,
+        Check::Workload(strict_mtls_required::check),
+    ),
+    rule(
+        RuleId::DefaultDenyRequired,
+        Check::Workload(default_deny_required::check),
+    ),
+    rule(
+        RuleId::PeerAuthenticationStrict,
+        Check::PeerAuthentication(peer_authentication_strict::check),
+    ),
+    rule(
+        RuleId::AuthorizationNoAllowAll,
+        Check::AuthorizationPolicy(authorization_no_allow_all::check),
+    ),
+    rule(
+        RuleId::DenyAllOverridesAllow,
+        Check::AuthorizationPolicy(deny_all_overrides_allow::check),
+    ),
+    rule(
+        RuleId::DestinationRuleMtls,
+        Check::DestinationRule(destination_rule_mtls::check),
+    ),
     Rule {
-        id: RuleId::SidecarRequired,
-        check: Check::Workload(sidecar_required::check),
+        id: RuleId::BaselineProtected,
+        check: Check::Any(baseline_protected::check),
+        on_delete: true,
     },
-    Rule {
-        id: RuleId::NoHostNetwork,
-        check: Check::Workload(no_host_network::check),
-    },
-    Rule {
-        id: RuleId::NoInterceptionBypass,
-        check: Check::Workload(no_interception_bypass::check),
-    },
-    Rule {
-        id: RuleId::DedicatedServiceAccount,
-        check: Check::Workload(dedicated_service_account::check),
-    },
+    rule(
+        RuleId::NamespaceMeshEnrolled,
+        Check::Namespace(namespace_mesh_enrolled::check),
+    ),
+    rule(
+        RuleId::SidecarEgressLocked,
+        Check::Sidecar(sidecar_egress_locked::check),
+    ),
 ];
 
 /// Runs every rule that applies to `object` and whose mode is not `off`
 /// (`enabled` decides that, so rules that cannot matter never run).
 pub fn evaluate(object: &Object, ctx: &Context, enabled: impl Fn(RuleId) -> bool) -> Vec<Finding> {
+    let deleting = matches!(ctx.operation, Operation::Delete);
     let mut findings = Vec::new();
-    for rule in RULES.iter().filter(|r| enabled(r.id)) {
-        match (rule.check, object) {
-            (Check::Workload(check), Object::Workload(w)) => findings.extend(check(w, ctx)),
-        }
+    for rule in RULES
+        .iter()
+        .filter(|r| r.on_delete || !deleting)
+        .filter(|r| enabled(r.id))
+    {
+        findings.extend(match (rule.check, object) {
+            (Check::Workload(check), Object::Workload(o)) => check(o, ctx),
+            (Check::Namespace(check), Object::Namespace(o)) => check(o, ctx),
+            (Check::PeerAuthentication(check), Object::PeerAuthentication(o)) => check(o, ctx),
+            (Check::AuthorizationPolicy(check), Object::AuthorizationPolicy(o)) => check(o, ctx),
+            (Check::DestinationRule(check), Object::DestinationRule(o)) => check(o, ctx),
+            (Check::Sidecar(check), Object::Sidecar(o)) => check(o, ctx),
+            (Check::Any(check), o) => check(o, ctx),
+            _ => Vec::new(),
+        });
     }
     findings
 }

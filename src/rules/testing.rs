@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::config::Config;
 use crate::posture::PostureIndex;
-use crate::rules::{Context, Finding, RuleId};
+use crate::rules::{Context, Finding, Operation, RuleId};
 use crate::subject::{Kind, Workload};
 
 pub fn pod(name: &str) -> Workload {
@@ -147,10 +147,31 @@ impl World {
         Self::with_namespaces(&[namespace("shop", &[("istio-injection", "enabled")])])
     }
 
+    /// With the mesh baseline in the root namespace: STRICT mTLS and
+    /// allow-nothing, so only the rule under test reports anything.
+    pub fn with_baseline(mut self) -> Self {
+        self.posture.peer_authentications.apply(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "default", "namespace": "istio-system"},
+                "spec": {"mtls": {"mode": "STRICT"}}
+            }))
+            .expect("valid PeerAuthentication"),
+        );
+        self.posture.authorization_policies.apply(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "allow-nothing", "namespace": "istio-system"},
+                "spec": {}
+            }))
+            .expect("valid AuthorizationPolicy"),
+        );
+        self
+    }
+
     pub fn ctx(&self) -> Context<'_> {
         Context {
             posture: &self.posture,
             config: &self.config,
+            operation: Operation::Create,
         }
     }
 }

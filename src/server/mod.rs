@@ -19,6 +19,7 @@ use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
 use crate::manifest::{self, ManifestError};
 use crate::metrics::Metrics;
+use crate::posture::confirm::Confirmer;
 use crate::posture::reflector::{self, CacheSync};
 use crate::posture::{files, SharedPosture};
 
@@ -66,26 +67,26 @@ pub async fn run(
     let acceptor = TlsAcceptor::from(tls::server_config(cert.clone())?);
 
     let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
-    let resources = [reflector::NAMESPACES];
-    let sync = if args.state_from.is_empty() {
+    let (sync, confirmer) = if args.state_from.is_empty() {
         let client = kube::Client::try_default().await?;
-        let sync = Arc::new(CacheSync::new(&resources));
-        tokio::spawn(reflector::watch_namespaces(
-            client,
-            posture.clone(),
-            sync.clone(),
-        ));
+        let sync = Arc::new(CacheSync::new(reflector::ALL));
+        reflector::spawn_all(client.clone(), posture.clone(), sync.clone());
         tracing::info!("watching the cluster for posture");
-        sync
+        (
+            sync,
+            Some(Arc::new(Confirmer::new(client, args.confirm_timeout))),
+        )
     } else {
         let manifests = manifest::load_paths(&args.state_from)?;
-        let index = files::index(&manifests)?;
+        let index = files::index(&manifests, "default")?;
         tracing::info!(
             namespaces = index.namespace_count(),
+            peer_authentications = index.peer_authentications.len(),
+            authorization_policies = index.authorization_policies.len(),
             "cluster state loaded from files; not contacting any API server"
         );
         *posture.write().unwrap_or_else(|e| e.into_inner()) = index;
-        Arc::new(CacheSync::all_synced(&resources))
+        (Arc::new(CacheSync::all_synced(reflector::ALL)), None)
     };
 
     let listener = TcpListener::bind(args.listen)
@@ -119,9 +120,10 @@ pub async fn run(
     });
 
     let app = routes::webhook(routes::AppState {
-        reviewer: Arc::new(Reviewer::new(config, posture)),
+        reviewer: Arc::new(Reviewer::new(config, posture).with_sync(sync.clone())),
         metrics,
         sync,
+        confirmer,
         max_body_bytes: args.max_body_bytes,
     });
     serve_tls(listener, acceptor, app, shutdown, args.shutdown_grace).await;

@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::admission::{Record, ReviewError, Reviewed, Reviewer};
 use crate::metrics::Metrics;
+use crate::posture::confirm::Confirmer;
 use crate::posture::reflector::CacheSync;
 
 #[derive(Clone)]
@@ -23,6 +24,9 @@ pub struct AppState {
     pub reviewer: Arc<Reviewer>,
     pub metrics: Metrics,
     pub sync: Arc<CacheSync>,
+    /// Reads policies from the API server to confirm posture denials; `None`
+    /// when the state comes from files.
+    pub confirmer: Option<Arc<Confirmer>>,
     pub max_body_bytes: usize,
 }
 
@@ -67,7 +71,21 @@ pub fn metrics(registry: Arc<Registry>, metrics: Metrics, sync: Arc<CacheSync>) 
 
 async fn readyz(State(state): State<AppState>) -> Response {
     if state.sync.is_ready() {
-        return (StatusCode::OK, "ready").into_response();
+        let missing: Vec<_> = state.sync.missing().collect();
+        if missing.is_empty() {
+            return (StatusCode::OK, "ready").into_response();
+        }
+        // Ready (exempt namespaces and policy-free rules still work), but
+        // say loudly that posture cannot be verified.
+        return (
+            StatusCode::OK,
+            Json(json!({
+                "ready": true,
+                "istioCrdsMissing": missing,
+                "warning": "Istio CRDs are not installed: posture rules report workloads as unverifiable",
+            })),
+        )
+            .into_response();
     }
     let waiting: Vec<_> = state
         .sync
@@ -88,6 +106,37 @@ async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body)
 
 async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     handle(state, "mutate", headers, body, Reviewer::mutate).await
+}
+
+/// A denial that rests on cached posture is re-judged against the policies
+/// the API server holds right now; on timeout or error the cached answer
+/// stands.
+async fn confirm(state: &AppState, body: &[u8], reviewed: Reviewed) -> Reviewed {
+    let (Some(confirmer), Some(namespaces)) = (&state.confirmer, &reviewed.record.confirm) else {
+        return reviewed;
+    };
+    let fresh = match confirmer.read(namespaces).await {
+        Ok(fresh) => fresh,
+        Err(error) => {
+            tracing::warn!(uid = %reviewed.record.uid, %error, "cannot confirm the denial; the cached posture stands");
+            return reviewed;
+        }
+    };
+    let overlay = state
+        .reviewer
+        .posture
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .overlay(fresh);
+    match state.reviewer.validate_with(body, &overlay) {
+        Ok(mut confirmed) => {
+            let overturned = confirmed.record.outcome != reviewed.record.outcome;
+            tracing::info!(uid = %reviewed.record.uid, overturned, "posture denial confirmed against the API server");
+            confirmed.record.confirm = None;
+            confirmed
+        }
+        Err(_) => reviewed,
+    }
 }
 
 async fn handle(
@@ -119,7 +168,13 @@ async fn handle(
             return error_response(StatusCode::BAD_REQUEST, "cannot read the request body");
         }
     };
-    match review(&state.reviewer, &bytes) {
+    let reviewed = match review(&state.reviewer, &bytes) {
+        Ok(reviewed) if reviewed.record.confirm.is_some() => {
+            Ok(confirm(&state, &bytes, reviewed).await)
+        }
+        other => other,
+    };
+    match reviewed {
         Ok(Reviewed { review, record }) => {
             let elapsed = started.elapsed();
             state

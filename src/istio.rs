@@ -1,0 +1,349 @@
+//! The Istio resources meshgate reads: only the fields the rules need, unknown
+//! fields tolerated, every version (`v1`, `v1beta1`, `v1alpha3`) alike since
+//! they share one schema.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde::Deserialize;
+
+/// `selector` / `workloadSelector`: an empty one selects the whole namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+}
+
+impl WorkloadSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// Whether a policy targets Gateway API resources or waypoints instead of
+/// sidecar workloads; such policies do not govern a pod's own proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Targets {
+    pub target_ref: Option<serde_json::Value>,
+    #[serde(default)]
+    pub target_refs: Vec<serde_json::Value>,
+}
+
+impl Targets {
+    pub fn is_targeted(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+// ---------------------------------------------------------------- PeerAuthentication
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum MtlsMode {
+    Unset,
+    Disable,
+    Permissive,
+    Strict,
+}
+
+impl MtlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MtlsMode::Unset => "UNSET",
+            MtlsMode::Disable => "DISABLE",
+            MtlsMode::Permissive => "PERMISSIVE",
+            MtlsMode::Strict => "STRICT",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Mtls {
+    pub mode: Option<MtlsMode>,
+}
+
+impl Mtls {
+    /// A missing mode is `UNSET`: inherit from the parent.
+    pub fn mode(&self) -> MtlsMode {
+        self.mode.unwrap_or(MtlsMode::Unset)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PeerAuthenticationSpec {
+    pub selector: Option<WorkloadSelector>,
+    pub mtls: Option<Mtls>,
+    /// Keyed by port number (as a string in YAML/JSON).
+    #[serde(default)]
+    pub port_level_mtls: BTreeMap<String, Mtls>,
+    #[serde(flatten)]
+    pub targets: Targets,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PeerAuthentication {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: PeerAuthenticationSpec,
+}
+
+impl PeerAuthentication {
+    pub fn mode(&self) -> MtlsMode {
+        self.spec
+            .mtls
+            .as_ref()
+            .map(Mtls::mode)
+            .unwrap_or(MtlsMode::Unset)
+    }
+
+    /// Namespace-wide (or mesh-wide in the root namespace): no selector, or
+    /// one with no labels.
+    pub fn is_namespace_wide(&self) -> bool {
+        self.spec
+            .selector
+            .as_ref()
+            .is_none_or(|s| s.match_labels.is_empty())
+    }
+}
+
+// ---------------------------------------------------------------- AuthorizationPolicy
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum AuthzAction {
+    Allow,
+    Deny,
+    Audit,
+    Custom,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    #[serde(default)]
+    pub principals: Vec<String>,
+    #[serde(default)]
+    pub not_principals: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    #[serde(default)]
+    pub not_namespaces: Vec<String>,
+    #[serde(default)]
+    pub request_principals: Vec<String>,
+    #[serde(default)]
+    pub ip_blocks: Vec<String>,
+    #[serde(default)]
+    pub remote_ip_blocks: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct From {
+    pub source: Option<Source>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct AuthzRule {
+    #[serde(default)]
+    pub from: Vec<From>,
+    #[serde(default)]
+    pub to: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub when: Vec<serde_json::Value>,
+}
+
+impl AuthzRule {
+    /// `{}`: matches every request.
+    pub fn is_empty(&self) -> bool {
+        self.from.is_empty() && self.to.is_empty() && self.when.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationPolicySpec {
+    pub selector: Option<WorkloadSelector>,
+    pub action: Option<AuthzAction>,
+    /// `None` and `Some([])` differ only in YAML; both mean "no rules".
+    pub rules: Option<Vec<AuthzRule>>,
+    #[serde(flatten)]
+    pub targets: Targets,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct AuthorizationPolicy {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: AuthorizationPolicySpec,
+}
+
+impl AuthorizationPolicy {
+    /// `action` defaults to ALLOW.
+    pub fn action(&self) -> AuthzAction {
+        self.spec.action.unwrap_or(AuthzAction::Allow)
+    }
+
+    pub fn rules(&self) -> &[AuthzRule] {
+        self.spec.rules.as_deref().unwrap_or_default()
+    }
+
+    /// Applies to every workload of its namespace (mesh-wide in the root
+    /// namespace): no selector, no target reference.
+    pub fn is_namespace_wide(&self) -> bool {
+        !self.spec.targets.is_targeted()
+            && self
+                .spec
+                .selector
+                .as_ref()
+                .is_none_or(|s| s.match_labels.is_empty())
+    }
+
+    /// ALLOW with no rules: allows nothing, the deny-by-default baseline.
+    pub fn is_allow_nothing(&self) -> bool {
+        self.action() == AuthzAction::Allow && self.rules().is_empty()
+    }
+
+    /// DENY with a rule `{}`: denies everything; no ALLOW can override it.
+    pub fn is_deny_everything(&self) -> bool {
+        self.action() == AuthzAction::Deny && self.rules().iter().any(AuthzRule::is_empty)
+    }
+
+    /// Either form of deny-by-default.
+    pub fn is_deny_by_default(&self) -> bool {
+        self.is_namespace_wide() && (self.is_allow_nothing() || self.is_deny_everything())
+    }
+}
+
+// ---------------------------------------------------------------- DestinationRule
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ClientTls {
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PortSelector {
+    pub number: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct PortTrafficPolicy {
+    pub port: Option<PortSelector>,
+    pub tls: Option<ClientTls>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficPolicy {
+    pub tls: Option<ClientTls>,
+    #[serde(default)]
+    pub port_level_settings: Vec<PortTrafficPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Subset {
+    #[serde(default)]
+    pub name: String,
+    pub traffic_policy: Option<TrafficPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationRuleSpec {
+    #[serde(default)]
+    pub host: String,
+    pub traffic_policy: Option<TrafficPolicy>,
+    #[serde(default)]
+    pub subsets: Vec<Subset>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct DestinationRule {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: DestinationRuleSpec,
+}
+
+// ---------------------------------------------------------------- Sidecar
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct OutboundTrafficPolicy {
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SidecarSpec {
+    pub workload_selector: Option<WorkloadSelector>,
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Sidecar {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: SidecarSpec,
+}
+
+/// Istio's tie-break when several policies match at one level: the oldest
+/// wins; equal timestamps fall back to the name.
+pub fn older(a: &ObjectMeta, b: &ObjectMeta) -> bool {
+    let key = |m: &ObjectMeta| {
+        (
+            m.creation_timestamp.clone().map(|Time(t)| t),
+            m.name.clone(),
+        )
+    };
+    match (key(a), key(b)) {
+        // An object without a timestamp (not yet created) is the newest.
+        ((Some(ta), na), (Some(tb), nb)) => (ta, na) < (tb, nb),
+        ((Some(_), _), (None, _)) => true,
+        ((None, _), (Some(_), _)) => false,
+        ((None, na), (None, nb)) => na < nb,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_v1beta1_fixture_with_port_level_and_unknown_fields() {
+        let pa: PeerAuthentication = serde_json::from_value(json!({
+            "apiVersion": "security.istio.io/v1beta1", "kind": "PeerAuthentication",
+            "metadata": {"name": "p", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "mtls": {"mode": "PERMISSIVE"},
+                     "portLevelMtls": {"9080": {"mode": "DISABLE"}}, "futureField": 1}
+        }))
+        .unwrap();
+        assert_eq!(pa.mode(), MtlsMode::Permissive);
+        assert_eq!(pa.spec.port_level_mtls["9080"].mode(), MtlsMode::Disable);
+        assert!(!pa.is_namespace_wide());
+    }
+
+    #[test]
+    fn authorization_policy_shapes() {
+        let ap = |spec: serde_json::Value| -> AuthorizationPolicy {
+            serde_json::from_value(json!({"metadata": {"name": "a"}, "spec": spec})).unwrap()
+        };
+        assert!(ap(json!({})).is_deny_by_default());
+        assert!(ap(json!({"action": "DENY", "rules": [{}]})).is_deny_by_default());
+        assert!(!ap(
+            json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["x"]}}]}]})
+        )
+        .is_deny_by_default());
+        assert!(!ap(json!({"selector": {"matchLabels": {"app": "a"}}})).is_deny_by_default());
+        assert!(
+            !ap(json!({"targetRefs": [{"kind": "Gateway", "name": "gw"}]})).is_deny_by_default()
+        );
+        assert!(ap(json!({"selector": {}})).is_deny_by_default());
+        assert!(!ap(json!({"action": "ALLOW", "rules": [{}]})).is_allow_nothing());
+        assert!(!ap(json!({"action": "CUSTOM", "provider": {"name": "x"}})).is_deny_by_default());
+    }
+}

@@ -1,0 +1,110 @@
+//! `authorization-no-allow-all`: an ALLOW rule `{}` matches every request,
+//! undoing deny-by-default. Rules without `from`, or with wildcard principals
+//! or namespaces, are reported as advice (audit level): they are sometimes
+//! meant, but usually broader than intended.
+
+use crate::istio::{AuthorizationPolicy, AuthzAction};
+use crate::rules::{Context, Finding, RuleId};
+
+const ID: RuleId = RuleId::AuthorizationNoAllowAll;
+
+pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
+    if ap.action() != AuthzAction::Allow {
+        return vec![];
+    }
+    let subject = format!(
+        "authorizationpolicy {}/{}",
+        ap.metadata.namespace.as_deref().unwrap_or_default(),
+        ap.metadata.name.as_deref().unwrap_or_default()
+    );
+    let mut findings = Vec::new();
+    for (i, rule) in ap.rules().iter().enumerate() {
+        if rule.is_empty() {
+            findings.push(Finding::new(
+                ID,
+                format!("{subject} allows every request: rules[{i}] is {{}}, which matches everything"),
+                "remove the empty rule; name the callers in from.source.principals and the operations in to",
+            ));
+            continue;
+        }
+        if rule.from.is_empty() {
+            findings.push(Finding::advisory(
+                ID,
+                format!("{subject}: rules[{i}] has no from, so any source, even unauthenticated, matches"),
+                "add from.source.principals (or namespaces) naming the callers",
+            ));
+        }
+        for (j, from) in rule.from.iter().enumerate() {
+            let Some(source) = &from.source else { continue };
+            for (field, values) in [
+                ("principals", &source.principals),
+                ("namespaces", &source.namespaces),
+            ] {
+                if values.iter().any(|v| v == "*") {
+                    findings.push(Finding::advisory(
+                        ID,
+                        format!("{subject}: rules[{i}].from[{j}].source.{field} contains \"*\", which matches any authenticated caller"),
+                        format!("replace \"*\" in {field} with the callers' identities"),
+                    ));
+                }
+            }
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::World;
+
+    fn ap(spec: serde_json::Value) -> AuthorizationPolicy {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "a", "namespace": "shop"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rejects_allow_with_empty_rule() {
+        let world = World::enrolled_shop();
+        let f = check(
+            &ap(serde_json::json!({"action": "ALLOW", "rules": [{}]})),
+            &world.ctx(),
+        );
+        assert_eq!(f.len(), 1);
+        assert!(!f[0].advisory);
+        assert!(f[0].message.contains("allows every request"));
+        // Default action is ALLOW too.
+        assert_eq!(
+            check(&ap(serde_json::json!({"rules": [{}]})), &world.ctx()).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn missing_from_and_wildcards_are_advisory() {
+        let world = World::enrolled_shop();
+        let f = check(
+            &ap(serde_json::json!({"rules": [
+                {"to": [{"operation": {"methods": ["GET"]}}]},
+                {"from": [{"source": {"principals": ["*"], "namespaces": ["*"]}}]}
+            ]})),
+            &world.ctx(),
+        );
+        assert_eq!(f.len(), 3);
+        assert!(f.iter().all(|f| f.advisory));
+    }
+
+    #[test]
+    fn accepts_allow_nothing_specific_rules_and_deny_policies() {
+        let world = World::enrolled_shop();
+        for spec in [
+            serde_json::json!({}),
+            serde_json::json!({"rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}]}]}),
+            serde_json::json!({"action": "DENY", "rules": [{}]}),
+        ] {
+            assert!(check(&ap(spec), &world.ctx()).is_empty());
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! `baseline-protected`: deleting or weakening a namespace's STRICT
+//! PeerAuthentication or its deny-by-default AuthorizationPolicy silently
+//! re-opens every workload in it. A DELETE or UPDATE that would leave an
+//! enrolled namespace without them is a violation; the mesh-wide STRICT
+//! policy in the root namespace is always protected.
+
+use crate::istio::{AuthorizationPolicy, MtlsMode, PeerAuthentication};
+use crate::posture::{find_deny_by_default, mtls, Namespaced};
+use crate::rules::{Context, Finding, Operation, RuleId};
+use crate::subject::Object;
+
+const ID: RuleId = RuleId::BaselineProtected;
+
+pub fn check(object: &Object, ctx: &Context) -> Vec<Finding> {
+    let (old, new, verb) = match ctx.operation {
+        Operation::Delete => (object, None, "deleting"),
+        Operation::Update { old } => (old, Some(object), "this change to"),
+        Operation::Create => return vec![],
+    };
+    match old {
+        Object::PeerAuthentication(old) => {
+            let new = match new {
+                Some(Object::PeerAuthentication(p)) => Some(p),
+                _ => None,
+            };
+            peer_authentication(old, new, verb, ctx)
+        }
+        Object::AuthorizationPolicy(old) => {
+            let new = match new {
+                Some(Object::AuthorizationPolicy(p)) => Some(p),
+                _ => None,
+            };
+            authorization_policy(old, new, verb, ctx)
+        }
+        _ => vec![],
+    }
+}
+
+fn key<T: Namespaced>(object: &T) -> (&str, &str) {
+    let meta = object.meta();
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+/// The namespace's objects with `old` replaced by `new` (or removed).
+fn replaced<'a, T: Namespaced>(
+    current: impl Iterator<Item = &'a T>,
+    old: &'a T,
+    new: Option<&'a T>,
+) -> impl Iterator<Item = &'a T> {
+    let (_, name) = key(old);
+    current.filter(move |p| key(*p).1 != name).chain(new)
+}
+
+/// Unknown namespaces are treated as enrolled: protect rather than guess.
+fn enrolled(ctx: &Context, namespace: &str) -> bool {
+    ctx.posture
+        .namespace(namespace)
+        .is_none_or(|ns| ns.is_enrolled())
+}
+
+fn peer_authentication(
+    old: &PeerAuthentication,
+    new: Option<&PeerAuthentication>,
+    verb: &str,
+    ctx: &Context,
+) -> Vec<Finding> {
+    let (ns, name) = key(old);
+    let root = ctx.config.mesh_root_namespace.as_str();
+    let index = &ctx.posture.peer_authentications;
+    let strict_baseline = |p: &PeerAuthentication| {
+        p.is_namespace_wide() && !p.spec.targets.is_targeted() && p.mode() == MtlsMode::Strict
+    };
+    if ns == root {
+        if strict_baseline(old) && !new.is_some_and(strict_baseline) {
+            return vec![Finding::new(
+                ID,
+                format!("{verb} peerauthentication {ns}/{name} would remove the mesh-wide STRICT mTLS baseline, which is always protected"),
+                "keep the mesh-wide policy STRICT; to relax one namespace or workload, add an exemption with a reason",
+            )];
+        }
+        return vec![];
+    }
+    if !enrolled(ctx, ns) {
+        return vec![];
+    }
+    let before = mtls::compose(
+        index.in_namespace(root),
+        replaced(index.in_namespace(ns), old, Some(old)),
+        None,
+    );
+    let after = mtls::compose(
+        index.in_namespace(root),
+        replaced(index.in_namespace(ns), old, new),
+        None,
+    );
+    if before.workload.mode == MtlsMode::Strict && after.workload.mode != MtlsMode::Strict {
+        return vec![Finding::new(
+            ID,
+            format!("{verb} peerauthentication {ns}/{name} would leave enrolled namespace \"{ns}\" with mTLS {}", after.workload),
+            format!("apply another STRICT PeerAuthentication to \"{ns}\" (or mesh-wide) first, or keep this one STRICT"),
+        )];
+    }
+    vec![]
+}
+
+fn authorization_policy(
+    old: &AuthorizationPolicy,
+    new: Option<&AuthorizationPolicy>,
+    verb: &str,
+    ctx: &Context,
+) -> Vec<Finding> {
+    let (ns, name) = key(old);
+    let root = ctx.config.mesh_root_namespace.as_str();
+    let index = &ctx.posture.authorization_policies;
+    let before = find_deny_by_default(replaced(index.in_namespace(ns), old, Some(old))).is_some();
+    let after = find_deny_by_default(replaced(index.in_namespace(ns), old, new)).is_some();
+    if !before || after {
+        return vec![];
+    }
+    let fix = "apply another deny-by-default AuthorizationPolicy (spec: {}) to the affected namespaces first, or keep this one".to_owned();
+    if ns == root {
+        // The mesh-wide baseline: every enrolled namespace without its own loses it.
+        let exposed: Vec<&str> = ctx
+            .posture
+            .namespaces()
+            .filter(|(name, info)| {
+                *name != root
+                    && info.is_enrolled()
+                    && !ctx.config.is_exempt_namespace(name)
+                    && find_deny_by_default(index.in_namespace(name)).is_none()
+            })
+            .map(|(name, _)| name)
+            .collect();
+        if exposed.is_empty() {
+            return vec![];
+        }
+        let mut sample: Vec<&str> = exposed.clone();
+        sample.sort_unstable();
+        sample.truncate(3);
+        return vec![Finding::new(
+            ID,
+            format!(
+                "{verb} authorizationpolicy {ns}/{name} would remove the mesh-wide deny-by-default from {} enrolled namespaces without their own ({}{})",
+                exposed.len(),
+                sample.join(", "),
+                if exposed.len() > 3 { ", ..." } else { "" }
+            ),
+            fix,
+        )];
+    }
+    let covered_by_root = find_deny_by_default(index.in_namespace(root)).is_some();
+    if !enrolled(ctx, ns) || covered_by_root {
+        return vec![];
+    }
+    vec![Finding::new(
+        ID,
+        format!("{verb} authorizationpolicy {ns}/{name} would leave enrolled namespace \"{ns}\" without a deny-by-default AuthorizationPolicy"),
+        fix,
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::{namespace, World};
+    use crate::rules::Context;
+    use serde_json::json;
+
+    fn pa(ns: &str, name: &str, spec: serde_json::Value) -> PeerAuthentication {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec})).unwrap()
+    }
+
+    fn ap(ns: &str, name: &str, spec: serde_json::Value) -> AuthorizationPolicy {
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
+            .unwrap()
+    }
+
+    fn world() -> World {
+        World::with_namespaces(&[
+            namespace("shop", &[("istio-injection", "enabled")]),
+            namespace("legacy", &[]),
+            namespace("istio-system", &[]),
+        ])
+    }
+
+    fn run(world: &World, object: &Object, operation: Operation) -> Vec<Finding> {
+        let ctx = Context {
+            operation,
+            ..world.ctx()
+        };
+        check(object, &ctx)
+    }
+
+    #[test]
+    fn deleting_the_namespace_strict_policy_is_a_violation() {
+        let mut w = world();
+        let strict = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        w.posture.peer_authentications.apply(strict.clone());
+        let f = run(&w, &Object::PeerAuthentication(strict), Operation::Delete);
+        assert!(
+            f[0].message
+                .contains("would leave enrolled namespace \"shop\" with mTLS PERMISSIVE"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn weakening_update_is_a_violation_but_unrelated_updates_are_not() {
+        let mut w = world();
+        let strict = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        w.posture.peer_authentications.apply(strict.clone());
+        let old = Object::PeerAuthentication(strict.clone());
+        let permissive = Object::PeerAuthentication(pa(
+            "shop",
+            "default",
+            json!({"mtls": {"mode": "PERMISSIVE"}}),
+        ));
+        assert_eq!(
+            run(&w, &permissive, Operation::Update { old: &old }).len(),
+            1
+        );
+        assert!(run(&w, &old, Operation::Update { old: &old }).is_empty());
+    }
+
+    #[test]
+    fn deletion_is_fine_when_another_policy_keeps_the_namespace_strict() {
+        let mut w = world();
+        w.posture.peer_authentications.apply(pa(
+            "istio-system",
+            "default",
+            json!({"mtls": {"mode": "STRICT"}}),
+        ));
+        let ns_policy = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        w.posture.peer_authentications.apply(ns_policy.clone());
+        assert!(run(
+            &w,
+            &Object::PeerAuthentication(ns_policy),
+            Operation::Delete
+        )
+        .is_empty());
+        // Unenrolled namespaces are not protected.
+        let legacy = pa("legacy", "default", json!({"mtls": {"mode": "STRICT"}}));
+        assert!(run(&w, &Object::PeerAuthentication(legacy), Operation::Delete).is_empty());
+    }
+
+    #[test]
+    fn mesh_wide_strict_policy_is_always_protected() {
+        let mut w = world();
+        let mesh = pa(
+            "istio-system",
+            "default",
+            json!({"mtls": {"mode": "STRICT"}}),
+        );
+        w.posture.peer_authentications.apply(mesh.clone());
+        w.posture.peer_authentications.apply(pa(
+            "shop",
+            "default",
+            json!({"mtls": {"mode": "STRICT"}}),
+        ));
+        let f = run(&w, &Object::PeerAuthentication(mesh), Operation::Delete);
+        assert!(f[0].message.contains("mesh-wide STRICT mTLS baseline"));
+    }
+
+    #[test]
+    fn deleting_allow_nothing_leaves_namespace_open_unless_root_covers_it() {
+        let mut w = world();
+        let baseline = ap("shop", "allow-nothing", json!({}));
+        w.posture.authorization_policies.apply(baseline.clone());
+        let f = run(
+            &w,
+            &Object::AuthorizationPolicy(baseline.clone()),
+            Operation::Delete,
+        );
+        assert!(f[0]
+            .message
+            .contains("without a deny-by-default AuthorizationPolicy"));
+        w.posture
+            .authorization_policies
+            .apply(ap("istio-system", "allow-nothing", json!({})));
+        assert!(run(
+            &w,
+            &Object::AuthorizationPolicy(baseline),
+            Operation::Delete
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn deleting_root_allow_nothing_names_exposed_namespaces() {
+        let mut w = world();
+        let mesh = ap("istio-system", "allow-nothing", json!({}));
+        w.posture.authorization_policies.apply(mesh.clone());
+        let f = run(
+            &w,
+            &Object::AuthorizationPolicy(mesh.clone()),
+            Operation::Delete,
+        );
+        assert!(
+            f[0].message
+                .contains("from 1 enrolled namespaces without their own (shop)"),
+            "{}",
+            f[0].message
+        );
+        w.posture.authorization_policies.apply(ap(
+            "shop",
+            "own",
+            json!({"action": "DENY", "rules": [{}]}),
+        ));
+        assert!(run(&w, &Object::AuthorizationPolicy(mesh), Operation::Delete).is_empty());
+    }
+
+    #[test]
+    fn creates_are_never_judged_here() {
+        let w = world();
+        assert!(run(
+            &w,
+            &Object::AuthorizationPolicy(ap("shop", "x", json!({}))),
+            Operation::Create
+        )
+        .is_empty());
+    }
+}

@@ -1,0 +1,93 @@
+//! `default-deny-required`: mTLS proves who is calling; without a
+//! deny-by-default AuthorizationPolicy every authenticated workload in the
+//! mesh may call every other.
+
+use crate::posture::Availability;
+use crate::rules::{Context, Finding, RuleId};
+use crate::subject::Workload;
+
+const ID: RuleId = RuleId::DefaultDenyRequired;
+
+pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
+    let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
+    let root = &ctx.config.mesh_root_namespace;
+    if ctx.posture.security_api == Availability::Missing {
+        return vec![Finding::new(
+            ID,
+            format!("{subject}: authorization posture cannot be verified: the security.istio.io CRDs (AuthorizationPolicy) are not installed"),
+            "install Istio's CRDs, then apply an allow-nothing AuthorizationPolicy",
+        )];
+    }
+    if ctx.posture.deny_by_default(&w.namespace, root).is_some() {
+        return vec![];
+    }
+    vec![Finding::new(
+        ID,
+        format!(
+            "{subject} runs in namespace \"{}\", which has no deny-by-default AuthorizationPolicy (nor has \"{root}\"), so any workload in the mesh may call it",
+            w.namespace
+        ),
+        format!(
+            "apply the namespace's baseline first: an AuthorizationPolicy with spec: {{}} (allow-nothing) in \"{}\", then ALLOW policies for its legitimate callers",
+            w.namespace
+        ),
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::*;
+
+    fn ap(world: &mut World, ns: &str, spec: serde_json::Value) {
+        world.posture.authorization_policies.apply(
+            serde_json::from_value(
+                serde_json::json!({"metadata": {"name": "p", "namespace": ns}, "spec": spec}),
+            )
+            .unwrap(),
+        );
+    }
+
+    #[test]
+    fn rejects_namespace_without_deny_by_default() {
+        let mut world = World::enrolled_shop();
+        ap(
+            &mut world,
+            "shop",
+            serde_json::json!({"selector": {"matchLabels": {"app": "web"}}}),
+        );
+        let f = check(&deployment("web"), &world.ctx());
+        assert!(
+            f[0].message
+                .contains("no deny-by-default AuthorizationPolicy"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn accepts_allow_nothing_in_namespace_or_root_and_deny_everything() {
+        let mut world = World::enrolled_shop();
+        ap(&mut world, "shop", serde_json::json!({}));
+        assert!(check(&deployment("web"), &world.ctx()).is_empty());
+        let mut world = World::enrolled_shop();
+        ap(&mut world, "istio-system", serde_json::json!({}));
+        assert!(check(&deployment("web"), &world.ctx()).is_empty());
+        let mut world = World::enrolled_shop();
+        ap(
+            &mut world,
+            "shop",
+            serde_json::json!({"action": "DENY", "rules": [{}]}),
+        );
+        assert!(check(&deployment("web"), &world.ctx()).is_empty());
+    }
+
+    #[test]
+    fn missing_crds_are_unverifiable() {
+        let mut world = World::enrolled_shop();
+        world.posture.security_api = Availability::Missing;
+        assert!(check(&deployment("web"), &world.ctx())[0]
+            .message
+            .contains("cannot be verified"));
+    }
+}

@@ -1,0 +1,172 @@
+//! `deny-all-overrides-allow` (audit level by default): Istio evaluates
+//! CUSTOM, then DENY, then ALLOW policies. A DENY policy with a rule `{}`
+//! denies every request before any ALLOW policy is looked at, so ALLOW
+//! policies beside it are dead. The allow-nothing pattern (an ALLOW policy
+//! with no rules) is the deny-by-default that ALLOW policies can open.
+
+use crate::istio::{AuthorizationPolicy, AuthzAction};
+use crate::rules::{Context, Finding, RuleId};
+
+const ID: RuleId = RuleId::DenyAllOverridesAllow;
+const PATTERN: &str = "use the allow-nothing pattern instead (an AuthorizationPolicy with spec: {}), which ALLOW policies can open; Istio evaluates CUSTOM, then DENY, then ALLOW";
+
+pub fn check(ap: &AuthorizationPolicy, ctx: &Context) -> Vec<Finding> {
+    let ns = ap.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ap.metadata.name.as_deref().unwrap_or_default();
+    let root = ctx.config.mesh_root_namespace.as_str();
+    let index = &ctx.posture.authorization_policies;
+    let is_deny_all = |p: &AuthorizationPolicy| p.is_namespace_wide() && p.is_deny_everything();
+    let is_live_allow =
+        |p: &AuthorizationPolicy| p.action() == AuthzAction::Allow && !p.rules().is_empty();
+    let not_self = |p: &&AuthorizationPolicy| {
+        p.metadata.namespace.as_deref() != Some(ns) || p.metadata.name.as_deref() != Some(name)
+    };
+
+    if is_live_allow(ap) {
+        let blocker = index
+            .in_namespace(ns)
+            .chain(index.in_namespace(root))
+            .filter(not_self)
+            .find(|p| is_deny_all(p));
+        return blocker
+            .map(|deny| {
+                vec![Finding::new(
+                    ID,
+                    format!(
+                        "ALLOW authorizationpolicy {ns}/{name} can never take effect: DENY policy {}/{} denies every request first",
+                        deny.metadata.namespace.as_deref().unwrap_or_default(),
+                        deny.metadata.name.as_deref().unwrap_or_default()
+                    ),
+                    format!("remove that DENY-everything policy and {PATTERN}"),
+                )]
+            })
+            .unwrap_or_default();
+    }
+    if is_deny_all(ap) {
+        // In the root namespace it applies mesh-wide, to every ALLOW policy.
+        let allows: Vec<String> = if ns == root {
+            index
+                .all()
+                .filter(not_self)
+                .filter(|p| is_live_allow(p))
+                .map(qualified)
+                .collect()
+        } else {
+            index
+                .in_namespace(ns)
+                .filter(not_self)
+                .filter(|p| is_live_allow(p))
+                .map(qualified)
+                .collect()
+        };
+        let effect = match allows.len() {
+            0 => "every request, including those any future ALLOW policy would allow".to_owned(),
+            n => format!(
+                "every request, so the {n} ALLOW policies it covers ({}{}) can never take effect",
+                allows
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if n > 3 { ", ..." } else { "" }
+            ),
+        };
+        return vec![Finding::new(
+            ID,
+            format!("DENY authorizationpolicy {ns}/{name} has a rule {{}} and denies {effect}"),
+            format!("if a deny-by-default baseline was meant, {PATTERN}"),
+        )];
+    }
+    vec![]
+}
+
+fn qualified(p: &AuthorizationPolicy) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or_default(),
+        p.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::World;
+
+    fn ap(ns: &str, name: &str, spec: serde_json::Value) -> AuthorizationPolicy {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    fn allow_web() -> serde_json::Value {
+        serde_json::json!({"rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}]}]})
+    }
+
+    #[test]
+    fn allow_created_beside_deny_everything_is_dead() {
+        let mut world = World::enrolled_shop();
+        world.posture.authorization_policies.apply(ap(
+            "shop",
+            "deny-all",
+            serde_json::json!({"action": "DENY", "rules": [{}]}),
+        ));
+        let f = check(&ap("shop", "allow-web", allow_web()), &world.ctx());
+        assert!(
+            f[0].message
+                .contains("can never take effect: DENY policy shop/deny-all"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0].fix.contains("CUSTOM, then DENY, then ALLOW"));
+        // A root-namespace DENY-everything kills ALLOWs everywhere.
+        let mut world = World::enrolled_shop();
+        world.posture.authorization_policies.apply(ap(
+            "istio-system",
+            "deny-all",
+            serde_json::json!({"action": "DENY", "rules": [{}]}),
+        ));
+        assert_eq!(
+            check(&ap("shop", "allow-web", allow_web()), &world.ctx()).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn deny_everything_names_the_allows_it_kills() {
+        let mut world = World::enrolled_shop();
+        world
+            .posture
+            .authorization_policies
+            .apply(ap("shop", "allow-web", allow_web()));
+        world.posture.authorization_policies.apply(ap(
+            "shop",
+            "allow-nothing",
+            serde_json::json!({}),
+        ));
+        let f = check(
+            &ap(
+                "shop",
+                "deny-all",
+                serde_json::json!({"action": "DENY", "rules": [{}]}),
+            ),
+            &world.ctx(),
+        );
+        assert!(
+            f[0].message
+                .contains("the 1 ALLOW policies it covers (shop/allow-web)"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn allow_without_deny_everything_and_scoped_denies_are_fine() {
+        let mut world = World::enrolled_shop();
+        world.posture.authorization_policies.apply(ap("shop", "deny-some", serde_json::json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["untrusted"]}}]}]})));
+        assert!(check(&ap("shop", "allow-web", allow_web()), &world.ctx()).is_empty());
+        assert!(check(&ap("shop", "deny-some-more", serde_json::json!({"action": "DENY", "selector": {"matchLabels": {"app": "x"}}, "rules": [{}]})), &world.ctx()).is_empty());
+    }
+}

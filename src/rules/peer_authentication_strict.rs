@@ -1,0 +1,81 @@
+//! `peer-authentication-strict`: a PERMISSIVE or DISABLE PeerAuthentication,
+//! at any level, lets a client downgrade to plaintext.
+
+use crate::istio::{MtlsMode, PeerAuthentication};
+use crate::rules::{Context, Finding, RuleId};
+
+const ID: RuleId = RuleId::PeerAuthenticationStrict;
+
+fn weak(mode: MtlsMode) -> bool {
+    matches!(mode, MtlsMode::Permissive | MtlsMode::Disable)
+}
+
+pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
+    let subject = format!(
+        "peerauthentication {}/{}",
+        pa.metadata.namespace.as_deref().unwrap_or_default(),
+        pa.metadata.name.as_deref().unwrap_or_default()
+    );
+    let mut findings = Vec::new();
+    if weak(pa.mode()) {
+        findings.push(Finding::new(
+            ID,
+            format!(
+                "{subject} sets mtls.mode: {}, which accepts plaintext",
+                pa.mode().as_str()
+            ),
+            "set mtls.mode: STRICT (or UNSET to inherit a STRICT parent)",
+        ));
+    }
+    for (port, mtls) in &pa.spec.port_level_mtls {
+        if weak(mtls.mode()) {
+            findings.push(Finding::new(
+                ID,
+                format!("{subject} sets portLevelMtls[{port}].mode: {}, which accepts plaintext on port {port}", mtls.mode().as_str()),
+                format!("set portLevelMtls[{port}].mode: STRICT or remove the port override"),
+            ));
+        }
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::World;
+
+    fn pa(spec: serde_json::Value) -> PeerAuthentication {
+        serde_json::from_value(
+            serde_json::json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rejects_permissive_and_disable_at_every_level() {
+        let world = World::enrolled_shop();
+        let f = check(
+            &pa(
+                serde_json::json!({"mtls": {"mode": "PERMISSIVE"}, "portLevelMtls": {"9080": {"mode": "DISABLE"}, "9090": {"mode": "STRICT"}}}),
+            ),
+            &world.ctx(),
+        );
+        assert_eq!(f.len(), 2);
+        assert!(f[0]
+            .message
+            .contains("peerauthentication shop/p sets mtls.mode: PERMISSIVE"));
+        assert!(f[1].message.contains("portLevelMtls[9080].mode: DISABLE"));
+    }
+
+    #[test]
+    fn accepts_strict_unset_and_empty() {
+        let world = World::enrolled_shop();
+        for spec in [
+            serde_json::json!({"mtls": {"mode": "STRICT"}}),
+            serde_json::json!({"mtls": {"mode": "UNSET"}}),
+            serde_json::json!({}),
+        ] {
+            assert!(check(&pa(spec), &world.ctx()).is_empty());
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! `strict-mtls-required`: a workload whose effective PeerAuthentication mode
+//! is not STRICT on every port accepts plaintext from anything that can reach
+//! it, sidecar or not.
+
+use crate::posture::Availability;
+use crate::rules::{Context, Finding, RuleId};
+use crate::subject::Workload;
+
+const ID: RuleId = RuleId::StrictMtlsRequired;
+
+pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
+    let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
+    let root = &ctx.config.mesh_root_namespace;
+    if ctx.posture.security_api == Availability::Missing {
+        return vec![Finding::new(
+            ID,
+            format!("{subject}: mTLS posture cannot be verified: the security.istio.io CRDs (PeerAuthentication) are not installed"),
+            "install Istio's CRDs, then apply a STRICT PeerAuthentication",
+        )];
+    }
+    let effective = ctx
+        .posture
+        .effective_mtls(&w.namespace, Some(w.pod_labels()), root);
+    if effective.is_strict() {
+        return vec![];
+    }
+    vec![Finding::new(
+        ID,
+        format!(
+            "{subject} would accept plaintext: {}",
+            effective.weaknesses().join(", ")
+        ),
+        format!(
+            "apply the namespace's baseline first: a PeerAuthentication with mtls.mode: STRICT in \"{}\" (or mesh-wide in \"{root}\"), and no PERMISSIVE/DISABLE override for this workload",
+            w.namespace
+        ),
+    )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::testing::*;
+
+    fn pa(world: &mut World, ns: &str, name: &str, spec: serde_json::Value) {
+        world.posture.peer_authentications.apply(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": spec
+            }))
+            .unwrap(),
+        );
+    }
+
+    #[test]
+    fn rejects_workload_without_any_peer_authentication_naming_istios_default() {
+        let world = World::enrolled_shop();
+        let f = check(&deployment("web"), &world.ctx());
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message
+                .contains("PERMISSIVE (no PeerAuthentication applies"),
+            "{}",
+            f[0].message
+        );
+        assert!(f[0].fix.contains("apply the namespace's baseline first"));
+    }
+
+    #[test]
+    fn accepts_mesh_wide_strict_and_names_the_deciding_policy_otherwise() {
+        let mut world = World::enrolled_shop();
+        pa(
+            &mut world,
+            "istio-system",
+            "default",
+            serde_json::json!({"mtls": {"mode": "STRICT"}}),
+        );
+        assert!(check(&deployment("web"), &world.ctx()).is_empty());
+        pa(
+            &mut world,
+            "shop",
+            "legacy",
+            serde_json::json!({"selector": {"matchLabels": {"app": "web"}}, "portLevelMtls": {"8080": {"mode": "PERMISSIVE"}}}),
+        );
+        let f = check(&deployment("web").with_label("app", "web"), &world.ctx());
+        assert!(
+            f[0].message
+                .contains("port 8080 is PERMISSIVE (set by PeerAuthentication shop/legacy)"),
+            "{}",
+            f[0].message
+        );
+        // Another workload in the namespace is unaffected by that selector.
+        assert!(check(&deployment("api").with_label("app", "api"), &world.ctx()).is_empty());
+    }
+
+    #[test]
+    fn missing_istio_crds_are_unverifiable_not_a_pass() {
+        let mut world = World::enrolled_shop();
+        world.posture.security_api = Availability::Missing;
+        let f = check(&deployment("web"), &world.ctx());
+        assert!(f[0].message.contains("cannot be verified"));
+    }
+}
