@@ -18,6 +18,7 @@ pub mod admission;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod duration;
 pub mod istio;
 pub mod manifest;
 pub mod metrics;

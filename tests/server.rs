@@ -241,16 +241,74 @@ async fn admits_a_meshed_deployment_its_scale_and_a_pod_delete() {
 }
 
 #[tokio::test]
-async fn allows_kinds_it_does_not_judge() {
+async fn admits_istio_policies_and_namespaces_that_keep_the_mesh_tight() {
     let server = Server::start(Options::default());
     for name in [
         "peerauthentication-create-strict-v1.json",
-        "peerauthentication-create-permissive-v1beta1.json",
+        "authorizationpolicy-create-allow-nothing.json",
         "namespace-create.json",
+        // Deleting a PERMISSIVE policy weakens nothing; namespaces are not judged on DELETE.
+        "peerauthentication-delete.json",
         "namespace-delete.json",
+        // Kinds it does not judge.
+        "certificate-create-long.json",
     ] {
         let response = server.review(fixture(name)).await;
         assert_allowed_silently(&response);
+    }
+}
+
+#[tokio::test]
+async fn denies_istio_policies_that_weaken_the_mesh_naming_rule_and_fix() {
+    let server = Server::start(Options::default());
+    let cases = [
+        (
+            "peerauthentication-create-permissive-v1beta1.json",
+            vec![
+                "[peer-authentication-strict] peerauthentication bookinfo/productpage-permissive sets mtls.mode: PERMISSIVE",
+                "portLevelMtls[9080].mode: DISABLE",
+            ],
+        ),
+        (
+            "peerauthentication-update-to-permissive.json",
+            vec![
+                "[peer-authentication-strict]",
+                "[baseline-protected] this change to peerauthentication bookinfo/default would leave enrolled namespace \"bookinfo\" with mTLS PERMISSIVE",
+            ],
+        ),
+        (
+            "authorizationpolicy-create-allow-all.json",
+            vec!["[authorization-no-allow-all] authorizationpolicy bookinfo/allow-all allows every request"],
+        ),
+        (
+            "authorizationpolicy-delete.json",
+            vec!["[baseline-protected] deleting authorizationpolicy bookinfo/allow-nothing would leave enrolled namespace \"bookinfo\" without a deny-by-default AuthorizationPolicy"],
+        ),
+        (
+            "destinationrule-create-disable.json",
+            vec!["[destination-rule-mtls] destinationrule bookinfo/reviews-plaintext sets trafficPolicy.tls.mode: DISABLE for in-mesh host reviews.bookinfo.svc.cluster.local"],
+        ),
+        (
+            "sidecar-create-allow-any.json",
+            vec!["[sidecar-egress-locked] sidecar bookinfo/default sets outboundTrafficPolicy.mode: ALLOW_ANY"],
+        ),
+        (
+            "namespace-label-update.json",
+            vec!["[namespace-mesh-enrolled] namespace legacy is labelled istio-injection=disabled"],
+        ),
+    ];
+    for (name, expected) in cases {
+        let response = server.review(fixture(name)).await;
+        assert_eq!(response["allowed"], false, "{name}: {response}");
+        assert_eq!(response["status"]["code"], 403, "{name}");
+        for text in expected {
+            assert!(
+                message(&response).contains(text),
+                "{name}: {text}\n{}",
+                message(&response)
+            );
+        }
+        assert!(message(&response).contains("fix: "), "{name}");
     }
 }
 
@@ -649,7 +707,6 @@ async fn reloads_a_rotated_kubelet_secret_without_dropping_connections() {
         key: secret.key_path(),
         ca_pem: ca1.pem.clone(),
     }));
-    let_the_certificate_watcher_start().await;
     let http1 = tls_config(&[&ca1.pem], ANY_TLS, &[b"http/1.1"]);
     let review = fixture("pod-create-plain.json");
 
@@ -735,7 +792,6 @@ async fn keeps_the_old_certificate_when_the_new_one_is_garbage() {
         key: secret.key_path(),
         ca_pem: ca1.pem.clone(),
     }));
-    let_the_certificate_watcher_start().await;
     let failures = |m: &Metrics| m.value("meshgate_tls_reloads_total", &[("result", "failure")]);
     let successes = |m: &Metrics| m.value("meshgate_tls_reloads_total", &[("result", "success")]);
 

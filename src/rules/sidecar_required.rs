@@ -135,10 +135,26 @@ fn explain(w: &Workload, outcome: &Injection) -> (String, String) {
         "label namespace \"{ns}\" with istio-injection=enabled (or istio.io/rev=<revision>, or istio.io/dataplane-mode=ambient)"
     );
     match outcome {
-        Injection::HostNetwork => (
-            "hostNetwork pods are never injected".into(),
-            "remove hostNetwork: true".into(),
-        ),
+        Injection::HostNetwork => {
+            // Name an opt-out too, or following the fix only leads to the
+            // next denial.
+            let opt_out = [
+                ("label", w.pod_label(INJECT)),
+                ("annotation", w.pod_annotation(INJECT)),
+            ]
+            .into_iter()
+            .find_map(|(place, v)| v.filter(|v| !is_yaml_true(v)).map(|v| (place, v)));
+            match opt_out {
+                Some((place, value)) => (
+                    format!("hostNetwork pods are never injected, and it opts out with the {place} {INJECT}={value}"),
+                    format!("remove hostNetwork: true and the {INJECT} {place}"),
+                ),
+                None => (
+                    "hostNetwork pods are never injected".into(),
+                    "remove hostNetwork: true".into(),
+                ),
+            }
+        }
         Injection::NamespaceDisabled => (
             format!("namespace \"{ns}\" is labelled istio-injection=disabled"),
             format!("label namespace \"{ns}\" with istio-injection=enabled"),
@@ -297,6 +313,16 @@ mod tests {
     fn host_network_template_is_never_injected() {
         let f = findings(&deployment("web").host_network(), &World::enrolled_shop());
         assert!(f[0].message.contains("hostNetwork pods are never injected"));
+        let w = deployment("web")
+            .host_network()
+            .with_annotation(INJECT, "false");
+        let f = findings(&w, &World::enrolled_shop());
+        assert!(
+            f[0].fix
+                .contains("remove hostNetwork: true and the sidecar.istio.io/inject annotation"),
+            "{}",
+            f[0].fix
+        );
         let ambient =
             World::with_namespaces(&[namespace("shop", &[("istio.io/dataplane-mode", "ambient")])]);
         assert_eq!(

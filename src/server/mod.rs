@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
@@ -44,8 +44,8 @@ pub enum StartError {
     Kube(#[from] kube::Error),
 }
 
-/// A TLS handshake that takes longer than this is abandoned, so stalled
-/// clients cannot hold connections open.
+/// A TLS handshake, or an HTTP/1 request head, that takes longer than this
+/// is abandoned, so stalled clients cannot hold connections open.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(
@@ -63,7 +63,8 @@ pub async fn run(
     let metrics = Metrics::register(&mut registry);
     let registry = Arc::new(registry);
 
-    let cert = tls::ReloadingCert::new(tls::load_certified_key(&args.tls_cert, &args.tls_key)?);
+    let (key, loaded_pem) = tls::load_certified_key(&args.tls_cert, &args.tls_key)?;
+    let cert = tls::ReloadingCert::new(key);
     let acceptor = TlsAcceptor::from(tls::server_config(cert.clone())?);
 
     let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
@@ -106,6 +107,7 @@ pub async fn run(
 
     tokio::spawn(tls::watch_files(
         cert,
+        loaded_pem,
         args.tls_cert.clone(),
         args.tls_key.clone(),
         args.tls_reload_interval,
@@ -147,7 +149,12 @@ async fn serve_tls(
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper only enforces the header read timeout with a timer.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

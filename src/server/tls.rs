@@ -42,13 +42,22 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Reads and checks a PEM certificate chain and private key.
-pub fn load_certified_key(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, TlsError> {
-    let (cert_pem, key_pem) = read_pair(cert_path, key_path)?;
-    parse_certified_key(cert_path, key_path, &cert_pem, &key_pem)
+/// The PEM bytes of a certificate and key, as read from disk.
+pub type PemPair = (Vec<u8>, Vec<u8>);
+
+/// Reads and checks a PEM certificate chain and private key. The bytes are
+/// returned too, so the file watcher compares against what was loaded, not
+/// against whatever is on disk when it first runs.
+pub fn load_certified_key(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(CertifiedKey, PemPair), TlsError> {
+    let pair = read_pair(cert_path, key_path)?;
+    let key = parse_certified_key(cert_path, key_path, &pair.0, &pair.1)?;
+    Ok((key, pair))
 }
 
-fn read_pair(cert_path: &Path, key_path: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
+fn read_pair(cert_path: &Path, key_path: &Path) -> Result<PemPair, TlsError> {
     let read = |p: &Path| {
         std::fs::read(p).map_err(|source| TlsError::Read {
             path: p.display().to_string(),
@@ -131,12 +140,13 @@ pub fn server_config(cert: Arc<ReloadingCert>) -> Result<Arc<ServerConfig>, TlsE
 /// and is retried on the next poll.
 pub async fn watch_files(
     cert: Arc<ReloadingCert>,
+    loaded: PemPair,
     cert_path: PathBuf,
     key_path: PathBuf,
     interval: Duration,
     metrics: Metrics,
 ) {
-    let mut last = read_pair(&cert_path, &key_path).ok();
+    let mut last = Some(loaded);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

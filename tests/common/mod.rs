@@ -552,15 +552,6 @@ where
     }
 }
 
-/// WORKAROUND for a server race (reported, not fixed here): the certificate
-/// watcher reads its "unchanged" baseline from disk asynchronously after the
-/// server logged `listening`, so a Secret update in that window becomes the
-/// baseline and is never loaded. Tests that rotate certificates wait a few
-/// `--tls-reload-interval`s (200ms) after start-up first.
-pub async fn let_the_certificate_watcher_start() {
-    tokio::time::sleep(Duration::from_millis(600)).await;
-}
-
 /// Bounds any single network step, so a hung server fails the test quickly.
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
     tokio::time::timeout(PROMPTLY, future)
