@@ -5,10 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 
+use crate::duration::parse_go_duration;
 use crate::rules::RuleId;
 use crate::selector::{self, SelectorError};
 
@@ -50,6 +52,9 @@ pub const NAMESPACE_MODE_LABEL: &str = "meshgate.io/mode";
 
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+pub const DEFAULT_CERT_VOLUME: &str = "istio-certs";
+pub const DEFAULT_CERT_MOUNT_PATH: &str = "/etc/istio-certs";
+pub const DEFAULT_MAX_CERTIFICATE_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &[
     "kube-system",
@@ -96,6 +101,24 @@ struct RawConfig {
     exempt_namespaces: Option<Vec<String>>,
     #[serde(default)]
     exemptions: Vec<RawExemption>,
+    #[serde(default)]
+    workload_certificates: RawWorkloadCertificates,
+    #[serde(default)]
+    certificates: RawCertificates,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawWorkloadCertificates {
+    volume_name: Option<String>,
+    mount_path: Option<String>,
+    secret_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawCertificates {
+    max_duration: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +145,25 @@ pub struct Config {
     pub while_syncing: WhileSyncing,
     pub exempt_namespaces: Vec<String>,
     pub exemptions: Vec<Exemption>,
+    pub workload_certificates: WorkloadCertificates,
+    /// cert-manager Certificates may not outlive this.
+    pub max_certificate_duration: Duration,
+}
+
+/// Where `/mutate` puts the workload certificates for the app-to-sidecar hop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadCertificates {
+    pub volume_name: String,
+    pub mount_path: String,
+    pub source: CertificateSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateSource {
+    /// The sidecar writes its own certificate, key and root (OUTPUT_CERTS).
+    Sidecar,
+    /// A Secret (from cert-manager, or a SPIFFE CSI setup) is mounted instead.
+    Secret(String),
 }
 
 /// A documented exception: these rules do not apply to the matching objects.
@@ -203,6 +245,8 @@ impl RawConfig {
             while_syncing,
             exempt_namespaces,
             exemptions,
+            workload_certificates,
+            certificates,
         } = self;
 
         let mut rule_modes = BTreeMap::new();
@@ -249,7 +293,22 @@ impl RawConfig {
             .map(|(i, e)| e.validate(&format!("exemptions[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
 
+        let workload_certificates = workload_certificates.validate()?;
+        let max_certificate_duration = match certificates.max_duration {
+            None => DEFAULT_MAX_CERTIFICATE_DURATION,
+            Some(text) => parse_go_duration(&text)
+                .map_err(|e| ConfigError::invalid("certificates.maxDuration", e.to_string()))?,
+        };
+        if max_certificate_duration.is_zero() {
+            return Err(ConfigError::invalid(
+                "certificates.maxDuration",
+                "must be longer than 0",
+            ));
+        }
+
         Ok(Config {
+            workload_certificates,
+            max_certificate_duration,
             mode: mode.unwrap_or(Mode::Enforce),
             rules: rule_modes,
             mesh_root_namespace,
@@ -259,6 +318,58 @@ impl RawConfig {
             exemptions,
         })
     }
+}
+
+impl RawWorkloadCertificates {
+    fn validate(self) -> Result<WorkloadCertificates, ConfigError> {
+        let Self {
+            volume_name,
+            mount_path,
+            secret_name,
+        } = self;
+        let volume_name = volume_name.unwrap_or_else(|| DEFAULT_CERT_VOLUME.to_owned());
+        if !is_dns_label(&volume_name) {
+            return Err(ConfigError::invalid(
+                "workloadCertificates.volumeName",
+                format!("`{volume_name}` is not a valid volume name (lowercase letters, digits and '-', at most 63)"),
+            ));
+        }
+        let mount_path = mount_path.unwrap_or_else(|| DEFAULT_CERT_MOUNT_PATH.to_owned());
+        if !mount_path.starts_with('/')
+            || mount_path.contains(':')
+            || mount_path.split('/').any(|p| p == "..")
+        {
+            return Err(ConfigError::invalid(
+                "workloadCertificates.mountPath",
+                format!("`{mount_path}` must be an absolute path without `..` or `:`"),
+            ));
+        }
+        let source = match secret_name {
+            None => CertificateSource::Sidecar,
+            Some(name) if !name.is_empty() && name.len() <= 253 => CertificateSource::Secret(name),
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    "workloadCertificates.secretName",
+                    "must name a Secret (or leave it out to use the sidecar's certificates)",
+                ))
+            }
+        };
+        Ok(WorkloadCertificates {
+            volume_name,
+            mount_path,
+            source,
+        })
+    }
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
 }
 
 impl RawExemption {
@@ -402,6 +513,33 @@ mod tests {
         let config = Config::from_yaml("whileSyncing: allow\ntrustDomain: example.org\n").unwrap();
         assert_eq!(config.while_syncing, WhileSyncing::Allow);
         assert!(err("whileSyncing: maybe\n").contains("whileSyncing"));
+    }
+
+    #[test]
+    fn workload_certificate_and_duration_settings() {
+        let config = Config::from_yaml("").unwrap();
+        assert_eq!(config.workload_certificates.volume_name, "istio-certs");
+        assert_eq!(config.workload_certificates.mount_path, "/etc/istio-certs");
+        assert_eq!(
+            config.workload_certificates.source,
+            CertificateSource::Sidecar
+        );
+        assert_eq!(config.max_certificate_duration, Duration::from_secs(86400));
+        let config = Config::from_yaml(
+            "workloadCertificates: {secretName: web-tls, mountPath: /var/run/certs}\ncertificates: {maxDuration: 1h30m}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.workload_certificates.source,
+            CertificateSource::Secret("web-tls".into())
+        );
+        assert_eq!(config.max_certificate_duration, Duration::from_secs(5400));
+        assert!(err("workloadCertificates: {mountPath: relative}\n")
+            .contains("workloadCertificates.mountPath"));
+        assert!(err("workloadCertificates: {volumeName: Bad_Name}\n")
+            .contains("workloadCertificates.volumeName"));
+        assert!(err("certificates: {maxDuration: 1d}\n").contains("certificates.maxDuration"));
+        assert!(err("certificates: {maxDuration: 24h, other: 1}\n").contains("other"));
     }
 
     #[test]

@@ -72,6 +72,12 @@ pub struct Metrics {
     exemptions: Family<RuleLabels, Counter>,
     tls_reloads: Family<ResultLabels, Counter>,
     cache_synced: Family<ResourceLabels, Gauge>,
+    mutations: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 impl Metrics {
@@ -88,6 +94,7 @@ impl Metrics {
             exemptions: Family::default(),
             tls_reloads: Family::default(),
             cache_synced: Family::default(),
+            mutations: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("meshgate");
         r.register(
@@ -120,6 +127,11 @@ impl Metrics {
             "1 once the cache of a watched resource has completed its first list",
             metrics.cache_synced.clone(),
         );
+        r.register(
+            "mutations",
+            "Pods seen by /mutate, by outcome (patched, unchanged, conflict, skipped, exempted, audit)",
+            metrics.mutations.clone(),
+        );
         metrics
     }
 
@@ -146,6 +158,11 @@ impl Metrics {
                     rule: rule.as_str(),
                     mode,
                 })
+                .inc();
+        }
+        if let Some(outcome) = record.mutation {
+            self.mutations
+                .get_or_create(&OutcomeLabels { outcome })
                 .inc();
         }
         for rule in &record.exempted {

@@ -49,15 +49,7 @@ pub fn judge(object: &Object, ctx: &Context) -> Judgement {
     let mode_of = |rule: RuleId| config.rule_mode(rule).min(cap);
     let mut judgement = Judgement::default();
     for finding in rules::evaluate(object, ctx, |rule| mode_of(rule) != Mode::Off) {
-        let exemption = config.exemptions.iter().find(|e| {
-            e.covers(
-                finding.rule,
-                namespace,
-                object.name(),
-                object.selector_labels(),
-            )
-        });
-        match exemption {
+        match exemption(ctx, finding.rule, object) {
             Some(e) => judgement.exempted.push(Exempted {
                 rule: finding.rule,
                 reason: e.reason.clone(),
@@ -73,6 +65,34 @@ pub fn judge(object: &Object, ctx: &Context) -> Judgement {
         }
     }
     judgement
+}
+
+/// The mode `rule` runs at for `object`: off in exempt namespaces, else the
+/// configured mode capped by the namespace label.
+pub fn mode(ctx: &Context, rule: RuleId, object: &Object) -> Mode {
+    let namespace = object.namespace();
+    if ctx.config.is_exempt_namespace(namespace) {
+        return Mode::Off;
+    }
+    ctx.config
+        .rule_mode(rule)
+        .min(namespace_cap(ctx, namespace))
+}
+
+/// The configured exemption that lifts `rule` for `object`, if any.
+pub fn exemption<'a>(
+    ctx: &Context<'a>,
+    rule: RuleId,
+    object: &Object,
+) -> Option<&'a crate::config::Exemption> {
+    ctx.config.exemptions.iter().find(|e| {
+        e.covers(
+            rule,
+            object.namespace(),
+            object.name(),
+            object.selector_labels(),
+        )
+    })
 }
 
 /// The namespace label can only lower enforcement to audit: turning meshgate

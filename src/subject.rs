@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, Repli
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 
+use crate::certmanager::Certificate;
 use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
 
 /// The kinds meshgate judges.
@@ -30,6 +31,7 @@ pub enum Kind {
     AuthorizationPolicy,
     DestinationRule,
     Sidecar,
+    Certificate,
 }
 
 impl Kind {
@@ -56,6 +58,7 @@ impl Kind {
                 Kind::DestinationRule
             }
             ("networking.istio.io", "v1" | "v1beta1" | "v1alpha3", "Sidecar") => Kind::Sidecar,
+            ("cert-manager.io", "v1", "Certificate") => Kind::Certificate,
             _ => return None,
         })
     }
@@ -81,6 +84,7 @@ impl Kind {
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::DestinationRule => "DestinationRule",
             Kind::Sidecar => "Sidecar",
+            Kind::Certificate => "Certificate",
         }
     }
 
@@ -161,6 +165,7 @@ pub enum Object {
     AuthorizationPolicy(AuthorizationPolicy),
     DestinationRule(DestinationRule),
     Sidecar(Sidecar),
+    Certificate(Certificate),
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
@@ -174,6 +179,7 @@ impl Object {
             Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Object::DestinationRule(_) => Kind::DestinationRule,
             Object::Sidecar(_) => Kind::Sidecar,
+            Object::Certificate(_) => Kind::Certificate,
         }
     }
 
@@ -184,6 +190,7 @@ impl Object {
             Object::AuthorizationPolicy(p) => Some(&p.metadata),
             Object::DestinationRule(p) => Some(&p.metadata),
             Object::Sidecar(p) => Some(&p.metadata),
+            Object::Certificate(p) => Some(&p.metadata),
         }
     }
 
@@ -321,6 +328,15 @@ pub fn decode(
             return Ok(Object::Sidecar(placed(
                 p,
                 |p| &mut p.metadata,
+                namespace,
+                name,
+            )));
+        }
+        Kind::Certificate => {
+            let c: Certificate = source.decode().map_err(err)?;
+            return Ok(Object::Certificate(placed(
+                c,
+                |c| &mut c.metadata,
                 namespace,
                 name,
             )));

@@ -866,8 +866,13 @@ fn config_map_holds_exactly_the_policy_values() {
             "meshRootNamespace": "istio-system",
             "exemptNamespaces": ["kube-system", "kube-public", "kube-node-lease", "istio-system"],
             "exemptions": [],
+            "trustDomain": "cluster.local",
+            "whileSyncing": "deny",
+            "workloadCertificates": {"volumeName": "istio-certs", "mountPath": "/etc/istio-certs"},
+            "certificates": {"maxDuration": "24h"},
         })
     );
+    assert_server_accepts(&docs);
 
     let values = r#"
 mode: audit
@@ -886,6 +891,10 @@ exemptions:
     namespace: batch
     names: [nightly-*]
     reason: legacy batch jobs, tracked in TICKET-12
+trustDomain: corp.example
+whileSyncing: allow
+workloadCertificates: {secretName: workload-tls, mountPath: /var/run/tls}
+shortLivedCertificates: {maxDuration: 12h}
 "#;
     let docs = render(values, NEWER);
     assert_eq!(
@@ -910,8 +919,24 @@ exemptions:
                     "reason": "legacy batch jobs, tracked in TICKET-12",
                 },
             ],
+            "trustDomain": "corp.example",
+            "whileSyncing": "allow",
+            "workloadCertificates": {"volumeName": "istio-certs", "mountPath": "/var/run/tls", "secretName": "workload-tls"},
+            "certificates": {"maxDuration": "12h"},
         })
     );
+    assert_server_accepts(&docs);
+}
+
+/// The rendered config.yaml is one the server itself starts with.
+fn assert_server_accepts(docs: &[Value]) {
+    let cm = find(docs, "ConfigMap", &format!("{FULLNAME}-config"));
+    let text = cm["data"]["config.yaml"]
+        .as_str()
+        .expect("config.yaml is a string");
+    if let Err(e) = meshgate::config::Config::from_yaml(text) {
+        panic!("meshgate rejects the chart's config.yaml: {e}\n{text}");
+    }
 }
 
 #[test]

@@ -13,6 +13,7 @@ use crate::posture::{PostureIndex, SharedPosture};
 use crate::rules::{self, Context, RuleId};
 use crate::subject::{self, Kind, Object};
 
+pub mod mutate;
 pub mod resources;
 pub mod response;
 pub mod review;
@@ -56,11 +57,29 @@ pub struct Record {
     /// Set on a denial that rests on cached posture: the namespaces whose
     /// policies should be re-read from the API server before it is sent.
     pub confirm: Option<Vec<String>>,
+    /// What `/mutate` did with the pod, when it looked at one.
+    pub mutation: Option<&'static str>,
 }
 
 pub struct Reviewed {
     pub review: AdmissionReview<DynamicObject>,
     pub record: Record,
+}
+
+impl Reviewed {
+    /// The response body. The API server reads `patch` as base64 (Go's
+    /// encoding of `[]byte`); kube-core serializes its `Vec<u8>` as an array
+    /// of numbers (kube-rs/kube#1781), so it is re-encoded here.
+    pub fn to_json(&self) -> serde_json::Value {
+        use base64::Engine;
+        let mut value = serde_json::to_value(&self.review).unwrap_or_default();
+        if let Some(patch) = &self.review.response.as_ref().and_then(|r| r.patch.clone()) {
+            value["response"]["patch"] = base64::engine::general_purpose::STANDARD
+                .encode(patch)
+                .into();
+        }
+        value
+    }
 }
 
 /// The admission logic shared by `/validate` and `/mutate`.
@@ -111,6 +130,7 @@ impl Reviewer {
             violations: Vec::new(),
             exempted: Vec::new(),
             confirm: None,
+            mutation: None,
         };
         let response = self.decide(&req, &mut record, posture);
         record.outcome = if !response.allowed {
@@ -126,11 +146,11 @@ impl Reviewer {
         })
     }
 
-    /// `POST /mutate`: for now every pod is admitted unchanged; validation is
-    /// `/validate`'s job.
+    /// `POST /mutate`: mounts workload certificates into application
+    /// containers. It never denies: validation is `/validate`'s job.
     pub fn mutate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
         let req = review::parse(body)?;
-        let record = Record {
+        let mut record = Record {
             uid: req.uid.clone(),
             kind: req.kind.kind.clone(),
             namespace: req.namespace.clone().unwrap_or_default(),
@@ -142,11 +162,94 @@ impl Reviewer {
             violations: Vec::new(),
             exempted: Vec::new(),
             confirm: None,
+            mutation: None,
         };
+        let posture = self.posture.read().unwrap_or_else(|e| e.into_inner());
+        let response = self.mutation(&req, &mut record, &posture);
+        if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {
+            record.outcome = Outcome::Warned;
+        }
         Ok(Reviewed {
-            review: response::allow(&req.uid).into_review(),
+            review: response.into_review(),
             record,
         })
+    }
+
+    fn mutation(
+        &self,
+        req: &review::Request,
+        record: &mut Record,
+        posture: &PostureIndex,
+    ) -> AdmissionResponse {
+        let allow = response::allow(&req.uid);
+        let gvk = &req.kind;
+        let is_pod_create = Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind) == Some(Kind::Pod)
+            && req.operation == Operation::Create
+            && req.sub_resource.as_deref().is_none_or(str::is_empty);
+        let Some(raw) = req.object.filter(|_| is_pod_create) else {
+            return allow;
+        };
+        let namespace = req.namespace.as_deref().unwrap_or_default();
+        // An undecodable pod is admitted unchanged here; /validate denies it.
+        let Ok(object) = subject::decode(Kind::Pod, raw, namespace, &req.name) else {
+            return allow;
+        };
+        let Object::Workload(pod) = &object else {
+            return allow;
+        };
+        record.namespace = object.namespace().to_owned();
+        record.name = object.name().to_owned();
+        let ctx = Context {
+            posture,
+            config: &self.config,
+            operation: rules::Operation::Create,
+        };
+        let rule = RuleId::WorkloadCertificates;
+        let settings = &self.config.workload_certificates;
+        let eligible = posture.namespace(&pod.namespace).is_some_and(|ns| {
+            ns.is_enrolled()
+                && (settings.source != crate::config::CertificateSource::Sidecar
+                    || rules::sidecar_required::will_have_sidecar(pod, ns))
+        });
+        let mode = policy::mode(&ctx, rule, &object);
+        if !eligible || mode == crate::config::Mode::Off {
+            record.mutation = Some("skipped");
+            return allow;
+        }
+        if policy::exemption(&ctx, rule, &object).is_some() {
+            record.exempted.push(rule);
+            record.mutation = Some("exempted");
+            return allow;
+        }
+        let plan = mutate::plan(pod, settings);
+        let mut response = allow;
+        let mut warnings = plan.warnings;
+        if mode == crate::config::Mode::Audit {
+            if !plan.operations.is_empty() {
+                warnings.push(format!(
+                    "[meshgate audit] workload-certificates: {object} would get volume \"{}\" mounted at {} (audit mode: not patched)",
+                    settings.volume_name, settings.mount_path
+                ));
+            }
+            record.mutation = Some("audit");
+        } else {
+            record.mutation = Some(plan.outcome.as_str());
+            if !plan.operations.is_empty() {
+                match response
+                    .clone()
+                    .with_patch(json_patch::Patch(plan.operations))
+                {
+                    Ok(patched) => response = patched,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot serialize the patch; admitting unchanged")
+                    }
+                }
+            }
+        }
+        if !warnings.is_empty() {
+            response.warnings = Some(response::budget_warnings(warnings));
+        }
+        response
     }
 
     fn decide(

@@ -57,6 +57,12 @@ pub const VALIDATING_RULES: &[WebhookRule] = &[
         resources: &["destinationrules", "sidecars"],
         operations: CREATE_UPDATE,
     },
+    WebhookRule {
+        api_group: "cert-manager.io",
+        api_versions: &["v1"],
+        resources: &["certificates"],
+        operations: CREATE_UPDATE,
+    },
 ];
 
 /// What `POST /mutate` judges.

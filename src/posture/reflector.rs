@@ -238,9 +238,6 @@ pub async fn watch_istio<T: IstioKind>(
         match served_version::<T>(&client).await {
             Ok(Some(resource)) => {
                 tracing::info!(resource = T::RESOURCE, version = %resource.version, "watching");
-                write(&posture, |index| {
-                    T::set_availability(index, Availability::Present)
-                });
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
                 let stream = watcher::watcher(api, watcher::Config::default())
                     .default_backoff()
@@ -263,7 +260,12 @@ pub async fn watch_istio<T: IstioKind>(
                             T::slot(index).delete(ns, name);
                         }
                     },
-                    |index, all| T::slot(index).replace(all.into_iter().filter_map(typed::<T>)),
+                    |index, all| {
+                        // Available only once listed: until then the index
+                        // would look empty rather than unverifiable.
+                        T::set_availability(index, Availability::Present);
+                        T::slot(index).replace(all.into_iter().filter_map(typed::<T>))
+                    },
                 )
                 .await;
                 return;

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::certmanager::Certificate;
 use crate::config::{Config, Mode};
 use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
 use crate::posture::PostureIndex;
@@ -21,6 +22,7 @@ pub mod namespace_mesh_enrolled;
 pub mod no_host_network;
 pub mod no_interception_bypass;
 pub mod peer_authentication_strict;
+pub mod short_lived_certificates;
 pub mod sidecar_egress_locked;
 pub mod sidecar_required;
 pub mod strict_mtls_required;
@@ -44,6 +46,10 @@ pub enum RuleId {
     BaselineProtected,
     NamespaceMeshEnrolled,
     SidecarEgressLocked,
+    ShortLivedCertificates,
+    /// The `/mutate` certificate mount: not a check, but modes and
+    /// exemptions address it by this id.
+    WorkloadCertificates,
 }
 
 impl RuleId {
@@ -61,6 +67,8 @@ impl RuleId {
         RuleId::BaselineProtected,
         RuleId::NamespaceMeshEnrolled,
         RuleId::SidecarEgressLocked,
+        RuleId::ShortLivedCertificates,
+        RuleId::WorkloadCertificates,
     ];
 
     /// The mode a rule runs at when the config does not name it: the global
@@ -97,6 +105,8 @@ impl RuleId {
             RuleId::BaselineProtected => "baseline-protected",
             RuleId::NamespaceMeshEnrolled => "namespace-mesh-enrolled",
             RuleId::SidecarEgressLocked => "sidecar-egress-locked",
+            RuleId::ShortLivedCertificates => "short-lived-certificates",
+            RuleId::WorkloadCertificates => "workload-certificates",
         }
     }
 
@@ -139,6 +149,12 @@ impl RuleId {
             RuleId::NamespaceMeshEnrolled => "namespaces must be enrolled in the mesh",
             RuleId::SidecarEgressLocked => {
                 "Sidecars must not allow egress to unregistered hosts (ALLOW_ANY)"
+            }
+            RuleId::ShortLivedCertificates => {
+                "cert-manager Certificates must be short-lived and not wildcards"
+            }
+            RuleId::WorkloadCertificates => {
+                "/mutate mounts workload certificates into application containers"
             }
         }
     }
@@ -220,6 +236,7 @@ pub enum Check {
     AuthorizationPolicy(fn(&AuthorizationPolicy, &Context) -> Vec<Finding>),
     DestinationRule(fn(&DestinationRule, &Context) -> Vec<Finding>),
     Sidecar(fn(&Sidecar, &Context) -> Vec<Finding>),
+    Certificate(fn(&Certificate, &Context) -> Vec<Finding>),
     /// Rules that read several kinds.
     Any(fn(&Object, &Context) -> Vec<Finding>),
 }
@@ -294,6 +311,10 @@ pub const RULES: &[Rule] = &[
         RuleId::SidecarEgressLocked,
         Check::Sidecar(sidecar_egress_locked::check),
     ),
+    rule(
+        RuleId::ShortLivedCertificates,
+        Check::Certificate(short_lived_certificates::check),
+    ),
 ];
 
 /// Runs every rule that applies to `object` and whose mode is not `off`
@@ -313,6 +334,7 @@ pub fn evaluate(object: &Object, ctx: &Context, enabled: impl Fn(RuleId) -> bool
             (Check::AuthorizationPolicy(check), Object::AuthorizationPolicy(o)) => check(o, ctx),
             (Check::DestinationRule(check), Object::DestinationRule(o)) => check(o, ctx),
             (Check::Sidecar(check), Object::Sidecar(o)) => check(o, ctx),
+            (Check::Certificate(check), Object::Certificate(o)) => check(o, ctx),
             (Check::Any(check), o) => check(o, ctx),
             _ => Vec::new(),
         });
@@ -328,7 +350,12 @@ mod tests {
     fn every_rule_id_round_trips_and_is_in_the_table_once() {
         for id in RuleId::ALL {
             assert_eq!(id.as_str().parse::<RuleId>(), Ok(*id));
-            assert_eq!(RULES.iter().filter(|r| r.id == *id).count(), 1, "{id}");
+            let expected = usize::from(*id != RuleId::WorkloadCertificates);
+            assert_eq!(
+                RULES.iter().filter(|r| r.id == *id).count(),
+                expected,
+                "{id}"
+            );
         }
         assert_eq!("Sidecar-Required".parse::<RuleId>(), Err(UnknownRule));
     }

@@ -74,6 +74,11 @@ pub fn has_sidecar(spec: &PodSpec) -> bool {
             .any(|c| c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always"))
 }
 
+/// Whether the pod has, or Istio's injector will give it, an `istio-proxy`.
+pub fn will_have_sidecar(w: &Workload, ns: &NamespaceInfo) -> bool {
+    has_sidecar(&w.spec) || injection(w, ns) == Injection::Injected
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Injection {
     Injected,

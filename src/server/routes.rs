@@ -175,13 +175,14 @@ async fn handle(
         other => other,
     };
     match reviewed {
-        Ok(Reviewed { review, record }) => {
+        Ok(reviewed) => {
+            let record = &reviewed.record;
             let elapsed = started.elapsed();
             state
                 .metrics
-                .observe_review(endpoint, &record, elapsed.as_secs_f64());
-            log_decision(endpoint, &record, elapsed.as_secs_f64() * 1000.0);
-            Json(review).into_response()
+                .observe_review(endpoint, record, elapsed.as_secs_f64());
+            log_decision(endpoint, record, elapsed.as_secs_f64() * 1000.0);
+            Json(reviewed.to_json()).into_response()
         }
         Err(error) => {
             tracing::warn!(endpoint, %error, "rejected a body that is not an AdmissionReview");

@@ -104,7 +104,11 @@ ones), each already checked by values.schema.json.
       "rules" $rules
       "meshRootNamespace" .Values.meshRootNamespace
       "exemptNamespaces" .Values.exemptNamespaces
-      "exemptions" .Values.exemptions }}
+      "exemptions" .Values.exemptions
+      "trustDomain" .Values.trustDomain
+      "whileSyncing" .Values.whileSyncing
+      "workloadCertificates" .Values.workloadCertificates
+      "certificates" .Values.shortLivedCertificates }}
 {{- toYaml $config }}
 {{- end }}
 

@@ -1,0 +1,388 @@
+//! The workload-certificate mount. The loopback hop between an application
+//! and its sidecar is plaintext, and applications hold no certificate of
+//! their own to speak mTLS on it. `/mutate` gives them one: a shared
+//! in-memory volume, mounted read-only into every application container, that
+//! the sidecar fills with its certificate, key and root (Istio's
+//! `OUTPUT_CERTS`), or a named Secret (cert-manager, SPIFFE CSI) instead.
+//!
+//! Planning is pure: the pod in, RFC 6902 operations and warnings out. A pod
+//! already patched yields no operations, so the webhook can be reinvoked.
+
+use std::collections::BTreeMap;
+
+use json_patch::jsonptr::PointerBuf;
+use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, SecretVolumeSource, Volume, VolumeMount,
+};
+use serde_json::{json, Map, Value};
+
+use crate::config::{CertificateSource, WorkloadCertificates};
+use crate::rules::sidecar_required::PROXY_CONTAINER;
+use crate::subject::Workload;
+
+pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
+pub const USER_VOLUME_MOUNT: &str = "sidecar.istio.io/userVolumeMount";
+pub const MARKER: &str = "meshgate.io/cert-mount";
+const OUTPUT_CERTS: &str = "OUTPUT_CERTS";
+
+/// What the mutation did, for metrics (`meshgate_mutations_total{outcome}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Patched,
+    /// Everything was already in place.
+    Unchanged,
+    /// Something in the pod is in the way; nothing was patched.
+    Conflict,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Patched => "patched",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Conflict => "conflict",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub operations: Vec<PatchOperation>,
+    /// Single-line texts for admission warnings.
+    pub warnings: Vec<String>,
+    pub outcome: Outcome,
+}
+
+impl Plan {
+    fn conflict(warning: String) -> Self {
+        Plan {
+            operations: Vec::new(),
+            warnings: vec![warning],
+            outcome: Outcome::Conflict,
+        }
+    }
+}
+
+fn pointer(tokens: &[&str]) -> PointerBuf {
+    PointerBuf::from_tokens(tokens.iter().copied())
+}
+
+fn add(tokens: &[&str], value: Value) -> PatchOperation {
+    PatchOperation::Add(AddOperation {
+        path: pointer(tokens),
+        value,
+    })
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    // k8s-openapi types always serialize.
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+/// Plans the patch for a pod (its pod view from subject extraction).
+pub fn plan(pod: &Workload, settings: &WorkloadCertificates) -> Plan {
+    let subject = format!("pod {}/{}", pod.namespace, pod.name);
+    let warn = |what: String| format!("[meshgate] workload-certificates: {subject}: {what}");
+    let mut ops = Vec::new();
+    let mut warnings = Vec::new();
+    let spec = &pod.spec;
+    let name = settings.volume_name.as_str();
+    let path = settings.mount_path.as_str();
+
+    // 1. The volume.
+    let desired = Volume {
+        name: name.to_owned(),
+        empty_dir: matches!(settings.source, CertificateSource::Sidecar).then(|| {
+            EmptyDirVolumeSource {
+                medium: Some("Memory".into()),
+                ..Default::default()
+            }
+        }),
+        secret: match &settings.source {
+            CertificateSource::Secret(secret) => Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                ..Default::default()
+            }),
+            CertificateSource::Sidecar => None,
+        },
+        ..Default::default()
+    };
+    match spec.volumes.as_ref() {
+        None => ops.push(add(&["spec", "volumes"], json!([to_value(&desired)]))),
+        Some(volumes) => match volumes.iter().find(|v| v.name == name) {
+            Some(existing) if *existing == desired => {}
+            Some(_) => {
+                return Plan::conflict(warn(format!(
+                    "a different volume named \"{name}\" already exists; workload certificates not mounted"
+                )))
+            }
+            None => ops.push(add(&["spec", "volumes", "-"], to_value(&desired))),
+        },
+    }
+
+    // 2. The sidecar writes its certificates into the volume.
+    if settings.source == CertificateSource::Sidecar {
+        match sidecar_ops(pod, name, path) {
+            Ok(sidecar) => ops.extend(sidecar),
+            Err(problem) => return Plan::conflict(warn(problem)),
+        }
+    }
+
+    // 3. A read-only mount in every application container.
+    for (i, container) in spec.containers.iter().enumerate() {
+        if container.name == PROXY_CONTAINER {
+            continue;
+        }
+        match mount_state(container, name, path) {
+            MountState::Present => {}
+            MountState::Conflict(problem) => warnings.push(warn(format!(
+                "container \"{}\" {problem}; workload certificates not mounted there",
+                container.name
+            ))),
+            MountState::Absent => {
+                let mount = to_value(&VolumeMount {
+                    name: name.to_owned(),
+                    mount_path: path.to_owned(),
+                    read_only: Some(true),
+                    ..Default::default()
+                });
+                let index = i.to_string();
+                ops.push(match container.volume_mounts {
+                    None => add(
+                        &["spec", "containers", &index, "volumeMounts"],
+                        json!([mount]),
+                    ),
+                    Some(_) => add(&["spec", "containers", &index, "volumeMounts", "-"], mount),
+                });
+            }
+        }
+    }
+
+    if !ops.is_empty() && pod.pod_annotation(MARKER).is_none() {
+        ops.push(annotation_op(pod, MARKER, path.to_owned(), &ops));
+    }
+    let outcome = if ops.is_empty() {
+        if warnings.is_empty() {
+            Outcome::Unchanged
+        } else {
+            Outcome::Conflict
+        }
+    } else {
+        Outcome::Patched
+    };
+    Plan {
+        operations: ops,
+        warnings,
+        outcome,
+    }
+}
+
+enum MountState {
+    Present,
+    Absent,
+    Conflict(String),
+}
+
+fn mount_state(container: &Container, name: &str, path: &str) -> MountState {
+    let mounts = container.volume_mounts.as_deref().unwrap_or_default();
+    if mounts
+        .iter()
+        .any(|m| m.name == name && m.mount_path == path)
+    {
+        return MountState::Present;
+    }
+    if let Some(m) = mounts.iter().find(|m| m.mount_path == path) {
+        return MountState::Conflict(format!("already mounts volume \"{}\" at {path}", m.name));
+    }
+    if let Some(m) = mounts.iter().find(|m| m.name == name) {
+        return MountState::Conflict(format!(
+            "already mounts volume \"{name}\" at {}",
+            m.mount_path
+        ));
+    }
+    MountState::Absent
+}
+
+/// How the sidecar is told to write its certificates: on the `istio-proxy`
+/// container itself when the injector already ran, else through Istio's own
+/// pod annotations, which the injector applies.
+fn sidecar_ops(pod: &Workload, name: &str, path: &str) -> Result<Vec<PatchOperation>, String> {
+    let spec = &pod.spec;
+    let proxy = spec
+        .containers
+        .iter()
+        .position(|c| c.name == PROXY_CONTAINER)
+        .map(|i| ("containers", i, &spec.containers[i]))
+        .or_else(|| {
+            spec.init_containers
+                .iter()
+                .flatten()
+                .enumerate()
+                .find_map(|(i, c)| {
+                    (c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always"))
+                        .then_some(("initContainers", i, c))
+                })
+        });
+    match proxy {
+        Some((list, index, container)) => proxy_container_ops(list, index, container, name, path),
+        None => annotation_ops(pod, name, path),
+    }
+}
+
+fn proxy_container_ops(
+    list: &str,
+    index: usize,
+    proxy: &Container,
+    name: &str,
+    path: &str,
+) -> Result<Vec<PatchOperation>, String> {
+    let index = index.to_string();
+    let mut ops = Vec::new();
+    let env = proxy.env.as_deref().unwrap_or_default();
+    match env.iter().find(|e| e.name == OUTPUT_CERTS) {
+        Some(e) if e.value.as_deref() == Some(path) => {}
+        Some(e) => {
+            return Err(format!(
+                "istio-proxy already writes its certificates to {:?} (OUTPUT_CERTS)",
+                e.value.as_deref().unwrap_or("")
+            ))
+        }
+        None => {
+            let var = to_value(&EnvVar {
+                name: OUTPUT_CERTS.into(),
+                value: Some(path.into()),
+                value_from: None,
+            });
+            ops.push(match proxy.env {
+                None => add(&["spec", list, &index, "env"], json!([var])),
+                Some(_) => add(&["spec", list, &index, "env", "-"], var),
+            });
+        }
+    }
+    match mount_state(proxy, name, path) {
+        MountState::Present => {}
+        MountState::Conflict(problem) => return Err(format!("istio-proxy {problem}")),
+        MountState::Absent => {
+            // Writable: the proxy writes the files.
+            let mount = to_value(&VolumeMount {
+                name: name.into(),
+                mount_path: path.into(),
+                ..Default::default()
+            });
+            ops.push(match proxy.volume_mounts {
+                None => add(&["spec", list, &index, "volumeMounts"], json!([mount])),
+                Some(_) => add(&["spec", list, &index, "volumeMounts", "-"], mount),
+            });
+        }
+    }
+    Ok(ops)
+}
+
+fn annotation_ops(pod: &Workload, name: &str, path: &str) -> Result<Vec<PatchOperation>, String> {
+    let mut ops = Vec::new();
+
+    // proxy.istio.io/config is ProxyConfig in YAML: merge OUTPUT_CERTS into
+    // its proxyMetadata, keeping everything else.
+    let mut config: Map<String, Value> = match pod.pod_annotation(PROXY_CONFIG) {
+        None => Map::new(),
+        Some(text) if text.trim().is_empty() => Map::new(),
+        Some(text) => match serde_yaml_ng::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            _ => return Err(format!("the {PROXY_CONFIG} annotation is not a YAML mapping; not merging OUTPUT_CERTS into it")),
+        },
+    };
+    let metadata = config
+        .entry("proxyMetadata")
+        .or_insert_with(|| Value::Object(Map::new()));
+    let Value::Object(metadata) = metadata else {
+        return Err(format!(
+            "proxyMetadata in the {PROXY_CONFIG} annotation is not a mapping"
+        ));
+    };
+    match metadata.get(OUTPUT_CERTS).and_then(Value::as_str) {
+        Some(existing) if existing == path => {}
+        Some(existing) => {
+            return Err(format!(
+                "the {PROXY_CONFIG} annotation already sets OUTPUT_CERTS to {existing:?}"
+            ))
+        }
+        None => {
+            metadata.insert(OUTPUT_CERTS.into(), Value::String(path.into()));
+            // JSON is YAML: Istio reads it back unchanged.
+            let text = serde_json::to_string(&config).unwrap_or_default();
+            ops.push(annotation_op(pod, PROXY_CONFIG, text, &ops));
+        }
+    }
+
+    // sidecar.istio.io/userVolumeMount: JSON object of name -> VolumeMount.
+    let mut mounts: Map<String, Value> = match pod.pod_annotation(USER_VOLUME_MOUNT) {
+        None => Map::new(),
+        Some(text) if text.trim().is_empty() => Map::new(),
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Object(map)) => map,
+            _ => {
+                return Err(format!(
+                    "the {USER_VOLUME_MOUNT} annotation is not a JSON object"
+                ))
+            }
+        },
+    };
+    let existing_path = mounts
+        .get(name)
+        .map(|m| m.get("mountPath").and_then(Value::as_str).unwrap_or(""));
+    match existing_path {
+        Some(p) if p == path => {}
+        Some(p) => {
+            return Err(format!(
+                "the {USER_VOLUME_MOUNT} annotation already mounts \"{name}\" at {p:?}"
+            ))
+        }
+        None => {
+            if let Some((other, _)) = mounts
+                .iter()
+                .find(|(_, m)| m.get("mountPath").and_then(Value::as_str) == Some(path))
+            {
+                return Err(format!(
+                    "the {USER_VOLUME_MOUNT} annotation already mounts \"{other}\" at {path}"
+                ));
+            }
+            mounts.insert(name.into(), json!({"mountPath": path}));
+            let text = serde_json::to_string(&mounts).unwrap_or_default();
+            ops.push(annotation_op(pod, USER_VOLUME_MOUNT, text, &ops));
+        }
+    }
+    Ok(ops)
+}
+
+/// Sets one annotation, creating the map when the pod has none (and no
+/// earlier operation of this patch created it already).
+fn annotation_op(
+    pod: &Workload,
+    key: &str,
+    value: String,
+    earlier: &[PatchOperation],
+) -> PatchOperation {
+    let annotations_path = pointer(&["metadata", "annotations"]);
+    let map_created = earlier
+        .iter()
+        .any(|op| matches!(op, PatchOperation::Add(a) if a.path == annotations_path));
+    match &pod.pod_meta.annotations {
+        None if !map_created => add(
+            &["metadata", "annotations"],
+            Value::Object(
+                BTreeMap::from([(key.to_owned(), Value::String(value))])
+                    .into_iter()
+                    .collect(),
+            ),
+        ),
+        Some(existing) if existing.contains_key(key) => PatchOperation::Replace(ReplaceOperation {
+            path: pointer(&["metadata", "annotations", key]),
+            value: Value::String(value),
+        }),
+        _ => add(&["metadata", "annotations", key], Value::String(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests;
