@@ -36,7 +36,7 @@ render() {
 # - mode: audit, so applying this file blocks nothing: violations show up as
 #   kubectl warnings, logs and metrics. To enforce, set "mode: enforce" in the
 #   ConfigMap meshgate-config, set the validating webhook's failurePolicy to
-#   Fail, and restart the Deployment (docs/install.md shows the commands).
+#   Fail, and restart the Deployment (the README shows the commands).
 # - Rendered for Kubernetes ${KUBE_VERSION} and later (webhook matchConditions).
 #   For older clusters use the Helm chart.
 # - Namespace "${NAMESPACE}", release name "${RELEASE}"; no ServiceMonitor or
