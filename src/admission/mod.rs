@@ -61,6 +61,26 @@ pub struct Record {
     pub mutation: Option<&'static str>,
 }
 
+impl Record {
+    /// What is known of a review before it is judged.
+    fn of(req: &review::Request) -> Record {
+        Record {
+            uid: req.uid.clone(),
+            kind: req.kind.kind.clone(),
+            namespace: req.namespace.clone().unwrap_or_default(),
+            name: req.name.clone(),
+            operation: req.operation_str(),
+            user: req.username().to_owned(),
+            dry_run: req.dry_run,
+            outcome: Outcome::Allowed,
+            violations: Vec::new(),
+            exempted: Vec::new(),
+            confirm: None,
+            mutation: None,
+        }
+    }
+}
+
 pub struct Reviewed {
     pub review: AdmissionReview<DynamicObject>,
     pub record: Record,
@@ -118,20 +138,7 @@ impl Reviewer {
         posture: &PostureIndex,
     ) -> Result<Reviewed, ReviewError> {
         let req = review::parse(body)?;
-        let mut record = Record {
-            uid: req.uid.clone(),
-            kind: req.kind.kind.clone(),
-            namespace: req.namespace.clone().unwrap_or_default(),
-            name: req.name.clone(),
-            operation: req.operation_str(),
-            user: req.username().to_owned(),
-            dry_run: req.dry_run,
-            outcome: Outcome::Allowed,
-            violations: Vec::new(),
-            exempted: Vec::new(),
-            confirm: None,
-            mutation: None,
-        };
+        let mut record = Record::of(&req);
         let response = self.decide(&req, &mut record, posture);
         record.outcome = if !response.allowed {
             Outcome::Denied
@@ -150,20 +157,7 @@ impl Reviewer {
     /// containers. It never denies: validation is `/validate`'s job.
     pub fn mutate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
         let req = review::parse(body)?;
-        let mut record = Record {
-            uid: req.uid.clone(),
-            kind: req.kind.kind.clone(),
-            namespace: req.namespace.clone().unwrap_or_default(),
-            name: req.name.clone(),
-            operation: req.operation_str(),
-            user: req.username().to_owned(),
-            dry_run: req.dry_run,
-            outcome: Outcome::Allowed,
-            violations: Vec::new(),
-            exempted: Vec::new(),
-            confirm: None,
-            mutation: None,
-        };
+        let mut record = Record::of(&req);
         let posture = self.posture.read().unwrap_or_else(|e| e.into_inner());
         let response = self.mutation(&req, &mut record, &posture);
         if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {

@@ -2,8 +2,7 @@
 //! deny-by-default AuthorizationPolicy every authenticated workload in the
 //! mesh may call every other.
 
-use crate::posture::Availability;
-use crate::rules::{Context, Finding, RuleId};
+use crate::rules::{unverifiable_without_istio, Context, Finding, RuleId};
 use crate::subject::Workload;
 
 const ID: RuleId = RuleId::DefaultDenyRequired;
@@ -11,12 +10,8 @@ const ID: RuleId = RuleId::DefaultDenyRequired;
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
     let root = &ctx.config.mesh_root_namespace;
-    if ctx.posture.security_api == Availability::Missing {
-        return vec![Finding::new(
-            ID,
-            format!("{subject}: authorization posture cannot be verified: the security.istio.io CRDs (AuthorizationPolicy) are not installed"),
-            "install Istio's CRDs, then apply an allow-nothing AuthorizationPolicy",
-        )];
+    if let Some(finding) = unverifiable_without_istio(ID, &subject, ctx, "authorization") {
+        return vec![finding];
     }
     if ctx.posture.deny_by_default(&w.namespace, root).is_some() {
         return vec![];
@@ -37,6 +32,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::posture::Availability;
     use crate::rules::testing::*;
 
     fn ap(world: &mut World, ns: &str, spec: serde_json::Value) {

@@ -208,6 +208,24 @@ impl Finding {
     }
 }
 
+/// For rules that read the Istio security policies: a finding saying the
+/// posture cannot be verified when the cluster does not serve their CRDs
+/// (never a silent pass).
+pub fn unverifiable_without_istio(
+    rule: RuleId,
+    subject: &str,
+    ctx: &Context,
+    what: &str,
+) -> Option<Finding> {
+    (ctx.posture.security_api == crate::posture::Availability::Missing).then(|| {
+        Finding::new(
+            rule,
+            format!("{subject}: {what} posture cannot be verified: the security.istio.io CRDs are not installed"),
+            "install Istio's CRDs, then apply the mesh baseline (deploy/baseline/)",
+        )
+    })
+}
+
 /// What the request does to the object.
 #[derive(Debug, Clone, Copy)]
 pub enum Operation<'a> {

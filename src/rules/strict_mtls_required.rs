@@ -2,8 +2,7 @@
 //! is not STRICT on every port accepts plaintext from anything that can reach
 //! it, sidecar or not.
 
-use crate::posture::Availability;
-use crate::rules::{Context, Finding, RuleId};
+use crate::rules::{unverifiable_without_istio, Context, Finding, RuleId};
 use crate::subject::Workload;
 
 const ID: RuleId = RuleId::StrictMtlsRequired;
@@ -11,12 +10,8 @@ const ID: RuleId = RuleId::StrictMtlsRequired;
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
     let root = &ctx.config.mesh_root_namespace;
-    if ctx.posture.security_api == Availability::Missing {
-        return vec![Finding::new(
-            ID,
-            format!("{subject}: mTLS posture cannot be verified: the security.istio.io CRDs (PeerAuthentication) are not installed"),
-            "install Istio's CRDs, then apply a STRICT PeerAuthentication",
-        )];
+    if let Some(finding) = unverifiable_without_istio(ID, &subject, ctx, "mTLS") {
+        return vec![finding];
     }
     let effective = ctx
         .posture
@@ -40,6 +35,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::posture::Availability;
     use crate::rules::testing::*;
 
     fn pa(world: &mut World, ns: &str, name: &str, spec: serde_json::Value) {
