@@ -1,1 +1,192 @@
-fn main() {}
+//! The cost of one `/validate` review without the network: decode the
+//! AdmissionReview, judge the object, build the response and serialise it, as
+//! the handler does (`Reviewer::validate` then `serde_json::to_vec`).
+//!
+//! Inputs are the captured fixtures, minified (`benches/fixtures/`, made by
+//! `scripts/gen-bench-fixtures.py`). Run with `cargo bench --bench rules`;
+//! figures are in `docs/benchmarks.md`.
+
+use std::hint::black_box;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use kube::core::admission::AdmissionReview;
+use kube::core::DynamicObject;
+use meshgate::admission::{review, Outcome, Reviewer};
+use meshgate::config::Config;
+use meshgate::posture::SharedPosture;
+use meshgate::subject::{self, Kind};
+
+/// The cluster state the fixtures were captured against, plus the mesh
+/// baseline the posture rules ask for: `bookinfo` is sidecar-injected, mTLS is
+/// STRICT mesh-wide and `bookinfo` is deny-by-default. The same state as
+/// `scripts/load.sh` serves.
+const STATE: &str = "\
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: bookinfo
+  labels:
+    kubernetes.io/metadata.name: bookinfo
+    istio-injection: enabled
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata:
+  name: default
+  namespace: istio-system
+spec:
+  mtls:
+    mode: STRICT
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: allow-nothing
+  namespace: bookinfo
+spec: {}
+";
+
+struct Case {
+    name: &'static str,
+    body: &'static [u8],
+    expect: Outcome,
+}
+
+const CASES: &[Case] = &[
+    Case {
+        name: "pod_injected_allowed",
+        body: include_bytes!("fixtures/pod-injected.json"),
+        expect: Outcome::Allowed,
+    },
+    Case {
+        name: "pod_plain_denied",
+        body: include_bytes!("fixtures/pod-plain.json"),
+        expect: Outcome::Denied,
+    },
+    Case {
+        name: "pod_large_env_allowed",
+        body: include_bytes!("fixtures/pod-large-env.json"),
+        expect: Outcome::Allowed,
+    },
+    Case {
+        name: "deployment",
+        body: include_bytes!("fixtures/deployment.json"),
+        // Whatever the rules say about the productpage Deployment; checked
+        // below only for being a decision, not a 400.
+        expect: Outcome::Allowed,
+    },
+];
+
+fn reviewer() -> Reviewer {
+    let manifests = meshgate::manifest::parse_text("state.yaml", STATE).expect("state manifests");
+    let index = meshgate::posture::files::index(&manifests, "default").expect("posture index");
+    let posture: SharedPosture = Arc::new(RwLock::new(index));
+    Reviewer::new(Arc::new(Config::default()), posture)
+}
+
+/// One review as the handler runs it; returns the response bytes.
+fn review(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
+    let reviewed = reviewer.validate(body).expect("a valid AdmissionReview");
+    serde_json::to_vec(&reviewed.review).expect("serialisable response")
+}
+
+fn validate(c: &mut Criterion) {
+    let reviewer = reviewer();
+    let mut group = c.benchmark_group("validate");
+    for case in CASES {
+        // A benchmark of the wrong path measures nothing useful: check first.
+        let outcome = reviewer
+            .validate(case.body)
+            .expect("fixture parses")
+            .record
+            .outcome;
+        if case.name == "deployment" {
+            assert_ne!(
+                outcome,
+                Outcome::Denied,
+                "{}: unexpectedly denied",
+                case.name
+            );
+        } else {
+            assert_eq!(outcome, case.expect, "{}: unexpected outcome", case.name);
+        }
+        group.throughput(Throughput::Bytes(case.body.len() as u64));
+        group.bench_function(case.name, |b| {
+            b.iter(|| review(&reviewer, black_box(case.body)))
+        });
+    }
+    group.finish();
+}
+
+/// Where one review's time goes, stage by stage, for the two allowed pod
+/// inputs. Judging and building the response take well under a microsecond,
+/// so they are not broken out: they are `validate` minus these stages.
+/// Diagnostic, so shorter runs than `validate`.
+fn stages(c: &mut Criterion) {
+    let mut group = c.benchmark_group("stages");
+    group
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(1));
+    for case in CASES
+        .iter()
+        .filter(|c| c.name.starts_with("pod_") && c.name.ends_with("_allowed"))
+    {
+        let input = case.name.trim_end_matches("_allowed");
+        let body = case.body;
+        let req = review::parse(body).expect("fixture parses");
+        let raw = req.object.expect("an object");
+        let ns = req.namespace.as_deref().unwrap_or_default();
+
+        // What examples/baseline_server.rs does with the body: the whole
+        // review into serde_json::Value-backed DynamicObject.
+        group.bench_function(format!("{input}/baseline_parse_dynamic"), |b| {
+            b.iter(|| {
+                serde_json::from_slice::<AdmissionReview<DynamicObject>>(black_box(body))
+                    .expect("a review")
+            })
+        });
+        // Envelope and request; the object stays raw (borrowed).
+        group.bench_function(format!("{input}/parse_review"), |b| {
+            b.iter(|| review::parse(black_box(body)).expect("a review").uid.len())
+        });
+        // The raw object into the typed k8s-openapi Pod and the Workload view.
+        group.bench_function(format!("{input}/decode_object"), |b| {
+            b.iter(|| subject::decode(Kind::Pod, black_box(raw), ns, &req.name).expect("a pod"))
+        });
+        // The same object without metadata.managedFields (which k8s-openapi
+        // decodes into serde_json::Value trees): what skipping it would save.
+        let stripped = {
+            let mut value: serde_json::Value = serde_json::from_str(raw.get()).expect("json");
+            if let Some(meta) = value.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                meta.remove("managedFields");
+            }
+            serde_json::to_string(&value).expect("json")
+        };
+        let stripped: &serde_json::value::RawValue = serde_json::from_str(&stripped).expect("json");
+        group.bench_function(
+            format!("{input}/decode_object_without_managed_fields"),
+            |b| {
+                b.iter(|| {
+                    subject::decode(Kind::Pod, black_box(stripped), ns, &req.name).expect("a pod")
+                })
+            },
+        );
+    }
+    group.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = validate, stages
+}
+criterion_main!(benches);
