@@ -35,11 +35,25 @@ impl Judgement {
     }
 }
 
+/// Whether `object` is skipped because its namespace is exempt. The mesh-wide
+/// policies in the root namespace are judged even though the root namespace
+/// is exempt by default: exempt namespaces hold infrastructure *workloads*
+/// (gateways, istiod), but the policies there govern the whole mesh.
+fn in_exempt_namespace(ctx: &Context, object: &Object) -> bool {
+    let namespace = object.namespace();
+    let mesh_wide_policy = namespace == ctx.config.mesh_root_namespace
+        && matches!(
+            object,
+            Object::PeerAuthentication(_) | Object::AuthorizationPolicy(_)
+        );
+    ctx.config.is_exempt_namespace(namespace) && !mesh_wide_policy
+}
+
 /// Judges one object.
 pub fn judge(object: &Object, ctx: &Context) -> Judgement {
     let config = ctx.config;
     let namespace = object.namespace();
-    if config.is_exempt_namespace(namespace) {
+    if in_exempt_namespace(ctx, object) {
         return Judgement {
             exempt_namespace: true,
             ..Judgement::default()
@@ -178,6 +192,29 @@ mod tests {
     fn exempt_namespaces_skip_every_rule() {
         let j = judge_with("", deployment("x").in_ns("kube-system").host_network(), &[]);
         assert!(j.exempt_namespace && j.findings.is_empty());
+    }
+
+    #[test]
+    fn mesh_wide_policies_in_the_exempt_root_namespace_are_still_judged() {
+        let world = World::with_namespaces(&[]).with_baseline();
+        let mesh: crate::istio::PeerAuthentication = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "default", "namespace": "istio-system"},
+            "spec": {"mtls": {"mode": "STRICT"}}
+        }))
+        .unwrap();
+        let ctx = Context {
+            operation: crate::rules::Operation::Delete,
+            ..world.ctx()
+        };
+        let j = judge(&Object::PeerAuthentication(mesh), &ctx);
+        assert!(!j.exempt_namespace);
+        assert_eq!(j.findings[0].finding.rule, RuleId::BaselineProtected);
+        // Workloads there stay exempt.
+        let j = judge(
+            &Object::Workload(deployment("istiod").in_ns("istio-system")),
+            &world.ctx(),
+        );
+        assert!(j.exempt_namespace);
     }
 
     #[test]

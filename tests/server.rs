@@ -1059,3 +1059,23 @@ async fn logs_one_structured_line_per_decision_without_the_object() {
         assert!(!log.contains(secret), "the log contains {secret:?}:\n{log}");
     }
 }
+
+#[tokio::test]
+async fn the_mesh_wide_strict_policy_cannot_be_deleted_under_the_default_config() {
+    // istio-system is an exempt namespace by default (its workloads run
+    // without sidecars), but the mesh-wide policies there are still judged.
+    let server = Server::start(Options::default());
+    let delete = edit(&fixture("peerauthentication-delete.json"), |v| {
+        v["request"]["namespace"] = "istio-system".into();
+        let old = &mut v["request"]["oldObject"];
+        old["metadata"]["namespace"] = "istio-system".into();
+        old["spec"]["mtls"]["mode"] = "STRICT".into();
+    });
+    let response = server.review(delete).await;
+    assert_eq!(response["allowed"], false, "{response}");
+    assert!(
+        message(&response).contains("[baseline-protected] deleting peerauthentication istio-system/default would remove the mesh-wide STRICT mTLS baseline"),
+        "{}",
+        message(&response)
+    );
+}

@@ -67,8 +67,11 @@ impl NamespaceInfo {
 
     /// In the mesh, by sidecar injection or ambient mode.
     pub fn is_enrolled(&self) -> bool {
-        self.sidecar_enrollment() == Enrollment::Sidecar
-            || (self.is_ambient() && self.sidecar_enrollment() != Enrollment::Disabled)
+        match self.sidecar_enrollment() {
+            Enrollment::Sidecar => true,
+            Enrollment::Disabled => false,
+            _ => self.is_ambient(),
+        }
     }
 }
 

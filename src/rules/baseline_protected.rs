@@ -123,7 +123,7 @@ fn authorization_policy(
     let fix = "apply another deny-by-default AuthorizationPolicy (spec: {}) to the affected namespaces first, or keep this one".to_owned();
     if ns == root {
         // The mesh-wide baseline: every enrolled namespace without its own loses it.
-        let exposed: Vec<&str> = ctx
+        let mut exposed: Vec<&str> = ctx
             .posture
             .namespaces()
             .filter(|(name, info)| {
@@ -137,16 +137,21 @@ fn authorization_policy(
         if exposed.is_empty() {
             return vec![];
         }
-        let mut sample: Vec<&str> = exposed.clone();
-        sample.sort_unstable();
-        sample.truncate(3);
+        // Name the first three alphabetically without sorting them all.
+        let count = exposed.len();
+        if count > 3 {
+            exposed.select_nth_unstable(2);
+            exposed.truncate(3);
+        }
+        exposed.sort_unstable();
+        let sample = exposed;
         return vec![Finding::new(
             ID,
             format!(
                 "{verb} authorizationpolicy {ns}/{name} would remove the mesh-wide deny-by-default from {} enrolled namespaces without their own ({}{})",
-                exposed.len(),
+                count,
                 sample.join(", "),
-                if exposed.len() > 3 { ", ..." } else { "" }
+                if count > 3 { ", ..." } else { "" }
             ),
             fix,
         )];

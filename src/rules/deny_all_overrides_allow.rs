@@ -44,31 +44,21 @@ pub fn check(ap: &AuthorizationPolicy, ctx: &Context) -> Vec<Finding> {
     }
     if is_deny_all(ap) {
         // In the root namespace it applies mesh-wide, to every ALLOW policy.
-        let allows: Vec<String> = if ns == root {
-            index
-                .all()
-                .filter(not_self)
-                .filter(|p| is_live_allow(p))
-                .map(qualified)
-                .collect()
+        // In the root namespace it applies mesh-wide, to every ALLOW policy.
+        // Only the first few are named: the rest are counted, not formatted.
+        let covered: Box<dyn Iterator<Item = &AuthorizationPolicy>> = if ns == root {
+            Box::new(index.all())
         } else {
-            index
-                .in_namespace(ns)
-                .filter(not_self)
-                .filter(|p| is_live_allow(p))
-                .map(qualified)
-                .collect()
+            Box::new(index.in_namespace(ns))
         };
-        let effect = match allows.len() {
+        let mut killed = covered.filter(not_self).filter(|p| is_live_allow(p));
+        let named: Vec<String> = killed.by_ref().take(3).map(qualified).collect();
+        let n = named.len() + killed.count();
+        let effect = match n {
             0 => "every request, including those any future ALLOW policy would allow".to_owned(),
             n => format!(
                 "every request, so the {n} ALLOW policies it covers ({}{}) can never take effect",
-                allows
-                    .iter()
-                    .take(3)
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                named.join(", "),
                 if n > 3 { ", ..." } else { "" }
             ),
         };
