@@ -171,9 +171,28 @@ run() { # scenario, connections, body
         awk -F'\t' '{printf "   %-22s c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  %8s µs CPU/req  CPU %3s%%  (%s ok, %s not 200)\n", $1, $2, $3, $4, $5, $8, $9, $6, $7}'
 }
 
+cpu_sample() { # total and idle jiffies of all CPUs
+    awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6 }' /proc/stat
+}
+
+# Anything else running (a build) takes the pinned cores away and shows up as
+# p99 outliers of several milliseconds: check that the machine is idle for a
+# second before each scenario, and say so when it is not.
+check_idle() {
+    local t0 i0 t1 i1 busy
+    read -r t0 i0 < <(cpu_sample)
+    sleep 1
+    read -r t1 i1 < <(cpu_sample)
+    busy=$((100 * ((t1 - t0) - (i1 - i0)) / (t1 - t0 > 0 ? t1 - t0 : 1)))
+    if ((busy > 10)); then
+        echo "   WARNING: the CPUs were ${busy}% busy before this scenario (other processes): figures will be off" >&2
+    fi
+}
+
 scenario() { # name, server (baseline|meshgate), body, expected allowed
     local name=$1 server=$2 body=$3 expect=$4
     echo "== $name: $server, $(basename "$body") ($(wc -c <"$body") bytes)"
+    check_idle
     if [[ $server == baseline ]]; then
         start_server "$name" "$BASELINE" --listen "127.0.0.1:$PORT" \
             --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key"
@@ -196,12 +215,6 @@ scenario() { # name, server (baseline|meshgate), body, expected allowed
 
 # --- scenarios -------------------------------------------------------------------
 echo "== ${DURATION}s per run; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; $(nproc) CPUs"
-# Anything else running (a build) takes the pinned cores away and shows up as
-# p99 outliers of several milliseconds: say so rather than mislead.
-read -r load1 _ </proc/loadavg
-if awk -v l="$load1" 'BEGIN { exit !(l > 0.5) }'; then
-    echo "   WARNING: load average $load1 before the runs: the machine is busy, latencies will be inflated" >&2
-fi
 scenario baseline-injected baseline "$FIXTURES/pod-injected.json" true
 scenario meshgate-injected meshgate "$FIXTURES/pod-injected.json" true
 scenario meshgate-plain meshgate "$FIXTURES/pod-plain.json" false
