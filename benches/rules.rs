@@ -20,33 +20,9 @@ use meshgate::subject::{self, Kind};
 
 /// The cluster state the fixtures were captured against, plus the mesh
 /// baseline the posture rules ask for: `bookinfo` is sidecar-injected, mTLS is
-/// STRICT mesh-wide and `bookinfo` is deny-by-default. The same state as
-/// `scripts/load.sh` serves.
-const STATE: &str = "\
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: bookinfo
-  labels:
-    kubernetes.io/metadata.name: bookinfo
-    istio-injection: enabled
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  mtls:
-    mode: STRICT
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-nothing
-  namespace: bookinfo
-spec: {}
-";
+/// STRICT mesh-wide and `bookinfo` is deny-by-default. `scripts/load.sh`
+/// serves the same file.
+const STATE: &str = include_str!("fixtures/state.yaml");
 
 struct Case {
     name: &'static str,

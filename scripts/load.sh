@@ -72,34 +72,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$WORK/tls.key" -out "$WORK/tls.crt" -days 1 -subj /CN=localhost \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 mkdir -p "$WORK/state"
-# bookinfo is sidecar-injected (as when the fixtures were captured), with the
-# mesh baseline the posture rules ask for: STRICT mTLS mesh-wide and
-# deny-by-default in bookinfo. The same state as benches/rules.rs.
-cat >"$WORK/state/state.yaml" <<'EOF'
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: bookinfo
-  labels:
-    kubernetes.io/metadata.name: bookinfo
-    istio-injection: enabled
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  mtls:
-    mode: STRICT
----
-apiVersion: security.istio.io/v1
-kind: AuthorizationPolicy
-metadata:
-  name: allow-nothing
-  namespace: bookinfo
-spec: {}
-EOF
+cp "$ROOT/benches/fixtures/state.yaml" "$WORK/state/state.yaml"   # the same state as benches/rules.rs
 
 # --- helpers -------------------------------------------------------------------
 cpu_ticks() { # utime + stime of all threads, in clock ticks
