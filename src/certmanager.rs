@@ -21,3 +21,12 @@ pub struct Certificate {
     #[serde(default)]
     pub spec: CertificateSpec,
 }
+
+impl crate::posture::Namespaced for Certificate {
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}

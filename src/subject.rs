@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::certmanager::Certificate;
 use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
+use crate::posture::Namespaced;
 
 /// The kinds meshgate judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -276,18 +277,6 @@ pub fn decode(
         kind: kind.as_str(),
         source,
     };
-    // The API server passes the namespace beside the object; a manifest may
-    // leave it out.
-    fn placed<T>(mut object: T, meta: fn(&mut T) -> &mut ObjectMeta, ns: &str, name: &str) -> T {
-        let m = meta(&mut object);
-        if m.namespace.as_deref().is_none_or(str::is_empty) {
-            m.namespace = Some(ns.to_owned());
-        }
-        if m.name.as_deref().is_none_or(str::is_empty) && !name.is_empty() {
-            m.name = Some(name.to_owned());
-        }
-        object
-    }
     match kind {
         Kind::Namespace => {
             let ns: Namespace = source.decode().map_err(err)?;
@@ -297,49 +286,29 @@ pub fn decode(
             }));
         }
         Kind::PeerAuthentication => {
-            let p: PeerAuthentication = source.decode().map_err(err)?;
-            return Ok(Object::PeerAuthentication(placed(
-                p,
-                |p| &mut p.metadata,
-                namespace,
-                name,
-            )));
+            return placed(source, namespace, name)
+                .map(Object::PeerAuthentication)
+                .map_err(err)
         }
         Kind::AuthorizationPolicy => {
-            let p: AuthorizationPolicy = source.decode().map_err(err)?;
-            return Ok(Object::AuthorizationPolicy(placed(
-                p,
-                |p| &mut p.metadata,
-                namespace,
-                name,
-            )));
+            return placed(source, namespace, name)
+                .map(Object::AuthorizationPolicy)
+                .map_err(err)
         }
         Kind::DestinationRule => {
-            let p: DestinationRule = source.decode().map_err(err)?;
-            return Ok(Object::DestinationRule(placed(
-                p,
-                |p| &mut p.metadata,
-                namespace,
-                name,
-            )));
+            return placed(source, namespace, name)
+                .map(Object::DestinationRule)
+                .map_err(err)
         }
         Kind::Sidecar => {
-            let p: Sidecar = source.decode().map_err(err)?;
-            return Ok(Object::Sidecar(placed(
-                p,
-                |p| &mut p.metadata,
-                namespace,
-                name,
-            )));
+            return placed(source, namespace, name)
+                .map(Object::Sidecar)
+                .map_err(err)
         }
         Kind::Certificate => {
-            let c: Certificate = source.decode().map_err(err)?;
-            return Ok(Object::Certificate(placed(
-                c,
-                |c| &mut c.metadata,
-                namespace,
-                name,
-            )));
+            return placed(source, namespace, name)
+                .map(Object::Certificate)
+                .map_err(err)
         }
         _ => {}
     }
@@ -403,6 +372,25 @@ pub fn decode(
         pod_meta,
         spec: template.spec.unwrap_or_default(),
     }))
+}
+
+/// Decodes an object with standard metadata, filling in the namespace and
+/// name the API server passes beside the object (a manifest may leave the
+/// namespace out).
+fn placed<T: Namespaced + DeserializeOwned>(
+    source: impl ObjectSource,
+    namespace: &str,
+    name: &str,
+) -> Result<T, serde_json::Error> {
+    let mut object: T = source.decode()?;
+    let m = object.meta_mut();
+    if m.namespace.as_deref().is_none_or(str::is_empty) {
+        m.namespace = Some(namespace.to_owned());
+    }
+    if m.name.as_deref().is_none_or(str::is_empty) && !name.is_empty() {
+        m.name = Some(name.to_owned());
+    }
+    Ok(object)
 }
 
 /// The object's name; for objects named by the API server (`generateName`),

@@ -8,16 +8,17 @@
 mod common;
 mod fake_apiserver;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{assert_valid_answer, eventually, fixture, https_client, uid_of, within, Ca};
+use common::{
+    assert_valid_answer, collect_lines, eventually, fixture, https_client, uid_of, within, Ca,
+    Lines,
+};
 use fake_apiserver::FakeApiServer;
 
 /// Upper bound for anything that should follow a watch event or start-up.
@@ -80,22 +81,6 @@ fn seed_baseline(api: &FakeApiServer) {
 }
 
 // ------------------------------------------------------------------ server
-
-type Lines = Arc<Mutex<Vec<String>>>;
-
-fn collect_lines(source: impl Read + Send + 'static) -> Lines {
-    let lines: Lines = Arc::default();
-    let sink = lines.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(source).lines() {
-            match line {
-                Ok(line) => sink.lock().unwrap().push(line),
-                Err(_) => break,
-            }
-        }
-    });
-    lines
-}
 
 fn log_entries(lines: &Lines) -> Vec<Value> {
     lines

@@ -237,9 +237,9 @@ pub fn serve_args(cert: &Path, key: &Path, config: Option<&Path>) -> Vec<OsStrin
 }
 
 /// Lines a child wrote, collected by a reader thread.
-type Lines = Arc<Mutex<Vec<String>>>;
+pub type Lines = Arc<Mutex<Vec<String>>>;
 
-fn collect_lines(source: impl Read + Send + 'static) -> Lines {
+pub fn collect_lines(source: impl Read + Send + 'static) -> Lines {
     let lines: Lines = Arc::default();
     let sink = lines.clone();
     std::thread::spawn(move || {
