@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 
+use crate::certmanager::IssuerRef;
 use crate::duration::parse_go_duration;
 use crate::rules::RuleId;
 use crate::selector::{self, SelectorError};
@@ -55,6 +56,9 @@ pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 pub const DEFAULT_CERT_VOLUME: &str = "istio-certs";
 pub const DEFAULT_CERT_MOUNT_PATH: &str = "/etc/istio-certs";
 pub const DEFAULT_MAX_CERTIFICATE_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// The issuer istio-csr and cert-manager's Istio guides name `istio-ca`, as a
+/// namespaced Issuer (istio-csr's chart default) or a ClusterIssuer.
+pub const DEFAULT_WORKLOAD_ISSUER: &str = "istio-ca";
 
 pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &[
     "kube-system",
@@ -97,6 +101,7 @@ struct RawConfig {
     rules: BTreeMap<String, Mode>,
     mesh_root_namespace: Option<String>,
     trust_domain: Option<String>,
+    cluster_domain: Option<String>,
     while_syncing: Option<WhileSyncing>,
     exempt_namespaces: Option<Vec<String>>,
     #[serde(default)]
@@ -119,6 +124,15 @@ struct RawWorkloadCertificates {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawCertificates {
     max_duration: Option<String>,
+    issuer_refs: Option<Vec<RawIssuerRef>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIssuerRef {
+    name: Option<String>,
+    kind: Option<String>,
+    group: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,12 +156,17 @@ pub struct Config {
     /// The mesh's trust domain, which is also the cluster DNS suffix of
     /// in-mesh hosts (`*.svc.<trustDomain>`).
     pub trust_domain: String,
+    /// The cluster's DNS domain: Services are `<name>.<ns>.svc.<clusterDomain>`.
+    pub cluster_domain: String,
     pub while_syncing: WhileSyncing,
     pub exempt_namespaces: Vec<String>,
     pub exemptions: Vec<Exemption>,
     pub workload_certificates: WorkloadCertificates,
     /// cert-manager Certificates may not outlive this.
     pub max_certificate_duration: Duration,
+    /// Certificates from these issuers are workload certificates, checked
+    /// by `short-lived-certificates`.
+    pub certificate_issuers: Vec<IssuerRef>,
 }
 
 /// Where `/mutate` puts the workload certificates for the app-to-sidecar hop.
@@ -242,6 +261,7 @@ impl RawConfig {
             rules,
             mesh_root_namespace,
             trust_domain,
+            cluster_domain,
             while_syncing,
             exempt_namespaces,
             exemptions,
@@ -272,6 +292,19 @@ impl RawConfig {
             ));
         }
 
+        // Istio's own default ties both to cluster.local; a custom trust
+        // domain usually means a custom cluster domain too.
+        let cluster_domain = cluster_domain.unwrap_or_else(|| trust_domain.clone());
+        if cluster_domain.trim().is_empty()
+            || cluster_domain.starts_with('.')
+            || cluster_domain.contains('*')
+        {
+            return Err(ConfigError::invalid(
+                "clusterDomain",
+                "must be a DNS suffix such as cluster.local",
+            ));
+        }
+
         let exempt_namespaces = exempt_namespaces.unwrap_or_else(|| {
             DEFAULT_EXEMPT_NAMESPACES
                 .iter()
@@ -294,7 +327,26 @@ impl RawConfig {
             .collect::<Result<Vec<_>, _>>()?;
 
         let workload_certificates = workload_certificates.validate()?;
-        let max_certificate_duration = match certificates.max_duration {
+        let RawCertificates {
+            max_duration,
+            issuer_refs,
+        } = certificates;
+        let certificate_issuers = match issuer_refs {
+            None => vec![
+                IssuerRef::new(DEFAULT_WORKLOAD_ISSUER, "Issuer", crate::certmanager::GROUP),
+                IssuerRef::new(
+                    DEFAULT_WORKLOAD_ISSUER,
+                    "ClusterIssuer",
+                    crate::certmanager::GROUP,
+                ),
+            ],
+            Some(refs) => refs
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| r.validate(&format!("certificates.issuerRefs[{i}]")))
+                .collect::<Result<_, _>>()?,
+        };
+        let max_certificate_duration = match max_duration {
             None => DEFAULT_MAX_CERTIFICATE_DURATION,
             Some(text) => parse_go_duration(&text)
                 .map_err(|e| ConfigError::invalid("certificates.maxDuration", e.to_string()))?,
@@ -309,6 +361,8 @@ impl RawConfig {
         Ok(Config {
             workload_certificates,
             max_certificate_duration,
+            certificate_issuers,
+            cluster_domain,
             mode: mode.unwrap_or(Mode::Enforce),
             rules: rule_modes,
             mesh_root_namespace,
@@ -317,6 +371,33 @@ impl RawConfig {
             exempt_namespaces,
             exemptions,
         })
+    }
+}
+
+impl RawIssuerRef {
+    /// cert-manager's defaults: `kind: Issuer`, `group: cert-manager.io`.
+    fn validate(self, at: &str) -> Result<IssuerRef, ConfigError> {
+        let Self { name, kind, group } = self;
+        let name = name.unwrap_or_default();
+        if name.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                format!("{at}.name"),
+                "must name the issuer, as in a Certificate's spec.issuerRef.name",
+            ));
+        }
+        let group = group
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| crate::certmanager::GROUP.to_owned());
+        let kind = kind
+            .filter(|k| !k.is_empty())
+            .unwrap_or_else(|| "Issuer".to_owned());
+        if group == crate::certmanager::GROUP && kind != "Issuer" && kind != "ClusterIssuer" {
+            return Err(ConfigError::invalid(
+                format!("{at}.kind"),
+                format!("`{kind}` is not a cert-manager.io kind: use Issuer or ClusterIssuer (or set `group` for an external issuer)"),
+            ));
+        }
+        Ok(IssuerRef { name, kind, group })
     }
 }
 
@@ -540,6 +621,52 @@ mod tests {
             .contains("workloadCertificates.volumeName"));
         assert!(err("certificates: {maxDuration: 1d}\n").contains("certificates.maxDuration"));
         assert!(err("certificates: {maxDuration: 24h, other: 1}\n").contains("other"));
+    }
+
+    #[test]
+    fn certificate_issuer_refs_default_to_istio_ca_and_are_validated() {
+        let config = Config::from_yaml("").unwrap();
+        assert_eq!(
+            config.certificate_issuers,
+            [
+                IssuerRef::new("istio-ca", "Issuer", "cert-manager.io"),
+                IssuerRef::new("istio-ca", "ClusterIssuer", "cert-manager.io"),
+            ]
+        );
+        let config = Config::from_yaml(concat!(
+            "certificates:\n  issuerRefs:\n  - {name: mesh-ca, kind: ClusterIssuer}\n",
+            "  - {name: pca, kind: AWSPCAClusterIssuer, group: awspca.cert-manager.io}\n  - {name: local}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.certificate_issuers,
+            [
+                IssuerRef::new("mesh-ca", "ClusterIssuer", "cert-manager.io"),
+                IssuerRef::new("pca", "AWSPCAClusterIssuer", "awspca.cert-manager.io"),
+                IssuerRef::new("local", "Issuer", "cert-manager.io"),
+            ]
+        );
+        assert!(Config::from_yaml("certificates: {issuerRefs: []}\n")
+            .unwrap()
+            .certificate_issuers
+            .is_empty());
+        let e = err("certificates:\n  issuerRefs:\n  - {name: a}\n  - {kind: ClusterIssuer}\n");
+        assert!(e.contains("certificates.issuerRefs[1].name"), "{e}");
+        let e = err("certificates: {issuerRefs: [{name: a, kind: Issuers}]}\n");
+        assert!(e.contains("certificates.issuerRefs[0].kind") && e.contains("`Issuers`"), "{e}");
+        let e = err("certificates: {issuerRefs: [{name: a, namespace: b}]}\n");
+        assert!(e.contains("namespace"), "{e}");
+    }
+
+    #[test]
+    fn cluster_domain_follows_the_trust_domain_unless_set() {
+        assert_eq!(Config::from_yaml("").unwrap().cluster_domain, "cluster.local");
+        let config = Config::from_yaml("trustDomain: corp.internal\n").unwrap();
+        assert_eq!(config.cluster_domain, "corp.internal");
+        let config =
+            Config::from_yaml("trustDomain: example.org\nclusterDomain: cluster.local\n").unwrap();
+        assert_eq!(config.cluster_domain, "cluster.local");
+        assert!(err("clusterDomain: .local\n").contains("clusterDomain"));
     }
 
     #[test]

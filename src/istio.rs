@@ -308,6 +308,33 @@ pub fn older(a: &ObjectMeta, b: &ObjectMeta) -> bool {
     }
 }
 
+// ---------------------------------------------------------------- ServiceEntry
+
+/// `location`: whether the hosts run inside the mesh (their workloads have
+/// proxies and speak mTLS) or outside it. Istio's default is MESH_EXTERNAL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Location {
+    #[default]
+    MeshExternal,
+    MeshInternal,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct ServiceEntrySpec {
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub location: Location,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct ServiceEntry {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: ServiceEntrySpec,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +372,21 @@ mod tests {
         assert!(ap(json!({"selector": {}})).is_deny_by_default());
         assert!(!ap(json!({"action": "ALLOW", "rules": [{}]})).is_allow_nothing());
         assert!(!ap(json!({"action": "CUSTOM", "provider": {"name": "x"}})).is_deny_by_default());
+    }
+
+    #[test]
+    fn service_entry_location_defaults_to_mesh_external() {
+        let se = |spec: serde_json::Value| -> ServiceEntry {
+            serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": spec})).unwrap()
+        };
+        let external = se(json!({"hosts": ["db.example.com"], "ports": [{"number": 5432}]}));
+        assert_eq!(external.spec.location, Location::MeshExternal);
+        assert_eq!(external.spec.hosts, ["db.example.com"]);
+        let internal = se(json!({"hosts": ["vm.shop.internal"], "location": "MESH_INTERNAL"}));
+        assert_eq!(internal.spec.location, Location::MeshInternal);
+        assert!(serde_json::from_value::<ServiceEntry>(
+            json!({"metadata": {}, "spec": {"location": "ELSEWHERE"}})
+        )
+        .is_err());
     }
 }

@@ -443,6 +443,7 @@ async fn missing_istio_crds_are_reported_not_passed() {
             "authorizationpolicies.security.istio.io",
             "destinationrules.networking.istio.io",
             "peerauthentications.security.istio.io",
+            "serviceentries.networking.istio.io",
             "sidecars.networking.istio.io",
         ],
         "{body}"

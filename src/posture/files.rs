@@ -35,6 +35,9 @@ pub fn index(
             ("networking.istio.io", "Sidecar") => {
                 index.sidecars.apply(decode(m, Some(default_namespace))?)
             }
+            ("networking.istio.io", "ServiceEntry") => index
+                .service_entries
+                .apply(decode(m, Some(default_namespace))?),
             _ => {}
         }
     }
@@ -74,6 +77,7 @@ mod tests {
                 "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing, namespace: shop}\nspec: {}\n---\n",
                 "apiVersion: networking.istio.io/v1alpha3\nkind: DestinationRule\nmetadata: {name: r, namespace: shop}\nspec: {host: reviews}\n---\n",
                 "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default, namespace: shop}\nspec: {}\n---\n",
+                "apiVersion: networking.istio.io/v1beta1\nkind: ServiceEntry\nmetadata: {name: vm}\nspec: {hosts: [vm.shop.internal], location: MESH_INTERNAL}\n---\n",
                 "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n",
             ),
         )
@@ -88,6 +92,7 @@ mod tests {
         assert_eq!(index.authorization_policies.len(), 1);
         assert_eq!(index.destination_rules.len(), 1);
         assert_eq!(index.sidecars.len(), 1);
+        assert_eq!(index.service_entries.in_namespace("shop").count(), 1);
     }
 
     #[test]

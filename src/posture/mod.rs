@@ -9,7 +9,9 @@ use std::sync::{Arc, RwLock};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
+use crate::istio::{
+    AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
+};
 
 pub mod confirm;
 pub mod files;
@@ -119,7 +121,8 @@ namespaced!(
     PeerAuthentication,
     AuthorizationPolicy,
     DestinationRule,
-    Sidecar
+    Sidecar,
+    ServiceEntry
 );
 
 impl<T: Namespaced> ByNamespace<T> {
@@ -201,6 +204,8 @@ pub struct PostureIndex {
     pub authorization_policies: ByNamespace<AuthorizationPolicy>,
     pub destination_rules: ByNamespace<DestinationRule>,
     pub sidecars: ByNamespace<Sidecar>,
+    /// Read by `destination-rule-mtls`: MESH_INTERNAL hosts are in the mesh.
+    pub service_entries: ByNamespace<ServiceEntry>,
     /// `security.istio.io` (PeerAuthentication, AuthorizationPolicy).
     pub security_api: Availability,
 }

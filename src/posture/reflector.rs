@@ -17,7 +17,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 
-use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
+use crate::istio::{
+    AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
+};
 
 use super::{Availability, ByNamespace, Namespaced, PostureIndex, SharedPosture};
 
@@ -92,6 +94,7 @@ pub const PEER_AUTHENTICATIONS: &str = "peerauthentications.security.istio.io";
 pub const AUTHORIZATION_POLICIES: &str = "authorizationpolicies.security.istio.io";
 pub const DESTINATION_RULES: &str = "destinationrules.networking.istio.io";
 pub const SIDECARS: &str = "sidecars.networking.istio.io";
+pub const SERVICE_ENTRIES: &str = "serviceentries.networking.istio.io";
 
 /// Every resource `serve` watches, for readiness.
 pub const ALL: &[&str] = &[
@@ -100,6 +103,7 @@ pub const ALL: &[&str] = &[
     AUTHORIZATION_POLICIES,
     DESTINATION_RULES,
     SIDECARS,
+    SERVICE_ENTRIES,
 ];
 
 const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
@@ -168,6 +172,16 @@ istio_kind!(
     false
 );
 istio_kind!(
+    ServiceEntry,
+    SERVICE_ENTRIES,
+    "networking.istio.io",
+    "ServiceEntry",
+    "serviceentries",
+    NETWORKING_VERSIONS,
+    service_entries,
+    false
+);
+istio_kind!(
     Sidecar,
     SIDECARS,
     "networking.istio.io",
@@ -196,6 +210,11 @@ pub fn spawn_all(client: Client, posture: SharedPosture, sync: Arc<CacheSync>) {
         sync.clone(),
     ));
     tokio::spawn(watch_istio::<DestinationRule>(
+        client.clone(),
+        posture.clone(),
+        sync.clone(),
+    ));
+    tokio::spawn(watch_istio::<ServiceEntry>(
         client.clone(),
         posture.clone(),
         sync.clone(),

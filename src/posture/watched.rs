@@ -29,4 +29,5 @@ pub const WATCHED_RESOURCES: &[WatchedResource] = &[
     watched("security.istio.io", "v1", "authorizationpolicies"),
     watched("networking.istio.io", "v1", "destinationrules"),
     watched("networking.istio.io", "v1", "sidecars"),
+    watched("networking.istio.io", "v1", "serviceentries"),
 ];

@@ -1,12 +1,18 @@
 //! `short-lived-certificates`: a stolen workload certificate is valid until it
-//! expires. cert-manager Certificates must be short-lived (default at most
-//! 24h; cert-manager's own default of 90 days counts as too long) and never
-//! for a bare `*`. Wildcard names and a `renewBefore` missing or over half the
+//! expires. Workload certificates must be short-lived (default at most 24h;
+//! cert-manager's own default of 90 days counts as too long) and never for a
+//! bare `*`. Wildcard names and a `renewBefore` missing or over half the
 //! duration are reported as advice.
+//!
+//! Only the Certificates the mesh uses for workload identity are judged (see
+//! [`workload_identity`]): an ingress certificate from an ACME issuer cannot
+//! choose its lifetime, so asking it for a short `duration` would be a fix
+//! nobody can apply.
 
 use std::time::Duration;
 
 use crate::certmanager::Certificate;
+use crate::config::{CertificateSource, Config};
 use crate::duration::{format_duration, parse_go_duration};
 use crate::rules::{Context, Finding, RuleId};
 
@@ -15,6 +21,9 @@ const ID: RuleId = RuleId::ShortLivedCertificates;
 const CERT_MANAGER_DEFAULT: Duration = Duration::from_secs(90 * 24 * 3600);
 
 pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
+    if workload_identity(cert, ctx.config).is_none() {
+        return Vec::new();
+    }
     let subject = format!(
         "certificate {}/{}",
         cert.metadata.namespace.as_deref().unwrap_or_default(),
@@ -25,11 +34,13 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
     let mut findings = Vec::new();
     let duration = match cert.spec.duration.as_deref() {
         None => {
-            findings.push(Finding::new(
-                ID,
-                format!("{subject} sets no duration, so cert-manager issues it for 90 days (2160h), over the {max_text} maximum"),
-                format!("set spec.duration to {max_text} or less"),
-            ));
+            if CERT_MANAGER_DEFAULT > max {
+                findings.push(Finding::new(
+                    ID,
+                    format!("{subject} sets no duration, so cert-manager issues it for 90 days (2160h), over the {max_text} maximum"),
+                    format!("set spec.duration to {max_text} or less"),
+                ));
+            }
             CERT_MANAGER_DEFAULT
         }
         Some(text) => match parse_go_duration(text) {
@@ -102,12 +113,43 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
     findings
 }
 
+/// Why `cert` is a mesh workload certificate, or `None` when it is not one
+/// (and so not this rule's business): it comes from a configured issuer, it
+/// fills the Secret `/mutate` mounts as the workload certificate, or it
+/// carries a SPIFFE identity of the mesh's trust domain.
+pub fn workload_identity(cert: &Certificate, config: &Config) -> Option<String> {
+    if let Some(issuer) = cert.issuer() {
+        if config.certificate_issuers.contains(&issuer) {
+            return Some(format!("issued by {issuer}"));
+        }
+    }
+    if let (CertificateSource::Secret(mounted), Some(secret)) = (
+        &config.workload_certificates.source,
+        cert.spec.secret_name.as_deref(),
+    ) {
+        if mounted == secret {
+            return Some(format!("fills Secret {secret}, the workload certificate"));
+        }
+    }
+    let spiffe = format!("spiffe://{}/", config.trust_domain);
+    cert.spec
+        .uris
+        .iter()
+        .find(|uri| uri.to_ascii_lowercase().starts_with(&spiffe))
+        .map(|uri| format!("carries the mesh identity {uri}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::rules::testing::World;
 
-    fn cert(spec: serde_json::Value) -> Certificate {
+    /// A Certificate from the default workload issuer unless `spec` names
+    /// another.
+    fn cert(mut spec: serde_json::Value) -> Certificate {
+        if spec.get("issuerRef").is_none() {
+            spec["issuerRef"] = serde_json::json!({"name": "istio-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"});
+        }
         serde_json::from_value(
             serde_json::json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": spec}),
         )
@@ -173,5 +215,77 @@ mod tests {
             &world.ctx()
         )
         .is_empty());
+    }
+
+    #[test]
+    fn no_duration_is_fine_when_the_maximum_allows_90_days() {
+        let mut world = World::enrolled_shop();
+        world.config =
+            crate::config::Config::from_yaml("certificates: {maxDuration: 2400h}\n").unwrap();
+        let f = check(&cert(serde_json::json!({"renewBefore": "720h"})), &world.ctx());
+        assert!(f.is_empty(), "{f:?}");
+        world.config =
+            crate::config::Config::from_yaml("certificates: {maxDuration: 2160h}\n").unwrap();
+        let f = check(&cert(serde_json::json!({"renewBefore": "720h"})), &world.ctx());
+        assert!(f.is_empty(), "{f:?}");
+        world.config =
+            crate::config::Config::from_yaml("certificates: {maxDuration: 2159h}\n").unwrap();
+        let f = check(&cert(serde_json::json!({"renewBefore": "720h"})), &world.ctx());
+        assert_eq!(rule_messages(&f), ["certificate shop/web sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]);
+    }
+
+    fn rule_messages(f: &[Finding]) -> Vec<&str> {
+        f.iter().map(|f| f.message.as_str()).collect()
+    }
+
+    #[test]
+    fn ignores_certificates_outside_the_workload_scope() {
+        // A Let's Encrypt ingress certificate: ACME ignores `duration`.
+        let ingress = cert(serde_json::json!({
+            "secretName": "shop-example-com-tls", "dnsNames": ["shop.example.com", "*"],
+            "issuerRef": {"name": "letsencrypt-prod", "kind": "ClusterIssuer"}
+        }));
+        let world = World::enrolled_shop();
+        assert_eq!(workload_identity(&ingress, &world.config), None);
+        assert!(check(&ingress, &world.ctx()).is_empty());
+        // Same name, other kind or group: another issuer.
+        for issuer_ref in [
+            serde_json::json!({"name": "istio-ca", "kind": "ClusterIssuer", "group": "awspca.cert-manager.io"}),
+            serde_json::json!({"name": "istio-ca", "kind": "Vault"}),
+        ] {
+            let other = cert(serde_json::json!({"issuerRef": issuer_ref}));
+            assert!(check(&other, &world.ctx()).is_empty(), "{issuer_ref}");
+        }
+    }
+
+    #[test]
+    fn scope_covers_configured_issuers_the_mounted_secret_and_spiffe_identities() {
+        let mut world = World::enrolled_shop();
+        let namespaced = cert(serde_json::json!({"issuerRef": {"name": "istio-ca"}}));
+        assert_eq!(
+            workload_identity(&namespaced, &world.config).as_deref(),
+            Some("issued by Issuer istio-ca")
+        );
+        let spiffe = cert(serde_json::json!({
+            "issuerRef": {"name": "vault", "kind": "ClusterIssuer"},
+            "uris": ["spiffe://cluster.local/ns/shop/sa/web"]
+        }));
+        assert_eq!(
+            workload_identity(&spiffe, &world.config).as_deref(),
+            Some("carries the mesh identity spiffe://cluster.local/ns/shop/sa/web")
+        );
+        assert!(check(&spiffe, &world.ctx())[0].message.contains("90 days"));
+
+        world.config = crate::config::Config::from_yaml(concat!(
+            "workloadCertificates: {secretName: app-mtls}\n",
+            "certificates: {issuerRefs: [{name: mesh-ca, kind: ClusterIssuer}]}\n"
+        ))
+        .unwrap();
+        let mounted = cert(serde_json::json!({"secretName": "app-mtls", "issuerRef": {"name": "other"}}));
+        assert!(check(&mounted, &world.ctx())[0].message.contains("90 days"));
+        let configured = cert(serde_json::json!({"issuerRef": {"name": "mesh-ca", "kind": "ClusterIssuer"}}));
+        assert!(check(&configured, &world.ctx())[0].message.contains("90 days"));
+        // istio-ca is no longer in scope once issuerRefs is set.
+        assert!(check(&cert(serde_json::json!({})), &world.ctx()).is_empty());
     }
 }
