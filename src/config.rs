@@ -653,14 +653,20 @@ mod tests {
         let e = err("certificates:\n  issuerRefs:\n  - {name: a}\n  - {kind: ClusterIssuer}\n");
         assert!(e.contains("certificates.issuerRefs[1].name"), "{e}");
         let e = err("certificates: {issuerRefs: [{name: a, kind: Issuers}]}\n");
-        assert!(e.contains("certificates.issuerRefs[0].kind") && e.contains("`Issuers`"), "{e}");
+        assert!(
+            e.contains("certificates.issuerRefs[0].kind") && e.contains("`Issuers`"),
+            "{e}"
+        );
         let e = err("certificates: {issuerRefs: [{name: a, namespace: b}]}\n");
         assert!(e.contains("namespace"), "{e}");
     }
 
     #[test]
     fn cluster_domain_follows_the_trust_domain_unless_set() {
-        assert_eq!(Config::from_yaml("").unwrap().cluster_domain, "cluster.local");
+        assert_eq!(
+            Config::from_yaml("").unwrap().cluster_domain,
+            "cluster.local"
+        );
         let config = Config::from_yaml("trustDomain: corp.internal\n").unwrap();
         assert_eq!(config.cluster_domain, "corp.internal");
         let config =

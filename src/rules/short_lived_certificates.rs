@@ -222,15 +222,24 @@ mod tests {
         let mut world = World::enrolled_shop();
         world.config =
             crate::config::Config::from_yaml("certificates: {maxDuration: 2400h}\n").unwrap();
-        let f = check(&cert(serde_json::json!({"renewBefore": "720h"})), &world.ctx());
+        let f = check(
+            &cert(serde_json::json!({"renewBefore": "720h"})),
+            &world.ctx(),
+        );
         assert!(f.is_empty(), "{f:?}");
         world.config =
             crate::config::Config::from_yaml("certificates: {maxDuration: 2160h}\n").unwrap();
-        let f = check(&cert(serde_json::json!({"renewBefore": "720h"})), &world.ctx());
+        let f = check(
+            &cert(serde_json::json!({"renewBefore": "720h"})),
+            &world.ctx(),
+        );
         assert!(f.is_empty(), "{f:?}");
         world.config =
             crate::config::Config::from_yaml("certificates: {maxDuration: 2159h}\n").unwrap();
-        let f = check(&cert(serde_json::json!({"renewBefore": "720h"})), &world.ctx());
+        let f = check(
+            &cert(serde_json::json!({"renewBefore": "720h"})),
+            &world.ctx(),
+        );
         assert_eq!(rule_messages(&f), ["certificate shop/web sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]);
     }
 
@@ -281,10 +290,14 @@ mod tests {
             "certificates: {issuerRefs: [{name: mesh-ca, kind: ClusterIssuer}]}\n"
         ))
         .unwrap();
-        let mounted = cert(serde_json::json!({"secretName": "app-mtls", "issuerRef": {"name": "other"}}));
+        let mounted =
+            cert(serde_json::json!({"secretName": "app-mtls", "issuerRef": {"name": "other"}}));
         assert!(check(&mounted, &world.ctx())[0].message.contains("90 days"));
-        let configured = cert(serde_json::json!({"issuerRef": {"name": "mesh-ca", "kind": "ClusterIssuer"}}));
-        assert!(check(&configured, &world.ctx())[0].message.contains("90 days"));
+        let configured =
+            cert(serde_json::json!({"issuerRef": {"name": "mesh-ca", "kind": "ClusterIssuer"}}));
+        assert!(check(&configured, &world.ctx())[0]
+            .message
+            .contains("90 days"));
         // istio-ca is no longer in scope once issuerRefs is set.
         assert!(check(&cert(serde_json::json!({})), &world.ctx()).is_empty());
     }

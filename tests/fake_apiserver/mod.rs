@@ -50,7 +50,12 @@ const KINDS: &[(&str, &str, &str, bool)] = &[
         true,
     ),
     ("networking.istio.io", "Sidecar", "sidecars", true),
-    ("networking.istio.io", "ServiceEntry", "serviceentries", true),
+    (
+        "networking.istio.io",
+        "ServiceEntry",
+        "serviceentries",
+        true,
+    ),
 ];
 
 /// Versions each group serves unless switched off.
