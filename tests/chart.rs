@@ -928,6 +928,31 @@ shortLivedCertificates: {maxDuration: 12h}
     assert_server_accepts(&docs);
 }
 
+#[test]
+fn cluster_domain_and_certificate_issuers_reach_the_config() {
+    let values = r#"
+clusterDomain: cluster.internal
+shortLivedCertificates:
+  maxDuration: 12h
+  issuerRefs:
+    - {name: mesh-ca, kind: ClusterIssuer, group: cert-manager.io}
+    - {name: pca, kind: AWSPCAClusterIssuer, group: awspca.cert-manager.io}
+"#;
+    let docs = render(values, NEWER);
+    let config = rendered_config(&docs);
+    assert_eq!(config["clusterDomain"], "cluster.internal", "{config}");
+    assert_eq!(
+        config["certificates"],
+        json!({"maxDuration": "12h", "issuerRefs": [
+            {"name": "mesh-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"},
+            {"name": "pca", "kind": "AWSPCAClusterIssuer", "group": "awspca.cert-manager.io"},
+        ]})
+    );
+    assert_server_accepts(&docs);
+    let err = render_error("shortLivedCertificates: {issuerRefs: [{kind: Issuer}]}");
+    assert!(err.contains("name"), "{err}");
+}
+
 /// The rendered config.yaml is one the server itself starts with.
 fn assert_server_accepts(docs: &[Value]) {
     let cm = find(docs, "ConfigMap", &format!("{FULLNAME}-config"));

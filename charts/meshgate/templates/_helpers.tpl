@@ -109,6 +109,9 @@ ones), each already checked by values.schema.json.
       "whileSyncing" .Values.whileSyncing
       "workloadCertificates" .Values.workloadCertificates
       "certificates" .Values.shortLivedCertificates }}
+{{- if .Values.clusterDomain }}
+{{- $_ := set $config "clusterDomain" .Values.clusterDomain }}
+{{- end }}
 {{- toYaml $config }}
 {{- end }}
 
