@@ -219,7 +219,7 @@ async fn plaintext_to_in_mesh_hosts_is_denied_saying_why() {
         ),
         (
             json!({"host": "*.svc.cluster.local", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}),
-            "sets trafficPolicy.tls.mode: DISABLE for in-mesh host *.svc.cluster.local (it covers namespace audited, which is in the mesh)",
+            "sets trafficPolicy.tls.mode: DISABLE for in-mesh host *.svc.cluster.local (it covers namespace bookinfo, which is in the mesh)",
         ),
         (
             json!({"host": "ratings.vm.bookinfo.internal", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}),

@@ -578,3 +578,50 @@ async fn a_relist_drops_objects_deleted_while_the_watch_was_down() {
         "{response}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_service_entries_decide_destination_rules() {
+    const SERVICE_ENTRIES: &str = "/apis/networking.istio.io/v1/serviceentries";
+    let api = FakeApiServer::start().await;
+    seed_baseline(&api);
+    let server = Meshgate::start(&api, &[]).await;
+    ready(&server).await;
+    // TLS origination to a host no ServiceEntry puts in the mesh.
+    let review = common::edit(&fixture("destinationrule-create-disable.json"), |v| {
+        v["request"]["object"]["spec"] = json!({
+            "host": "ratings.vm.bookinfo.internal",
+            "trafficPolicy": {"tls": {"mode": "SIMPLE"}},
+        });
+    });
+    let response = server.review(review.clone()).await;
+    assert!(allowed(&response), "{response}");
+    assert!(api.lists(SERVICE_ENTRIES) >= 1, "{}", api.request_log());
+
+    api.apply(json!({
+        "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
+        "metadata": {"name": "ratings-vm", "namespace": "bookinfo"},
+        "spec": {"hosts": ["ratings.vm.bookinfo.internal"], "location": "MESH_INTERNAL",
+                 "ports": [{"number": 9080, "name": "http", "protocol": "HTTP"}],
+                 "resolution": "STATIC"},
+    }));
+    let response = eventually("a denial once the host is MESH_INTERNAL", BOUND, || async {
+        let response = server.review(review.clone()).await;
+        denied_by("destination-rule-mtls")(&response).then_some(response)
+    })
+    .await;
+    assert!(
+        message(&response).contains("(ServiceEntry bookinfo/ratings-vm declares it MESH_INTERNAL)"),
+        "{response}"
+    );
+
+    api.delete(
+        "networking.istio.io/v1",
+        "ServiceEntry",
+        Some("bookinfo"),
+        "ratings-vm",
+    );
+    eventually("an allow once the ServiceEntry is gone", BOUND, || async {
+        allowed(&server.review(review.clone()).await).then_some(())
+    })
+    .await;
+}

@@ -132,11 +132,18 @@ fn in_mesh(host: &str, dr_namespace: &str, ctx: &Context) -> Option<String> {
             Some(_) => {}
         },
         Target::AllNamespaces => {
-            let enrolled = posture
-                .namespaces()
-                .filter(|(_, info)| info.is_enrolled())
-                .map(|(name, _)| name)
-                .min();
+            // Name the rule's own namespace when it can, else the first.
+            let own = posture
+                .namespace(dr_namespace)
+                .filter(|info| info.is_enrolled())
+                .map(|_| dr_namespace);
+            let enrolled = own.or_else(|| {
+                posture
+                    .namespaces()
+                    .filter(|(_, info)| info.is_enrolled())
+                    .map(|(name, _)| name)
+                    .min()
+            });
             if let Some(ns) = enrolled {
                 return Some(format!("it covers namespace {ns}, which is in the mesh"));
             }
@@ -262,6 +269,11 @@ mod tests {
         ] {
             assert_eq!(
                 why(&world, host).as_deref(),
+                Some("it covers namespace shop, which is in the mesh"),
+                "{host}"
+            );
+            assert_eq!(
+                in_mesh(host, "databases", &world.ctx()).as_deref(),
                 Some("it covers namespace payments, which is in the mesh"),
                 "{host}"
             );
