@@ -151,7 +151,7 @@ impl RuleId {
                 "Sidecars must not allow egress to unregistered hosts (ALLOW_ANY)"
             }
             RuleId::ShortLivedCertificates => {
-                "cert-manager Certificates must be short-lived and not wildcards"
+                "workload certificates (cert-manager) must be short-lived and not wildcards"
             }
             RuleId::WorkloadCertificates => {
                 "/mutate mounts workload certificates into application containers"
