@@ -153,8 +153,8 @@ pub struct Config {
     pub mode: Mode,
     pub rules: BTreeMap<RuleId, Mode>,
     pub mesh_root_namespace: String,
-    /// The mesh's trust domain, which is also the cluster DNS suffix of
-    /// in-mesh hosts (`*.svc.<trustDomain>`).
+    /// The mesh's trust domain: workload identities are
+    /// `spiffe://<trustDomain>/ns/<ns>/sa/<sa>`.
     pub trust_domain: String,
     /// The cluster's DNS domain: Services are `<name>.<ns>.svc.<clusterDomain>`.
     pub cluster_domain: String,
@@ -292,8 +292,8 @@ impl RawConfig {
             ));
         }
 
-        // Istio's own default ties both to cluster.local; a custom trust
-        // domain usually means a custom cluster domain too.
+        // Defaults to the trust domain, which served as the DNS suffix before
+        // clusterDomain existed, so older configurations keep their meaning.
         let cluster_domain = cluster_domain.unwrap_or_else(|| trust_domain.clone());
         if cluster_domain.trim().is_empty()
             || cluster_domain.starts_with('.')
