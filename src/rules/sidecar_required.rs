@@ -4,19 +4,20 @@
 //! itself, so for it we check that injection *will* happen, with the same
 //! selectors Istio's injector webhooks use.
 
-use k8s_openapi::api::core::v1::PodSpec;
-
-use crate::posture::{labels, Enrollment, NamespaceInfo};
+use crate::injection::{self, Injection, Proxy, INJECT, PROXY_CONTAINER, TEMPLATES};
+use crate::posture::{labels, NamespaceInfo};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
 const ID: RuleId = RuleId::SidecarRequired;
-const INJECT: &str = "sidecar.istio.io/inject";
-pub const PROXY_CONTAINER: &str = "istio-proxy";
 
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
-    if w.is_pod() && has_sidecar(&w.spec) {
-        return vec![];
+    // Gateways, waypoints and manually injected pods carry their proxy
+    // whatever the namespace says.
+    match injection::carried(w) {
+        Proxy::Sidecar | Proxy::Gateway(_) => return vec![],
+        Proxy::OffPath(template) => return vec![off_path(w, &template)],
+        Proxy::None => {}
     }
     let Some(ns) = ctx.posture.namespace(&w.namespace) else {
         return vec![Finding::new(
@@ -32,9 +33,12 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
             ),
         )];
     };
-    let outcome = injection(w, ns);
+    let outcome = injection::decide(w, ns);
     if outcome == Injection::Injected && !w.is_pod() {
-        return vec![];
+        return match injection::expected(w, ns) {
+            Proxy::OffPath(template) => vec![off_path(w, &template)],
+            _ => vec![],
+        };
     }
     if ns.is_ambient() && w.spec.host_network != Some(true) {
         return match w.pod_label(labels::DATAPLANE_MODE) {
@@ -51,7 +55,10 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
         };
     }
     let (why, fix) = explain(w, &outcome);
-    let what = if w.is_pod() {
+    let what = if injection::has_proxy_container(w) {
+        // Named like the proxy, but nothing of Istio's injection around it.
+        "has a container named istio-proxy that is not Istio's sidecar (no injector mark sidecar.istio.io/status, no istio-init)"
+    } else if w.is_pod() {
         "has no istio-proxy sidecar"
     } else {
         "will run without an istio-proxy sidecar"
@@ -63,74 +70,23 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     )]
 }
 
-/// A container named `istio-proxy`, or a native sidecar (an init container
-/// with `restartPolicy: Always`) of that name.
-pub fn has_sidecar(spec: &PodSpec) -> bool {
-    spec.containers.iter().any(|c| c.name == PROXY_CONTAINER)
-        || spec
-            .init_containers
-            .iter()
-            .flatten()
-            .any(|c| c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always"))
-}
-
-/// Whether the pod has, or Istio's injector will give it, an `istio-proxy`.
+/// Whether the pod has, or Istio's injector will give it, an `istio-proxy`
+/// sidecar. Gateways and waypoints are proxies, not pods with a sidecar.
 pub fn will_have_sidecar(w: &Workload, ns: &NamespaceInfo) -> bool {
-    has_sidecar(&w.spec) || injection(w, ns) == Injection::Injected
+    injection::expected(w, ns) == Proxy::Sidecar
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Injection {
-    Injected,
-    HostNetwork,
-    NamespaceDisabled,
-    NamespaceUnrecognised(String),
-    NotEnrolled,
-    /// The pod opts out: (where: "label"/"annotation", value).
-    OptedOut(&'static str, String),
-}
-
-/// Istio's injector decision for this pod in this namespace.
-fn injection(w: &Workload, ns: &NamespaceInfo) -> Injection {
-    if w.spec.host_network == Some(true) {
-        return Injection::HostNetwork;
-    }
-    // The label wins over the annotation when both are set.
-    let selector = match (w.pod_label(INJECT), w.pod_annotation(INJECT)) {
-        (Some(v), _) => Some(("label", v)),
-        (None, Some(v)) => Some(("annotation", v)),
-        (None, None) => None,
-    };
-    let opted_out = |selector: Option<(&'static str, &str)>| match selector {
-        Some((place, value)) if !value.is_empty() && !is_yaml_true(value) => {
-            Some(Injection::OptedOut(place, value.to_owned()))
-        }
-        _ => None,
-    };
-    match ns.sidecar_enrollment() {
-        Enrollment::Disabled => Injection::NamespaceDisabled,
-        Enrollment::Unrecognised(value) => Injection::NamespaceUnrecognised(value),
-        Enrollment::Sidecar => opted_out(selector).unwrap_or(Injection::Injected),
-        // Without namespace labels only a pod *label* selects the injector;
-        // an annotation alone does not.
-        Enrollment::None => {
-            if w.pod_label(INJECT) == Some("true") {
-                Injection::Injected
-            } else if w.pod_label(labels::ISTIO_REV).is_some() {
-                opted_out(selector).unwrap_or(Injection::Injected)
-            } else {
-                Injection::NotEnrolled
-            }
-        }
-    }
-}
-
-/// Istio reads the inject annotation as a YAML boolean: anything else that is
-/// not empty turns injection off.
-fn is_yaml_true(value: &str) -> bool {
-    matches!(
-        value.to_ascii_lowercase().as_str(),
-        "y" | "yes" | "true" | "on"
+fn off_path(w: &Workload, template: &str) -> Finding {
+    Finding::new(
+        ID,
+        format!(
+            "{} {}: injection template \"{template}\" ({TEMPLATES}) puts no {PROXY_CONTAINER} in the traffic path of its containers",
+            subject(w),
+            if w.is_pod() { "has no sidecar in its traffic path" } else { "will run without a sidecar in its traffic path" },
+        ),
+        format!(
+            "remove the {TEMPLATES} annotation so the sidecar template applies (or add an exemption with a reason for proxyless workloads)"
+        ),
     )
 }
 
@@ -148,7 +104,7 @@ fn explain(w: &Workload, outcome: &Injection) -> (String, String) {
                 ("annotation", w.pod_annotation(INJECT)),
             ]
             .into_iter()
-            .find_map(|(place, v)| v.filter(|v| !is_yaml_true(v)).map(|v| (place, v)));
+            .find_map(|(place, v)| v.filter(|v| !injection::is_yaml_true(v)).map(|v| (place, v)));
             match opt_out {
                 Some((place, value)) => (
                     format!("hostNetwork pods are never injected, and it opts out with the {place} {INJECT}={value}"),
