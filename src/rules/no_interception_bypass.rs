@@ -67,8 +67,9 @@ fn bypass(setting: Setting, value: &str) -> Option<String> {
 
 fn finding(subject: &str, found: &Found, bypass: &str) -> Finding {
     let key = found.setting.annotation();
-    let (place, fix) = match &found.source {
+    let (who, place, fix) = match &found.source {
         Source::Annotation => (
+            subject.to_owned(),
             format!("{key}="),
             match found.setting {
                 Setting::IncludeInboundPorts | Setting::IncludeOutboundIpRanges => {
@@ -81,7 +82,8 @@ fn finding(subject: &str, found: &Found, bypass: &str) -> Finding {
             },
         ),
         Source::Container { container, flag } => (
-            format!("container \"{container}\" flag {flag} "),
+            format!("{subject}: container \"{container}\""),
+            format!("flag {flag} "),
             format!(
                 "remove the setting from the injector's input (the {key} annotation, the mesh-wide proxy values, or the istioctl kube-inject flags) and inject again"
             ),
@@ -94,7 +96,7 @@ fn finding(subject: &str, found: &Found, bypass: &str) -> Finding {
         Setting::InterceptionMode => format!("turns traffic interception off with {place}{bypass}"),
         _ => format!("excludes traffic from the sidecar with {place}{bypass}"),
     };
-    Finding::new(ID, format!("{subject} {what}"), fix)
+    Finding::new(ID, format!("{who} {what}"), fix)
 }
 
 fn list(value: &str) -> Vec<&str> {
@@ -362,5 +364,113 @@ mod tests {
         assert!(findings(&w)[0]
             .message
             .contains("container \"setup\" adds capability ALL"));
+    }
+
+    #[test]
+    fn istios_own_containers_are_never_findings_in_what_istio_builds() {
+        for file in [
+            "kube-inject-deployment.yaml",
+            "kube-inject-pod.yaml",
+            "kube-inject-cronjob.yaml",
+            "kube-inject-cni-deployment.yaml",
+            "kube-inject-gateway.yaml",
+            "waypoint-deployment.yaml",
+            "kube-gateway-deployment.yaml",
+        ] {
+            let w = fixture(file);
+            assert!(findings(&w).is_empty(), "{file}: {:?}", findings(&w));
+            let pod = pod_form(w);
+            assert!(
+                findings(&pod).is_empty(),
+                "{file} as a pod: {:?}",
+                findings(&pod)
+            );
+        }
+    }
+
+    #[test]
+    fn an_unmarked_istio_proxy_is_judged_like_any_application() {
+        // The same model as sidecar-required: no mark, no istio-init, not a
+        // gateway, so UID 1337 is an application's bypass.
+        let mut w = pod("web");
+        let mut proxy = container("istio-proxy");
+        proxy.security_context = Some(SecurityContext {
+            run_as_user: Some(1337),
+            ..Default::default()
+        });
+        w.spec.containers.push(proxy);
+        let f = findings(&w);
+        assert!(f[0]
+            .message
+            .contains("container \"istio-proxy\" runs as UID 1337"));
+        let f = findings(&fixture("app-beside-router.yaml"));
+        assert_eq!(f.len(), 2, "{f:?}");
+    }
+
+    #[test]
+    fn finds_exclusions_the_injector_wrote_into_istio_init() {
+        let f = findings(&fixture("kube-inject-traffic-params.yaml"));
+        let messages: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(f.len(), 3, "{messages:?}");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("container \"istio-init\" excludes traffic from the sidecar with flag -x 10.96.0.2/24,10.96.0.3/24")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("container \"istio-init\" narrows interception with flag -i \"127.0.0.1/24,10.96.0.1/24\"")),
+            "{messages:?}"
+        );
+        // The proxy's own 15090 and 15021 are not findings; 4, 5 and 6 are.
+        assert!(
+            messages.iter().any(|m| m.ends_with("flag -d 4,5,6")),
+            "{messages:?}"
+        );
+        assert!(f[0].fix.contains("inject again"), "{}", f[0].fix);
+    }
+
+    #[test]
+    fn an_annotation_and_the_flag_it_became_are_one_finding() {
+        let mut w = fixture("kube-inject-pod.yaml")
+            .with_annotation("traffic.sidecar.istio.io/excludeInboundPorts", "5432");
+        let init = &mut w.spec.init_containers.as_mut().unwrap()[0];
+        let args = init.args.as_mut().unwrap();
+        let at = args.iter().position(|a| a == "-d").unwrap();
+        args[at + 1] = "15090,15021,15020,5432".into();
+        let f = findings(&w);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].message.contains("excludeInboundPorts=5432"));
+        // Under CNI the injector writes annotations; istio-validation's
+        // flags repeat them.
+        let w = fixture("kube-inject-cni-deployment.yaml").with_annotation(
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+            "10.0.0.0/8",
+        );
+        assert_eq!(findings(&w).len(), 1, "{:?}", findings(&w));
+    }
+
+    #[test]
+    fn the_uid_istio_init_exempts_is_the_proxys_uid() {
+        let mut w = fixture("kube-inject-pod.yaml");
+        let init = &mut w.spec.init_containers.as_mut().unwrap()[0];
+        let args = init.args.as_mut().unwrap();
+        let at = args.iter().position(|a| a == "-u").unwrap();
+        args[at + 1] = "1000".into();
+        let w = w.security_context(
+            0,
+            SecurityContext {
+                run_as_user: Some(1000),
+                ..Default::default()
+            },
+        );
+        let f = findings(&w);
+        assert!(
+            f[0].message
+                .contains("container \"hello\" runs as UID 1000"),
+            "{f:?}"
+        );
     }
 }

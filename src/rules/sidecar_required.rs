@@ -160,7 +160,9 @@ mod tests {
 
     #[test]
     fn accepts_native_sidecar_only_with_restart_policy_always() {
-        let mut w = pod("web");
+        // Marked by the injector (this test changed when the one proxy model
+        // came: an unmarked istio-proxy without istio-init is not Istio's).
+        let mut w = pod("web").with_annotation(injection::INJECTOR_STATUS, "{}");
         let mut proxy = container("istio-proxy");
         proxy.restart_policy = Some("Always".into());
         w.spec.init_containers = Some(vec![proxy]);
@@ -169,6 +171,120 @@ mod tests {
         // init container that exits before the app starts.
         w.spec.init_containers.as_mut().unwrap()[0].restart_policy = None;
         assert_eq!(findings(&w, &World::enrolled_shop()).len(), 1);
+    }
+
+    #[test]
+    fn a_container_merely_named_istio_proxy_is_not_a_sidecar() {
+        let mut w = pod("web");
+        w.spec.containers.push(container("istio-proxy"));
+        let f = findings(&w, &World::enrolled_shop());
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message
+                .contains("named istio-proxy that is not Istio's sidecar"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn admits_istiod_gateways_and_waypoints_in_every_kind_of_namespace() {
+        let sidecar = World::enrolled_shop();
+        let ambient = ambient_shop();
+        let bare = World::with_namespaces(&[namespace("shop", &[])]);
+        for file in [
+            "waypoint-deployment.yaml",
+            "waypoint-pod.yaml",
+            "kube-gateway-deployment.yaml",
+        ] {
+            let w = fixture(file);
+            for world in [&sidecar, &ambient, &bare] {
+                assert!(findings(&w, world).is_empty(), "{file}");
+                assert!(findings(&pod_form(w.clone()), world).is_empty(), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn admits_the_helm_chart_gateway_template_and_its_injected_pod() {
+        let template = fixture("gateway-helm-deployment.yaml");
+        let injected = pod_form(fixture("kube-inject-gateway.yaml"));
+        for world in [World::enrolled_shop(), ambient_shop()] {
+            assert!(findings(&template, &world).is_empty());
+            assert!(findings(&injected, &world).is_empty());
+        }
+    }
+
+    #[test]
+    fn denies_applications_that_copy_gateway_labels() {
+        for file in ["copied-waypoint-labels.yaml", "app-beside-router.yaml"] {
+            let w = fixture(file);
+            let f = findings(&w, &World::enrolled_shop());
+            assert_eq!(f.len(), 1, "{file}");
+            assert!(
+                f[0].message.contains("sidecar.istio.io/inject=false"),
+                "{}",
+                f[0].message
+            );
+            let f = findings(&pod_form(w), &ambient_shop());
+            assert!(
+                f[0].message.contains("opts out of the ambient mesh"),
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn manual_injection_needs_no_namespace_label_in_either_form() {
+        let unlabelled = World::with_namespaces(&[namespace("shop", &[])]);
+        let disabled =
+            World::with_namespaces(&[namespace("shop", &[("istio-injection", "disabled")])]);
+        for file in [
+            "kube-inject-deployment.yaml",
+            "kube-inject-pod.yaml",
+            "kube-inject-cronjob.yaml",
+            "kube-inject-cni-deployment.yaml",
+        ] {
+            let w = fixture(file);
+            for world in [&unlabelled, &disabled] {
+                assert!(findings(&w, world).is_empty(), "{file}");
+                assert!(findings(&pod_form(w.clone()), world).is_empty(), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn proxyless_templates_get_the_verdict_of_their_pods() {
+        let world = World::enrolled_shop();
+        let template = fixture("grpc-agent-deployment.yaml");
+        let injected = fixture("kube-inject-grpc-agent.yaml");
+        for w in [template, injected.clone(), pod_form(injected)] {
+            let f = findings(&w, &world);
+            assert_eq!(f.len(), 1, "{}", w.kind);
+            assert!(
+                f[0].message.contains("injection template \"grpc-agent\""),
+                "{}",
+                f[0].message
+            );
+            assert!(
+                f[0].fix.contains("inject.istio.io/templates"),
+                "{}",
+                f[0].fix
+            );
+        }
+        let f = findings(&pod_form(fixture("kube-inject-grpc-simple.yaml")), &world);
+        assert!(f[0].message.contains("grpc-simple"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn the_gateway_template_on_an_application_is_denied() {
+        let w = deployment("web").with_annotation("inject.istio.io/templates", "gateway");
+        let f = findings(&w, &World::enrolled_shop());
+        assert!(
+            f[0].message.contains("template \"gateway\""),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]
