@@ -437,7 +437,9 @@ mod tests {
         let cj = json!({
             "apiVersion": "batch/v1", "kind": "CronJob",
             "metadata": {"name": "nightly"},
-            "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": {
+            "spec": {"schedule": "0 0 * * *", "jobTemplate": {
+                "metadata": {"annotations": {"sidecar.istio.io/status": "{}"}},
+                "spec": {"template": {
                 "metadata": {"labels": {"app": "report"}},
                 "spec": {"containers": [{"name": "c", "image": "x"}], "restartPolicy": "Never"}
             }}}}
@@ -450,6 +452,12 @@ mod tests {
         assert_eq!(w.pod_label("app"), Some("report"));
         assert_eq!(w.spec.containers[0].name, "c");
         assert!(!w.is_pod());
+        // kube-inject marks the job template, not the pod template.
+        assert_eq!(
+            w.job_template_annotation("sidecar.istio.io/status"),
+            Some("{}")
+        );
+        assert_eq!(w.pod_annotation("sidecar.istio.io/status"), None);
     }
 
     #[test]
