@@ -207,19 +207,9 @@ fn istio_init_containers(w: &Workload) -> impl Iterator<Item = &Container> {
 
 /// The flags a container's `istio-iptables` sees: its environment first
 /// (`FOO_BAR` for `--foo-bar`), then its command line, which overrides it.
+/// Each entry: (meaning, flag as written, value).
 fn parse(c: &Container) -> Vec<(Key, String, String)> {
-    let mut out = Vec::new();
-    for var in c.env.iter().flatten() {
-        let Some(value) = var.value.as_ref() else {
-            continue;
-        };
-        let flag = FLAGS
-            .iter()
-            .find(|(_, long, _)| long.to_ascii_uppercase().replace('-', "_") == var.name);
-        if let Some((_, _, key)) = flag {
-            out.push((*key, var.name.clone(), value.clone()));
-        }
-    }
+    let mut out = env_flags(c);
     let tokens: Vec<&str> = c
         .command
         .iter()
@@ -227,43 +217,21 @@ fn parse(c: &Container) -> Vec<(Key, String, String)> {
         .chain(c.args.iter().flatten())
         .map(String::as_str)
         .collect();
-    let mut i = 0;
-    while i < tokens.len() {
-        let token = tokens[i];
-        i += 1;
-        let (flag, inline) = if let Some(long) = token.strip_prefix("--") {
-            match long.split_once('=') {
-                Some((name, value)) => (lookup(None, name), Some(value)),
-                None => (lookup(None, long), None),
-            }
-        } else if let Some(short) = token.strip_prefix('-') {
-            // pflag takes `-x v`, `-x=v` and `-xv`.
-            let mut chars = short.chars();
-            let letter = chars.next();
-            let rest = chars.as_str();
-            let inline = (!rest.is_empty()).then(|| rest.strip_prefix('=').unwrap_or(rest));
-            (letter.and_then(|l| lookup(Some(l), "")), inline)
-        } else {
-            (None, None)
-        };
-        let Some(key) = flag else {
+    let mut rest = tokens.as_slice();
+    while let Some((token, tail)) = rest.split_first() {
+        rest = tail;
+        let Some((key, written, inline)) = split_flag(token) else {
             continue;
         };
         let value = match inline {
             Some(v) => v,
             None => {
-                let Some(next) = tokens.get(i) else {
+                let Some((next, tail)) = rest.split_first() else {
                     break;
                 };
-                i += 1;
+                rest = tail;
                 next
             }
-        };
-        let written = token.split('=').next().unwrap_or(token);
-        let written = if written.starts_with("--") || written.len() <= 2 {
-            written
-        } else {
-            &written[..2]
         };
         out.push((key, written.to_owned(), value.to_owned()));
     }
@@ -276,6 +244,38 @@ fn parse(c: &Container) -> Vec<(Key, String, String)> {
     }
     last.reverse();
     last
+}
+
+fn env_flags(c: &Container) -> Vec<(Key, String, String)> {
+    c.env
+        .iter()
+        .flatten()
+        .filter_map(|var| {
+            let value = var.value.as_ref()?;
+            let (_, _, key) = FLAGS
+                .iter()
+                .find(|(_, long, _)| long.to_ascii_uppercase().replace('-', "_") == var.name)?;
+            Some((*key, var.name.clone(), value.clone()))
+        })
+        .collect()
+}
+
+/// A known flag in one token: (meaning, flag as written, value when inline).
+/// pflag takes `--long v`, `--long=v`, `-x v`, `-x=v` and `-xv`.
+fn split_flag(token: &str) -> Option<(Key, &str, Option<&str>)> {
+    if let Some(long) = token.strip_prefix("--") {
+        let (name, inline) = match long.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (long, None),
+        };
+        return Some((lookup(None, name)?, &token[..2 + name.len()], inline));
+    }
+    let short = token.strip_prefix('-')?;
+    let letter = short.chars().next()?;
+    let rest = &short[letter.len_utf8()..];
+    let inline = (!rest.is_empty()).then(|| rest.strip_prefix('=').unwrap_or(rest));
+    let written = &token[..1 + letter.len_utf8()];
+    Some((lookup(Some(letter), "")?, written, inline))
 }
 
 fn lookup(short: Option<char>, long: &str) -> Option<Key> {

@@ -1,8 +1,10 @@
 //! `sidecar-required`: every workload runs with an Istio proxy, or in an
-//! ambient namespace. Pods reach validation after the injector ran, so a pod
-//! must already carry `istio-proxy`; a controller's template is never injected
-//! itself, so for it we check that injection *will* happen, with the same
-//! selectors Istio's injector webhooks use.
+//! ambient namespace. What counts as the proxy is [`crate::injection`]'s one
+//! model: an injected sidecar, or a pod that is itself a gateway or waypoint.
+//! Pods reach validation after the injector ran, so a pod must already carry
+//! it; a controller's template is never injected itself, so unless it was
+//! injected by hand we check that injection *will* happen, with the same
+//! selectors and templates Istio's injector webhooks use.
 
 use crate::injection::{self, Injection, Proxy, INJECT, PROXY_CONTAINER, TEMPLATES};
 use crate::posture::{labels, NamespaceInfo};
