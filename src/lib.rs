@@ -20,6 +20,7 @@ pub mod certmanager;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod injection;
 pub mod istio;
 pub mod manifest;
 pub mod metrics;

@@ -120,6 +120,9 @@ pub struct Workload {
     pub name: String,
     /// Labels and annotations of the pod (the template's, for controllers).
     pub pod_meta: ObjectMeta,
+    /// A CronJob's `spec.jobTemplate.metadata`: `istioctl kube-inject`
+    /// writes its injection mark there rather than on the pod template.
+    pub job_template_meta: Option<ObjectMeta>,
     pub spec: PodSpec,
 }
 
@@ -141,6 +144,16 @@ impl Workload {
 
     pub fn pod_annotation(&self, key: &str) -> Option<&str> {
         self.pod_meta
+            .annotations
+            .as_ref()?
+            .get(key)
+            .map(String::as_str)
+    }
+
+    /// An annotation of the CronJob's job template (see `job_template_meta`).
+    pub fn job_template_annotation(&self, key: &str) -> Option<&str> {
+        self.job_template_meta
+            .as_ref()?
             .annotations
             .as_ref()?
             .get(key)
@@ -312,6 +325,7 @@ pub fn decode(
         }
         _ => {}
     }
+    let mut job_template_meta = None;
     let (meta, template): (ObjectMeta, Option<PodTemplateSpec>) = match kind {
         Kind::Pod => {
             let pod: Pod = source.decode().map_err(err)?;
@@ -344,8 +358,12 @@ pub fn decode(
         }
         Kind::CronJob => {
             let c: CronJob = source.decode().map_err(err)?;
-            let template = c.spec.and_then(|s| s.job_template.spec).map(|s| s.template);
-            (c.metadata, template)
+            let (metadata, spec) = c
+                .spec
+                .map(|s| (s.job_template.metadata, s.job_template.spec))
+                .unwrap_or_default();
+            job_template_meta = metadata;
+            (c.metadata, spec.map(|s| s.template))
         }
         Kind::ReplicationController => {
             let r: ReplicationController = source.decode().map_err(err)?;
@@ -370,6 +388,7 @@ pub fn decode(
         name,
         namespace,
         pod_meta,
+        job_template_meta,
         spec: template.spec.unwrap_or_default(),
     }))
 }
@@ -418,7 +437,9 @@ mod tests {
         let cj = json!({
             "apiVersion": "batch/v1", "kind": "CronJob",
             "metadata": {"name": "nightly"},
-            "spec": {"schedule": "0 0 * * *", "jobTemplate": {"spec": {"template": {
+            "spec": {"schedule": "0 0 * * *", "jobTemplate": {
+                "metadata": {"annotations": {"sidecar.istio.io/status": "{}"}},
+                "spec": {"template": {
                 "metadata": {"labels": {"app": "report"}},
                 "spec": {"containers": [{"name": "c", "image": "x"}], "restartPolicy": "Never"}
             }}}}
@@ -431,6 +452,12 @@ mod tests {
         assert_eq!(w.pod_label("app"), Some("report"));
         assert_eq!(w.spec.containers[0].name, "c");
         assert!(!w.is_pod());
+        // kube-inject marks the job template, not the pod template.
+        assert_eq!(
+            w.job_template_annotation("sidecar.istio.io/status"),
+            Some("{}")
+        );
+        assert_eq!(w.pod_annotation("sidecar.istio.io/status"), None);
     }
 
     #[test]

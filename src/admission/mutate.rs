@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::{
 use serde_json::{json, Map, Value};
 
 use crate::config::{CertificateSource, WorkloadCertificates};
-use crate::rules::sidecar_required::PROXY_CONTAINER;
+use crate::injection::PROXY_CONTAINER;
 use crate::subject::Workload;
 
 pub const PROXY_CONFIG: &str = "proxy.istio.io/config";

@@ -3,89 +3,100 @@
 //! mode NONE, and application containers that run as the proxy's UID/GID
 //! (whose traffic iptables lets through), or that may rewrite iptables
 //! themselves (privileged, NET_ADMIN, NET_RAW), all route around it.
+//! Settings are found wherever the injector wrote them: pod annotations, or
+//! `istio-init`'s `istio-iptables` flags. Istio's own containers are trusted
+//! only where [`crate::injection`] says the pod carries Istio's proxy.
+
+use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
 
+use crate::injection::{self, Found, Setting, Source, PROXY_PORTS};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
 const ID: RuleId = RuleId::NoInterceptionBypass;
-const PROXY_UID: i64 = 1337;
-/// Containers Istio's injector adds; trusted only in pods the injector marked.
-const ISTIO_CONTAINERS: &[&str] = &["istio-proxy", "istio-init", "istio-validation"];
-const INJECTOR_STATUS: &str = "sidecar.istio.io/status";
-/// The proxy's own ports (status, health, Envoy stats), which Istio itself
-/// excludes from interception.
-const PROXY_PORTS: &[&str] = &["15020", "15021", "15090"];
-
-const EXCLUDE_ANNOTATIONS: &[&str] = &[
-    "traffic.sidecar.istio.io/excludeInboundPorts",
-    "traffic.sidecar.istio.io/excludeOutboundPorts",
-    "traffic.sidecar.istio.io/excludeOutboundIPRanges",
-    "traffic.sidecar.istio.io/excludeInterfaces",
-];
-const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
-const INCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
-const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
 
 pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
     let mut findings = Vec::new();
     let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
-    annotation_findings(w, &subject, &mut findings);
+    setting_findings(w, &subject, &mut findings);
     container_findings(w, &subject, &mut findings);
     findings
 }
 
-fn annotation_findings(w: &Workload, subject: &str, out: &mut Vec<Finding>) {
-    for key in EXCLUDE_ANNOTATIONS {
-        let Some(value) = w.pod_annotation(key) else {
+/// One finding per bypass, wherever the injector wrote it: an annotation
+/// and the `istio-init` flag it became are reported once.
+fn setting_findings(w: &Workload, subject: &str, out: &mut Vec<Finding>) {
+    let mut seen = HashSet::new();
+    for found in injection::interception_settings(w) {
+        let Some(bypass) = bypass(found.setting, &found.value) else {
             continue;
         };
-        let mut entries = list(value);
-        if key.ends_with("Ports") {
-            entries.retain(|p| !PROXY_PORTS.contains(p));
-        }
-        if !entries.is_empty() {
-            out.push(Finding::new(
-                ID,
-                format!(
-                    "{subject} excludes traffic from the sidecar with {key}={}",
-                    entries.join(",")
-                ),
-                format!("remove the {key} annotation"),
-            ));
-        }
-    }
-    if let Some(value) = w.pod_annotation(INCLUDE_INBOUND_PORTS) {
-        if !list(value).contains(&"*") {
-            out.push(narrowed(subject, INCLUDE_INBOUND_PORTS, value));
-        }
-    }
-    if let Some(value) = w.pod_annotation(INCLUDE_OUTBOUND_RANGES) {
-        let ranges = list(value);
-        let everything =
-            ranges.contains(&"*") || (ranges.contains(&"0.0.0.0/0") && ranges.contains(&"::/0"));
-        if !everything {
-            out.push(narrowed(subject, INCLUDE_OUTBOUND_RANGES, value));
-        }
-    }
-    if let Some(mode) = w.pod_annotation(INTERCEPTION_MODE) {
-        if mode.trim().eq_ignore_ascii_case("NONE") {
-            out.push(Finding::new(
-                ID,
-                format!("{subject} turns traffic interception off with {INTERCEPTION_MODE}=NONE"),
-                format!("remove the {INTERCEPTION_MODE} annotation (or use REDIRECT or TPROXY)"),
-            ));
+        if seen.insert((found.setting, bypass.clone())) {
+            out.push(finding(subject, &found, &bypass));
         }
     }
 }
 
-fn narrowed(subject: &str, key: &str, value: &str) -> Finding {
-    Finding::new(
-        ID,
-        format!("{subject} narrows interception with {key}=\"{value}\" (anything not listed bypasses the sidecar)"),
-        format!("remove the {key} annotation or set it to \"*\""),
-    )
+/// What routes around the proxy in this value, normalised so the same
+/// setting found in two places compares equal; `None` when nothing does.
+fn bypass(setting: Setting, value: &str) -> Option<String> {
+    let mut entries = list(value);
+    match setting {
+        Setting::IncludeInboundPorts => (!entries.contains(&"*")).then(|| entries.join(",")),
+        Setting::IncludeOutboundIpRanges => {
+            let everything = entries.contains(&"*")
+                || (entries.contains(&"0.0.0.0/0") && entries.contains(&"::/0"));
+            (!everything).then(|| entries.join(","))
+        }
+        Setting::InterceptionMode => value
+            .trim()
+            .eq_ignore_ascii_case("NONE")
+            .then(|| "NONE".to_owned()),
+        _ => {
+            if setting.is_ports() {
+                entries.retain(|p| !PROXY_PORTS.contains(p));
+            }
+            entries.sort_unstable();
+            entries.dedup();
+            (!entries.is_empty()).then(|| entries.join(","))
+        }
+    }
+}
+
+fn finding(subject: &str, found: &Found, bypass: &str) -> Finding {
+    let key = found.setting.annotation();
+    let (who, place, fix) = match &found.source {
+        Source::Annotation => (
+            subject.to_owned(),
+            format!("{key}="),
+            match found.setting {
+                Setting::IncludeInboundPorts | Setting::IncludeOutboundIpRanges => {
+                    format!("remove the {key} annotation or set it to \"*\"")
+                }
+                Setting::InterceptionMode => {
+                    format!("remove the {key} annotation (or use REDIRECT or TPROXY)")
+                }
+                _ => format!("remove the {key} annotation"),
+            },
+        ),
+        Source::Container { container, flag } => (
+            format!("{subject}: container \"{container}\""),
+            format!("flag {flag} "),
+            format!(
+                "remove the setting from the injector's input (the {key} annotation, the mesh-wide proxy values, or the istioctl kube-inject flags) and inject again"
+            ),
+        ),
+    };
+    let what = match found.setting {
+        Setting::IncludeInboundPorts | Setting::IncludeOutboundIpRanges => format!(
+            "narrows interception with {place}\"{bypass}\" (anything not listed bypasses the sidecar)"
+        ),
+        Setting::InterceptionMode => format!("turns traffic interception off with {place}{bypass}"),
+        _ => format!("excludes traffic from the sidecar with {place}{bypass}"),
+    };
+    Finding::new(ID, format!("{who} {what}"), fix)
 }
 
 fn list(value: &str) -> Vec<&str> {
@@ -97,7 +108,8 @@ fn list(value: &str) -> Vec<&str> {
 }
 
 fn container_findings(w: &Workload, subject: &str, out: &mut Vec<Finding>) {
-    let injected = w.pod_annotation(INJECTOR_STATUS).is_some();
+    let istio = injection::istio_containers(w);
+    let ids = injection::proxy_ids(w);
     let pod_sc = w.spec.security_context.as_ref();
     let spec = &w.spec;
     let containers = spec
@@ -117,10 +129,10 @@ fn container_findings(w: &Workload, subject: &str, out: &mut Vec<Finding>) {
                 .map(|c| (&c.name, c.security_context.as_ref())),
         );
     for (name, sc) in containers {
-        if injected && ISTIO_CONTAINERS.contains(&name.as_str()) {
+        if istio.contains(&name.as_str()) {
             continue;
         }
-        for problem in container_problems(sc, pod_sc) {
+        for problem in container_problems(sc, pod_sc, &ids) {
             out.push(Finding::new(
                 ID,
                 format!("{subject}: container \"{name}\" {}", problem.what),
@@ -138,6 +150,7 @@ struct Problem {
 fn container_problems(
     sc: Option<&SecurityContext>,
     pod_sc: Option<&PodSecurityContext>,
+    (proxy_uids, proxy_gids): &(Vec<i64>, Vec<i64>),
 ) -> Vec<Problem> {
     let mut problems = Vec::new();
     // A container inherits the pod's user and group unless it sets its own.
@@ -147,15 +160,19 @@ fn container_problems(
     let gid = sc
         .and_then(|s| s.run_as_group)
         .or(pod_sc.and_then(|s| s.run_as_group));
-    if uid == Some(PROXY_UID) {
+    if let Some(uid) = uid.filter(|u| proxy_uids.contains(u)) {
         problems.push(Problem {
-            what: format!("runs as UID {PROXY_UID}, the proxy's UID, whose traffic iptables does not redirect"),
+            what: format!(
+                "runs as UID {uid}, the proxy's UID, whose traffic iptables does not redirect"
+            ),
             fix: "set securityContext.runAsUser to another UID".into(),
         });
     }
-    if gid == Some(PROXY_UID) {
+    if let Some(gid) = gid.filter(|g| proxy_gids.contains(g)) {
         problems.push(Problem {
-            what: format!("runs as GID {PROXY_UID}, the proxy's GID, whose traffic iptables does not redirect"),
+            what: format!(
+                "runs as GID {gid}, the proxy's GID, whose traffic iptables does not redirect"
+            ),
             fix: "set securityContext.runAsGroup to another GID".into(),
         });
     }
@@ -194,6 +211,16 @@ mod tests {
     use super::*;
     use crate::rules::testing::*;
     use k8s_openapi::api::core::v1::Capabilities;
+
+    const EXCLUDE_ANNOTATIONS: &[&str] = &[
+        "traffic.sidecar.istio.io/excludeInboundPorts",
+        "traffic.sidecar.istio.io/excludeOutboundPorts",
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+        "traffic.sidecar.istio.io/excludeInterfaces",
+    ];
+    const INCLUDE_INBOUND_PORTS: &str = "traffic.sidecar.istio.io/includeInboundPorts";
+    const INCLUDE_OUTBOUND_RANGES: &str = "traffic.sidecar.istio.io/includeOutboundIPRanges";
+    const INTERCEPTION_MODE: &str = "sidecar.istio.io/interceptionMode";
 
     fn findings(w: &Workload) -> Vec<Finding> {
         check(w, &World::enrolled_shop().ctx())
@@ -337,5 +364,113 @@ mod tests {
         assert!(findings(&w)[0]
             .message
             .contains("container \"setup\" adds capability ALL"));
+    }
+
+    #[test]
+    fn istios_own_containers_are_never_findings_in_what_istio_builds() {
+        for file in [
+            "kube-inject-deployment.yaml",
+            "kube-inject-pod.yaml",
+            "kube-inject-cronjob.yaml",
+            "kube-inject-cni-deployment.yaml",
+            "kube-inject-gateway.yaml",
+            "waypoint-deployment.yaml",
+            "kube-gateway-deployment.yaml",
+        ] {
+            let w = fixture(file);
+            assert!(findings(&w).is_empty(), "{file}: {:?}", findings(&w));
+            let pod = pod_form(w);
+            assert!(
+                findings(&pod).is_empty(),
+                "{file} as a pod: {:?}",
+                findings(&pod)
+            );
+        }
+    }
+
+    #[test]
+    fn an_unmarked_istio_proxy_is_judged_like_any_application() {
+        // The same model as sidecar-required: no mark, no istio-init, not a
+        // gateway, so UID 1337 is an application's bypass.
+        let mut w = pod("web");
+        let mut proxy = container("istio-proxy");
+        proxy.security_context = Some(SecurityContext {
+            run_as_user: Some(1337),
+            ..Default::default()
+        });
+        w.spec.containers.push(proxy);
+        let f = findings(&w);
+        assert!(f[0]
+            .message
+            .contains("container \"istio-proxy\" runs as UID 1337"));
+        let f = findings(&fixture("app-beside-router.yaml"));
+        assert_eq!(f.len(), 2, "{f:?}");
+    }
+
+    #[test]
+    fn finds_exclusions_the_injector_wrote_into_istio_init() {
+        let f = findings(&fixture("kube-inject-traffic-params.yaml"));
+        let messages: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(f.len(), 3, "{messages:?}");
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("container \"istio-init\" excludes traffic from the sidecar with flag -x 10.96.0.2/24,10.96.0.3/24")),
+            "{messages:?}"
+        );
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.contains("container \"istio-init\" narrows interception with flag -i \"127.0.0.1/24,10.96.0.1/24\"")),
+            "{messages:?}"
+        );
+        // The proxy's own 15090 and 15021 are not findings; 4, 5 and 6 are.
+        assert!(
+            messages.iter().any(|m| m.ends_with("flag -d 4,5,6")),
+            "{messages:?}"
+        );
+        assert!(f[0].fix.contains("inject again"), "{}", f[0].fix);
+    }
+
+    #[test]
+    fn an_annotation_and_the_flag_it_became_are_one_finding() {
+        let mut w = fixture("kube-inject-pod.yaml")
+            .with_annotation("traffic.sidecar.istio.io/excludeInboundPorts", "5432");
+        let init = &mut w.spec.init_containers.as_mut().unwrap()[0];
+        let args = init.args.as_mut().unwrap();
+        let at = args.iter().position(|a| a == "-d").unwrap();
+        args[at + 1] = "15090,15021,15020,5432".into();
+        let f = findings(&w);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(f[0].message.contains("excludeInboundPorts=5432"));
+        // Under CNI the injector writes annotations; istio-validation's
+        // flags repeat them.
+        let w = fixture("kube-inject-cni-deployment.yaml").with_annotation(
+            "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+            "10.0.0.0/8",
+        );
+        assert_eq!(findings(&w).len(), 1, "{:?}", findings(&w));
+    }
+
+    #[test]
+    fn the_uid_istio_init_exempts_is_the_proxys_uid() {
+        let mut w = fixture("kube-inject-pod.yaml");
+        let init = &mut w.spec.init_containers.as_mut().unwrap()[0];
+        let args = init.args.as_mut().unwrap();
+        let at = args.iter().position(|a| a == "-u").unwrap();
+        args[at + 1] = "1000".into();
+        let w = w.security_context(
+            0,
+            SecurityContext {
+                run_as_user: Some(1000),
+                ..Default::default()
+            },
+        );
+        let f = findings(&w);
+        assert!(
+            f[0].message
+                .contains("container \"hello\" runs as UID 1000"),
+            "{f:?}"
+        );
     }
 }

@@ -1,22 +1,25 @@
 //! `sidecar-required`: every workload runs with an Istio proxy, or in an
-//! ambient namespace. Pods reach validation after the injector ran, so a pod
-//! must already carry `istio-proxy`; a controller's template is never injected
-//! itself, so for it we check that injection *will* happen, with the same
-//! selectors Istio's injector webhooks use.
+//! ambient namespace. What counts as the proxy is [`crate::injection`]'s one
+//! model: an injected sidecar, or a pod that is itself a gateway or waypoint.
+//! Pods reach validation after the injector ran, so a pod must already carry
+//! it; a controller's template is never injected itself, so unless it was
+//! injected by hand we check that injection *will* happen, with the same
+//! selectors and templates Istio's injector webhooks use.
 
-use k8s_openapi::api::core::v1::PodSpec;
-
-use crate::posture::{labels, Enrollment, NamespaceInfo};
+use crate::injection::{self, Injection, Proxy, INJECT, PROXY_CONTAINER, TEMPLATES};
+use crate::posture::{labels, NamespaceInfo};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
 const ID: RuleId = RuleId::SidecarRequired;
-const INJECT: &str = "sidecar.istio.io/inject";
-pub const PROXY_CONTAINER: &str = "istio-proxy";
 
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
-    if w.is_pod() && has_sidecar(&w.spec) {
-        return vec![];
+    // Gateways, waypoints and manually injected pods carry their proxy
+    // whatever the namespace says.
+    match injection::carried(w) {
+        Proxy::Sidecar | Proxy::Gateway(_) => return vec![],
+        Proxy::OffPath(template) => return vec![off_path(w, &template)],
+        Proxy::None => {}
     }
     let Some(ns) = ctx.posture.namespace(&w.namespace) else {
         return vec![Finding::new(
@@ -32,9 +35,12 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
             ),
         )];
     };
-    let outcome = injection(w, ns);
+    let outcome = injection::decide(w, ns);
     if outcome == Injection::Injected && !w.is_pod() {
-        return vec![];
+        return match injection::expected(w, ns) {
+            Proxy::OffPath(template) => vec![off_path(w, &template)],
+            _ => vec![],
+        };
     }
     if ns.is_ambient() && w.spec.host_network != Some(true) {
         return match w.pod_label(labels::DATAPLANE_MODE) {
@@ -51,7 +57,10 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
         };
     }
     let (why, fix) = explain(w, &outcome);
-    let what = if w.is_pod() {
+    let what = if injection::has_proxy_container(w) {
+        // Named like the proxy, but nothing of Istio's injection around it.
+        "has a container named istio-proxy that is not Istio's sidecar (no injector mark sidecar.istio.io/status, no istio-init)"
+    } else if w.is_pod() {
         "has no istio-proxy sidecar"
     } else {
         "will run without an istio-proxy sidecar"
@@ -63,74 +72,23 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     )]
 }
 
-/// A container named `istio-proxy`, or a native sidecar (an init container
-/// with `restartPolicy: Always`) of that name.
-pub fn has_sidecar(spec: &PodSpec) -> bool {
-    spec.containers.iter().any(|c| c.name == PROXY_CONTAINER)
-        || spec
-            .init_containers
-            .iter()
-            .flatten()
-            .any(|c| c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always"))
-}
-
-/// Whether the pod has, or Istio's injector will give it, an `istio-proxy`.
+/// Whether the pod has, or Istio's injector will give it, an `istio-proxy`
+/// sidecar. Gateways and waypoints are proxies, not pods with a sidecar.
 pub fn will_have_sidecar(w: &Workload, ns: &NamespaceInfo) -> bool {
-    has_sidecar(&w.spec) || injection(w, ns) == Injection::Injected
+    injection::expected(w, ns) == Proxy::Sidecar
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum Injection {
-    Injected,
-    HostNetwork,
-    NamespaceDisabled,
-    NamespaceUnrecognised(String),
-    NotEnrolled,
-    /// The pod opts out: (where: "label"/"annotation", value).
-    OptedOut(&'static str, String),
-}
-
-/// Istio's injector decision for this pod in this namespace.
-fn injection(w: &Workload, ns: &NamespaceInfo) -> Injection {
-    if w.spec.host_network == Some(true) {
-        return Injection::HostNetwork;
-    }
-    // The label wins over the annotation when both are set.
-    let selector = match (w.pod_label(INJECT), w.pod_annotation(INJECT)) {
-        (Some(v), _) => Some(("label", v)),
-        (None, Some(v)) => Some(("annotation", v)),
-        (None, None) => None,
-    };
-    let opted_out = |selector: Option<(&'static str, &str)>| match selector {
-        Some((place, value)) if !value.is_empty() && !is_yaml_true(value) => {
-            Some(Injection::OptedOut(place, value.to_owned()))
-        }
-        _ => None,
-    };
-    match ns.sidecar_enrollment() {
-        Enrollment::Disabled => Injection::NamespaceDisabled,
-        Enrollment::Unrecognised(value) => Injection::NamespaceUnrecognised(value),
-        Enrollment::Sidecar => opted_out(selector).unwrap_or(Injection::Injected),
-        // Without namespace labels only a pod *label* selects the injector;
-        // an annotation alone does not.
-        Enrollment::None => {
-            if w.pod_label(INJECT) == Some("true") {
-                Injection::Injected
-            } else if w.pod_label(labels::ISTIO_REV).is_some() {
-                opted_out(selector).unwrap_or(Injection::Injected)
-            } else {
-                Injection::NotEnrolled
-            }
-        }
-    }
-}
-
-/// Istio reads the inject annotation as a YAML boolean: anything else that is
-/// not empty turns injection off.
-fn is_yaml_true(value: &str) -> bool {
-    matches!(
-        value.to_ascii_lowercase().as_str(),
-        "y" | "yes" | "true" | "on"
+fn off_path(w: &Workload, template: &str) -> Finding {
+    Finding::new(
+        ID,
+        format!(
+            "{} {}: injection template \"{template}\" ({TEMPLATES}) puts no {PROXY_CONTAINER} in the traffic path of its containers",
+            subject(w),
+            if w.is_pod() { "has no sidecar in its traffic path" } else { "will run without a sidecar in its traffic path" },
+        ),
+        format!(
+            "remove the {TEMPLATES} annotation so the sidecar template applies (or add an exemption with a reason for proxyless workloads)"
+        ),
     )
 }
 
@@ -148,7 +106,7 @@ fn explain(w: &Workload, outcome: &Injection) -> (String, String) {
                 ("annotation", w.pod_annotation(INJECT)),
             ]
             .into_iter()
-            .find_map(|(place, v)| v.filter(|v| !is_yaml_true(v)).map(|v| (place, v)));
+            .find_map(|(place, v)| v.filter(|v| !injection::is_yaml_true(v)).map(|v| (place, v)));
             match opt_out {
                 Some((place, value)) => (
                     format!("hostNetwork pods are never injected, and it opts out with the {place} {INJECT}={value}"),
@@ -204,7 +162,9 @@ mod tests {
 
     #[test]
     fn accepts_native_sidecar_only_with_restart_policy_always() {
-        let mut w = pod("web");
+        // Marked by the injector (this test changed when the one proxy model
+        // came: an unmarked istio-proxy without istio-init is not Istio's).
+        let mut w = pod("web").with_annotation(injection::INJECTOR_STATUS, "{}");
         let mut proxy = container("istio-proxy");
         proxy.restart_policy = Some("Always".into());
         w.spec.init_containers = Some(vec![proxy]);
@@ -213,6 +173,120 @@ mod tests {
         // init container that exits before the app starts.
         w.spec.init_containers.as_mut().unwrap()[0].restart_policy = None;
         assert_eq!(findings(&w, &World::enrolled_shop()).len(), 1);
+    }
+
+    #[test]
+    fn a_container_merely_named_istio_proxy_is_not_a_sidecar() {
+        let mut w = pod("web");
+        w.spec.containers.push(container("istio-proxy"));
+        let f = findings(&w, &World::enrolled_shop());
+        assert_eq!(f.len(), 1);
+        assert!(
+            f[0].message
+                .contains("named istio-proxy that is not Istio's sidecar"),
+            "{}",
+            f[0].message
+        );
+    }
+
+    #[test]
+    fn admits_istiod_gateways_and_waypoints_in_every_kind_of_namespace() {
+        let sidecar = World::enrolled_shop();
+        let ambient = ambient_shop();
+        let bare = World::with_namespaces(&[namespace("shop", &[])]);
+        for file in [
+            "waypoint-deployment.yaml",
+            "waypoint-pod.yaml",
+            "kube-gateway-deployment.yaml",
+        ] {
+            let w = fixture(file);
+            for world in [&sidecar, &ambient, &bare] {
+                assert!(findings(&w, world).is_empty(), "{file}");
+                assert!(findings(&pod_form(w.clone()), world).is_empty(), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn admits_the_helm_chart_gateway_template_and_its_injected_pod() {
+        let template = fixture("gateway-helm-deployment.yaml");
+        let injected = pod_form(fixture("kube-inject-gateway.yaml"));
+        for world in [World::enrolled_shop(), ambient_shop()] {
+            assert!(findings(&template, &world).is_empty());
+            assert!(findings(&injected, &world).is_empty());
+        }
+    }
+
+    #[test]
+    fn denies_applications_that_copy_gateway_labels() {
+        for file in ["copied-waypoint-labels.yaml", "app-beside-router.yaml"] {
+            let w = fixture(file);
+            let f = findings(&w, &World::enrolled_shop());
+            assert_eq!(f.len(), 1, "{file}");
+            assert!(
+                f[0].message.contains("sidecar.istio.io/inject=false"),
+                "{}",
+                f[0].message
+            );
+            let f = findings(&pod_form(w), &ambient_shop());
+            assert!(
+                f[0].message.contains("opts out of the ambient mesh"),
+                "{file}"
+            );
+        }
+    }
+
+    #[test]
+    fn manual_injection_needs_no_namespace_label_in_either_form() {
+        let unlabelled = World::with_namespaces(&[namespace("shop", &[])]);
+        let disabled =
+            World::with_namespaces(&[namespace("shop", &[("istio-injection", "disabled")])]);
+        for file in [
+            "kube-inject-deployment.yaml",
+            "kube-inject-pod.yaml",
+            "kube-inject-cronjob.yaml",
+            "kube-inject-cni-deployment.yaml",
+        ] {
+            let w = fixture(file);
+            for world in [&unlabelled, &disabled] {
+                assert!(findings(&w, world).is_empty(), "{file}");
+                assert!(findings(&pod_form(w.clone()), world).is_empty(), "{file}");
+            }
+        }
+    }
+
+    #[test]
+    fn proxyless_templates_get_the_verdict_of_their_pods() {
+        let world = World::enrolled_shop();
+        let template = fixture("grpc-agent-deployment.yaml");
+        let injected = fixture("kube-inject-grpc-agent.yaml");
+        for w in [template, injected.clone(), pod_form(injected)] {
+            let f = findings(&w, &world);
+            assert_eq!(f.len(), 1, "{}", w.kind);
+            assert!(
+                f[0].message.contains("injection template \"grpc-agent\""),
+                "{}",
+                f[0].message
+            );
+            assert!(
+                f[0].fix.contains("inject.istio.io/templates"),
+                "{}",
+                f[0].fix
+            );
+        }
+        let f = findings(&pod_form(fixture("kube-inject-grpc-simple.yaml")), &world);
+        assert!(f[0].message.contains("grpc-simple"), "{}", f[0].message);
+    }
+
+    #[test]
+    fn the_gateway_template_on_an_application_is_denied() {
+        let w = deployment("web").with_annotation("inject.istio.io/templates", "gateway");
+        let f = findings(&w, &World::enrolled_shop());
+        assert!(
+            f[0].message.contains("template \"gateway\""),
+            "{}",
+            f[0].message
+        );
     }
 
     #[test]

@@ -24,12 +24,45 @@ fn workload(kind: Kind, name: &str) -> Workload {
         namespace: "shop".into(),
         name: name.into(),
         pod_meta: ObjectMeta::default(),
+        job_template_meta: None,
         spec: PodSpec {
             containers: vec![container("app")],
             service_account_name: Some(format!("{name}-sa")),
             ..Default::default()
         },
     }
+}
+
+/// A workload from `tests/fixtures/workloads/`, shaped like what Istio
+/// produces; objects without a namespace land in `shop`.
+pub fn fixture(file: &str) -> Workload {
+    let path = format!(
+        "{}/tests/fixtures/workloads/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let mut manifests = crate::manifest::parse_text(file, &text).expect("fixture parses");
+    let m = manifests.remove(0);
+    let kind = Kind::from_api_version(&m.api_version, &m.kind).expect("a judged kind");
+    let namespace = m.namespace().unwrap_or("shop").to_owned();
+    let name = m.name().to_owned();
+    match crate::subject::decode(kind, m.value, &namespace, &name) {
+        Ok(crate::subject::Object::Workload(w)) => w,
+        other => panic!("{file} is not a workload: {other:?}"),
+    }
+}
+
+/// The pod a controller's template creates (what its ReplicaSet or Job
+/// controller copies into the Pod).
+pub fn pod_form(mut w: Workload) -> Workload {
+    w.kind = Kind::Pod;
+    // A CronJob's job-template metadata goes to the Job, not to its pods.
+    w.job_template_meta = None;
+    w
+}
+
+pub fn ambient_shop() -> World {
+    World::with_namespaces(&[namespace("shop", &[("istio.io/dataplane-mode", "ambient")])])
 }
 
 pub fn container(name: &str) -> Container {

@@ -1,0 +1,267 @@
+//! meshgate's one model of Istio's proxy: what Istio's injector adds to a
+//! pod, which pods *are* proxies (gateways and waypoints), and where the
+//! injector writes the traffic-interception settings. Every rule that looks
+//! for `istio-proxy`, Istio's init containers or the proxy's UID asks here,
+//! so `sidecar-required`, `no-interception-bypass` and the certificate mount
+//! never disagree about what "the proxy" is. The README's "The proxy model"
+//! explains the choices to users.
+
+mod iptables;
+
+pub use iptables::{interception_settings, proxy_ids, Found, Setting, Source};
+
+use k8s_openapi::api::core::v1::Container;
+
+use crate::posture::{labels, Enrollment, NamespaceInfo};
+use crate::subject::Workload;
+
+pub const PROXY_CONTAINER: &str = "istio-proxy";
+/// Applies the iptables rules when Istio's CNI plugin is not installed.
+pub const INIT_CONTAINER: &str = "istio-init";
+/// Checks the CNI plugin's rules when it is installed.
+pub const VALIDATION_CONTAINER: &str = "istio-validation";
+/// The injector's mark, written by the webhook and by `istioctl kube-inject`.
+pub const INJECTOR_STATUS: &str = "sidecar.istio.io/status";
+pub const INJECT: &str = "sidecar.istio.io/inject";
+/// The injection templates the injector applies, comma-separated.
+pub const TEMPLATES: &str = "inject.istio.io/templates";
+pub const PROXY_UID: i64 = 1337;
+/// The proxy's own ports (agent status, health, Envoy stats), which Istio
+/// itself excludes from interception.
+pub const PROXY_PORTS: &[&str] = &["15020", "15021", "15090"];
+/// Proxyless gRPC: the application talks xDS itself and no Envoy sits in
+/// its traffic path.
+const PROXYLESS_TEMPLATES: &[&str] = &["grpc-simple", "grpc-agent"];
+const GATEWAY_TEMPLATE: &str = "gateway";
+const SIDECAR_TEMPLATE: &str = "sidecar";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayRole {
+    /// `pilot-agent proxy router`: an ingress, egress or east-west gateway.
+    Router,
+    /// `pilot-agent proxy waypoint`: an ambient waypoint.
+    Waypoint,
+}
+
+impl GatewayRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayRole::Router => "gateway",
+            GatewayRole::Waypoint => "waypoint",
+        }
+    }
+}
+
+/// What Istio puts in a pod's traffic path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxy {
+    /// An `istio-proxy` sidecar whose iptables rules capture the pod's
+    /// traffic, injected by the webhook or by `istioctl kube-inject`.
+    Sidecar,
+    /// The pod is the proxy: a gateway or a waypoint, with no application.
+    Gateway(GatewayRole),
+    /// Injected by a template (named) that puts no proxy in the traffic path
+    /// of the pod's applications.
+    OffPath(String),
+    /// Nothing of Istio's.
+    None,
+}
+
+/// What the pod carries as it is: for a Pod at validation, what it will run
+/// with; for a controller's template, what it has before any injection.
+pub fn carried(w: &Workload) -> Proxy {
+    if let Some(role) = gateway_role(w) {
+        return Proxy::Gateway(role);
+    }
+    let marked = is_marked(w);
+    if marked {
+        if let off_path @ Proxy::OffPath(_) = templated(w) {
+            return off_path;
+        }
+    }
+    // Without the mark, `istio-init` is what makes a proxy a sidecar: the
+    // pods of a kube-injected CronJob carry it but not the mark.
+    if has_proxy_container(w) && (marked || has_init_container(w, INIT_CONTAINER)) {
+        Proxy::Sidecar
+    } else {
+        Proxy::None
+    }
+}
+
+/// What the pod will run with once Istio's injector has seen it.
+pub fn expected(w: &Workload, ns: &NamespaceInfo) -> Proxy {
+    match carried(w) {
+        Proxy::None if decide(w, ns) == Injection::Injected => templated(w),
+        carried => carried,
+    }
+}
+
+/// Istio's own containers in this pod, whose UID 1337 and NET_ADMIN are by
+/// design. Only what the pod carries counts: before injection a template's
+/// `istio-proxy` is the user's override, judged as written.
+pub fn istio_containers(w: &Workload) -> &'static [&'static str] {
+    match carried(w) {
+        Proxy::Sidecar | Proxy::OffPath(_) => {
+            &[PROXY_CONTAINER, INIT_CONTAINER, VALIDATION_CONTAINER]
+        }
+        Proxy::Gateway(_) => &[PROXY_CONTAINER],
+        Proxy::None => &[],
+    }
+}
+
+/// What the injector's templates make of the pod. Istio's default template
+/// list is `sidecar`.
+fn templated(w: &Workload) -> Proxy {
+    let names = templates(w);
+    if let Some(t) = names.iter().find(|t| PROXYLESS_TEMPLATES.contains(t)) {
+        return Proxy::OffPath((*t).to_owned());
+    }
+    if names.contains(&GATEWAY_TEMPLATE) && !names.contains(&SIDECAR_TEMPLATE) {
+        // The gateway template adds no interception: only a pod that is
+        // nothing but the proxy becomes a gateway.
+        let only_proxy = !w.spec.containers.is_empty()
+            && w.spec.containers.iter().all(|c| c.name == PROXY_CONTAINER);
+        return if only_proxy {
+            Proxy::Gateway(GatewayRole::Router)
+        } else {
+            Proxy::OffPath(GATEWAY_TEMPLATE.to_owned())
+        };
+    }
+    Proxy::Sidecar
+}
+
+/// The templates the pod asks for; an empty annotation means the default.
+pub fn templates(w: &Workload) -> Vec<&str> {
+    let names: Vec<&str> = w
+        .pod_annotation(TEMPLATES)
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect();
+    if names.is_empty() {
+        vec![SIDECAR_TEMPLATE]
+    } else {
+        names
+    }
+}
+
+/// The trusted signal for "this pod is a gateway or waypoint": its only
+/// container is `istio-proxy` running Istio's agent as `proxy router` or
+/// `proxy waypoint`, as istiod's gateway and waypoint Deployments, the
+/// gateway Helm chart (after injection) and the injector's gateway template
+/// all produce. Labels are not evidence: any application can copy them.
+pub fn gateway_role(w: &Workload) -> Option<GatewayRole> {
+    let [proxy] = w.spec.containers.as_slice() else {
+        return None;
+    };
+    if proxy.name != PROXY_CONTAINER || !runs_pilot_agent(proxy) {
+        return None;
+    }
+    let args = proxy.args.as_deref().unwrap_or_default();
+    match (
+        args.first().map(String::as_str),
+        args.get(1).map(String::as_str),
+    ) {
+        (Some("proxy"), Some("router")) => Some(GatewayRole::Router),
+        (Some("proxy"), Some("waypoint")) => Some(GatewayRole::Waypoint),
+        _ => None,
+    }
+}
+
+/// Istio's templates leave `command` to the proxyv2 image's entrypoint,
+/// `pilot-agent`; another command would not read the args at all.
+fn runs_pilot_agent(c: &Container) -> bool {
+    match c.command.as_deref().unwrap_or_default() {
+        [] => true,
+        [one] => one.rsplit('/').next() == Some("pilot-agent"),
+        _ => false,
+    }
+}
+
+/// The injector's mark on the pod, or where `istioctl kube-inject` writes it
+/// for a CronJob (`spec.jobTemplate.metadata`).
+pub fn is_marked(w: &Workload) -> bool {
+    w.pod_annotation(INJECTOR_STATUS).is_some()
+        || w.job_template_annotation(INJECTOR_STATUS).is_some()
+}
+
+/// A container named `istio-proxy`, or a native sidecar (an init container
+/// with `restartPolicy: Always`) of that name. A plain init container of
+/// that name exits before the application starts.
+pub fn has_proxy_container(w: &Workload) -> bool {
+    w.spec.containers.iter().any(|c| c.name == PROXY_CONTAINER)
+        || w.spec
+            .init_containers
+            .iter()
+            .flatten()
+            .any(|c| c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always"))
+}
+
+fn has_init_container(w: &Workload, name: &str) -> bool {
+    w.spec
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.name == name)
+}
+
+/// Istio's injector decision for a pod in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Injection {
+    Injected,
+    HostNetwork,
+    NamespaceDisabled,
+    NamespaceUnrecognised(String),
+    NotEnrolled,
+    /// The pod opts out: (where: "label"/"annotation", value).
+    OptedOut(&'static str, String),
+}
+
+/// Whether Istio's injector webhooks select this pod, with the selectors
+/// they really use.
+pub fn decide(w: &Workload, ns: &NamespaceInfo) -> Injection {
+    if w.spec.host_network == Some(true) {
+        return Injection::HostNetwork;
+    }
+    // The label wins over the annotation when both are set.
+    let selector = match (w.pod_label(INJECT), w.pod_annotation(INJECT)) {
+        (Some(v), _) => Some(("label", v)),
+        (None, Some(v)) => Some(("annotation", v)),
+        (None, None) => None,
+    };
+    let opted_out = |selector: Option<(&'static str, &str)>| match selector {
+        Some((place, value)) if !value.is_empty() && !is_yaml_true(value) => {
+            Some(Injection::OptedOut(place, value.to_owned()))
+        }
+        _ => None,
+    };
+    match ns.sidecar_enrollment() {
+        Enrollment::Disabled => Injection::NamespaceDisabled,
+        Enrollment::Unrecognised(value) => Injection::NamespaceUnrecognised(value),
+        Enrollment::Sidecar => opted_out(selector).unwrap_or(Injection::Injected),
+        // Without namespace labels only a pod *label* selects the injector;
+        // an annotation alone does not.
+        Enrollment::None => {
+            if w.pod_label(INJECT) == Some("true") {
+                Injection::Injected
+            } else if w.pod_label(labels::ISTIO_REV).is_some() {
+                opted_out(selector).unwrap_or(Injection::Injected)
+            } else {
+                Injection::NotEnrolled
+            }
+        }
+    }
+}
+
+/// Istio reads the inject annotation as a YAML boolean: anything else that is
+/// not empty turns injection off.
+pub fn is_yaml_true(value: &str) -> bool {
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "y" | "yes" | "true" | "on"
+    )
+}
+
+#[cfg(test)]
+mod tests;
