@@ -35,7 +35,7 @@ render() {
 #   share one private key, published with the manifests, that nothing rotates.
 # - mode: audit, so applying this file blocks nothing: violations show up as
 #   kubectl warnings, logs and metrics. To enforce, set "mode: enforce" in the
-#   ConfigMap meshgate-config, set the validating webhook's failurePolicy to
+#   ConfigMap meshgate-config, set failurePolicy of both validating webhooks to
 #   Fail, and restart the Deployment (the README shows the commands).
 # - Rendered for Kubernetes ${KUBE_VERSION} and later (webhook matchConditions).
 #   For older clusters use the Helm chart.
