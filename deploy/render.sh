@@ -25,7 +25,9 @@ render() {
 # do not edit by hand; change the values file and re-run the script.
 #
 # Install:   kubectl apply -f deploy/meshgate.yaml
-# Remove:    kubectl delete -f deploy/meshgate.yaml
+# Remove:    kubectl delete validatingwebhookconfiguration,mutatingwebhookconfiguration meshgate
+#            kubectl delete -f deploy/meshgate.yaml
+#            (the webhooks first, so nothing calls meshgate once its pods are gone)
 #
 # Choices made for a static file (see deploy/values.yaml):
 # - Certificates come from cert-manager (Issuer + Certificate below, CA injected

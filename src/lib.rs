@@ -29,3 +29,4 @@ pub mod rules;
 pub mod selector;
 pub mod server;
 pub mod subject;
+pub mod uninstall;

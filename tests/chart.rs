@@ -743,7 +743,11 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
                 "no namespaced {kind} expected"
             );
         }
-        let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ClusterRole").collect();
+        // The uninstall hook has its own (see the_uninstall_hook_...).
+        let roles: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole" && !is_hook(d))
+            .collect();
         assert_eq!(roles.len(), 1, "one ClusterRole");
 
         let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -782,6 +786,97 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
             FULLNAME
         );
         find(&docs, "ServiceAccount", FULLNAME);
+    }
+}
+
+fn is_hook(doc: &Value) -> bool {
+    !doc["metadata"]["annotations"]["helm.sh/hook"].is_null()
+}
+
+#[test]
+fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
+    let hook_name = format!("{FULLNAME}-remove-webhooks");
+    let docs = render("", NEWER);
+    let hooks: Vec<&Value> = docs.iter().filter(|d| is_hook(d)).collect();
+    assert_eq!(hooks.len(), 4, "ServiceAccount, ClusterRole, binding, Job");
+    for hook in &hooks {
+        let annotations = &hook["metadata"]["annotations"];
+        assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{hook}");
+        assert_eq!(
+            annotations["helm.sh/hook-delete-policy"],
+            "before-hook-creation,hook-succeeded"
+        );
+        // The RBAC exists before the Job runs.
+        let weight = if hook["kind"] == "Job" { "0" } else { "-1" };
+        assert_eq!(annotations["helm.sh/hook-weight"], weight, "{hook}");
+    }
+    let role = find(&docs, "ClusterRole", &hook_name);
+    assert_eq!(
+        role["rules"],
+        json!([{
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+            "resourceNames": [FULLNAME],
+            "verbs": ["get", "delete"],
+        }])
+    );
+    let binding = find(&docs, "ClusterRoleBinding", &hook_name);
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": hook_name, "namespace": NAMESPACE}])
+    );
+    let job = find(&docs, "Job", &hook_name);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], hook_name.as_str());
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"],
+        "false"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], container(&docs)["image"]);
+    assert_eq!(c["args"], json!(["remove-webhooks", "--name", FULLNAME]));
+    assert_eq!(c["securityContext"], container(&docs)["securityContext"]);
+    assert_eq!(
+        pod["securityContext"],
+        deployment(&docs)["spec"]["template"]["spec"]["securityContext"]
+    );
+
+    let docs = render("uninstallHook: {enabled: false}", NEWER);
+    assert!(!docs.iter().any(is_hook));
+}
+
+#[test]
+fn security_contexts_can_be_replaced_for_openshift() {
+    // Helm merges values into the defaults; null removes a key.
+    let values = r#"
+podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}
+securityContext: {runAsUser: null, runAsGroup: null, privileged: null, seccompProfile: null}
+"#;
+    let docs = render(values, NEWER);
+    let job = find(&docs, "Job", &format!("{FULLNAME}-remove-webhooks"));
+    for (pod, c) in [
+        (
+            &deployment(&docs)["spec"]["template"]["spec"],
+            container(&docs),
+        ),
+        (
+            &job["spec"]["template"]["spec"],
+            &job["spec"]["template"]["spec"]["containers"][0],
+        ),
+    ] {
+        assert_eq!(
+            pod["securityContext"],
+            json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        assert_eq!(
+            c["securityContext"],
+            json!({
+                "runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            }),
+            "no fixed UID left for restricted-v2 to reject"
+        );
     }
 }
 
@@ -1167,5 +1262,65 @@ fn plain_manifests_are_rendered_from_the_current_chart() {
     assert!(
         !kinds(&docs).contains("Secret"),
         "no private key may be baked into the plain manifests"
+    );
+    assert!(
+        !docs.iter().any(is_hook),
+        "kubectl apply would run the uninstall hook at once"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Documentation shipped with the chart
+// ---------------------------------------------------------------------------
+
+#[test]
+fn helm_show_readme_prints_the_chart_readme() {
+    let out = run(Command::new("helm")
+        .args(["show", "readme"])
+        .arg(chart_dir()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let readme = text(&out.stdout);
+    for expected in [
+        "# meshgate",
+        "## When meshgate is down",
+        "pre-delete hook",
+        "podSecurityContext",
+    ] {
+        assert!(readme.contains(expected), "chart README lacks {expected:?}");
+    }
+}
+
+#[test]
+fn notes_tell_the_replica_count_and_what_is_never_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let values_file = dir.path().join("values.yaml");
+    std::fs::write(&values_file, "replicaCount: 3").unwrap();
+    let out = run(Command::new("helm")
+        .args([
+            "install",
+            RELEASE,
+            "--dry-run=client",
+            "--namespace",
+            NAMESPACE,
+        ])
+        .arg(chart_dir())
+        .arg("--values")
+        .arg(&values_file));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let notes = &stdout[stdout.find("NOTES:").expect("NOTES printed")..];
+    assert!(
+        notes.contains("Wait until the 3 replica(s) are ready"),
+        "{notes}"
+    );
+    assert!(!notes.contains("both replicas"), "{notes}");
+    assert!(notes.contains("one line per admission review"), "{notes}");
+    assert!(
+        notes.contains("never blocks kube-system, kube-public, kube-node-lease, meshgate-test, istio-system, cert-manager"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains(&format!("{FULLNAME}-remove-webhooks")),
+        "{notes}"
     );
 }

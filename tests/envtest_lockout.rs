@@ -415,3 +415,134 @@ async fn a_stopped_meshgate_locks_out_neither_the_control_plane_nor_the_mesh() {
             .await,
     );
 }
+
+/// The chart's pre-delete hook, with the hook's own RBAC: `meshgate
+/// remove-webhooks` deletes this release's two configurations (again
+/// without error when they are gone) and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uninstall_hook_removes_exactly_the_webhook_configurations() {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+    let Some(env) = envtest::start("the_uninstall_hook_removes_exactly_the_webhook_configurations")
+    else {
+        return;
+    };
+    let client = env.client().await;
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &namespace(RELEASE_NAMESPACE, json!({})),
+        )
+        .await
+        .unwrap();
+    let configs = render_webhooks("", closed_port(), &env.ca_pem());
+    apply_webhooks(&client, &configs).await;
+    let mut other = configs
+        .iter()
+        .find(|c| c["kind"] == "ValidatingWebhookConfiguration")
+        .unwrap()
+        .clone();
+    other["metadata"]["name"] = "someone-else".into();
+    apply_webhooks(&client, &[other]).await;
+
+    // The hook's ServiceAccount, ClusterRole and binding, as rendered.
+    let out = Command::new("helm")
+        .args(["template", "meshgate"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/meshgate"))
+        .args([
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--kube-version",
+            KUBE_VERSION,
+        ])
+        .args(["--show-only", "templates/uninstall-hook.yaml"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let params = PatchParams::apply("meshgate-test").force();
+    let mut account = String::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let name = doc["metadata"]["name"].as_str().unwrap().to_owned();
+        match doc["kind"].as_str().unwrap() {
+            "ServiceAccount" => {
+                account = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{name}");
+                Api::<ServiceAccount>::namespaced(client.clone(), RELEASE_NAMESPACE)
+                    .patch(&name, &params, &Patch::Apply(&doc))
+                    .await
+                    .unwrap();
+            }
+            "ClusterRole" => {
+                Api::<ClusterRole>::all(client.clone())
+                    .patch(&name, &params, &Patch::Apply(&doc))
+                    .await
+                    .unwrap();
+            }
+            "ClusterRoleBinding" => {
+                Api::<ClusterRoleBinding>::all(client.clone())
+                    .patch(&name, &params, &Patch::Apply(&doc))
+                    .await
+                    .unwrap();
+            }
+            "Job" => {
+                let args = &doc["spec"]["template"]["spec"]["containers"][0]["args"];
+                assert_eq!(args, &json!(["remove-webhooks", "--name", "meshgate"]));
+            }
+            other => panic!("unexpected {other} in the hook"),
+        }
+    }
+    assert!(!account.is_empty());
+
+    // A kubeconfig that acts as the hook's ServiceAccount.
+    let mut kubeconfig: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(env.kubeconfig()).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"]["as"] = account.into();
+    let dir = tempfile::tempdir().unwrap();
+    let hook_kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &hook_kubeconfig,
+        serde_yaml_ng::to_string(&kubeconfig).unwrap(),
+    )
+    .unwrap();
+    let remove = |name: &str| {
+        Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .args(["remove-webhooks", "--name", name])
+            .env("KUBECONFIG", &hook_kubeconfig)
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .output()
+            .unwrap()
+    };
+
+    let out = remove("meshgate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
+    assert!(validating.get_opt("meshgate").await.unwrap().is_none());
+    assert!(mutating.get_opt("meshgate").await.unwrap().is_none());
+    // A retried hook finds nothing to do and still succeeds.
+    let out = remove("meshgate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Its RBAC reaches no other configuration.
+    let out = remove("someone-else");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(validating.get_opt("someone-else").await.unwrap().is_some());
+}
