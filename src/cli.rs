@@ -24,6 +24,15 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the rules on manifest files (CI); exit 1 on enforce-level findings.
     Audit(AuditArgs),
+    /// Delete meshgate's webhook configurations (the chart's pre-delete hook).
+    RemoveWebhooks(RemoveWebhooksArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RemoveWebhooksArgs {
+    /// Name of the Validating- and MutatingWebhookConfiguration.
+    #[arg(long)]
+    pub name: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -30,3 +30,4 @@ pub mod rules;
 pub mod selector;
 pub mod server;
 pub mod subject;
+pub mod uninstall;

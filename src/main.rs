@@ -7,6 +7,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Audit(args) => meshgate::audit::run(&args),
+        Command::RemoveWebhooks(args) => {
+            init_logging(LogFormat::Text);
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(meshgate::uninstall::run(&args)),
+                Err(error) => {
+                    eprintln!("meshgate: cannot start the async runtime: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve(args) => {
             init_logging(args.log_format);
             let runtime = match tokio::runtime::Runtime::new() {

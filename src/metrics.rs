@@ -73,6 +73,17 @@ pub struct Metrics {
     tls_reloads: Family<ResultLabels, Counter>,
     cache_synced: Family<ResourceLabels, Gauge>,
     mutations: Family<OutcomeLabels, Counter>,
+    watch_errors: Family<ResourceLabels, Counter>,
+    watch_restarts: Family<ResourceLabels, Counter>,
+}
+
+/// The counters of one watched resource, handed to its watcher.
+#[derive(Clone, Debug, Default)]
+pub struct WatchCounters {
+    /// Every failed list or watch call (API server gone, connection reset).
+    pub errors: Counter,
+    /// Watches re-established, with a fresh list, after being lost.
+    pub restarts: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +106,8 @@ impl Metrics {
             tls_reloads: Family::default(),
             cache_synced: Family::default(),
             mutations: Family::default(),
+            watch_errors: Family::default(),
+            watch_restarts: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("meshgate");
         r.register(
@@ -132,7 +145,27 @@ impl Metrics {
             "Pods seen by /mutate, by outcome (patched, unchanged, conflict, skipped, exempted, audit)",
             metrics.mutations.clone(),
         );
+        r.register(
+            "watch_errors",
+            "Failed list/watch calls to the API server, by watched resource",
+            metrics.watch_errors.clone(),
+        );
+        r.register(
+            "watch_restarts",
+            "Watches re-established (with a full re-list) after being lost, by watched resource",
+            metrics.watch_restarts.clone(),
+        );
         metrics
+    }
+
+    /// The watch counters of `resource`, created at zero so that a rate or
+    /// an increase() works from the first scrape.
+    pub fn watch_counters(&self, resource: &'static str) -> WatchCounters {
+        let labels = ResourceLabels { resource };
+        WatchCounters {
+            errors: self.watch_errors.get_or_create(&labels).clone(),
+            restarts: self.watch_restarts.get_or_create(&labels).clone(),
+        }
     }
 
     pub fn observe_review(&self, endpoint: &'static str, record: &Record, seconds: f64) {

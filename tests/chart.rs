@@ -208,11 +208,43 @@ fn kinds(docs: &[Value]) -> BTreeSet<&str> {
     docs.iter().filter_map(|d| d["kind"].as_str()).collect()
 }
 
-/// The single webhook of a Validating/MutatingWebhookConfiguration.
-fn webhook<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    let webhooks = find(docs, kind, FULLNAME)["webhooks"].as_array().unwrap();
-    assert_eq!(webhooks.len(), 1, "{kind} should hold one webhook");
-    &webhooks[0]
+const WORKLOADS: &str = "workloads.validate.meshgate.io";
+const POLICIES: &str = "mesh-policies.validate.meshgate.io";
+const MUTATE: &str = "mutate.meshgate.io";
+const VALIDATING: &str = "ValidatingWebhookConfiguration";
+const MUTATING: &str = "MutatingWebhookConfiguration";
+
+/// Every webhook of the chart's two configurations, with its configuration's
+/// kind.
+fn all_webhooks(docs: &[Value]) -> Vec<(&'static str, &Value)> {
+    let mut all = Vec::new();
+    for kind in [VALIDATING, MUTATING] {
+        for hook in find(docs, kind, FULLNAME)["webhooks"].as_array().unwrap() {
+            all.push((kind, hook));
+        }
+    }
+    all
+}
+
+/// The webhook named `name`.
+fn webhook<'a>(docs: &'a [Value], name: &str) -> &'a Value {
+    all_webhooks(docs)
+        .into_iter()
+        .find(|(_, h)| h["name"] == name)
+        .unwrap_or_else(|| panic!("no webhook {name}"))
+        .1
+}
+
+/// The namespaces a webhook's namespaceSelector leaves out.
+fn skipped_namespaces(hook: &Value) -> Vec<&str> {
+    let expressions = hook["namespaceSelector"]["matchExpressions"]
+        .as_array()
+        .unwrap();
+    assert_eq!(expressions.len(), 1, "{}", hook["name"]);
+    let not_in = &expressions[0];
+    assert_eq!(not_in["key"], "kubernetes.io/metadata.name");
+    assert_eq!(not_in["operator"], "NotIn");
+    strings(&not_in["values"])
 }
 
 fn deployment(docs: &[Value]) -> &Value {
@@ -474,27 +506,54 @@ fn optional_pod_settings_are_applied() {
 
 #[test]
 fn webhook_rules_are_exactly_what_the_crate_judges() {
+    let security_policies: BTreeSet<RuleTuple> = expand_crate_rules(VALIDATING_RULES)
+        .into_iter()
+        .filter(|(group, ..)| group == "security.istio.io")
+        .collect();
+    assert!(!security_policies.is_empty());
     for (name, values) in VARIANTS {
         for kube_version in KUBE_VERSIONS {
             let docs = render(values, kube_version);
-            for (kind, crate_rules, path) in [
-                (
-                    "ValidatingWebhookConfiguration",
-                    VALIDATING_RULES,
-                    "/validate",
-                ),
-                ("MutatingWebhookConfiguration", MUTATING_RULES, "/mutate"),
-            ] {
-                let hook = webhook(&docs, kind);
+            let hooks = all_webhooks(&docs);
+            let names: Vec<&str> = hooks
+                .iter()
+                .map(|(_, h)| h["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(names, [WORKLOADS, POLICIES, MUTATE], "{name}");
+            let rules_of = |kind: &str| {
+                hooks
+                    .iter()
+                    .filter(|(k, _)| *k == kind)
+                    .flat_map(|(_, h)| expand_rendered_rules(h))
+                    .collect::<BTreeSet<_>>()
+            };
+            for (kind, crate_rules) in [(VALIDATING, VALIDATING_RULES), (MUTATING, MUTATING_RULES)]
+            {
                 assert_eq!(
-                    expand_rendered_rules(hook),
+                    rules_of(kind),
                     expand_crate_rules(crate_rules),
                     "{kind} rules ({name}, {kube_version}) differ from the crate: \
                      edit charts/meshgate/files/resources.yaml"
                 );
+            }
+            // PeerAuthentications and AuthorizationPolicies, and only they, go
+            // through the webhook that still sees the mesh root namespace.
+            assert_eq!(
+                expand_rendered_rules(webhook(&docs, POLICIES)),
+                security_policies
+            );
+            assert!(
+                expand_rendered_rules(webhook(&docs, WORKLOADS)).is_disjoint(&security_policies)
+            );
+            for (kind, hook) in hooks {
                 let service = &hook["clientConfig"]["service"];
                 assert_eq!(service["name"], FULLNAME);
                 assert_eq!(service["namespace"], NAMESPACE);
+                let path = if kind == VALIDATING {
+                    "/validate"
+                } else {
+                    "/mutate"
+                };
                 assert_eq!(service["path"], path);
                 assert_eq!(service["port"], 443);
             }
@@ -505,33 +564,29 @@ fn webhook_rules_are_exactly_what_the_crate_judges() {
 #[test]
 fn webhooks_have_safe_defaults() {
     let docs = render("", NEWER);
-    let validating = webhook(&docs, "ValidatingWebhookConfiguration");
-    let mutating = webhook(&docs, "MutatingWebhookConfiguration");
-    assert_eq!(validating["name"], "validate.meshgate.io");
-    assert_eq!(mutating["name"], "mutate.meshgate.io");
-    for hook in [validating, mutating] {
+    for (_, hook) in all_webhooks(&docs) {
         assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
         assert_eq!(hook["sideEffects"], "None");
         assert_eq!(hook["timeoutSeconds"], 5);
     }
+    let mutating = webhook(&docs, MUTATE);
     assert_eq!(
         mutating["failurePolicy"], "Ignore",
         "the mutation fails open"
     );
     assert_eq!(mutating["reinvocationPolicy"], "IfNeeded");
-    assert!(validating.get("reinvocationPolicy").is_none());
+    for name in [WORKLOADS, POLICIES] {
+        assert!(webhook(&docs, name).get("reinvocationPolicy").is_none());
+    }
 
     let docs = render(
         "webhook: {timeoutSeconds: 12, mutating: {failurePolicy: Fail}}",
         NEWER,
     );
-    assert_eq!(
-        webhook(&docs, "ValidatingWebhookConfiguration")["timeoutSeconds"],
-        12
-    );
-    let mutating = webhook(&docs, "MutatingWebhookConfiguration");
-    assert_eq!(mutating["timeoutSeconds"], 12);
-    assert_eq!(mutating["failurePolicy"], "Fail");
+    for (_, hook) in all_webhooks(&docs) {
+        assert_eq!(hook["timeoutSeconds"], 12);
+    }
+    assert_eq!(webhook(&docs, MUTATE)["failurePolicy"], "Fail");
 }
 
 #[test]
@@ -555,13 +610,15 @@ fn validating_failure_policy_follows_the_mode() {
     ];
     for (values, expected) in cases {
         let docs = render(values, NEWER);
+        for name in [WORKLOADS, POLICIES] {
+            assert_eq!(
+                webhook(&docs, name)["failurePolicy"],
+                expected,
+                "{name}, values: {values:?}"
+            );
+        }
         assert_eq!(
-            webhook(&docs, "ValidatingWebhookConfiguration")["failurePolicy"],
-            expected,
-            "values: {values:?}"
-        );
-        assert_eq!(
-            webhook(&docs, "MutatingWebhookConfiguration")["failurePolicy"],
+            webhook(&docs, MUTATE)["failurePolicy"],
             "Ignore",
             "values: {values:?}"
         );
@@ -572,29 +629,54 @@ fn validating_failure_policy_follows_the_mode() {
 fn webhooks_skip_system_namespaces_and_their_own() {
     for values in ["", "webhook: {excludeNamespaces: [legacy]}"] {
         let docs = render(values, NEWER);
-        for kind in [
-            "ValidatingWebhookConfiguration",
-            "MutatingWebhookConfiguration",
-        ] {
-            let expressions = &webhook(&docs, kind)["namespaceSelector"]["matchExpressions"];
-            let not_in = expressions
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|e| e["key"] == "kubernetes.io/metadata.name" && e["operator"] == "NotIn")
-                .unwrap_or_else(|| panic!("{kind}: no NotIn on kubernetes.io/metadata.name"));
-            let excluded = strings(&not_in["values"]);
+        for (_, hook) in all_webhooks(&docs) {
+            let skipped = skipped_namespaces(hook);
             for ns in ["kube-system", "kube-public", "kube-node-lease", NAMESPACE] {
                 assert!(
-                    excluded.contains(&ns),
-                    "{kind} does not exclude {ns}: {excluded:?}"
+                    skipped.contains(&ns),
+                    "{} does not skip {ns}: {skipped:?}",
+                    hook["name"]
                 );
             }
             if !values.is_empty() {
-                assert!(excluded.contains(&"legacy"), "{kind}: {excluded:?}");
+                assert!(skipped.contains(&"legacy"), "{}: {skipped:?}", hook["name"]);
             }
         }
     }
+}
+
+/// A stopped meshgate must not keep istiod, the gateways or cert-manager from
+/// starting: the exempt (infrastructure) namespaces send nothing but the mesh
+/// root namespace's PeerAuthentications and AuthorizationPolicies, which stay
+/// guarded. tests/envtest_lockout.rs checks the same against an API server.
+#[test]
+fn exempt_infrastructure_namespaces_only_send_mesh_wide_policies() {
+    let docs = render("", NEWER);
+    for name in [WORKLOADS, MUTATE] {
+        let skipped = skipped_namespaces(webhook(&docs, name));
+        for ns in ["istio-system", "cert-manager"] {
+            assert!(skipped.contains(&ns), "{name} sends {ns}: {skipped:?}");
+        }
+    }
+    let skipped = skipped_namespaces(webhook(&docs, POLICIES));
+    assert!(!skipped.contains(&"istio-system"), "{skipped:?}");
+    assert!(skipped.contains(&"cert-manager"), "{skipped:?}");
+
+    // The root namespace follows meshRootNamespace; exemptNamespaces is the
+    // one list for the server and the webhooks.
+    let docs = render(
+        "{meshRootNamespace: istio-config, exemptNamespaces: [istio-config, istio-gateways]}",
+        NEWER,
+    );
+    for ns in ["istio-config", "istio-gateways"] {
+        assert!(skipped_namespaces(webhook(&docs, WORKLOADS)).contains(&ns));
+    }
+    let skipped = skipped_namespaces(webhook(&docs, POLICIES));
+    assert!(
+        !skipped.contains(&"istio-config") && skipped.contains(&"istio-gateways"),
+        "{skipped:?}"
+    );
+    assert!(!skipped.contains(&"istio-system"), "{skipped:?}");
 }
 
 #[test]
@@ -607,12 +689,10 @@ fn match_conditions_only_where_the_api_server_has_them() {
         (NEWER, true),
     ] {
         let docs = render("", kube_version);
-        for kind in [
-            "ValidatingWebhookConfiguration",
-            "MutatingWebhookConfiguration",
-        ] {
-            let conditions = &webhook(&docs, kind)["matchConditions"];
-            assert_eq!(!conditions.is_null(), expected, "{kind} on {kube_version}");
+        for (_, hook) in all_webhooks(&docs) {
+            let name = hook["name"].as_str().unwrap();
+            let conditions = &hook["matchConditions"];
+            assert_eq!(!conditions.is_null(), expected, "{name} on {kube_version}");
             if expected {
                 let expressions: Vec<&str> = conditions
                     .as_array()
@@ -622,7 +702,16 @@ fn match_conditions_only_where_the_api_server_has_them() {
                     .collect();
                 assert!(
                     expressions.iter().any(|e| e.contains(&own_account)),
-                    "{kind}: {expressions:?} should skip {own_account}"
+                    "{name}: {expressions:?} should skip {own_account}"
+                );
+                // Only policy DELETEs by the namespace controller are skipped.
+                let namespace_controller = expressions
+                    .iter()
+                    .any(|e| e.contains("namespace-controller") && e.contains("'DELETE'"));
+                assert_eq!(
+                    namespace_controller,
+                    name == POLICIES,
+                    "{name}: {expressions:?}"
                 );
             }
         }
@@ -654,7 +743,11 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
                 "no namespaced {kind} expected"
             );
         }
-        let roles: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ClusterRole").collect();
+        // The uninstall hook has its own (see the_uninstall_hook_...).
+        let roles: Vec<&Value> = docs
+            .iter()
+            .filter(|d| d["kind"] == "ClusterRole" && !is_hook(d))
+            .collect();
         assert_eq!(roles.len(), 1, "one ClusterRole");
 
         let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
@@ -696,6 +789,97 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
     }
 }
 
+fn is_hook(doc: &Value) -> bool {
+    !doc["metadata"]["annotations"]["helm.sh/hook"].is_null()
+}
+
+#[test]
+fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
+    let hook_name = format!("{FULLNAME}-remove-webhooks");
+    let docs = render("", NEWER);
+    let hooks: Vec<&Value> = docs.iter().filter(|d| is_hook(d)).collect();
+    assert_eq!(hooks.len(), 4, "ServiceAccount, ClusterRole, binding, Job");
+    for hook in &hooks {
+        let annotations = &hook["metadata"]["annotations"];
+        assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{hook}");
+        assert_eq!(
+            annotations["helm.sh/hook-delete-policy"],
+            "before-hook-creation,hook-succeeded"
+        );
+        // The RBAC exists before the Job runs.
+        let weight = if hook["kind"] == "Job" { "0" } else { "-1" };
+        assert_eq!(annotations["helm.sh/hook-weight"], weight, "{hook}");
+    }
+    let role = find(&docs, "ClusterRole", &hook_name);
+    assert_eq!(
+        role["rules"],
+        json!([{
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
+            "resourceNames": [FULLNAME],
+            "verbs": ["get", "delete"],
+        }])
+    );
+    let binding = find(&docs, "ClusterRoleBinding", &hook_name);
+    assert_eq!(
+        binding["subjects"],
+        json!([{"kind": "ServiceAccount", "name": hook_name, "namespace": NAMESPACE}])
+    );
+    let job = find(&docs, "Job", &hook_name);
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], hook_name.as_str());
+    assert_eq!(pod["restartPolicy"], "Never");
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"],
+        "false"
+    );
+    let c = &pod["containers"][0];
+    assert_eq!(c["image"], container(&docs)["image"]);
+    assert_eq!(c["args"], json!(["remove-webhooks", "--name", FULLNAME]));
+    assert_eq!(c["securityContext"], container(&docs)["securityContext"]);
+    assert_eq!(
+        pod["securityContext"],
+        deployment(&docs)["spec"]["template"]["spec"]["securityContext"]
+    );
+
+    let docs = render("uninstallHook: {enabled: false}", NEWER);
+    assert!(!docs.iter().any(is_hook));
+}
+
+#[test]
+fn security_contexts_can_be_replaced_for_openshift() {
+    // Helm merges values into the defaults; null removes a key.
+    let values = r#"
+podSecurityContext: {runAsUser: null, runAsGroup: null, fsGroup: null}
+securityContext: {runAsUser: null, runAsGroup: null, privileged: null, seccompProfile: null}
+"#;
+    let docs = render(values, NEWER);
+    let job = find(&docs, "Job", &format!("{FULLNAME}-remove-webhooks"));
+    for (pod, c) in [
+        (
+            &deployment(&docs)["spec"]["template"]["spec"],
+            container(&docs),
+        ),
+        (
+            &job["spec"]["template"]["spec"],
+            &job["spec"]["template"]["spec"]["containers"][0],
+        ),
+    ] {
+        assert_eq!(
+            pod["securityContext"],
+            json!({"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}})
+        );
+        assert_eq!(
+            c["securityContext"],
+            json!({
+                "runAsNonRoot": true, "readOnlyRootFilesystem": true,
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]},
+            }),
+            "no fixed UID left for restricted-v2 to reject"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Certificates
 // ---------------------------------------------------------------------------
@@ -733,16 +917,14 @@ fn generate_mode_wires_one_ca_into_both_webhooks() {
         let data = &secret["data"];
         let ca = data["ca.crt"].as_str().unwrap();
         assert!(data["tls.key"].as_str().is_some_and(|k| !k.is_empty()));
-        for kind in [
-            "ValidatingWebhookConfiguration",
-            "MutatingWebhookConfiguration",
-        ] {
-            let bundle = webhook(&docs, kind)["clientConfig"]["caBundle"].as_str();
+        for (kind, hook) in all_webhooks(&docs) {
+            let bundle = hook["clientConfig"]["caBundle"].as_str();
+            let name = &hook["name"];
             assert!(
                 bundle.is_some_and(|b| !b.is_empty()),
-                "{kind} has a caBundle"
+                "{name} has a caBundle"
             );
-            assert_eq!(bundle, Some(ca), "{kind} trusts the CA of the Secret");
+            assert_eq!(bundle, Some(ca), "{name} trusts the CA of the Secret");
             assert!(find(&docs, kind, FULLNAME)["metadata"]["annotations"].is_null());
         }
         pem_der(ca);
@@ -768,16 +950,14 @@ fn generate_mode_wires_one_ca_into_both_webhooks() {
 fn cert_manager_mode_injects_the_ca_instead_of_a_bundle() {
     let docs = render(CERT_MANAGER, NEWER);
     let serving_name = format!("{FULLNAME}-serving");
-    for kind in [
-        "ValidatingWebhookConfiguration",
-        "MutatingWebhookConfiguration",
-    ] {
+    for (_, hook) in all_webhooks(&docs) {
         assert!(
-            webhook(&docs, kind)["clientConfig"]
-                .get("caBundle")
-                .is_none(),
-            "{kind}: cert-manager fills caBundle, the chart must not"
+            hook["clientConfig"].get("caBundle").is_none(),
+            "{}: cert-manager fills caBundle, the chart must not",
+            hook["name"]
         );
+    }
+    for kind in [VALIDATING, MUTATING] {
         assert_eq!(
             find(&docs, kind, FULLNAME)["metadata"]["annotations"]
                 ["cert-manager.io/inject-ca-from"],
@@ -823,14 +1003,8 @@ fn cert_manager_mode_injects_the_ca_instead_of_a_bundle() {
 fn existing_secret_mode_uses_the_given_secret_and_ca() {
     let docs = render(EXISTING_SECRET, NEWER);
     assert_eq!(tls_volume_secret(&docs), "my-webhook-tls");
-    for kind in [
-        "ValidatingWebhookConfiguration",
-        "MutatingWebhookConfiguration",
-    ] {
-        assert_eq!(
-            webhook(&docs, kind)["clientConfig"]["caBundle"],
-            "Y2EtYnVuZGxl"
-        );
+    for (_, hook) in all_webhooks(&docs) {
+        assert_eq!(hook["clientConfig"]["caBundle"], "Y2EtYnVuZGxl");
     }
     let created = kinds(&docs);
     assert!(!created.contains("Secret") && !created.contains("Certificate"));
@@ -842,7 +1016,7 @@ fn existing_secret_mode_uses_the_given_secret_and_ca() {
         json!(pem)
     );
     let docs = render(&values, NEWER);
-    let bundle = webhook(&docs, "ValidatingWebhookConfiguration")["clientConfig"]["caBundle"]
+    let bundle = webhook(&docs, WORKLOADS)["clientConfig"]["caBundle"]
         .as_str()
         .unwrap();
     assert_eq!(BASE64.decode(bundle).unwrap(), pem.as_bytes());
@@ -864,7 +1038,7 @@ fn config_map_holds_exactly_the_policy_values() {
             "mode": "enforce",
             "rules": {},
             "meshRootNamespace": "istio-system",
-            "exemptNamespaces": ["kube-system", "kube-public", "kube-node-lease", "istio-system"],
+            "exemptNamespaces": ["kube-system", "kube-public", "kube-node-lease", "istio-system", "cert-manager"],
             "exemptions": [],
             "trustDomain": "cluster.local",
             "whileSyncing": "deny",
@@ -1113,5 +1287,65 @@ fn plain_manifests_are_rendered_from_the_current_chart() {
     assert!(
         !kinds(&docs).contains("Secret"),
         "no private key may be baked into the plain manifests"
+    );
+    assert!(
+        !docs.iter().any(is_hook),
+        "kubectl apply would run the uninstall hook at once"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Documentation shipped with the chart
+// ---------------------------------------------------------------------------
+
+#[test]
+fn helm_show_readme_prints_the_chart_readme() {
+    let out = run(Command::new("helm")
+        .args(["show", "readme"])
+        .arg(chart_dir()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let readme = text(&out.stdout);
+    for expected in [
+        "# meshgate",
+        "## When meshgate is down",
+        "pre-delete hook",
+        "podSecurityContext",
+    ] {
+        assert!(readme.contains(expected), "chart README lacks {expected:?}");
+    }
+}
+
+#[test]
+fn notes_tell_the_replica_count_and_what_is_never_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let values_file = dir.path().join("values.yaml");
+    std::fs::write(&values_file, "replicaCount: 3").unwrap();
+    let out = run(Command::new("helm")
+        .args([
+            "install",
+            RELEASE,
+            "--dry-run=client",
+            "--namespace",
+            NAMESPACE,
+        ])
+        .arg(chart_dir())
+        .arg("--values")
+        .arg(&values_file));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let notes = &stdout[stdout.find("NOTES:").expect("NOTES printed")..];
+    assert!(
+        notes.contains("Wait until the 3 replica(s) are ready"),
+        "{notes}"
+    );
+    assert!(!notes.contains("both replicas"), "{notes}");
+    assert!(notes.contains("one line per admission review"), "{notes}");
+    assert!(
+        notes.contains("never blocks kube-system, kube-public, kube-node-lease, meshgate-test, istio-system, cert-manager"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains(&format!("{FULLNAME}-remove-webhooks")),
+        "{notes}"
     );
 }

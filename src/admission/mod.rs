@@ -326,11 +326,16 @@ impl Reviewer {
             .map(|j| (j.finding.rule, j.mode.as_str()))
             .collect();
         record.exempted = decision.exempted.iter().map(|e| e.rule).collect();
+        // While a watch is down the cache may be behind: a workload it lets
+        // in is confirmed against the API server too (see the reflector).
+        let stale = self.sync.as_ref().is_some_and(|s| s.is_stale())
+            && !self.config.is_exempt_namespace(object.namespace());
         if kind.is_workload()
-            && decision
-                .denied
-                .iter()
-                .any(|j| j.finding.rule.reads_posture())
+            && (stale
+                || decision
+                    .denied
+                    .iter()
+                    .any(|j| j.finding.rule.reads_posture()))
         {
             record.confirm = Some(vec![
                 object.namespace().to_owned(),
@@ -338,6 +343,37 @@ impl Reviewer {
             ]);
         }
         response::from_decision(&req.uid, &object.to_string(), &decision)
+    }
+
+    /// A workload allowed from a cache whose watch is down, which could not
+    /// be confirmed against the API server either: answered per
+    /// `whileSyncing`, like a review before the caches first synced.
+    pub fn unverified(&self, mut reviewed: Reviewed) -> Reviewed {
+        let record = &mut reviewed.record;
+        record.confirm = None;
+        let why = format!(
+            "meshgate lost its watch of the API server and cannot read the current mesh policies, so {} {}/{} cannot be verified",
+            record.kind.to_lowercase(),
+            record.namespace,
+            record.name
+        );
+        match self.config.while_syncing {
+            WhileSyncing::Deny => {
+                record.outcome = Outcome::Denied;
+                reviewed.review =
+                    response::deny(&record.uid, 403, &format!("{why}; retry shortly"))
+                        .into_review();
+            }
+            WhileSyncing::Allow => {
+                record.outcome = Outcome::Warned;
+                if let Some(response) = reviewed.review.response.as_mut() {
+                    response.warnings.get_or_insert_with(Vec::new).push(format!(
+                        "[meshgate] {why}; admitted unverified (whileSyncing: allow)"
+                    ));
+                }
+            }
+        }
+        reviewed
     }
 
     /// While the caches fill after start-up, reviews that need the posture

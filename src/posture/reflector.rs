@@ -4,10 +4,16 @@
 //! Istio kinds are watched at the newest version the cluster serves; when no
 //! version is served (the CRDs are not installed) the index says so and the
 //! posture rules report "cannot be verified" instead of passing.
+//!
+//! When the API server goes away, the watch is lost: meshgate logs it once,
+//! counts every failed call (`meshgate_watch_errors_total`), keeps answering
+//! from the cache, and retries with kube-runtime's backoff. It then starts a
+//! fresh watcher, whose first list replaces the cache, and logs and counts the
+//! watch as re-established (`meshgate_watch_restarts_total`).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
@@ -20,6 +26,7 @@ use serde::de::DeserializeOwned;
 use crate::istio::{
     AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
 };
+use crate::metrics::{Metrics, WatchCounters};
 
 use super::{Availability, ByNamespace, Namespaced, PostureIndex, SharedPosture};
 
@@ -28,6 +35,8 @@ use super::{Availability, ByNamespace, Namespaced, PostureIndex, SharedPosture};
 #[derive(Debug)]
 pub struct CacheSync {
     resources: Vec<(&'static str, AtomicBool, AtomicU8)>,
+    /// Resources whose synced watch is lost: their cache may be stale.
+    lost: Vec<(&'static str, AtomicBool)>,
 }
 
 const PRESENT: u8 = 0;
@@ -39,6 +48,10 @@ impl CacheSync {
             resources: resources
                 .iter()
                 .map(|r| (*r, AtomicBool::new(false), AtomicU8::new(PRESENT)))
+                .collect(),
+            lost: resources
+                .iter()
+                .map(|r| (*r, AtomicBool::new(false)))
                 .collect(),
         }
     }
@@ -65,6 +78,23 @@ impl CacheSync {
                 synced.store(true, Ordering::Release);
             }
         }
+    }
+
+    /// Records that the watch of `resource` was lost, or re-established.
+    pub fn mark_lost(&self, resource: &str, lost: bool) {
+        for (name, flag) in &self.lost {
+            if *name == resource {
+                flag.store(lost, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether a synced cache may be behind the API server because its watch
+    /// is down: posture-based allows are then confirmed like denials.
+    pub fn is_stale(&self) -> bool {
+        self.lost
+            .iter()
+            .any(|(_, lost)| lost.load(Ordering::Acquire))
     }
 
     pub fn is_ready(&self) -> bool {
@@ -193,45 +223,63 @@ istio_kind!(
 );
 
 /// Starts every watcher.
-pub fn spawn_all(client: Client, posture: SharedPosture, sync: Arc<CacheSync>) {
+pub fn spawn_all(client: Client, posture: SharedPosture, sync: Arc<CacheSync>, metrics: &Metrics) {
     tokio::spawn(watch_namespaces(
         client.clone(),
         posture.clone(),
         sync.clone(),
+        metrics.watch_counters(NAMESPACES),
     ));
     tokio::spawn(watch_istio::<PeerAuthentication>(
         client.clone(),
         posture.clone(),
         sync.clone(),
+        metrics.watch_counters(PEER_AUTHENTICATIONS),
     ));
     tokio::spawn(watch_istio::<AuthorizationPolicy>(
         client.clone(),
         posture.clone(),
         sync.clone(),
+        metrics.watch_counters(AUTHORIZATION_POLICIES),
     ));
     tokio::spawn(watch_istio::<DestinationRule>(
         client.clone(),
         posture.clone(),
         sync.clone(),
+        metrics.watch_counters(DESTINATION_RULES),
     ));
     tokio::spawn(watch_istio::<ServiceEntry>(
         client.clone(),
         posture.clone(),
         sync.clone(),
+        metrics.watch_counters(SERVICE_ENTRIES),
     ));
-    tokio::spawn(watch_istio::<Sidecar>(client, posture, sync));
+    tokio::spawn(watch_istio::<Sidecar>(
+        client,
+        posture,
+        sync,
+        metrics.watch_counters(SIDECARS),
+    ));
 }
 
 /// Watches Namespaces into the index; errors are retried with backoff.
-pub async fn watch_namespaces(client: Client, posture: SharedPosture, sync: Arc<CacheSync>) {
+pub async fn watch_namespaces(
+    client: Client,
+    posture: SharedPosture,
+    sync: Arc<CacheSync>,
+    counters: WatchCounters,
+) {
     let api: Api<Namespace> = Api::all(client);
-    let stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let connect = || {
+        watcher::watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed()
+    };
     apply_events(
-        stream,
+        connect,
         &posture,
         &sync,
+        &counters,
         NAMESPACES,
         |index, ns| index.apply_namespace(&ns),
         |index, ns| {
@@ -252,19 +300,23 @@ pub async fn watch_istio<T: IstioKind>(
     client: Client,
     posture: SharedPosture,
     sync: Arc<CacheSync>,
+    counters: WatchCounters,
 ) {
     loop {
         match served_version::<T>(&client).await {
             Ok(Some(resource)) => {
                 tracing::info!(resource = T::RESOURCE, version = %resource.version, "watching");
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-                let stream = watcher::watcher(api, watcher::Config::default())
-                    .default_backoff()
-                    .boxed();
+                let connect = || {
+                    watcher::watcher(api.clone(), watcher::Config::default())
+                        .default_backoff()
+                        .boxed()
+                };
                 apply_events(
-                    stream,
+                    connect,
                     &posture,
                     &sync,
+                    &counters,
                     T::RESOURCE,
                     |index, obj| {
                         if let Some(obj) = typed::<T>(obj) {
@@ -302,6 +354,7 @@ pub async fn watch_istio<T: IstioKind>(
                 tokio::time::sleep(MISSING_RETRY).await;
             }
             Err(error) => {
+                counters.errors.inc();
                 tracing::warn!(resource = T::RESOURCE, %error, "cannot probe the API; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
@@ -351,21 +404,54 @@ fn write(posture: &SharedPosture, f: impl FnOnce(&mut PostureIndex)) {
     f(&mut posture.write().unwrap_or_else(|e| e.into_inner()));
 }
 
-async fn apply_events<K>(
-    mut stream: impl Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
+/// Feeds one resource's watch events into the index until the stream ends.
+/// `connect` makes a new watcher; it is called again, for a full re-list,
+/// when a synced watch is lost.
+#[allow(clippy::too_many_arguments)]
+async fn apply_events<K, S>(
+    mut connect: impl FnMut() -> S,
     posture: &SharedPosture,
     sync: &CacheSync,
+    counters: &WatchCounters,
     resource: &'static str,
     apply: impl Fn(&mut PostureIndex, K),
     delete: impl Fn(&mut PostureIndex, K),
     replace: impl Fn(&mut PostureIndex, Vec<K>),
-) {
+) where
+    S: Stream<Item = Result<Event<K>, watcher::Error>> + Unpin,
+{
+    let mut stream = connect();
     let mut relist: Vec<K> = Vec::new();
+    let mut synced = false;
+    // Since when the watch has been down, if it is.
+    let mut lost: Option<Instant> = None;
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => event,
+            // The API server compacted past our resourceVersion: routine; the
+            // watcher re-lists on this very stream, and nothing was lost.
+            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
+                tracing::info!(resource, "watch expired; re-listing");
+                continue;
+            }
             Err(error) => {
-                tracing::warn!(%error, resource, "watch failed, retrying");
+                counters.errors.inc();
+                if lost.is_some() {
+                    // Retried with backoff; one line per outage is enough.
+                    tracing::debug!(%error, resource, "watch still down, retrying");
+                    continue;
+                }
+                lost = Some(Instant::now());
+                if synced {
+                    sync.mark_lost(resource, true);
+                    tracing::warn!(%error, resource, "watch lost; answering from the cache until it is re-established");
+                    // Resuming from the last resourceVersion could miss what
+                    // the API server compacted meanwhile: list afresh.
+                    stream = connect();
+                    relist.clear();
+                } else {
+                    tracing::warn!(%error, resource, "cannot list; retrying");
+                }
                 continue;
             }
         };
@@ -373,9 +459,23 @@ async fn apply_events<K>(
             Event::Init => relist.clear(),
             Event::InitApply(object) => relist.push(object),
             Event::InitDone => {
+                let objects = relist.len();
                 write(posture, |index| replace(index, std::mem::take(&mut relist)));
                 sync.mark_synced(resource, Availability::Present);
-                tracing::info!(resource, "cache synced");
+                sync.mark_lost(resource, false);
+                match lost.take() {
+                    Some(since) if synced => {
+                        counters.restarts.inc();
+                        tracing::info!(
+                            resource,
+                            objects,
+                            down_seconds = since.elapsed().as_secs_f64(),
+                            "watch re-established; cache re-listed"
+                        );
+                    }
+                    _ => tracing::info!(resource, objects, "cache synced"),
+                }
+                synced = true;
             }
             Event::Apply(object) => write(posture, |index| apply(index, object)),
             Event::Delete(object) => write(posture, |index| delete(index, object)),
@@ -409,10 +509,12 @@ mod tests {
             Ok(Event::Delete(namespace("new", &[]))),
         ];
         assert!(!sync.is_ready());
+        let mut streams = vec![futures::stream::iter(events)];
         apply_events(
-            futures::stream::iter(events),
+            || streams.pop().unwrap(),
             &posture,
             &sync,
+            &WatchCounters::default(),
             NAMESPACES,
             |index, ns| index.apply_namespace(&ns),
             |index, ns| index.delete_namespace(ns.metadata.name.as_deref().unwrap()),
@@ -426,6 +528,78 @@ mod tests {
             index.namespace("shop").unwrap().label("istio-injection"),
             None
         );
+        assert!(sync.is_ready());
+    }
+
+    #[tokio::test]
+    async fn a_lost_watch_is_counted_and_replaced_by_a_full_relist() {
+        let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
+        let sync = CacheSync::new(&[NAMESPACES]);
+        let counters = WatchCounters::default();
+        let first = vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(namespace("shop", &[]))),
+            Ok(Event::InitDone),
+            // The API server goes away: the rest of this stream is dropped.
+            Err(watcher::Error::NoResourceVersion),
+            Ok(Event::Apply(namespace("never-seen", &[]))),
+        ];
+        let second = vec![
+            Err(watcher::Error::NoResourceVersion),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(Event::Init),
+            Ok(Event::InitApply(namespace("orders", &[]))),
+            Ok(Event::InitDone),
+        ];
+        let mut streams = vec![futures::stream::iter(second), futures::stream::iter(first)];
+        apply_events(
+            || streams.pop().expect("connected twice at most"),
+            &posture,
+            &sync,
+            &counters,
+            NAMESPACES,
+            |index, ns| index.apply_namespace(&ns),
+            |index, ns| index.delete_namespace(ns.metadata.name.as_deref().unwrap()),
+            |index, all| index.replace_namespaces(&all),
+        )
+        .await;
+        assert!(streams.is_empty(), "a new watcher after the loss");
+        assert!(!sync.is_stale(), "fresh again after the re-list");
+        let index = posture.read().unwrap();
+        assert!(index.namespace("orders").is_some());
+        assert!(
+            index.namespace("shop").is_none(),
+            "the re-list is a full reset"
+        );
+        assert!(index.namespace("never-seen").is_none());
+        assert_eq!(counters.errors.get(), 3);
+        assert_eq!(counters.restarts.get(), 1);
+        assert!(sync.is_ready());
+    }
+
+    #[tokio::test]
+    async fn failures_before_the_first_sync_are_errors_not_restarts() {
+        let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
+        let sync = CacheSync::new(&[NAMESPACES]);
+        let counters = WatchCounters::default();
+        let events = vec![
+            Err(watcher::Error::NoResourceVersion),
+            Ok(Event::Init),
+            Ok(Event::InitDone),
+        ];
+        let mut streams = vec![futures::stream::iter(events)];
+        apply_events(
+            || streams.pop().unwrap(),
+            &posture,
+            &sync,
+            &counters,
+            NAMESPACES,
+            |index, ns| index.apply_namespace(&ns),
+            |index, ns| index.delete_namespace(ns.metadata.name.as_deref().unwrap()),
+            |index, all| index.replace_namespaces(&all),
+        )
+        .await;
+        assert_eq!((counters.errors.get(), counters.restarts.get()), (1, 0));
         assert!(sync.is_ready());
     }
 

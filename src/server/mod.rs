@@ -71,7 +71,7 @@ pub async fn run(
     let (sync, confirmer) = if args.state_from.is_empty() {
         let client = kube::Client::try_default().await?;
         let sync = Arc::new(CacheSync::new(reflector::ALL));
-        reflector::spawn_all(client.clone(), posture.clone(), sync.clone());
+        reflector::spawn_all(client.clone(), posture.clone(), sync.clone(), &metrics);
         tracing::info!("watching the cluster for posture");
         (
             sync,

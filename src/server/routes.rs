@@ -14,7 +14,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::admission::{Record, ReviewError, Reviewed, Reviewer};
+use crate::admission::{Outcome, Record, ReviewError, Reviewed, Reviewer};
 use crate::metrics::Metrics;
 use crate::posture::confirm::Confirmer;
 use crate::posture::reflector::CacheSync;
@@ -117,9 +117,15 @@ async fn confirm(state: &AppState, body: &[u8], reviewed: Reviewed) -> Reviewed 
     };
     let fresh = match confirmer.read(namespaces).await {
         Ok(fresh) => fresh,
-        Err(error) => {
+        Err(error) if reviewed.record.outcome == Outcome::Denied => {
             tracing::warn!(uid = %reviewed.record.uid, %error, "cannot confirm the denial; the cached posture stands");
             return reviewed;
+        }
+        // An allow from a cache whose watch is down, that cannot be checked
+        // either: unverified, answered as while the caches first sync.
+        Err(error) => {
+            tracing::warn!(uid = %reviewed.record.uid, %error, "cannot confirm an allow from a stale cache");
+            return state.reviewer.unverified(reviewed);
         }
     };
     let overlay = state

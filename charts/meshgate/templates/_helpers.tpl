@@ -132,8 +132,42 @@ never block the cluster when it is down.
 {{- end }}
 
 {{/*
-The parts both webhooks share. Called with (dict "root" $ "path" "/validate"
-"caBundle" $caBundle).
+Namespaces the API server never sends to meshgate, whatever the object: the
+Kubernetes system namespaces, the release namespace (meshgate must never wait
+on itself) and webhook.excludeNamespaces. JSON list.
+*/}}
+{{- define "meshgate.systemSkippedNamespaces" -}}
+{{- concat (list "kube-system" "kube-public" "kube-node-lease" .Release.Namespace) .Values.webhook.excludeNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+Namespaces whose workloads, Namespace objects, DestinationRules, Sidecars and
+Certificates are never sent: the system ones plus exemptNamespaces, where the
+server would skip them anyway. This is what keeps istiod, the gateways and
+cert-manager starting while meshgate is down. JSON list.
+*/}}
+{{- define "meshgate.workloadSkippedNamespaces" -}}
+{{- concat (include "meshgate.systemSkippedNamespaces" . | fromJsonArray) .Values.exemptNamespaces | uniq | toJson }}
+{{- end }}
+
+{{/*
+Namespaces whose PeerAuthentications and AuthorizationPolicies are never sent:
+as for workloads, except the mesh root namespace, whose policies apply
+mesh-wide and stay guarded even though its workloads are exempt. JSON list.
+*/}}
+{{- define "meshgate.policySkippedNamespaces" -}}
+{{- $skip := include "meshgate.systemSkippedNamespaces" . | fromJsonArray }}
+{{- range .Values.exemptNamespaces }}
+{{- if ne . $.Values.meshRootNamespace }}
+{{- $skip = append $skip . }}
+{{- end }}
+{{- end }}
+{{- $skip | uniq | toJson }}
+{{- end }}
+
+{{/*
+The parts every webhook shares. Called with (dict "root" $ "path" "/validate"
+"caBundle" $caBundle "skip" <namespaces> ["policies" true]).
 */}}
 {{- define "meshgate.webhookCommon" -}}
 {{- $root := .root -}}
@@ -149,17 +183,17 @@ clientConfig:
   {{- with .caBundle }}
   caBundle: {{ . }}
   {{- end }}
-# System namespaces and meshgate's own namespace never reach the webhook, so a
-# broken or missing meshgate can neither block the control plane nor its own
-# pods from starting. Namespaces in the config's exemptNamespaces (by default
-# also istio-system) are still sent: the server exempts their workloads itself
-# but judges policy objects there, e.g. the mesh-wide PeerAuthentication.
+# Selected by namespace NAME: kubernetes.io/metadata.name is set by the API
+# server on every namespace (and on a Namespace object being created) and
+# cannot be changed, so a user can neither forge it nor relabel a namespace
+# out of meshgate's sight. An objectSelector would match labels the requester
+# writes; matchConditions need Kubernetes 1.28 (the chart supports 1.24).
 namespaceSelector:
   matchExpressions:
     - key: kubernetes.io/metadata.name
       operator: NotIn
       values:
-        {{- range (concat (list "kube-system" "kube-public" "kube-node-lease" $root.Release.Namespace) $root.Values.webhook.excludeNamespaces | uniq) }}
+        {{- range .skip }}
         - {{ . | quote }}
         {{- end }}
 {{- if semverCompare ">=1.28-0" $root.Capabilities.KubeVersion.Version }}
@@ -171,6 +205,12 @@ namespaceSelector:
 #   which run whatever the API server answers: denying one would only hide a
 #   running pod from the API, and patching one would make the API show a pod
 #   that differs from the one the kubelet runs.
+{{- if .policies }}
+# - DELETEs by the namespace controller: deleting a namespace deletes its
+#   policies, baseline included; judging that would leave the namespace stuck
+#   in Terminating (for good while meshgate is down), and the workloads the
+#   baseline protected are being deleted with it.
+{{- end }}
 # Controllers (ReplicaSet, Job, ...) are deliberately not skipped: the pods they
 # create are exactly what the validating webhook must see.
 matchConditions:
@@ -178,5 +218,9 @@ matchConditions:
     expression: {{ printf "request.userInfo.username != 'system:serviceaccount:%s:%s'" $root.Release.Namespace (include "meshgate.serviceAccountName" $root) | quote }}
   - name: not-kubelet-mirror-pod
     expression: "!request.userInfo.username.startsWith('system:node:')"
+{{- if .policies }}
+  - name: not-namespace-deletion
+    expression: "!(request.operation == 'DELETE' && request.userInfo.username in ['system:serviceaccount:kube-system:namespace-controller', 'system:kube-controller-manager'])"
+{{- end }}
 {{- end }}
 {{- end }}
