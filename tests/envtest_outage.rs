@@ -23,12 +23,13 @@ use common::{
 };
 
 const DEPLOYMENT: &str = "deployment-create.json";
-const RESOURCES: [&str; 5] = [
+const RESOURCES: [&str; 6] = [
     "namespaces",
     "peerauthentications.security.istio.io",
     "authorizationpolicies.security.istio.io",
     "destinationrules.networking.istio.io",
     "sidecars.networking.istio.io",
+    "serviceentries.networking.istio.io",
 ];
 /// kube-runtime's backoff grows to 30 s while the API server is away; a
 /// watch comes back within that (plus a loaded machine's slack) once it is up.
