@@ -215,3 +215,98 @@ async fn mutate_refuses_a_pod_create_it_cannot_read() {
         .await;
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
 }
+
+// ------------------------------------------------------------ bounded answers
+
+/// The captured plain pod with 40 containers that each run privileged, as
+/// root with the proxy's UID, and with NET_ADMIN and NET_RAW.
+fn pod_with_40_bad_containers(ns: &str) -> Vec<u8> {
+    let review = with_namespace(&fixture("pod-create-plain.json"), ns);
+    edit(&review, |v| {
+        let template = v["request"]["object"]["spec"]["containers"][0].clone();
+        let containers: Vec<Value> = (0..40)
+            .map(|i| {
+                let mut c = template.clone();
+                c["name"] = format!("app-{i:02}").into();
+                c["securityContext"] = json!({
+                    "privileged": true,
+                    "runAsUser": 1337,
+                    "capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}
+                });
+                c
+            })
+            .collect();
+        v["request"]["object"]["spec"]["containers"] = containers.into();
+    })
+}
+
+#[tokio::test]
+async fn a_denial_with_many_violations_is_bounded_and_the_log_keeps_what_was_cut() {
+    let server = Server::start(Options::default());
+    let review = pod_with_40_bad_containers("bookinfo");
+    let uid = uid_of(&review);
+    let response = server.review(review).await;
+    assert_eq!(response["allowed"], false);
+    let m = message(&response);
+    assert!(m.len() <= 4096, "{} bytes", m.len());
+    // Every violated rule is named up front, then details, then a count.
+    assert!(
+        m.starts_with("meshgate denied pod bookinfo/plain-nginx: "),
+        "{m}"
+    );
+    let head = &m[..m.find(": [").expect("details follow the rule list")];
+    for rule in [
+        "no-interception-bypass",
+        "sidecar-required",
+        "dedicated-service-account",
+    ] {
+        assert!(head.contains(rule), "{rule} missing from {head:?}");
+    }
+    assert!(m.contains("more not shown; see meshgate's log"), "{m}");
+    let annotations = response["auditAnnotations"].as_object().unwrap();
+    for (rule, value) in annotations {
+        let value = value.as_str().unwrap();
+        assert!(value.len() <= 1024, "{rule}: {} bytes", value.len());
+    }
+    assert!(annotations["no-interception-bypass"]
+        .as_str()
+        .unwrap()
+        .ends_with(" more"));
+    // The decision log line carries the details the answer cut.
+    let line = server
+        .wait_for_log("the decision", |e| {
+            e["message"] == "admission review" && e["uid"] == uid.as_str()
+        })
+        .await;
+    let omitted = line["omitted"].as_str().unwrap();
+    assert!(
+        omitted.contains("container \"app-39\" runs as UID 1337"),
+        "{omitted:.300}"
+    );
+    assert!(!m.contains("app-39"), "app-39 was expected to be cut");
+}
+
+#[tokio::test]
+async fn audit_mode_warnings_stay_within_the_api_servers_budget() {
+    let server = Server::start(Options::default());
+    let response = server.review(pod_with_40_bad_containers("audited")).await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let total: usize = warnings.iter().map(|w| w.len()).sum();
+    assert!(total <= 4096, "{total} bytes");
+    assert!(
+        warnings
+            .last()
+            .unwrap()
+            .contains("more violation(s) not shown here"),
+        "{warnings:?}"
+    );
+    for value in response["auditAnnotations"].as_object().unwrap().values() {
+        assert!(value.as_str().unwrap().len() <= 1024);
+    }
+}

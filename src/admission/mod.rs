@@ -59,6 +59,9 @@ pub struct Record {
     pub confirm: Option<Vec<String>>,
     /// What `/mutate` did with the pod, when it looked at one.
     pub mutation: Option<&'static str>,
+    /// Finding texts the bounded answer had to cut; the decision log
+    /// carries them in full.
+    pub omitted: response::Omitted,
 }
 
 impl Record {
@@ -77,6 +80,7 @@ impl Record {
             exempted: Vec::new(),
             confirm: None,
             mutation: None,
+            omitted: response::Omitted::default(),
         }
     }
 }
@@ -242,7 +246,7 @@ impl Reviewer {
             }
         }
         if !warnings.is_empty() {
-            response.warnings = Some(response::budget_warnings(warnings));
+            response.warnings = Some(response::bounded_warnings(warnings, &mut record.omitted));
         }
         response
     }
@@ -329,7 +333,12 @@ impl Reviewer {
                 self.config.mesh_root_namespace.clone(),
             ]);
         }
-        response::from_decision(&req.uid, &object.to_string(), &decision)
+        response::from_decision(
+            &req.uid,
+            &object.to_string(),
+            &decision,
+            &mut record.omitted,
+        )
     }
 
     /// While the caches fill after start-up, reviews that need the posture
