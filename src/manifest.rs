@@ -135,12 +135,13 @@ pub fn parse_text(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError
 
 fn parse_json(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
     let mut out = Vec::new();
+    let mut lines = LineCounter::new(text);
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
     loop {
         let offset = stream.byte_offset();
         match stream.next() {
             None => break,
-            Some(Ok(value)) => out.push((line_of(text, offset), value)),
+            Some(Ok(value)) => out.push((lines.line_of(offset), value)),
             Some(Err(e)) => {
                 return Err(ManifestError::Parse {
                     file: file.to_owned(),
@@ -168,29 +169,58 @@ fn parse_yaml(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestErr
 }
 
 /// The first line of each YAML document: documents are separated by lines
-/// starting with `---`; a leading separator opens the first document.
+/// starting with `---`; a separator with only blank or comment lines before
+/// it opens the first document. One pass over the text.
 fn yaml_document_lines(text: &str) -> Vec<usize> {
     let mut starts = vec![1];
+    let mut only_comments_so_far = true;
     for (i, line) in text.lines().enumerate() {
         if line.starts_with("---") {
-            if i == 0
-                || text
-                    .lines()
-                    .take(i)
-                    .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-            {
+            if only_comments_so_far {
                 starts[0] = i + 2;
             } else {
                 starts.push(i + 2);
             }
         }
+        let trimmed = line.trim();
+        if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+            only_comments_so_far = false;
+        }
     }
     starts
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let skipped = text[offset..].len() - text[offset..].trim_start().len();
-    text[..offset + skipped].matches('\n').count() + 1
+/// Line numbers of byte offsets visited in increasing order, counting only
+/// the newlines since the previous offset (linear in the text, not in the
+/// text times the number of documents).
+struct LineCounter<'a> {
+    text: &'a str,
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first non-blank character at or after `offset`.
+    fn line_of(&mut self, offset: usize) -> usize {
+        let rest = &self.text[offset..];
+        let target = offset + (rest.len() - rest.trim_start().len());
+        if target >= self.offset {
+            self.line += self.text.as_bytes()[self.offset..target]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.offset = target;
+        }
+        self.line
+    }
 }
 
 /// Adds `value` (an object, a `kind: List`, or null for an empty document).
@@ -258,6 +288,19 @@ mod tests {
         assert_eq!(m[0].origin.line, 2);
         assert_eq!(m[1].origin.document, 3);
         assert_eq!(m[1].origin.line, 7);
+    }
+
+    #[test]
+    fn document_lines_after_comments_separators_and_json_streams() {
+        assert_eq!(yaml_document_lines("# c\n\n---\na: 1\n---\nb: 2\n"), [4, 6]);
+        assert_eq!(yaml_document_lines("a: 1\n# c\n---\nb: 2\n"), [1, 4]);
+        assert_eq!(yaml_document_lines("---\n---\na: 1\n"), [2, 3]);
+        let many = "#\n---\n".repeat(3);
+        assert_eq!(yaml_document_lines(&many), [3, 5, 7]);
+        let text = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}\n\n  {\"apiVersion\":\"v1\",\"kind\":\"Pod\"}\n{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}";
+        let m = parse_text("x.json", text).unwrap();
+        let lines: Vec<_> = m.iter().map(|m| m.origin.line).collect();
+        assert_eq!(lines, [1, 3, 4]);
     }
 
     #[test]
