@@ -59,6 +59,16 @@ pub enum ManifestError {
 /// Reads every path (`-` is stdin) into manifests, in a stable order.
 pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
     let mut manifests = Vec::new();
+    visit_paths(paths, &mut |m| {
+        manifests.push(m);
+        Ok(())
+    })?;
+    Ok(manifests)
+}
+
+/// Hands every manifest of every path to `visit`, one document at a time,
+/// so a caller that keeps only an index never holds all documents at once.
+pub fn visit_paths(paths: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), ManifestError> {
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
@@ -68,7 +78,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
                     path: "-".into(),
                     source,
                 })?;
-            manifests.extend(parse_text("-", &text)?);
+            visit_text("-", &text, visit)?;
             continue;
         }
         for file in collect_files(path)? {
@@ -76,11 +86,14 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
                 path: file.display().to_string(),
                 source,
             })?;
-            manifests.extend(parse_text(&file.display().to_string(), &text)?);
+            visit_text(&file.display().to_string(), &text, visit)?;
         }
     }
-    Ok(manifests)
+    Ok(())
 }
+
+/// What [`visit_paths`] and [`visit_text`] call with each manifest.
+pub type Visit<'a> = dyn FnMut(Manifest) -> Result<(), ManifestError> + 'a;
 
 /// A named file is read whatever its extension; inside directories only
 /// `.yaml`, `.yml` and `.json` files are.
@@ -115,57 +128,66 @@ fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 
 /// Parses one file's text: a JSON value (or several), or YAML documents.
 pub fn parse_text(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
-    let trimmed = text.trim_start();
-    let documents: Vec<(usize, Value)> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        parse_json(file, text)?
-    } else {
-        parse_yaml(file, text)?
-    };
     let mut manifests = Vec::new();
-    for (index, (line, value)) in documents.into_iter().enumerate() {
+    visit_text(file, text, &mut |m| {
+        manifests.push(m);
+        Ok(())
+    })?;
+    Ok(manifests)
+}
+
+/// [`parse_text`], handing each manifest to `visit` as soon as its
+/// document is parsed.
+pub fn visit_text(file: &str, text: &str, visit: &mut Visit<'_>) -> Result<(), ManifestError> {
+    let mut document = |index: usize, line: usize, value: Value| {
         let origin = Origin {
             file: file.to_owned(),
             document: index + 1,
             line,
         };
-        flatten(origin, value, &mut manifests)?;
+        flatten(origin, value, visit)
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        visit_json(file, text, &mut document)
+    } else {
+        visit_yaml(file, text, &mut document)
     }
-    Ok(manifests)
 }
 
-fn parse_json(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
-    let mut out = Vec::new();
+type Document<'a> = dyn FnMut(usize, usize, Value) -> Result<(), ManifestError> + 'a;
+
+fn visit_json(file: &str, text: &str, document: &mut Document<'_>) -> Result<(), ManifestError> {
     let mut lines = LineCounter::new(text);
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    loop {
+    for index in 0.. {
         let offset = stream.byte_offset();
         match stream.next() {
             None => break,
-            Some(Ok(value)) => out.push((lines.line_of(offset), value)),
+            Some(Ok(value)) => document(index, lines.line_of(offset), value)?,
             Some(Err(e)) => {
                 return Err(ManifestError::Parse {
                     file: file.to_owned(),
-                    document: out.len() + 1,
+                    document: index + 1,
                     problem: format!("invalid JSON: {e}"),
                 })
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn parse_yaml(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
+fn visit_yaml(file: &str, text: &str, document: &mut Document<'_>) -> Result<(), ManifestError> {
     let starts = yaml_document_lines(text);
-    let mut out = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| ManifestError::Parse {
+    for (index, yaml) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(yaml).map_err(|e| ManifestError::Parse {
             file: file.to_owned(),
             document: index + 1,
             problem: format!("invalid YAML: {e}"),
         })?;
-        out.push((starts.get(index).copied().unwrap_or(1), value));
+        document(index, starts.get(index).copied().unwrap_or(1), value)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The first line of each YAML document: documents are separated by lines
@@ -224,7 +246,7 @@ impl<'a> LineCounter<'a> {
 }
 
 /// Adds `value` (an object, a `kind: List`, or null for an empty document).
-fn flatten(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), ManifestError> {
+fn flatten(origin: Origin, value: Value, out: &mut Visit<'_>) -> Result<(), ManifestError> {
     let parse_err = |problem: String| ManifestError::Parse {
         file: origin.file.clone(),
         document: origin.document,
@@ -235,7 +257,7 @@ fn flatten(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), 
         Value::Array(items) => items
             .into_iter()
             .try_for_each(|item| flatten(origin.clone(), item, out)),
-        Value::Object(ref map) => {
+        Value::Object(mut map) => {
             let field = |name: &str| {
                 map.get(name)
                     .and_then(Value::as_str)
@@ -249,20 +271,19 @@ fn flatten(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), 
                 ));
             }
             if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
-                let Some(Value::Array(items)) = map.get("items").cloned() else {
+                let Some(Value::Array(items)) = map.remove("items") else {
                     return Err(parse_err(format!("{kind} without an items array")));
                 };
                 return items
                     .into_iter()
                     .try_for_each(|item| flatten(origin.clone(), item, out));
             }
-            out.push(Manifest {
+            out(Manifest {
                 origin,
                 api_version,
                 kind,
-                value,
-            });
-            Ok(())
+                value: Value::Object(map),
+            })
         }
         other => Err(parse_err(format!(
             "expected a Kubernetes object, found {}",
