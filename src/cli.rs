@@ -99,6 +99,10 @@ pub struct AuditArgs {
     /// Namespace of objects that do not name one.
     #[arg(long, default_value = "default")]
     pub namespace: String,
+    /// meshgate's own namespace, exempt as in `serve`, so auditing the
+    /// chart's own output reports nothing on meshgate itself.
+    #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
+    pub own_namespace: String,
     /// Manifest files or directories; `-` reads stdin.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,

@@ -59,6 +59,16 @@ pub enum ManifestError {
 /// Reads every path (`-` is stdin) into manifests, in a stable order.
 pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
     let mut manifests = Vec::new();
+    visit_paths(paths, &mut |m| {
+        manifests.push(m);
+        Ok(())
+    })?;
+    Ok(manifests)
+}
+
+/// Hands every manifest of every path to `visit`, one document at a time,
+/// so a caller that keeps only an index never holds all documents at once.
+pub fn visit_paths(paths: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), ManifestError> {
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
@@ -68,7 +78,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
                     path: "-".into(),
                     source,
                 })?;
-            manifests.extend(parse_text("-", &text)?);
+            visit_text("-", &text, visit)?;
             continue;
         }
         for file in collect_files(path)? {
@@ -76,11 +86,14 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
                 path: file.display().to_string(),
                 source,
             })?;
-            manifests.extend(parse_text(&file.display().to_string(), &text)?);
+            visit_text(&file.display().to_string(), &text, visit)?;
         }
     }
-    Ok(manifests)
+    Ok(())
 }
+
+/// What [`visit_paths`] and [`visit_text`] call with each manifest.
+pub type Visit<'a> = dyn FnMut(Manifest) -> Result<(), ManifestError> + 'a;
 
 /// A named file is read whatever its extension; inside directories only
 /// `.yaml`, `.yml` and `.json` files are.
@@ -115,86 +128,125 @@ fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 
 /// Parses one file's text: a JSON value (or several), or YAML documents.
 pub fn parse_text(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
-    let trimmed = text.trim_start();
-    let documents: Vec<(usize, Value)> = if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        parse_json(file, text)?
-    } else {
-        parse_yaml(file, text)?
-    };
     let mut manifests = Vec::new();
-    for (index, (line, value)) in documents.into_iter().enumerate() {
+    visit_text(file, text, &mut |m| {
+        manifests.push(m);
+        Ok(())
+    })?;
+    Ok(manifests)
+}
+
+/// [`parse_text`], handing each manifest to `visit` as soon as its
+/// document is parsed.
+pub fn visit_text(file: &str, text: &str, visit: &mut Visit<'_>) -> Result<(), ManifestError> {
+    let mut document = |index: usize, line: usize, value: Value| {
         let origin = Origin {
             file: file.to_owned(),
             document: index + 1,
             line,
         };
-        flatten(origin, value, &mut manifests)?;
+        flatten(origin, value, visit)
+    };
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('{') || trimmed.starts_with('[') {
+        visit_json(file, text, &mut document)
+    } else {
+        visit_yaml(file, text, &mut document)
     }
-    Ok(manifests)
 }
 
-fn parse_json(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
-    let mut out = Vec::new();
+type Document<'a> = dyn FnMut(usize, usize, Value) -> Result<(), ManifestError> + 'a;
+
+fn visit_json(file: &str, text: &str, document: &mut Document<'_>) -> Result<(), ManifestError> {
+    let mut lines = LineCounter::new(text);
     let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-    loop {
+    for index in 0.. {
         let offset = stream.byte_offset();
         match stream.next() {
             None => break,
-            Some(Ok(value)) => out.push((line_of(text, offset), value)),
+            Some(Ok(value)) => document(index, lines.line_of(offset), value)?,
             Some(Err(e)) => {
                 return Err(ManifestError::Parse {
                     file: file.to_owned(),
-                    document: out.len() + 1,
+                    document: index + 1,
                     problem: format!("invalid JSON: {e}"),
                 })
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-fn parse_yaml(file: &str, text: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
+fn visit_yaml(file: &str, text: &str, document: &mut Document<'_>) -> Result<(), ManifestError> {
     let starts = yaml_document_lines(text);
-    let mut out = Vec::new();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document).map_err(|e| ManifestError::Parse {
+    for (index, yaml) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = Value::deserialize(yaml).map_err(|e| ManifestError::Parse {
             file: file.to_owned(),
             document: index + 1,
             problem: format!("invalid YAML: {e}"),
         })?;
-        out.push((starts.get(index).copied().unwrap_or(1), value));
+        document(index, starts.get(index).copied().unwrap_or(1), value)?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The first line of each YAML document: documents are separated by lines
-/// starting with `---`; a leading separator opens the first document.
+/// starting with `---`; a separator with only blank or comment lines before
+/// it opens the first document. One pass over the text.
 fn yaml_document_lines(text: &str) -> Vec<usize> {
     let mut starts = vec![1];
+    let mut only_comments_so_far = true;
     for (i, line) in text.lines().enumerate() {
         if line.starts_with("---") {
-            if i == 0
-                || text
-                    .lines()
-                    .take(i)
-                    .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-            {
+            if only_comments_so_far {
                 starts[0] = i + 2;
             } else {
                 starts.push(i + 2);
             }
         }
+        let trimmed = line.trim();
+        if !(trimmed.is_empty() || trimmed.starts_with('#')) {
+            only_comments_so_far = false;
+        }
     }
     starts
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    let skipped = text[offset..].len() - text[offset..].trim_start().len();
-    text[..offset + skipped].matches('\n').count() + 1
+/// Line numbers of byte offsets visited in increasing order, counting only
+/// the newlines since the previous offset (linear in the text, not in the
+/// text times the number of documents).
+struct LineCounter<'a> {
+    text: &'a str,
+    offset: usize,
+    line: usize,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(text: &'a str) -> Self {
+        LineCounter {
+            text,
+            offset: 0,
+            line: 1,
+        }
+    }
+
+    /// The line of the first non-blank character at or after `offset`.
+    fn line_of(&mut self, offset: usize) -> usize {
+        let rest = &self.text[offset..];
+        let target = offset + (rest.len() - rest.trim_start().len());
+        if target >= self.offset {
+            self.line += self.text.as_bytes()[self.offset..target]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.offset = target;
+        }
+        self.line
+    }
 }
 
 /// Adds `value` (an object, a `kind: List`, or null for an empty document).
-fn flatten(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), ManifestError> {
+fn flatten(origin: Origin, value: Value, out: &mut Visit<'_>) -> Result<(), ManifestError> {
     let parse_err = |problem: String| ManifestError::Parse {
         file: origin.file.clone(),
         document: origin.document,
@@ -205,7 +257,7 @@ fn flatten(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), 
         Value::Array(items) => items
             .into_iter()
             .try_for_each(|item| flatten(origin.clone(), item, out)),
-        Value::Object(ref map) => {
+        Value::Object(mut map) => {
             let field = |name: &str| {
                 map.get(name)
                     .and_then(Value::as_str)
@@ -219,20 +271,19 @@ fn flatten(origin: Origin, value: Value, out: &mut Vec<Manifest>) -> Result<(), 
                 ));
             }
             if kind == "List" || (kind.ends_with("List") && map.contains_key("items")) {
-                let Some(Value::Array(items)) = map.get("items").cloned() else {
+                let Some(Value::Array(items)) = map.remove("items") else {
                     return Err(parse_err(format!("{kind} without an items array")));
                 };
                 return items
                     .into_iter()
                     .try_for_each(|item| flatten(origin.clone(), item, out));
             }
-            out.push(Manifest {
+            out(Manifest {
                 origin,
                 api_version,
                 kind,
-                value,
-            });
-            Ok(())
+                value: Value::Object(map),
+            })
         }
         other => Err(parse_err(format!(
             "expected a Kubernetes object, found {}",
@@ -258,6 +309,19 @@ mod tests {
         assert_eq!(m[0].origin.line, 2);
         assert_eq!(m[1].origin.document, 3);
         assert_eq!(m[1].origin.line, 7);
+    }
+
+    #[test]
+    fn document_lines_after_comments_separators_and_json_streams() {
+        assert_eq!(yaml_document_lines("# c\n\n---\na: 1\n---\nb: 2\n"), [4, 6]);
+        assert_eq!(yaml_document_lines("a: 1\n# c\n---\nb: 2\n"), [1, 4]);
+        assert_eq!(yaml_document_lines("---\n---\na: 1\n"), [2, 3]);
+        let many = "#\n---\n".repeat(3);
+        assert_eq!(yaml_document_lines(&many), [3, 5, 7]);
+        let text = "{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}\n\n  {\"apiVersion\":\"v1\",\"kind\":\"Pod\"}\n{\"apiVersion\":\"v1\",\"kind\":\"Pod\"}";
+        let m = parse_text("x.json", text).unwrap();
+        let lines: Vec<_> = m.iter().map(|m| m.origin.line).collect();
+        assert_eq!(lines, [1, 3, 4]);
     }
 
     #[test]

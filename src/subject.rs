@@ -261,19 +261,85 @@ pub struct DecodeError {
 
 /// Something a typed object can be decoded from: a raw review payload, or a
 /// manifest document already turned into JSON.
+///
+/// Both refuse anything but a JSON object before typed decoding: derived
+/// `Deserialize` structs (the Istio and cert-manager ones) accept a JSON
+/// array as a sequence of fields, so `[{...}]` would otherwise decode to an
+/// object with an empty spec and pass every rule.
 pub trait ObjectSource {
     fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error>;
+    /// The object's own `apiVersion` and `kind`, when it states them.
+    fn type_meta(&self) -> Result<TypeHeader, serde_json::Error>;
+}
+
+/// `apiVersion` and `kind` as an object states them.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypeHeader {
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+fn not_an_object(found: serde::de::Unexpected<'_>) -> serde_json::Error {
+    serde::de::Error::invalid_type(found, &"a JSON object")
 }
 
 impl ObjectSource for &serde_json::value::RawValue {
     fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        object_text(self.get())?;
         serde_json::from_str(self.get())
     }
+
+    fn type_meta(&self) -> Result<TypeHeader, serde_json::Error> {
+        serde_json::from_str(object_text(self.get())?)
+    }
+}
+
+/// `text` when it is a JSON object; the error names what it is instead.
+pub fn object_text(text: &str) -> Result<&str, serde_json::Error> {
+    use serde::de::Unexpected;
+    let found = match text.trim_start().as_bytes().first() {
+        Some(b'{') => return Ok(text),
+        Some(b'[') => Unexpected::Seq,
+        Some(b'"') => Unexpected::Other("a string"),
+        Some(b'n') => Unexpected::Unit,
+        Some(b't' | b'f') => Unexpected::Other("a boolean"),
+        _ => Unexpected::Other("a number"),
+    };
+    Err(not_an_object(found))
 }
 
 impl ObjectSource for serde_json::Value {
     fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        self.type_meta()?;
         serde_json::from_value(self)
+    }
+
+    fn type_meta(&self) -> Result<TypeHeader, serde_json::Error> {
+        use serde::de::Unexpected;
+        use serde_json::Value;
+        let map = match self {
+            Value::Object(map) => map,
+            Value::Array(_) => return Err(not_an_object(Unexpected::Seq)),
+            Value::Null => return Err(not_an_object(Unexpected::Unit)),
+            _ => return Err(not_an_object(Unexpected::Other("a scalar"))),
+        };
+        let field = |name: &str| -> Result<Option<String>, serde_json::Error> {
+            match map.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(Value::String(s)) => Ok(Some(s.clone())),
+                Some(_) => Err(serde::de::Error::invalid_type(
+                    Unexpected::Other("a non-string"),
+                    &"a string",
+                )),
+            }
+        };
+        Ok(TypeHeader {
+            api_version: field("apiVersion")?,
+            kind: field("kind")?,
+        })
     }
 }
 
@@ -299,27 +365,27 @@ pub fn decode(
             }));
         }
         Kind::PeerAuthentication => {
-            return placed(source, namespace, name)
+            return placed(kind, source, namespace, name)
                 .map(Object::PeerAuthentication)
                 .map_err(err)
         }
         Kind::AuthorizationPolicy => {
-            return placed(source, namespace, name)
+            return placed(kind, source, namespace, name)
                 .map(Object::AuthorizationPolicy)
                 .map_err(err)
         }
         Kind::DestinationRule => {
-            return placed(source, namespace, name)
+            return placed(kind, source, namespace, name)
                 .map(Object::DestinationRule)
                 .map_err(err)
         }
         Kind::Sidecar => {
-            return placed(source, namespace, name)
+            return placed(kind, source, namespace, name)
                 .map(Object::Sidecar)
                 .map_err(err)
         }
         Kind::Certificate => {
-            return placed(source, namespace, name)
+            return placed(kind, source, namespace, name)
                 .map(Object::Certificate)
                 .map_err(err)
         }
@@ -395,12 +461,24 @@ pub fn decode(
 
 /// Decodes an object with standard metadata, filling in the namespace and
 /// name the API server passes beside the object (a manifest may leave the
-/// namespace out).
+/// namespace out). k8s-openapi types check their own `apiVersion` and
+/// `kind`; these serde structs do not, so a stated kind must be `kind`.
 fn placed<T: Namespaced + DeserializeOwned>(
+    kind: Kind,
     source: impl ObjectSource,
     namespace: &str,
     name: &str,
 ) -> Result<T, serde_json::Error> {
+    let header = source.type_meta()?;
+    if let Some(stated) = header.kind.as_deref() {
+        let api_version = header.api_version.as_deref().unwrap_or_default();
+        if Kind::from_api_version(api_version, stated) != Some(kind) {
+            return Err(serde::de::Error::custom(format_args!(
+                "the object is a {stated} of apiVersion {api_version:?}, not a {}",
+                kind.as_str()
+            )));
+        }
+    }
     let mut object: T = source.decode()?;
     let m = object.meta_mut();
     if m.namespace.as_deref().is_none_or(str::is_empty) {
@@ -488,6 +566,19 @@ mod tests {
         assert_eq!(object.to_string(), "namespace shop");
         assert_eq!(object.namespace(), "shop");
         assert_eq!(object.selector_labels()["a"], "b");
+    }
+
+    #[test]
+    fn arrays_and_other_kinds_never_decode_as_istio_objects() {
+        let pa = json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+            "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "PERMISSIVE"}}});
+        let raw = serde_json::value::to_raw_value(&json!([pa.clone()])).unwrap();
+        let e = decode(Kind::PeerAuthentication, raw.as_ref(), "shop", "").unwrap_err();
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
+        let e = decode(Kind::AuthorizationPolicy, json!([pa.clone()]), "shop", "").unwrap_err();
+        assert!(e.to_string().contains("expected a JSON object"), "{e}");
+        let e = decode(Kind::AuthorizationPolicy, pa, "shop", "").unwrap_err();
+        assert!(e.to_string().contains("not a AuthorizationPolicy"), "{e}");
     }
 
     #[test]

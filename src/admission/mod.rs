@@ -59,6 +59,9 @@ pub struct Record {
     pub confirm: Option<Vec<String>>,
     /// What `/mutate` did with the pod, when it looked at one.
     pub mutation: Option<&'static str>,
+    /// Finding texts the bounded answer had to cut; the decision log
+    /// carries them in full.
+    pub omitted: response::Omitted,
 }
 
 impl Record {
@@ -77,6 +80,7 @@ impl Record {
             exempted: Vec::new(),
             confirm: None,
             mutation: None,
+            omitted: response::Omitted::default(),
         }
     }
 }
@@ -180,13 +184,14 @@ impl Reviewer {
         let is_pod_create = Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind) == Some(Kind::Pod)
             && req.operation == Operation::Create
             && req.sub_resource.as_deref().is_none_or(str::is_empty);
-        let Some(raw) = req.object.filter(|_| is_pod_create) else {
+        if !is_pod_create {
             return allow;
-        };
-        let namespace = req.namespace.as_deref().unwrap_or_default();
-        // An undecodable pod is admitted unchanged here; /validate denies it.
-        let Ok(object) = subject::decode(Kind::Pod, raw, namespace, &req.name) else {
-            return allow;
+        }
+        // A pod CREATE that cannot be read is refused, as on /validate: an
+        // allow here would let it through where /validate is not installed.
+        let object = match under_review(req, Kind::Pod, (req.object, "object")) {
+            Ok(object) => object,
+            Err(why) => return refuse(req, Kind::Pod, &why),
         };
         let Object::Workload(pod) = &object else {
             return allow;
@@ -241,7 +246,7 @@ impl Reviewer {
             }
         }
         if !warnings.is_empty() {
-            response.warnings = Some(response::budget_warnings(warnings));
+            response.warnings = Some(response::bounded_warnings(warnings, &mut record.omitted));
         }
         response
     }
@@ -275,42 +280,33 @@ impl Reviewer {
         if !judged_operation {
             return response::allow(&req.uid);
         }
-        let namespace = req.namespace.as_deref().unwrap_or_default();
-        let label = kind.as_str().to_ascii_lowercase();
-        let target = if deleting { req.old_object } else { req.object };
-        let Some(raw) = target else {
-            let missing = if deleting { "oldObject" } else { "object" };
-            return response::deny(
-                &req.uid,
-                400,
-                &format!(
-                    "meshgate denied {label} {namespace}/{}: the {} request carries no {missing} to judge",
-                    req.name,
-                    req.operation_str()
-                ),
-            );
+        let target = if deleting {
+            (req.old_object, "oldObject")
+        } else {
+            (req.object, "object")
         };
-        let object = match subject::decode(kind, raw, namespace, &req.name) {
+        let object = match under_review(req, kind, target) {
             Ok(object) => object,
-            Err(e) => {
-                return response::deny(
-                    &req.uid,
-                    400,
-                    &format!("meshgate denied {label} {namespace}/{}: {e}", req.name),
-                )
-            }
+            Err(why) => return refuse(req, kind, &why),
         };
         record.namespace = object.namespace().to_owned();
         record.name = object.name().to_owned();
         if let Some(response) = self.while_syncing(&req.uid, kind, &object) {
             return response;
         }
-        // An old object that cannot be read only means nothing counts as
-        // pre-existing: stricter, never looser.
-        let old_object = match req.operation {
-            Operation::Update => req
-                .old_object
-                .and_then(|raw| subject::decode(kind, raw, namespace, &req.name).ok()),
+        // An old object that does not decode only means nothing counts as
+        // pre-existing: stricter, never looser. One the API server would
+        // never send (not an object, another namespace) is refused.
+        let old_object = match (&req.operation, req.old_object) {
+            (Operation::Update, Some(raw)) => {
+                match under_review(req, kind, (Some(raw), "oldObject")) {
+                    Ok(old) => Some(old),
+                    Err(why @ (Unusable::NotAnObject(_) | Unusable::Misplaced(_))) => {
+                        return refuse(req, kind, &why)
+                    }
+                    Err(_) => None,
+                }
+            }
             _ => None,
         };
         let operation = match (&old_object, deleting) {
@@ -342,7 +338,12 @@ impl Reviewer {
                 self.config.mesh_root_namespace.clone(),
             ]);
         }
-        response::from_decision(&req.uid, &object.to_string(), &decision)
+        response::from_decision(
+            &req.uid,
+            &object.to_string(),
+            &decision,
+            &mut record.omitted,
+        )
     }
 
     /// A workload allowed from a cache whose watch is down, which could not
@@ -431,4 +432,56 @@ impl Reviewer {
         });
         Decision::from_judgements(new, old.as_ref())
     }
+}
+
+/// Why a review's object cannot be judged; always a denial with code 400.
+#[derive(Debug, thiserror::Error)]
+enum Unusable {
+    #[error("the {0} request carries no {1} to judge")]
+    Missing(&'static str, &'static str),
+    #[error("the {0} is not a JSON object")]
+    NotAnObject(&'static str),
+    #[error(transparent)]
+    Undecodable(#[from] subject::DecodeError),
+    /// The object names another namespace than the request; the API
+    /// server never sends that, and the request's namespace is the one
+    /// the object would be stored in.
+    #[error("{0}")]
+    Misplaced(String),
+}
+
+/// Decodes the request's `field` (object or oldObject) as `kind`, in the
+/// namespace the request names.
+fn under_review(
+    req: &review::Request,
+    kind: Kind,
+    (raw, field): (Option<&serde_json::value::RawValue>, &'static str),
+) -> Result<Object, Unusable> {
+    let raw = raw.ok_or(Unusable::Missing(req.operation_str(), field))?;
+    if subject::object_text(raw.get()).is_err() {
+        return Err(Unusable::NotAnObject(field));
+    }
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    let object = subject::decode(kind, raw, namespace, &req.name)?;
+    if kind != Kind::Namespace && object.namespace() != namespace {
+        return Err(Unusable::Misplaced(format!(
+            "the {field} names namespace {:?} but the request is for namespace {namespace:?}",
+            object.namespace()
+        )));
+    }
+    Ok(object)
+}
+
+/// The 400 denial for an object that cannot be judged.
+fn refuse(req: &review::Request, kind: Kind, why: &Unusable) -> AdmissionResponse {
+    let namespace = req.namespace.as_deref().unwrap_or_default();
+    response::deny(
+        &req.uid,
+        400,
+        &format!(
+            "meshgate denied {} {namespace}/{}: {why}",
+            kind.as_str().to_ascii_lowercase(),
+            req.name
+        ),
+    )
 }

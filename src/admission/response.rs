@@ -16,6 +16,31 @@ use super::review::{REVIEW_API_VERSION, REVIEW_KIND};
 /// stays within 4,096 bytes; past that it truncates and drops them.
 pub const WARNING_BUDGET: usize = 4096;
 const OVERFLOW_RESERVE: usize = 120;
+/// A denial message past this is cut: kubectl prints it whole, and the API
+/// server stores it in events and audit logs.
+pub const MESSAGE_BUDGET: usize = 4096;
+/// Each audit annotation value past this is cut: every one is stored with
+/// every audit event of the request.
+pub const ANNOTATION_BUDGET: usize = 1024;
+
+/// The finding texts an answer had to cut, each once, for the decision log.
+#[derive(Debug, Default, Clone)]
+pub struct Omitted {
+    pub texts: Vec<String>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Omitted {
+    pub fn push(&mut self, text: &str) {
+        if self.seen.insert(text.to_owned()) {
+            self.texts.push(text.to_owned());
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
 
 /// An allowing response that echoes the request's uid.
 pub fn allow(uid: &str) -> AdmissionResponse {
@@ -44,31 +69,84 @@ pub fn deny(uid: &str, code: u16, message: &str) -> AdmissionResponse {
 }
 
 /// The response for a decided review of `subject` (e.g. `pod shop/web`).
-pub fn from_decision(uid: &str, subject: &str, decision: &Decision) -> AdmissionResponse {
+/// What the bounded message, warnings and annotations leave out is added
+/// to `omitted`.
+pub fn from_decision(
+    uid: &str,
+    subject: &str,
+    decision: &Decision,
+    omitted: &mut Omitted,
+) -> AdmissionResponse {
     let mut response = if decision.allowed() {
         allow(uid)
     } else {
-        deny(uid, 403, &denial_message(subject, &decision.denied))
+        deny(
+            uid,
+            403,
+            &denial_message(subject, &decision.denied, omitted),
+        )
     };
     let warnings: Vec<String> = decision.warned.iter().map(warning_text).collect();
     if !warnings.is_empty() {
-        response.warnings = Some(budget_warnings(warnings));
+        response.warnings = Some(bounded_warnings(warnings, omitted));
     }
-    response.audit_annotations = audit_annotations(decision);
+    response.audit_annotations = audit_annotations(decision, omitted);
     response
 }
 
-fn denial_message(subject: &str, denied: &[Judged]) -> String {
+/// One line naming every violated rule; the details of each violation
+/// follow while they fit in [`MESSAGE_BUDGET`], then a count of the rest.
+fn denial_message(subject: &str, denied: &[Judged], omitted: &mut Omitted) -> String {
     let parts: Vec<String> = denied
         .iter()
         .map(|j| {
-            format!(
+            single_line(&format!(
                 "[{}] {}; fix: {}",
                 j.finding.rule, j.finding.message, j.finding.fix
-            )
+            ))
         })
         .collect();
-    single_line(&format!("meshgate denied {subject}: {}", parts.join(" | ")))
+    let subject = single_line(subject);
+    let full = format!("meshgate denied {subject}: {}", parts.join(" | "));
+    if full.len() <= MESSAGE_BUDGET {
+        return full;
+    }
+    let mut rules: Vec<&str> = Vec::new();
+    for j in denied {
+        if !rules.contains(&j.finding.rule.as_str()) {
+            rules.push(j.finding.rule.as_str());
+        }
+    }
+    let mut out = format!(
+        "meshgate denied {subject}: {} violations of {}: ",
+        parts.len(),
+        rules.join(", ")
+    );
+    let mut shown = 0;
+    for part in &parts {
+        let separator = if shown == 0 { "" } else { " | " };
+        let room = MESSAGE_BUDGET.saturating_sub(out.len() + separator.len() + OVERFLOW_RESERVE);
+        if part.len() <= room {
+            out.push_str(separator);
+            out.push_str(part);
+            shown += 1;
+        } else if shown == 0 && room >= 200 {
+            out.push_str(&truncate(part, room));
+            omitted.push(part);
+            shown += 1;
+        } else {
+            omitted.push(part);
+        }
+    }
+    // Once one did not fit, the later ones are omitted too, to keep order.
+    let rest = parts.len() - shown;
+    if rest > 0 {
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(" | ... {rest} more not shown; see meshgate's log"),
+        );
+    }
+    out
 }
 
 fn warning_text(w: &Warned) -> String {
@@ -91,27 +169,35 @@ fn single_line(text: &str) -> String {
 /// Keeps warnings within the budget; what does not fit is summarised in a
 /// last warning rather than cut off silently by the API server.
 pub fn budget_warnings(warnings: Vec<String>) -> Vec<String> {
+    bounded_warnings(warnings, &mut Omitted::default())
+}
+
+/// [`budget_warnings`], adding what it cut to `omitted`.
+pub fn bounded_warnings(warnings: Vec<String>, omitted: &mut Omitted) -> Vec<String> {
     let total = warnings.len();
     let mut used = 0;
     let mut kept = Vec::new();
-    for (i, warning) in warnings.into_iter().enumerate() {
+    for (i, warning) in warnings.iter().enumerate() {
         let last = i + 1 == total;
         let room = WARNING_BUDGET - used - if last { 0 } else { OVERFLOW_RESERVE };
         if warning.len() <= room {
             used += warning.len();
-            kept.push(warning);
+            kept.push(warning.clone());
             continue;
         }
         let room = WARNING_BUDGET - used - OVERFLOW_RESERVE;
-        let omitted = if room >= 200 {
-            kept.push(truncate(&warning, room));
-            total - i - 1
+        let rest = if room >= 200 {
+            kept.push(truncate(warning, room));
+            omitted.push(warning);
+            &warnings[i + 1..]
         } else {
-            total - i
+            &warnings[i..]
         };
-        if omitted > 0 {
+        rest.iter().for_each(|w| omitted.push(w));
+        if !rest.is_empty() {
             kept.push(format!(
-                "[meshgate] {omitted} more violation(s) not shown here; see meshgate's log and the audit annotations"
+                "[meshgate] {} more violation(s) not shown here; see meshgate's log and the audit annotations",
+                rest.len()
             ));
         }
         break;
@@ -130,9 +216,13 @@ fn truncate(text: &str, max: usize) -> String {
 }
 
 /// One annotation per violated rule, keyed by rule id (a valid key once the
-/// API server prefixes it with the webhook's name).
-fn audit_annotations(decision: &Decision) -> std::collections::HashMap<String, String> {
-    let mut by_rule: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+/// API server prefixes it with the webhook's name), each value within
+/// [`ANNOTATION_BUDGET`].
+fn audit_annotations(
+    decision: &Decision,
+    omitted: &mut Omitted,
+) -> std::collections::HashMap<String, String> {
+    let mut by_rule: BTreeMap<&str, Vec<(String, &Judged)>> = BTreeMap::new();
     let denied = decision.denied.iter().map(|j| (j, "denied"));
     let warned = decision.warned.iter().map(|w| {
         (
@@ -148,12 +238,46 @@ fn audit_annotations(decision: &Decision) -> std::collections::HashMap<String, S
         by_rule
             .entry(judged.finding.rule.as_str())
             .or_default()
-            .push(format!("{how}: {}", judged.finding.message));
+            .push((
+                single_line(&format!("{how}: {}", judged.finding.message)),
+                judged,
+            ));
     }
     by_rule
         .into_iter()
-        .map(|(rule, messages)| (rule.to_owned(), single_line(&messages.join("; "))))
+        .map(|(rule, messages)| (rule.to_owned(), annotation_value(&messages, omitted)))
         .collect()
+}
+
+/// Messages joined with `; ` while they fit, then a count of the rest.
+fn annotation_value(messages: &[(String, &Judged)], omitted: &mut Omitted) -> String {
+    let mut value = String::new();
+    for (i, (message, _)) in messages.iter().enumerate() {
+        let separator = if i == 0 { "" } else { "; " };
+        let last = i + 1 == messages.len();
+        let reserve = if last { 0 } else { 40 };
+        if value.len() + separator.len() + message.len() + reserve <= ANNOTATION_BUDGET {
+            value.push_str(separator);
+            value.push_str(message);
+            continue;
+        }
+        for (_, judged) in &messages[i..] {
+            let f = &judged.finding;
+            omitted.push(&single_line(&format!(
+                "[{}] {}; fix: {}",
+                f.rule, f.message, f.fix
+            )));
+        }
+        if i == 0 {
+            value = truncate(message, ANNOTATION_BUDGET - 40);
+        }
+        let rest = messages.len() - i - usize::from(i == 0);
+        if rest > 0 {
+            let _ = std::fmt::Write::write_fmt(&mut value, format_args!("; ... {rest} more"));
+        }
+        break;
+    }
+    value
 }
 
 #[cfg(test)]
@@ -178,7 +302,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let r = from_decision("uid-1", "pod shop/web", &decision);
+        let r = from_decision("uid-1", "pod shop/web", &decision, &mut Omitted::default());
         assert!(!r.allowed);
         assert_eq!(r.uid, "uid-1");
         assert_eq!(r.result.code, 403);
@@ -207,7 +331,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let r = from_decision("u", "pod shop/web", &decision);
+        let r = from_decision("u", "pod shop/web", &decision, &mut Omitted::default());
         assert!(r.allowed);
         let w = r.warnings.unwrap();
         assert_eq!(
@@ -233,6 +357,63 @@ mod tests {
         // One huge warning is cut on a character boundary, not dropped.
         let kept = budget_warnings(vec!["ü".repeat(5000)]);
         assert!(kept[0].len() <= WARNING_BUDGET && kept[0].ends_with("..."));
+    }
+
+    #[test]
+    fn long_denials_and_annotations_are_cut_with_a_count_and_every_rule_named() {
+        let mut denied: Vec<Judged> = (0..40)
+            .map(|i| {
+                judged(
+                    RuleId::NoInterceptionBypass,
+                    &format!("container app-{i:02} {}", "x".repeat(900)),
+                    Mode::Enforce,
+                )
+            })
+            .collect();
+        denied.push(judged(RuleId::SidecarRequired, "no sidecar", Mode::Enforce));
+        let decision = Decision {
+            denied,
+            ..Default::default()
+        };
+        let mut omitted = Omitted::default();
+        let r = from_decision("u", "pod shop/web", &decision, &mut omitted);
+        let m = &r.result.message;
+        assert!(m.len() <= MESSAGE_BUDGET, "{}", m.len());
+        assert!(
+            m.starts_with("meshgate denied pod shop/web: 41 violations of no-interception-bypass, sidecar-required: [no-interception-bypass] container app-00"),
+            "{m}"
+        );
+        let shown = m.matches("[no-interception-bypass]").count();
+        assert!(
+            m.ends_with(&format!(
+                "| ... {} more not shown; see meshgate's log",
+                41 - shown
+            )),
+            "{m}"
+        );
+        let annotation = &r.audit_annotations["no-interception-bypass"];
+        assert!(
+            annotation.len() <= ANNOTATION_BUDGET,
+            "{}",
+            annotation.len()
+        );
+        assert!(annotation.ends_with(" more"), "{annotation}");
+        assert_eq!(
+            r.audit_annotations["sidecar-required"],
+            "denied: no sidecar"
+        );
+        // What either channel cut is kept, once each, for the log: the
+        // annotation keeps only app-00, the message the first few.
+        assert_eq!(omitted.texts.len(), 40);
+        assert!(omitted
+            .texts
+            .iter()
+            .any(|t| t.starts_with("[no-interception-bypass] container app-39")));
+        assert!(omitted
+            .texts
+            .iter()
+            .any(|t| t.starts_with("[sidecar-required] no sidecar")));
+        assert!(!omitted.texts.iter().any(|t| t.contains("app-00")));
     }
 
     #[test]

@@ -85,7 +85,13 @@ pub fn run(args: &AuditArgs) -> ExitCode {
                 OutputFormat::Sarif => output::sarif(&report),
             };
             print!("{text}");
-            if report.count(Mode::Enforce) > 0 {
+            if report.objects_checked == 0 {
+                // An empty or mistyped input must not pass a CI gate.
+                eprintln!(
+                    "meshgate audit: checked 0 objects: the input holds no object of a kind meshgate judges"
+                );
+                ExitCode::from(2)
+            } else if report.count(Mode::Enforce) > 0 {
                 ExitCode::from(1)
             } else {
                 ExitCode::SUCCESS
@@ -102,7 +108,8 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
     let config = match &args.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
-    };
+    }
+    .with_own_namespace(&args.own_namespace);
     let manifests = manifest::load_paths(&args.paths)?;
     let posture = files::index(&manifests, &args.namespace)?;
     judge_manifests(&manifests, &posture, &config, &args.namespace)

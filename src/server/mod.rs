@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission::Reviewer;
 use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
-use crate::manifest::{self, ManifestError};
+use crate::manifest::ManifestError;
 use crate::metrics::Metrics;
 use crate::posture::confirm::Confirmer;
 use crate::posture::reflector::{self, CacheSync};
@@ -78,8 +78,7 @@ pub async fn run(
             Some(Arc::new(Confirmer::new(client, args.confirm_timeout))),
         )
     } else {
-        let manifests = manifest::load_paths(&args.state_from)?;
-        let index = files::index(&manifests, "default")?;
+        let index = files::index_paths(&args.state_from, "default")?;
         tracing::info!(
             namespaces = index.namespace_count(),
             peer_authentications = index.peer_authentications.len(),

@@ -229,6 +229,7 @@ fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
         decision = r.outcome.as_str(),
         rules = %rules.join(","),
         exempted = %exempted.join(","),
+        omitted = %r.omitted.texts.join(" | "),
         latency_ms,
         "admission review"
     );
