@@ -10,6 +10,18 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::admission::Record;
+use crate::config::{Config, Mode};
+use crate::rules::RuleId;
+use crate::server::conn::Shed;
+
+fn bad_request(endpoint: &'static str) -> RequestLabels {
+    RequestLabels {
+        endpoint,
+        kind: "unknown".into(),
+        operation: "unknown",
+        decision: "error",
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -73,6 +85,13 @@ pub struct Metrics {
     tls_reloads: Family<ResultLabels, Counter>,
     cache_synced: Family<ResourceLabels, Gauge>,
     mutations: Family<OutcomeLabels, Counter>,
+    connections_open: Gauge,
+    connections_shed: Family<ReasonLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -95,6 +114,8 @@ impl Metrics {
             tls_reloads: Family::default(),
             cache_synced: Family::default(),
             mutations: Family::default(),
+            connections_open: Gauge::default(),
+            connections_shed: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("meshgate");
         r.register(
@@ -132,7 +153,76 @@ impl Metrics {
             "Pods seen by /mutate, by outcome (patched, unchanged, conflict, skipped, exempted, audit)",
             metrics.mutations.clone(),
         );
+        r.register(
+            "connections_open",
+            "Open webhook connections",
+            metrics.connections_open.clone(),
+        );
+        r.register(
+            "connections_shed",
+            "Connections the server closed, by reason (a timeout of one phase, or evicted at the connection cap)",
+            metrics.connections_shed.clone(),
+        );
+        metrics.init_series();
         metrics
+    }
+
+    /// Creates every bounded series of errors and failures at 0, so that
+    /// `increase()` sees the first one (a series that appears at 1 has no
+    /// increase).
+    fn init_series(&self) {
+        for result in ["success", "failure"] {
+            self.tls_reloads
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        for endpoint in ["validate", "mutate"] {
+            self.requests
+                .get_or_create(&bad_request(endpoint))
+                .inc_by(0);
+        }
+        for rule in RuleId::ALL {
+            for mode in [Mode::Audit, Mode::Enforce] {
+                self.violations
+                    .get_or_create(&ViolationLabels {
+                        rule: rule.as_str(),
+                        mode: mode.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        for reason in Shed::ALL {
+            self.connections_shed
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc_by(0);
+        }
+    }
+
+    /// Creates the exemption series of every rule a configured exemption
+    /// names, at 0.
+    pub fn init_exemptions(&self, config: &Config) {
+        for exemption in &config.exemptions {
+            for rule in &exemption.rules {
+                self.exemptions
+                    .get_or_create(&RuleLabels {
+                        rule: rule.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
+    }
+
+    pub fn connections_open(&self, open: usize) {
+        self.connections_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    pub fn connection_shed(&self, reason: &'static str) {
+        self.connections_shed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn observe_review(&self, endpoint: &'static str, record: &Record, seconds: f64) {
@@ -176,14 +266,7 @@ impl Metrics {
 
     /// A body that was not an AdmissionReview at all.
     pub fn observe_bad_request(&self, endpoint: &'static str) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint,
-                kind: "unknown".into(),
-                operation: "unknown",
-                decision: "error",
-            })
-            .inc();
+        self.requests.get_or_create(&bad_request(endpoint)).inc();
     }
 
     pub fn tls_reload(&self, ok: bool) {
