@@ -189,11 +189,13 @@ async fn serve_tls(
 ) {
     let (timeouts, tracker) = limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper only enforces these timeouts with a timer.
+    // No hyper header read timeout: hyper runs it on idle keep-alive
+    // connections too. The connection's watchdog bounds the first head with
+    // the request-head timeout and later ones with the idle timeout.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.request_head);
+        .header_read_timeout(None);
     // Pings find dead peers; the idle deadline closes live but silent ones.
     builder
         .http2()
