@@ -131,11 +131,18 @@ async fn legit_worker(args: Arc<Args>, body: Bytes, stop: Arc<AtomicBool>, out: 
             continue;
         };
         let _ = tcp.set_nodelay(true);
-        let Ok(stream) = tls.connect(ServerName::from(args.addr.ip()), tcp).await else {
-            out.errors.fetch_add(1, Ordering::Relaxed);
-            continue;
+        let stream = match tls.connect(ServerName::from(args.addr.ip()), tcp).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                eprintln!("legit TLS handshake failed: {error}");
+                out.errors.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
-        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+        let Ok((mut sender, conn)) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+        else {
             out.errors.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -150,12 +157,15 @@ async fn legit_worker(args: Arc<Args>, body: Bytes, stop: Arc<AtomicBool>, out: 
                 .body(Full::new(body.clone()))
                 .unwrap();
             let started = Instant::now();
-            let ok = match tokio::time::timeout(Duration::from_secs(5), sender.send_request(request)).await {
-                Ok(Ok(response)) => {
-                    response.status() == 200 && response.into_body().collect().await.is_ok()
-                }
-                _ => false,
-            };
+            let ok =
+                match tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+                    .await
+                {
+                    Ok(Ok(response)) => {
+                        response.status() == 200 && response.into_body().collect().await.is_ok()
+                    }
+                    _ => false,
+                };
             if ok {
                 out.samples.lock().unwrap().push(started.elapsed());
             } else {
@@ -246,7 +256,14 @@ async fn legit_phase(args: &Arc<Args>, body: &Bytes, seconds: u64) -> Arc<Latenc
     let out = Arc::new(Latencies::default());
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..args.workers)
-        .map(|_| tokio::spawn(legit_worker(args.clone(), body.clone(), stop.clone(), out.clone())))
+        .map(|_| {
+            tokio::spawn(legit_worker(
+                args.clone(),
+                body.clone(),
+                stop.clone(),
+                out.clone(),
+            ))
+        })
         .collect();
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
@@ -262,14 +279,20 @@ async fn main() {
     let body = Bytes::from(std::fs::read(&args.review).expect("read --review"));
     println!("RSS before: {} KiB", rss_kib(args.pid));
 
-    legit_phase(&args, &body, args.seconds).await.report("quiet");
+    legit_phase(&args, &body, args.seconds)
+        .await
+        .report("quiet");
     println!("RSS after the quiet run: {} KiB", rss_kib(args.pid));
 
     let stop = Arc::new(AtomicBool::new(false));
     let (idle, drip) = (Arc::new(Closures::default()), Arc::new(Closures::default()));
     let mut tasks = Vec::new();
     for i in 0..args.idle + args.drip {
-        let (kind, out) = if i < args.idle { (false, idle.clone()) } else { (true, drip.clone()) };
+        let (kind, out) = if i < args.idle {
+            (false, idle.clone())
+        } else {
+            (true, drip.clone())
+        };
         tasks.push(tokio::spawn(hostile(args.clone(), kind, stop.clone(), out)));
         if i % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(20)).await; // spread the handshakes
@@ -313,7 +336,10 @@ async fn main() {
     attacked.report("under attack");
     idle.report("idle hostile");
     drip.report("dripping hostile");
-    println!("RSS peak under attack: {} KiB", peak.load(Ordering::Relaxed));
+    println!(
+        "RSS peak under attack: {} KiB",
+        peak.load(Ordering::Relaxed)
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     println!("RSS after the attack: {} KiB", rss_kib(args.pid));
 }

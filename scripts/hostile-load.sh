@@ -5,6 +5,7 @@
 #   scripts/hostile-load.sh
 #   IDLE=1000 DRIP=1000 SECONDS_PER_PHASE=20 scripts/hostile-load.sh
 #   EXTRA_ARGS="--max-connections 1000" scripts/hostile-load.sh   # past the cap
+#   SERVER_NOFILE=1024 scripts/hostile-load.sh   # server limited to 1,024 descriptors (cap 896)
 #
 # Starts a release `meshgate serve` on 127.0.0.1 with its default timeouts
 # (plus EXTRA_ARGS), then: $SECONDS_PER_PHASE s of legitimate reviews
@@ -27,6 +28,7 @@ WORKERS=${WORKERS:-4}
 SECONDS_PER_PHASE=${SECONDS_PER_PHASE:-20}
 PORT=${PORT:-18543}
 EXTRA_ARGS=${EXTRA_ARGS:-}
+SERVER_NOFILE=${SERVER_NOFILE:-}
 
 for tool in cargo openssl curl timeout; do
     command -v "$tool" >/dev/null || { echo "hostile-load.sh: $tool is required" >&2; exit 2; }
@@ -55,10 +57,19 @@ TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | sed 's/
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$WORK/tls.key" -out "$WORK/tls.crt" -days 1 -subj /CN=localhost \
-    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -addext "basicConstraints=critical,CA:FALSE" 2>/dev/null
 
+# The server's own open-files limit (soft and hard) when SERVER_NOFILE is set,
+# as in a container whose runtime sets it.
+limit_server() {
+    if [[ -n "$SERVER_NOFILE" ]]; then
+        ulimit -Sn "$SERVER_NOFILE" && ulimit -Hn "$SERVER_NOFILE"
+    fi
+    exec "$@"
+}
 # shellcheck disable=SC2086 # EXTRA_ARGS is a list of flags
-"$TARGET_DIR/release/meshgate" serve --listen "127.0.0.1:$PORT" \
+limit_server "$TARGET_DIR/release/meshgate" serve --listen "127.0.0.1:$PORT" \
     --metrics-listen "127.0.0.1:$((PORT + 1))" \
     --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" \
     --state-from "$ROOT/benches/fixtures/state.yaml" --drain-delay 0s \

@@ -89,8 +89,8 @@ pub struct ServeArgs {
     /// A connection with no request in flight for this long is closed.
     #[arg(long, env = "MESHGATE_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
-    /// Open connections at most; past it the longest-idle connection is
-    /// shed. 0 derives it from the open-files limit (raised to the hard
+    /// Open connections at most; past it the connection longest in its
+    /// current phase (silent, idle or in one request) is shed. 0 derives it from the open-files limit (raised to the hard
     /// limit at start): limit - 128, at most 4096.
     #[arg(long, env = "MESHGATE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,

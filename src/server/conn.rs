@@ -3,9 +3,9 @@
 //! HTTP/2 preface, a body that drips in) until the file descriptors run out,
 //! and with `failurePolicy: Fail` every deploy in the cluster would stop. So
 //! every phase of a connection has a deadline, and the number of open
-//! connections has a cap: past it the connection idle the longest (or, when
-//! none is idle, the one whose request has run the longest) is shed, so a new
-//! connection from the API server is always served.
+//! connections has a cap: past it the connection that has been in its current
+//! phase (silent, idle or in one request) the longest is shed, so connections
+//! in active use keep working.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -145,14 +145,13 @@ impl Tracker {
     }
 }
 
-/// The connection idle the longest; when none is idle, the one whose request
-/// started first (legitimate reviews take milliseconds).
+/// The connection whose current phase began first: silent since it was
+/// opened, idle since its last answer, or in the same request (legitimate
+/// reviews take milliseconds, so a request that has run for seconds is a
+/// slow or hostile client). A connection in active use is never the victim.
 fn victim(open: &HashMap<u64, Arc<ConnState>>) -> Option<u64> {
     open.iter()
-        .min_by_key(|(_, s)| {
-            let busy = s.in_flight.load(Ordering::Relaxed) > 0;
-            (busy, s.since_ms.load(Ordering::Relaxed))
-        })
+        .min_by_key(|(_, s)| s.since_ms.load(Ordering::Relaxed))
         .map(|(id, _)| *id)
 }
 
@@ -230,15 +229,22 @@ mod tests {
     }
 
     #[test]
-    fn at_the_cap_the_longest_idle_connection_is_shed_before_a_busy_one() {
+    fn at_the_cap_a_long_silent_connection_is_shed_not_one_in_use() {
         let tracker = tracker(2);
-        let busy = tracker.register();
-        let _request = busy.begin();
-        let idle = tracker.register();
+        let silent = tracker.register();
+        std::thread::sleep(Duration::from_millis(5));
+        let used = tracker.register();
+        drop(used.begin()); // answered just now
         let _new = tracker.register();
         let open = tracker.open.lock().unwrap();
-        assert!(open.contains_key(&busy.id), "a busy connection was shed");
-        assert!(!open.contains_key(&idle.id), "the idle connection was kept");
+        assert!(
+            open.contains_key(&used.id),
+            "the connection in use was shed"
+        );
+        assert!(
+            !open.contains_key(&silent.id),
+            "the silent connection was kept"
+        );
         assert_eq!(open.len(), 2);
     }
 
