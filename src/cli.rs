@@ -18,6 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value, parsed once at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTPS admission webhook server.
