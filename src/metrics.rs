@@ -10,6 +10,18 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::admission::Record;
+use crate::config::{Config, Mode};
+use crate::rules::RuleId;
+use crate::server::conn::Shed;
+
+fn bad_request(endpoint: &'static str) -> RequestLabels {
+    RequestLabels {
+        endpoint,
+        kind: "unknown".into(),
+        operation: "unknown",
+        decision: "error",
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -75,6 +87,8 @@ pub struct Metrics {
     mutations: Family<OutcomeLabels, Counter>,
     watch_errors: Family<ResourceLabels, Counter>,
     watch_restarts: Family<ResourceLabels, Counter>,
+    connections_open: Gauge,
+    connections_shed: Family<ReasonLabels, Counter>,
 }
 
 /// The counters of one watched resource, handed to its watcher.
@@ -84,6 +98,11 @@ pub struct WatchCounters {
     pub errors: Counter,
     /// Watches re-established, with a fresh list, after being lost.
     pub restarts: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -108,6 +127,8 @@ impl Metrics {
             mutations: Family::default(),
             watch_errors: Family::default(),
             watch_restarts: Family::default(),
+            connections_open: Gauge::default(),
+            connections_shed: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("meshgate");
         r.register(
@@ -155,6 +176,17 @@ impl Metrics {
             "Watches re-established (with a full re-list) after being lost, by watched resource",
             metrics.watch_restarts.clone(),
         );
+        r.register(
+            "connections_open",
+            "Open webhook connections",
+            metrics.connections_open.clone(),
+        );
+        r.register(
+            "connections_shed",
+            "Connections the server closed, by reason (a timeout of one phase, or evicted at the connection cap)",
+            metrics.connections_shed.clone(),
+        );
+        metrics.init_series();
         metrics
     }
 
@@ -166,6 +198,64 @@ impl Metrics {
             errors: self.watch_errors.get_or_create(&labels).clone(),
             restarts: self.watch_restarts.get_or_create(&labels).clone(),
         }
+    }
+
+    /// Creates every bounded series of errors and failures at 0, so that
+    /// `increase()` sees the first one (a series that appears at 1 has no
+    /// increase).
+    fn init_series(&self) {
+        for result in ["success", "failure"] {
+            self.tls_reloads
+                .get_or_create(&ResultLabels { result })
+                .inc_by(0);
+        }
+        for endpoint in ["validate", "mutate"] {
+            self.requests
+                .get_or_create(&bad_request(endpoint))
+                .inc_by(0);
+        }
+        for rule in RuleId::ALL {
+            for mode in [Mode::Audit, Mode::Enforce] {
+                self.violations
+                    .get_or_create(&ViolationLabels {
+                        rule: rule.as_str(),
+                        mode: mode.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
+        for reason in Shed::ALL {
+            self.connections_shed
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc_by(0);
+        }
+    }
+
+    /// Creates the exemption series of every rule a configured exemption
+    /// names, at 0.
+    pub fn init_exemptions(&self, config: &Config) {
+        for exemption in &config.exemptions {
+            for rule in &exemption.rules {
+                self.exemptions
+                    .get_or_create(&RuleLabels {
+                        rule: rule.as_str(),
+                    })
+                    .inc_by(0);
+            }
+        }
+    }
+
+    pub fn connections_open(&self, open: usize) {
+        self.connections_open
+            .set(i64::try_from(open).unwrap_or(i64::MAX));
+    }
+
+    pub fn connection_shed(&self, reason: &'static str) {
+        self.connections_shed
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub fn observe_review(&self, endpoint: &'static str, record: &Record, seconds: f64) {
@@ -209,14 +299,7 @@ impl Metrics {
 
     /// A body that was not an AdmissionReview at all.
     pub fn observe_bad_request(&self, endpoint: &'static str) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint,
-                kind: "unknown".into(),
-                operation: "unknown",
-                decision: "error",
-            })
-            .inc();
+        self.requests.get_or_create(&bad_request(endpoint)).inc();
     }
 
     pub fn tls_reload(&self, ok: bool) {

@@ -1,18 +1,20 @@
 //! `meshgate serve`: TLS, connections, shutdown. Thin plumbing around the
 //! [`Reviewer`]; it never decides anything itself.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::admission::Reviewer;
 use crate::cli::ServeArgs;
@@ -22,7 +24,9 @@ use crate::metrics::Metrics;
 use crate::posture::confirm::Confirmer;
 use crate::posture::reflector::{self, CacheSync};
 use crate::posture::{files, SharedPosture};
+use conn::{Shed, Timeouts, Tracker};
 
+pub mod conn;
 pub mod routes;
 pub mod tls;
 
@@ -44,10 +48,6 @@ pub enum StartError {
     Kube(#[from] kube::Error),
 }
 
-/// A TLS handshake, or an HTTP/1 request head, that takes longer than this
-/// is abandoned, so stalled clients cannot hold connections open.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 pub async fn run(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -61,7 +61,14 @@ pub async fn run(
 
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    metrics.init_exemptions(&config);
     let registry = Arc::new(registry);
+    let (cap, nofile) = conn::connection_cap(args.max_connections);
+    tracing::info!(
+        max_connections = cap,
+        open_files_limit = nofile,
+        "connection limit"
+    );
 
     let (key, loaded_pem) = tls::load_certified_key(&args.tls_cert, &args.tls_key)?;
     let cert = tls::ReloadingCert::new(key);
@@ -120,14 +127,28 @@ pub async fn run(
         }
     });
 
+    let draining = Arc::new(AtomicBool::new(false));
+    let tracker = Tracker::new(cap, metrics.clone());
     let app = routes::webhook(routes::AppState {
         reviewer: Arc::new(Reviewer::new(config, posture).with_sync(sync.clone())),
         metrics,
         sync,
         confirmer,
         max_body_bytes: args.max_body_bytes,
+        draining: draining.clone(),
     });
-    serve_tls(listener, acceptor, app, shutdown, args.shutdown_grace).await;
+    let timeouts = Timeouts {
+        handshake: args.tls_handshake_timeout,
+        request_head: args.request_head_timeout,
+        request: args.request_timeout,
+        idle: args.idle_timeout,
+    };
+    let stop = Shutdown {
+        drain_delay: args.drain_delay,
+        grace: args.shutdown_grace,
+        draining,
+    };
+    serve_tls(listener, acceptor, app, shutdown, stop, (timeouts, tracker)).await;
     Ok(())
 }
 
@@ -137,24 +158,62 @@ fn log_listening(endpoint: &'static str, listener: &TcpListener) {
     }
 }
 
-/// Accepts TLS connections until `shutdown` resolves, then stops accepting,
-/// lets in-flight reviews finish, and closes idle keep-alive connections at
-/// once (the API server keeps reusing connections to a terminating pod).
+/// The server's side of a shutdown: drain (ready no more, still serving),
+/// then stop (no new connections, in-flight reviews finish within a grace).
+pub struct Shutdown {
+    pub drain_delay: Duration,
+    pub grace: Duration,
+    pub draining: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Serving,
+    Stopping,
+}
+
+/// Accepts TLS connections until `signal` resolves. Then `/readyz` turns
+/// unready and HTTP/1 answers carry `Connection: close` for the drain delay,
+/// while new connections are still accepted: the API server keeps sending
+/// reviews until the endpoint removal reaches it. After the delay the
+/// listener closes, idle connections are closed, HTTP/2 ones get GOAWAY, and
+/// in-flight reviews get the grace period to finish.
 async fn serve_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: axum::Router,
-    shutdown: impl Future<Output = ()>,
-    grace: Duration,
+    signal: impl Future<Output = ()>,
+    shutdown: Shutdown,
+    limits: (Timeouts, Arc<Tracker>),
 ) {
-    let graceful = GracefulShutdown::new();
+    let (timeouts, tracker) = limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper only enforces the header read timeout with a timer.
+    // No hyper header read timeout: hyper runs it on idle keep-alive
+    // connections too. The connection's watchdog bounds the first head with
+    // the request-head timeout and later ones with the idle timeout.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
-    tokio::pin!(shutdown);
+        .header_read_timeout(None);
+    // Pings find dead peers; the idle deadline closes live but silent ones.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(timeouts.idle / 2)
+        .keep_alive_timeout(timeouts.request_head);
+    let (phase, phase_rx) = watch::channel(Phase::Serving);
+    let draining = shutdown.draining.clone();
+    let drain_delay = shutdown.drain_delay;
+    let stop = async move {
+        signal.await;
+        draining.store(true, Ordering::Release);
+        tracing::info!(
+            drain_delay_ms = drain_delay.as_millis() as u64,
+            "draining: /readyz unready, still serving until the delay is over"
+        );
+        tokio::time::sleep(drain_delay).await;
+    };
+    tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -166,16 +225,56 @@ async fn serve_tls(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         // Reviews are small request/response exchanges: send them at once.
         let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        let conn = Conn {
+            registration: tracker.register(),
+            tracker: tracker.clone(),
+            timeouts,
+            draining: shutdown.draining.clone(),
+            peer,
+        };
+        tokio::spawn(conn.serve(
+            acceptor.clone(),
+            stream,
+            app.clone(),
+            builder.clone(),
+            phase_rx.clone(),
+        ));
+    }
+    drop(listener);
+    drop(phase_rx);
+    tracing::info!("shutting down: no new connections, finishing in-flight reviews");
+    let _ = phase.send(Phase::Stopping);
+    tokio::select! {
+        () = phase.closed() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(shutdown.grace) => tracing::warn!("grace period over; closing remaining connections"),
+    }
+}
+
+/// One accepted connection and the deadlines it lives under.
+struct Conn {
+    registration: conn::Registration,
+    tracker: Arc<Tracker>,
+    timeouts: Timeouts,
+    draining: Arc<AtomicBool>,
+    peer: SocketAddr,
+}
+
+impl Conn {
+    async fn serve(
+        self,
+        acceptor: TlsAcceptor,
+        stream: TcpStream,
+        app: axum::Router,
+        builder: auto::Builder<TokioExecutor>,
+        mut phase: watch::Receiver<Phase>,
+    ) {
+        let peer = self.peer;
+        let tls = tokio::select! {
+            tls = tokio::time::timeout(self.timeouts.handshake, acceptor.accept(stream)) => match tls {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {
                     tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -183,19 +282,82 @@ async fn serve_tls(
                 }
                 Err(_) => {
                     tracing::debug!(%peer, "TLS handshake timed out");
+                    self.tracker.shed(Shed::HandshakeTimeout);
                     return;
                 }
-            };
-            let conn = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(error) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+            },
+            () = self.registration.evicted() => {
+                self.tracker.shed(Shed::Evicted);
+                return;
             }
-        });
+        };
+        let this = Arc::new(self);
+        let service = {
+            let this = this.clone();
+            hyper::service::service_fn(move |request| this.clone().request(app.clone(), request))
+        };
+        let conn = builder.serve_connection(TokioIo::new(tls), service);
+        tokio::pin!(conn);
+        let mut stopping = false;
+        loop {
+            let (deadline, why) = this.registration.deadline(&this.timeouts);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                    return;
+                }
+                () = this.registration.evicted() => {
+                    tracing::debug!(%peer, "connection limit reached; shedding this connection");
+                    this.tracker.shed(Shed::Evicted);
+                    return;
+                }
+                changed = phase.changed(), if !stopping => {
+                    if changed.is_err() || *phase.borrow() == Phase::Stopping {
+                        conn.as_mut().graceful_shutdown();
+                        stopping = true;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    // The phase may have moved on while the timer ran.
+                    if this.registration.deadline(&this.timeouts).0 <= tokio::time::Instant::now() {
+                        tracing::debug!(%peer, reason = why.as_str(), "closing connection");
+                        this.tracker.shed(why);
+                        return;
+                    }
+                }
+            }
+        }
     }
-    drop(listener);
-    tracing::info!("shutting down: no new connections, finishing in-flight reviews");
-    tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace) => tracing::warn!("grace period over; closing remaining connections"),
+
+    /// Runs one request under the whole-request deadline. HTTP/1 answers
+    /// close the connection while draining, so clients reconnect (to another
+    /// replica once the endpoint is gone) at a response boundary, never in
+    /// the middle of a request.
+    async fn request(
+        self: Arc<Self>,
+        app: axum::Router,
+        request: hyper::Request<hyper::body::Incoming>,
+    ) -> Result<axum::response::Response, Infallible> {
+        let _guard = self.registration.begin();
+        let http1 = request.version() < hyper::Version::HTTP_2;
+        let (mut response, timed_out) =
+            match tokio::time::timeout(self.timeouts.request, app.oneshot(request)).await {
+                Ok(Ok(response)) => (response, false),
+                Ok(Err(never)) => match never {},
+                Err(_) => {
+                    tracing::debug!(peer = %self.peer, "request not completed in time");
+                    self.tracker.shed(Shed::RequestTimeout);
+                    (routes::request_timeout(self.timeouts.request), true)
+                }
+            };
+        if http1 && (timed_out || self.draining.load(Ordering::Acquire)) {
+            response.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+        }
+        Ok(response)
     }
 }

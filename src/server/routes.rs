@@ -1,8 +1,9 @@
 //! HTTP routes. Handlers are thin: read the body within its limit, hand it
 //! to the [`Reviewer`], log and count the answer.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -28,6 +29,9 @@ pub struct AppState {
     /// when the state comes from files.
     pub confirmer: Option<Arc<Confirmer>>,
     pub max_body_bytes: usize,
+    /// Set on SIGTERM: `/readyz` answers 503 so the endpoint is removed
+    /// while reviews are still served.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// The webhook router (served over TLS).
@@ -70,6 +74,13 @@ pub fn metrics(registry: Arc<Registry>, metrics: Metrics, sync: Arc<CacheSync>) 
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"ready": false, "draining": true})),
+        )
+            .into_response();
+    }
     if state.sync.is_ready() {
         let missing: Vec<_> = state.sync.missing().collect();
         if missing.is_empty() {
@@ -196,6 +207,15 @@ async fn handle(
             error_response(StatusCode::BAD_REQUEST, &error.to_string())
         }
     }
+}
+
+/// The answer to a request that did not complete within its deadline (a
+/// body that drips in, for one).
+pub fn request_timeout(limit: Duration) -> Response {
+    error_response(
+        StatusCode::REQUEST_TIMEOUT,
+        &format!("request not completed within {}ms", limit.as_millis()),
+    )
 }
 
 fn too_large(limit: usize) -> Response {

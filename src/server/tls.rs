@@ -147,6 +147,9 @@ pub async fn watch_files(
     metrics: Metrics,
 ) {
     let mut last = Some(loaded);
+    // Whether the last poll could not read the files: counted once per
+    // outage, so the reload alert sees it without one increment per poll.
+    let mut unreadable = false;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -154,12 +157,21 @@ pub async fn watch_files(
         let pair = match read_pair(&cert_path, &key_path) {
             Ok(pair) => pair,
             Err(error) => {
-                // Mid-swap the files can be briefly missing; the old
-                // certificate keeps serving.
-                tracing::warn!(%error, "cannot read the serving certificate; keeping the current one");
+                // The kubelet swaps Secret files atomically, so a file that
+                // cannot be read is a failed reload: the old certificate
+                // keeps serving, but no renewal will reach it.
+                if !unreadable {
+                    metrics.tls_reload(false);
+                    tracing::error!(%error, "cannot read the serving certificate; keeping the current one");
+                }
+                unreadable = true;
                 continue;
             }
         };
+        if unreadable {
+            tracing::info!("serving certificate files readable again");
+            unreadable = false;
+        }
         if last.as_ref() == Some(&pair) {
             continue;
         }

@@ -190,6 +190,8 @@ pub struct Options {
     config: Option<String>,
     max_body_bytes: Option<usize>,
     tls: Option<TlsFiles>,
+    drain_delay: Option<String>,
+    extra_args: Vec<String>,
 }
 
 impl Options {
@@ -206,6 +208,18 @@ impl Options {
 
     pub fn tls(mut self, files: TlsFiles) -> Self {
         self.tls = Some(files);
+        self
+    }
+
+    /// `--drain-delay` (tests default to `0s`, so SIGTERM stops at once).
+    pub fn drain_delay(mut self, delay: &str) -> Self {
+        self.drain_delay = Some(delay.to_owned());
+        self
+    }
+
+    /// More `serve` arguments, e.g. `["--idle-timeout", "2s"]`.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 }
@@ -295,6 +309,9 @@ impl Server {
         if let Some(limit) = options.max_body_bytes {
             args.extend(["--max-body-bytes".into(), limit.to_string().into()]);
         }
+        let drain_delay = options.drain_delay.unwrap_or_else(|| "0s".to_owned());
+        args.extend(["--drain-delay".into(), drain_delay.into()]);
+        args.extend(options.extra_args.into_iter().map(OsString::from));
         let mut child = Command::new(BIN)
             .args(&args)
             .env_remove("MESHGATE_LOG")
@@ -441,6 +458,10 @@ impl Server {
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn is_running(&mut self) -> bool {
