@@ -741,13 +741,20 @@ impl Fixture {
             );
         }
 
+        // The index keeps only a slim form: the reviewed object (what the API
+        // server sends as oldObject) is the full policy, rebuilt here.
+        let indexed = index
+            .authorization_policies
+            .get(ROOT, "allow-nothing")
+            .expect("the mesh-wide allow-nothing");
         let root_allow_nothing = Object::AuthorizationPolicy(
-            index
-                .authorization_policies
-                .in_namespace(ROOT)
-                .find(|p| p.metadata.name.as_deref() == Some("allow-nothing"))
-                .expect("the mesh-wide allow-nothing")
-                .clone(),
+            serde_json::from_value(json!({
+                "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "allow-nothing", "namespace": ROOT,
+                             "creationTimestamp": indexed.created},
+                "spec": {}
+            }))
+            .expect("AuthorizationPolicy"),
         );
         let root_deny_everything = Object::AuthorizationPolicy(
             serde_json::from_value(json!({

@@ -218,6 +218,60 @@ impl AuthorizationPolicy {
     }
 }
 
+/// What the posture index keeps of an AuthorizationPolicy: identity, action
+/// and the precomputed facts the index-reading rules ask, not the `rules`
+/// tree, which at 30,000 policies held half the index's heap. Rules that judge
+/// a reviewed policy read the full `AuthorizationPolicy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAuthorizationPolicy {
+    pub namespace: String,
+    pub name: String,
+    pub created: Option<Time>,
+    pub action: AuthzAction,
+    pub namespace_wide: bool,
+    pub allow_nothing: bool,
+    pub deny_everything: bool,
+}
+
+impl StoredAuthorizationPolicy {
+    pub fn of(ap: &AuthorizationPolicy) -> Self {
+        StoredAuthorizationPolicy {
+            namespace: ap.metadata.namespace.clone().unwrap_or_default(),
+            name: ap.metadata.name.clone().unwrap_or_default(),
+            created: ap.metadata.creation_timestamp.clone(),
+            action: ap.action(),
+            namespace_wide: ap.is_namespace_wide(),
+            allow_nothing: ap.is_allow_nothing(),
+            deny_everything: ap.is_deny_everything(),
+        }
+    }
+
+    /// As `AuthorizationPolicy::is_deny_by_default`.
+    pub fn is_deny_by_default(&self) -> bool {
+        self.namespace_wide && (self.allow_nothing || self.deny_everything)
+    }
+
+    /// Namespace-wide DENY with a rule `{}`: no ALLOW beside it takes effect.
+    pub fn is_deny_all(&self) -> bool {
+        self.namespace_wide && self.deny_everything
+    }
+
+    /// ALLOW with rules: something a DENY-everything policy would kill.
+    pub fn is_live_allow(&self) -> bool {
+        self.action == AuthzAction::Allow && !self.allow_nothing
+    }
+
+    /// Istio's tie-break, as `older` on the metadata.
+    pub fn is_older_than(&self, other: &Self) -> bool {
+        match (&self.created, &other.created) {
+            (Some(Time(a)), Some(Time(b))) => (a, &self.name) < (b, &other.name),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => self.name < other.name,
+        }
+    }
+}
+
 // ---------------------------------------------------------------- DestinationRule
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -92,7 +92,7 @@ impl PostureIndex {
         let mut index = PostureIndex::default();
         for ns in &fresh.namespaces {
             if let Some(info) = self.namespace(ns) {
-                index.namespaces.insert(ns.clone(), info.clone());
+                index.set_namespace(ns.clone(), info.clone());
             }
         }
         index

@@ -11,14 +11,17 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::istio::{
     AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
+    StoredAuthorizationPolicy,
 };
 
+pub mod authz;
 pub mod confirm;
 pub mod files;
 pub mod mtls;
 pub mod reflector;
 pub mod watched;
 
+pub use authz::AuthzIndex;
 pub use mtls::{EffectiveMtls, PolicyRef};
 
 /// Namespace labels that put a namespace in (or out of) the mesh.
@@ -184,6 +187,38 @@ impl<T: Namespaced> ByNamespace<T> {
     }
 }
 
+/// Where a watcher or feeder puts objects of one kind.
+pub trait Store<T> {
+    fn apply(&mut self, object: T);
+    fn delete(&mut self, namespace: &str, name: &str);
+    /// A re-list: the new content replaces everything.
+    fn replace_from(&mut self, objects: &mut dyn Iterator<Item = T>);
+}
+
+impl<T: Namespaced> Store<T> for ByNamespace<T> {
+    fn apply(&mut self, object: T) {
+        ByNamespace::apply(self, object)
+    }
+    fn delete(&mut self, namespace: &str, name: &str) {
+        ByNamespace::delete(self, namespace, name)
+    }
+    fn replace_from(&mut self, objects: &mut dyn Iterator<Item = T>) {
+        self.replace(objects)
+    }
+}
+
+impl Store<AuthorizationPolicy> for AuthzIndex {
+    fn apply(&mut self, object: AuthorizationPolicy) {
+        AuthzIndex::apply(self, object)
+    }
+    fn delete(&mut self, namespace: &str, name: &str) {
+        AuthzIndex::delete(self, namespace, name)
+    }
+    fn replace_from(&mut self, objects: &mut dyn Iterator<Item = AuthorizationPolicy>) {
+        self.replace(objects)
+    }
+}
+
 /// Only name, namespace and creation time matter to the rules; dropping the
 /// rest (managedFields, last-applied annotations) keeps a large cluster's
 /// index small.
@@ -201,7 +236,9 @@ fn slim(meta: &mut ObjectMeta) {
 pub struct PostureIndex {
     namespaces: HashMap<String, NamespaceInfo>,
     pub peer_authentications: ByNamespace<PeerAuthentication>,
-    pub authorization_policies: ByNamespace<AuthorizationPolicy>,
+    /// Slim, with the summaries the root-namespace reviews read; namespace
+    /// changes go through `PostureIndex` so it knows which are enrolled.
+    pub authorization_policies: AuthzIndex,
     pub destination_rules: ByNamespace<DestinationRule>,
     pub sidecars: ByNamespace<Sidecar>,
     /// Read by `destination-rule-mtls`: MESH_INTERNAL hosts are in the mesh.
@@ -226,18 +263,28 @@ impl PostureIndex {
     pub fn apply_namespace(&mut self, ns: &Namespace) {
         if let Some(name) = ns.metadata.name.clone() {
             let labels = ns.metadata.labels.clone().unwrap_or_default();
-            self.namespaces.insert(name, NamespaceInfo { labels });
+            self.set_namespace(name, NamespaceInfo { labels });
         }
+    }
+
+    /// Every namespace write goes here: the AuthorizationPolicy summaries
+    /// track which namespaces are enrolled.
+    pub(crate) fn set_namespace(&mut self, name: String, info: NamespaceInfo) {
+        self.authorization_policies
+            .set_enrolled(&name, info.is_enrolled());
+        self.namespaces.insert(name, info);
     }
 
     pub fn delete_namespace(&mut self, name: &str) {
         self.namespaces.remove(name);
+        self.authorization_policies.set_enrolled(name, false);
     }
 
     /// Replaces every namespace at once: a watcher re-list is a full reset, or
     /// namespaces deleted while the watch was down would linger.
     pub fn replace_namespaces<'a>(&mut self, all: impl IntoIterator<Item = &'a Namespace>) {
         self.namespaces.clear();
+        self.authorization_policies.clear_enrolled();
         for ns in all {
             self.apply_namespace(ns);
         }
@@ -263,21 +310,21 @@ impl PostureIndex {
     pub fn deny_by_default(&self, namespace: &str, root: &str) -> Option<PolicyRef> {
         find_deny_by_default(self.authorization_policies.in_namespace(namespace))
             .or_else(|| find_deny_by_default(self.authorization_policies.in_namespace(root)))
-            .map(|p| PolicyRef::of("AuthorizationPolicy", &p.metadata))
+            .map(|p| PolicyRef {
+                kind: "AuthorizationPolicy",
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            })
     }
 }
 
 /// The oldest namespace-wide deny-by-default policy among `policies`.
 pub fn find_deny_by_default<'a>(
-    policies: impl Iterator<Item = &'a AuthorizationPolicy>,
-) -> Option<&'a AuthorizationPolicy> {
-    policies.filter(|p| p.is_deny_by_default()).reduce(|a, b| {
-        if crate::istio::older(&b.metadata, &a.metadata) {
-            b
-        } else {
-            a
-        }
-    })
+    policies: impl Iterator<Item = &'a StoredAuthorizationPolicy>,
+) -> Option<&'a StoredAuthorizationPolicy> {
+    policies
+        .filter(|p| p.is_deny_by_default())
+        .reduce(|a, b| if b.is_older_than(a) { b } else { a })
 }
 
 /// The index as the server shares it between the watchers and the handlers.

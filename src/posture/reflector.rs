@@ -28,7 +28,7 @@ use crate::istio::{
 };
 use crate::metrics::{Metrics, WatchCounters};
 
-use super::{Availability, ByNamespace, Namespaced, PostureIndex, SharedPosture};
+use super::{Availability, Namespaced, PostureIndex, SharedPosture, Store};
 
 /// Whether each watched resource has completed its first list, and whether
 /// its API exists. `/readyz` turns ready only when every one has synced.
@@ -146,7 +146,7 @@ pub trait IstioKind: Namespaced + DeserializeOwned + Send + Sync + 'static {
     const KIND: &'static str;
     const PLURAL: &'static str;
     const VERSIONS: &'static [&'static str];
-    fn slot(index: &mut PostureIndex) -> &mut ByNamespace<Self>;
+    fn slot(index: &mut PostureIndex) -> &mut dyn Store<Self>;
     /// Record whether the API exists (security kinds feed the posture rules).
     fn set_availability(_index: &mut PostureIndex, _availability: Availability) {}
 }
@@ -159,7 +159,7 @@ macro_rules! istio_kind {
             const KIND: &'static str = $kind;
             const PLURAL: &'static str = $plural;
             const VERSIONS: &'static [&'static str] = $versions;
-            fn slot(index: &mut PostureIndex) -> &mut ByNamespace<Self> {
+            fn slot(index: &mut PostureIndex) -> &mut dyn Store<Self> {
                 &mut index.$field
             }
             fn set_availability(index: &mut PostureIndex, availability: Availability) {
@@ -335,7 +335,7 @@ pub async fn watch_istio<T: IstioKind>(
                         // Available only once listed: until then the index
                         // would look empty rather than unverifiable.
                         T::set_availability(index, Availability::Present);
-                        T::slot(index).replace(all.into_iter().filter_map(typed::<T>))
+                        T::slot(index).replace_from(&mut all.into_iter().filter_map(typed::<T>))
                     },
                 )
                 .await;
@@ -347,7 +347,7 @@ pub async fn watch_istio<T: IstioKind>(
                     "Istio CRD not installed: posture rules will report the mesh posture as unverifiable; retrying in 30s"
                 );
                 write(&posture, |index| {
-                    T::slot(index).replace(Vec::new());
+                    T::slot(index).replace_from(&mut std::iter::empty());
                     T::set_availability(index, Availability::Missing);
                 });
                 sync.mark_synced(T::RESOURCE, Availability::Missing);

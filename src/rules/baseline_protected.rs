@@ -4,7 +4,9 @@
 //! enrolled namespace without them is a violation; the mesh-wide STRICT
 //! policy in the root namespace is always protected.
 
-use crate::istio::{AuthorizationPolicy, MtlsMode, PeerAuthentication};
+use crate::istio::{
+    AuthorizationPolicy, MtlsMode, PeerAuthentication, StoredAuthorizationPolicy as Stored,
+};
 use crate::posture::{find_deny_by_default, mtls, Namespaced};
 use crate::rules::{Context, Finding, Operation, RuleId};
 use crate::subject::Object;
@@ -115,36 +117,40 @@ fn authorization_policy(
     let (ns, name) = key(old);
     let root = ctx.config.mesh_root_namespace.as_str();
     let index = &ctx.posture.authorization_policies;
-    let before = find_deny_by_default(replaced(index.in_namespace(ns), old, Some(old))).is_some();
-    let after = find_deny_by_default(replaced(index.in_namespace(ns), old, new)).is_some();
+    let (old, new) = (Stored::of(old), new.map(Stored::of));
+    let others = || index.in_namespace(ns).filter(|p| p.name != name);
+    let before = find_deny_by_default(others().chain(Some(&old))).is_some();
+    let after = find_deny_by_default(others().chain(new.as_ref())).is_some();
     if !before || after {
         return vec![];
     }
     let fix = "apply another deny-by-default AuthorizationPolicy (spec: {}) to the affected namespaces first, or keep this one".to_owned();
     if ns == root {
-        // The mesh-wide baseline: every enrolled namespace without its own loses it.
-        let mut exposed: Vec<&str> = ctx
-            .posture
-            .namespaces()
-            .filter(|(name, info)| {
-                *name != root
-                    && info.is_enrolled()
-                    && !ctx.config.is_exempt_namespace(name)
-                    && find_deny_by_default(index.in_namespace(name)).is_none()
-            })
-            .map(|(name, _)| name)
+        // The mesh-wide baseline: every enrolled namespace without its own
+        // loses it. The index keeps that set sorted; only the root and the
+        // exempt namespaces (a short configured list) are taken out here.
+        let exposed = index.exposed();
+        let left_out = |n: &str| n == root || ctx.config.is_exempt_namespace(n);
+        let mut skipped: Vec<&str> = ctx
+            .config
+            .exempt_namespaces
+            .iter()
+            .map(String::as_str)
+            .chain([root])
+            .filter(|n| exposed.contains(*n))
             .collect();
-        if exposed.is_empty() {
+        skipped.sort_unstable();
+        skipped.dedup();
+        let count = exposed.len() - skipped.len();
+        if count == 0 {
             return vec![];
         }
-        // Name the first three alphabetically without sorting them all.
-        let count = exposed.len();
-        if count > 3 {
-            exposed.select_nth_unstable(2);
-            exposed.truncate(3);
-        }
-        exposed.sort_unstable();
-        let sample = exposed;
+        let sample: Vec<&str> = exposed
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !left_out(n))
+            .take(3)
+            .collect();
         return vec![Finding::new(
             ID,
             format!(

@@ -4,7 +4,7 @@
 //! policies beside it are dead. The allow-nothing pattern (an ALLOW policy
 //! with no rules) is the deny-by-default that ALLOW policies can open.
 
-use crate::istio::{AuthorizationPolicy, AuthzAction};
+use crate::istio::{AuthorizationPolicy, StoredAuthorizationPolicy as Stored};
 use crate::rules::{Context, Finding, RuleId};
 
 const ID: RuleId = RuleId::DenyAllOverridesAllow;
@@ -15,45 +15,48 @@ pub fn check(ap: &AuthorizationPolicy, ctx: &Context) -> Vec<Finding> {
     let name = ap.metadata.name.as_deref().unwrap_or_default();
     let root = ctx.config.mesh_root_namespace.as_str();
     let index = &ctx.posture.authorization_policies;
-    let is_deny_all = |p: &AuthorizationPolicy| p.is_namespace_wide() && p.is_deny_everything();
-    let is_live_allow =
-        |p: &AuthorizationPolicy| p.action() == AuthzAction::Allow && !p.rules().is_empty();
-    let not_self = |p: &&AuthorizationPolicy| {
-        p.metadata.namespace.as_deref() != Some(ns) || p.metadata.name.as_deref() != Some(name)
-    };
+    let this = Stored::of(ap);
+    let not_self = |p: &&Stored| p.namespace != ns || p.name != name;
 
-    if is_live_allow(ap) {
+    if this.is_live_allow() {
         let blocker = index
             .in_namespace(ns)
             .chain(index.in_namespace(root))
             .filter(not_self)
-            .find(|p| is_deny_all(p));
+            .find(|p| p.is_deny_all());
         return blocker
             .map(|deny| {
                 vec![Finding::new(
                     ID,
                     format!(
                         "ALLOW authorizationpolicy {ns}/{name} can never take effect: DENY policy {}/{} denies every request first",
-                        deny.metadata.namespace.as_deref().unwrap_or_default(),
-                        deny.metadata.name.as_deref().unwrap_or_default()
+                        deny.namespace, deny.name
                     ),
                     format!("remove that DENY-everything policy and {PATTERN}"),
                 )]
             })
             .unwrap_or_default();
     }
-    if is_deny_all(ap) {
-        // In the root namespace it applies mesh-wide, to every ALLOW policy.
-        // In the root namespace it applies mesh-wide, to every ALLOW policy.
-        // Only the first few are named: the rest are counted, not formatted.
-        let covered: Box<dyn Iterator<Item = &AuthorizationPolicy>> = if ns == root {
-            Box::new(index.all())
+    if this.is_deny_all() {
+        // In the root namespace it applies mesh-wide, to every ALLOW policy:
+        // counted from the index's summary, the first few named in order.
+        let (named, n): (Vec<String>, usize) = if ns == root {
+            // The indexed version of this policy (an UPDATE) is not covered.
+            let indexed_self = index.get(ns, name).is_some_and(Stored::is_live_allow);
+            let named = index.live_allows().filter(not_self).take(3).map(qualified);
+            (
+                named.collect(),
+                index.live_allow_count() - usize::from(indexed_self),
+            )
         } else {
-            Box::new(index.in_namespace(ns))
+            let mut killed = index
+                .in_namespace(ns)
+                .filter(not_self)
+                .filter(|p| p.is_live_allow());
+            let named: Vec<String> = killed.by_ref().take(3).map(qualified).collect();
+            let n = named.len() + killed.count();
+            (named, n)
         };
-        let mut killed = covered.filter(not_self).filter(|p| is_live_allow(p));
-        let named: Vec<String> = killed.by_ref().take(3).map(qualified).collect();
-        let n = named.len() + killed.count();
         let effect = match n {
             0 => "every request, including those any future ALLOW policy would allow".to_owned(),
             n => format!(
@@ -71,12 +74,8 @@ pub fn check(ap: &AuthorizationPolicy, ctx: &Context) -> Vec<Finding> {
     vec![]
 }
 
-fn qualified(p: &AuthorizationPolicy) -> String {
-    format!(
-        "{}/{}",
-        p.metadata.namespace.as_deref().unwrap_or_default(),
-        p.metadata.name.as_deref().unwrap_or_default()
-    )
+fn qualified(p: &Stored) -> String {
+    format!("{}/{}", p.namespace, p.name)
 }
 
 #[cfg(test)]
