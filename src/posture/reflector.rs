@@ -428,12 +428,6 @@ async fn apply_events<K, S>(
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => event,
-            // The API server compacted past our resourceVersion: routine; the
-            // watcher re-lists on this very stream, and nothing was lost.
-            Err(watcher::Error::WatchError(status)) if status.code == 410 => {
-                tracing::info!(resource, "watch expired; re-listing");
-                continue;
-            }
             Err(error) => {
                 counters.errors.inc();
                 if lost.is_some() {
@@ -442,15 +436,20 @@ async fn apply_events<K, S>(
                     continue;
                 }
                 lost = Some(Instant::now());
-                if synced {
-                    sync.mark_lost(resource, true);
-                    tracing::warn!(%error, resource, "watch lost; answering from the cache until it is re-established");
-                    // Resuming from the last resourceVersion could miss what
-                    // the API server compacted meanwhile: list afresh.
+                if !synced {
+                    tracing::warn!(%error, resource, "cannot list; retrying");
+                    continue;
+                }
+                sync.mark_lost(resource, true);
+                tracing::warn!(%error, resource, "watch lost; answering from the cache until it is re-established");
+                // 410 Gone: the API server no longer has our resourceVersion
+                // (compaction, or an API server restarted while we were
+                // reconnecting); the watcher re-lists on this very stream.
+                // Any other loss: resuming from the last resourceVersion
+                // could miss what was compacted meanwhile, so list afresh.
+                if !matches!(&error, watcher::Error::WatchError(status) if status.code == 410) {
                     stream = connect();
                     relist.clear();
-                } else {
-                    tracing::warn!(%error, resource, "cannot list; retrying");
                 }
                 continue;
             }
