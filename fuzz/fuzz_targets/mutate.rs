@@ -25,11 +25,18 @@ fuzz_target!(|data: &[u8]| {
     } else {
         None
     };
-    assert_eq!(allowed, why.is_none(), "pod create: {pod_create}, unusable: {why:?}");
+    assert_eq!(
+        allowed,
+        why.is_none(),
+        "pod create: {pod_create}, unusable: {why:?}"
+    );
     let patched = reviewed
         .review
         .response
         .as_ref()
         .is_some_and(|r| r.patch.is_some());
-    assert!(!patched || (pod_create && allowed), "patched something other than a readable pod CREATE");
+    assert!(
+        !patched || (pod_create && allowed),
+        "patched something other than a readable pod CREATE"
+    );
 });

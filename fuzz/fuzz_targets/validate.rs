@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
         if req.operation_str() == "UPDATE" {
             if let Some(old) = req.old_object {
                 if !old.get().trim_start().starts_with('{') {
-                    assert!(!allowed, "allowed an UPDATE whose oldObject is not an object");
+                    assert!(
+                        !allowed,
+                        "allowed an UPDATE whose oldObject is not an object"
+                    );
                 }
             }
         }

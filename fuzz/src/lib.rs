@@ -72,7 +72,11 @@ pub fn check_envelope(data: &[u8], reviewed: &Reviewed) -> bool {
     let wire = reviewed.to_json();
     assert_eq!(wire["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(wire["kind"], "AdmissionReview");
-    assert_eq!(wire["response"]["uid"].as_str(), Some(uid), "uid not echoed");
+    assert_eq!(
+        wire["response"]["uid"].as_str(),
+        Some(uid),
+        "uid not echoed"
+    );
     assert_eq!(reviewed.record.uid, uid);
     let allowed = wire["response"]["allowed"]
         .as_bool()
