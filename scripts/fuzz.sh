@@ -37,7 +37,8 @@ for target in "${targets[@]}"; do
   log="$corpus/$target.log"
   mkdir -p "fuzz/artifacts/$target"
   if ! "$bin/$target" "$corpus/$target" fuzz/seeds/"$target" -artifact_prefix="fuzz/artifacts/$target/" \
-    -max_total_time="$seconds" -dict=fuzz/meshgate.dict -print_final_stats=1 >"$log" 2>&1; then
+    -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -dict=fuzz/meshgate.dict \
+    -print_final_stats=1 >"$log" 2>&1; then
     tail -n 60 "$log" >&2
     echo "fuzz: $target FAILED (input saved under fuzz/artifacts/$target/)" >&2
     exit 1
