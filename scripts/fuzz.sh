@@ -19,16 +19,17 @@ if ! cargo +nightly --version >/dev/null 2>&1; then
 fi
 corpus="$(mktemp -d)"
 trap 'rm -rf "$corpus"' EXIT
-# The build `cargo fuzz build --sanitizer none` makes, without installing
-# cargo-fuzz (minutes on a fresh machine): the same flags, target directory
-# and host triple, so either one reuses the other's build. No sanitizer: the
-# targets are safe Rust, and ASan only slows building and running.
+# The build `cargo fuzz build --sanitizer none` makes (cargo-fuzz 0.13.2),
+# without installing cargo-fuzz (minutes on a fresh machine): its coverage
+# flags, debug assertions, line tables, target directory and host triple. No
+# sanitizer: the targets are safe Rust, and ASan only slows building and
+# running.
 triple="$(rustc +nightly -vV | awk '/^host:/ { print $2 }')"
 RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
 -Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Cllvm-args=-sanitizer-coverage-stack-depth \
--Cdebug-assertions -Ccodegen-units=1" \
+-Cdebug-assertions -Ccodegen-units=1" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
   cargo +nightly build --manifest-path fuzz/Cargo.toml --release --locked \
   --target "$triple" --bins
 bin="fuzz/target/$triple/release"
