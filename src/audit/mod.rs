@@ -12,7 +12,7 @@ use crate::posture::{files, PostureIndex};
 use crate::rules::{Context, RuleId};
 use crate::subject::{self, Kind};
 
-mod output;
+pub mod output;
 
 /// One finding on one object, with where the object came from.
 #[derive(Debug, Clone)]
