@@ -7,6 +7,7 @@
 #
 #   FUZZ_SECONDS    seconds per target (default 15)
 #   FUZZ_TARGETS    targets to run (default: validate mutate manifest)
+#   FUZZ_OPT_LEVEL  optimisation of the fuzz build (default 1; 3 for long runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,13 +24,16 @@ trap 'rm -rf "$corpus"' EXIT
 # without installing cargo-fuzz (minutes on a fresh machine): its coverage
 # flags, debug assertions, line tables, target directory and host triple. No
 # sanitizer: the targets are safe Rust, and ASan only slows building and
-# running.
+# running. opt-level 1 and parallel codegen (FUZZ_OPT_LEVEL=3 for long runs)
+# keep the cold build of kube/k8s-openapi within CI's budget; a short run
+# loses little to the slower code.
 triple="$(rustc +nightly -vV | awk '/^host:/ { print $2 }')"
 RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing \
 -Cllvm-args=-simplifycfg-branch-fold-threshold=0 -Cllvm-args=-sanitizer-coverage-stack-depth \
--Cdebug-assertions -Ccodegen-units=1" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+-Cdebug-assertions" CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+CARGO_PROFILE_RELEASE_OPT_LEVEL="${FUZZ_OPT_LEVEL:-1}" CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   cargo +nightly build --manifest-path fuzz/Cargo.toml --release --locked \
   --target "$triple" --bins
 bin="fuzz/target/$triple/release"
