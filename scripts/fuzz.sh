@@ -48,6 +48,6 @@ for target in "${targets[@]}"; do
     echo "fuzz: $target FAILED (input saved under fuzz/artifacts/$target/)" >&2
     exit 1
   fi
-  runs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log")
+  runs=$(awk '/stat::number_of_executed_units/ { print $NF }' "$log")
   echo "fuzz: $target ok, ${runs:-?} executions in ${seconds}s"
 done
