@@ -275,11 +275,23 @@ pub async fn watch_namespaces(
             .default_backoff()
             .boxed()
     };
+    apply_namespace_events(connect, &posture, &sync, &counters).await;
+}
+
+/// Feeds Namespace watch events into the index (see [`apply_events`]).
+async fn apply_namespace_events<S>(
+    connect: impl FnMut() -> S,
+    posture: &SharedPosture,
+    sync: &CacheSync,
+    counters: &WatchCounters,
+) where
+    S: Stream<Item = Result<Event<Namespace>, watcher::Error>> + Unpin,
+{
     apply_events(
         connect,
-        &posture,
-        &sync,
-        &counters,
+        posture,
+        sync,
+        counters,
         NAMESPACES,
         |index, ns| index.apply_namespace(&ns),
         |index, ns| {
@@ -509,15 +521,11 @@ mod tests {
         ];
         assert!(!sync.is_ready());
         let mut streams = vec![futures::stream::iter(events)];
-        apply_events(
+        apply_namespace_events(
             || streams.pop().unwrap(),
             &posture,
             &sync,
             &WatchCounters::default(),
-            NAMESPACES,
-            |index, ns| index.apply_namespace(&ns),
-            |index, ns| index.delete_namespace(ns.metadata.name.as_deref().unwrap()),
-            |index, all| index.replace_namespaces(&all),
         )
         .await;
         let index = posture.read().unwrap();
@@ -551,15 +559,11 @@ mod tests {
             Ok(Event::InitDone),
         ];
         let mut streams = vec![futures::stream::iter(second), futures::stream::iter(first)];
-        apply_events(
+        apply_namespace_events(
             || streams.pop().expect("connected twice at most"),
             &posture,
             &sync,
             &counters,
-            NAMESPACES,
-            |index, ns| index.apply_namespace(&ns),
-            |index, ns| index.delete_namespace(ns.metadata.name.as_deref().unwrap()),
-            |index, all| index.replace_namespaces(&all),
         )
         .await;
         assert!(streams.is_empty(), "a new watcher after the loss");
@@ -587,17 +591,7 @@ mod tests {
             Ok(Event::InitDone),
         ];
         let mut streams = vec![futures::stream::iter(events)];
-        apply_events(
-            || streams.pop().unwrap(),
-            &posture,
-            &sync,
-            &counters,
-            NAMESPACES,
-            |index, ns| index.apply_namespace(&ns),
-            |index, ns| index.delete_namespace(ns.metadata.name.as_deref().unwrap()),
-            |index, all| index.replace_namespaces(&all),
-        )
-        .await;
+        apply_namespace_events(|| streams.pop().unwrap(), &posture, &sync, &counters).await;
         assert_eq!((counters.errors.get(), counters.restarts.get()), (1, 0));
         assert!(sync.is_ready());
     }
