@@ -12,17 +12,12 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
     if ap.action() != AuthzAction::Allow {
         return vec![];
     }
-    let subject = format!(
-        "authorizationpolicy {}/{}",
-        ap.metadata.namespace.as_deref().unwrap_or_default(),
-        ap.metadata.name.as_deref().unwrap_or_default()
-    );
     let mut findings = Vec::new();
     for (i, rule) in ap.rules().iter().enumerate() {
         if rule.is_empty() {
             findings.push(Finding::new(
                 ID,
-                format!("{subject} allows every request: rules[{i}] is {{}}, which matches everything"),
+                format!("allows every request: rules[{i}] is {{}}, which matches everything"),
                 "remove the empty rule; name the callers in from.source.principals and the operations in to",
             ));
             continue;
@@ -30,7 +25,7 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
         if rule.from.is_empty() {
             findings.push(Finding::advisory(
                 ID,
-                format!("{subject}: rules[{i}] has no from, so any source, even unauthenticated, matches"),
+                format!("rules[{i}] has no from, so any source, even unauthenticated, matches"),
                 "add from.source.principals (or namespaces) naming the callers",
             ));
         }
@@ -43,7 +38,7 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
                 if values.iter().any(|v| v == "*") {
                     findings.push(Finding::advisory(
                         ID,
-                        format!("{subject}: rules[{i}].from[{j}].source.{field} contains \"*\", which matches any authenticated caller"),
+                        format!("rules[{i}].from[{j}].source.{field} contains \"*\", which matches any authenticated caller"),
                         format!("replace \"*\" in {field} with the callers' identities"),
                     ));
                 }

@@ -15,8 +15,8 @@ const ID: RuleId = RuleId::BaselineProtected;
 
 pub fn check(object: &Object, ctx: &Context) -> Vec<Finding> {
     let (old, new, verb) = match ctx.operation {
-        Operation::Delete => (object, None, "deleting"),
-        Operation::Update { old } => (old, Some(object), "this change to"),
+        Operation::Delete => (object, None, "deleting it"),
+        Operation::Update { old } => (old, Some(object), "this change"),
         Operation::Create => return vec![],
     };
     match old {
@@ -79,7 +79,7 @@ fn peer_authentication(
         if strict_baseline(old) && !new.is_some_and(strict_baseline) {
             return vec![Finding::new(
                 ID,
-                format!("{verb} peerauthentication {ns}/{name} would remove the mesh-wide STRICT mTLS baseline, which is always protected"),
+                format!("{verb} would remove the mesh-wide STRICT mTLS baseline, which is always protected"),
                 "keep the mesh-wide policy STRICT; to relax one namespace or workload, add an exemption with a reason",
             )];
         }
@@ -101,7 +101,7 @@ fn peer_authentication(
     if before.workload.mode == MtlsMode::Strict && after.workload.mode != MtlsMode::Strict {
         return vec![Finding::new(
             ID,
-            format!("{verb} peerauthentication {ns}/{name} would leave enrolled namespace \"{ns}\" with mTLS {}", after.workload),
+            format!("{verb} would leave enrolled namespace \"{ns}\" with mTLS {}", after.workload),
             format!("apply another STRICT PeerAuthentication to \"{ns}\" (or mesh-wide) first, or keep this one STRICT"),
         )];
     }
@@ -154,7 +154,7 @@ fn authorization_policy(
         return vec![Finding::new(
             ID,
             format!(
-                "{verb} authorizationpolicy {ns}/{name} would remove the mesh-wide deny-by-default from {} enrolled namespaces without their own ({}{})",
+                "{verb} would remove the mesh-wide deny-by-default from {} enrolled namespaces without their own ({}{})",
                 count,
                 sample.join(", "),
                 if count > 3 { ", ..." } else { "" }
@@ -168,7 +168,7 @@ fn authorization_policy(
     }
     vec![Finding::new(
         ID,
-        format!("{verb} authorizationpolicy {ns}/{name} would leave enrolled namespace \"{ns}\" without a deny-by-default AuthorizationPolicy"),
+        format!("{verb} would leave enrolled namespace \"{ns}\" without a deny-by-default AuthorizationPolicy"),
         fix,
     )]
 }

@@ -8,9 +8,8 @@ use crate::subject::Workload;
 const ID: RuleId = RuleId::DefaultDenyRequired;
 
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
-    let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
     let root = &ctx.config.mesh_root_namespace;
-    if let Some(finding) = unverifiable_without_istio(ID, &subject, ctx, "authorization") {
+    if let Some(finding) = unverifiable_without_istio(ID, ctx, "authorization") {
         return vec![finding];
     }
     if ctx.posture.deny_by_default(&w.namespace, root).is_some() {
@@ -19,7 +18,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     vec![Finding::new(
         ID,
         format!(
-            "{subject} runs in namespace \"{}\", which has no deny-by-default AuthorizationPolicy (nor has \"{root}\"), so any workload in the mesh may call it",
+            "runs in namespace \"{}\", which has no deny-by-default AuthorizationPolicy (nor has \"{root}\"), so any workload in the mesh may call it",
             w.namespace
         ),
         format!(

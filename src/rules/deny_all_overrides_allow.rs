@@ -29,7 +29,7 @@ pub fn check(ap: &AuthorizationPolicy, ctx: &Context) -> Vec<Finding> {
                 vec![Finding::new(
                     ID,
                     format!(
-                        "ALLOW authorizationpolicy {ns}/{name} can never take effect: DENY policy {}/{} denies every request first",
+                        "this ALLOW policy can never take effect: DENY policy {}/{} denies every request first",
                         deny.namespace, deny.name
                     ),
                     format!("remove that DENY-everything policy and {PATTERN}"),
@@ -67,7 +67,7 @@ pub fn check(ap: &AuthorizationPolicy, ctx: &Context) -> Vec<Finding> {
         };
         return vec![Finding::new(
             ID,
-            format!("DENY authorizationpolicy {ns}/{name} has a rule {{}} and denies {effect}"),
+            format!("this DENY policy has a rule {{}} and denies {effect}"),
             format!("if a deny-by-default baseline was meant, {PATTERN}"),
         )];
     }

@@ -20,10 +20,6 @@ pub fn check(dr: &DestinationRule, ctx: &Context) -> Vec<Finding> {
     let Some(why) = in_mesh(host, namespace, ctx) else {
         return vec![];
     };
-    let subject = format!(
-        "destinationrule {namespace}/{}",
-        dr.metadata.name.as_deref().unwrap_or_default()
-    );
     let mut findings = Vec::new();
     let mut check_policy = |policy: &TrafficPolicy, place: &str| {
         let mut check_tls = |tls: &Option<ClientTls>, at: String| {
@@ -36,7 +32,7 @@ pub fn check(dr: &DestinationRule, ctx: &Context) -> Vec<Finding> {
             if matches!(mode, "DISABLE" | "SIMPLE" | "MUTUAL") {
                 findings.push(Finding::new(
                     ID,
-                    format!("{subject} sets {at}tls.mode: {mode} for in-mesh host {host} ({why}), replacing the mesh's mTLS"),
+                    format!("sets {at}tls.mode: {mode} for in-mesh host {host} ({why}), replacing the mesh's mTLS"),
                     format!("set {at}tls.mode: ISTIO_MUTUAL, or remove it to keep Istio's automatic mTLS"),
                 ));
             }
@@ -391,7 +387,7 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(
             f[0].message,
-            "destinationrule shop/r sets trafficPolicy.tls.mode: SIMPLE for in-mesh host inventory.vms.internal (ServiceEntry shop/vm-inventory declares it MESH_INTERNAL), replacing the mesh's mTLS"
+            "sets trafficPolicy.tls.mode: SIMPLE for in-mesh host inventory.vms.internal (ServiceEntry shop/vm-inventory declares it MESH_INTERNAL), replacing the mesh's mTLS"
         );
     }
 

@@ -180,7 +180,9 @@ impl FromStr for RuleId {
     }
 }
 
-/// One problem with one object: what is wrong and how to fix it.
+/// One problem with one object: what is wrong and how to fix it. The
+/// message describes the field, never the object: the answer (denial,
+/// audit output) names the object once, beside all its findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub rule: RuleId,
@@ -211,16 +213,11 @@ impl Finding {
 /// For rules that read the Istio security policies: a finding saying the
 /// posture cannot be verified when the cluster does not serve their CRDs
 /// (never a silent pass).
-pub fn unverifiable_without_istio(
-    rule: RuleId,
-    subject: &str,
-    ctx: &Context,
-    what: &str,
-) -> Option<Finding> {
+pub fn unverifiable_without_istio(rule: RuleId, ctx: &Context, what: &str) -> Option<Finding> {
     (ctx.posture.security_api == crate::posture::Availability::Missing).then(|| {
         Finding::new(
             rule,
-            format!("{subject}: {what} posture cannot be verified: the security.istio.io CRDs are not installed"),
+            format!("{what} posture cannot be verified: the security.istio.io CRDs are not installed"),
             "install Istio's CRDs, then apply the mesh baseline (deploy/baseline/)",
         )
     })

@@ -11,17 +11,12 @@ fn weak(mode: MtlsMode) -> bool {
 }
 
 pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
-    let subject = format!(
-        "peerauthentication {}/{}",
-        pa.metadata.namespace.as_deref().unwrap_or_default(),
-        pa.metadata.name.as_deref().unwrap_or_default()
-    );
     let mut findings = Vec::new();
     if weak(pa.mode()) {
         findings.push(Finding::new(
             ID,
             format!(
-                "{subject} sets mtls.mode: {}, which accepts plaintext",
+                "sets mtls.mode: {}, which accepts plaintext",
                 pa.mode().as_str()
             ),
             "set mtls.mode: STRICT (or UNSET to inherit a STRICT parent)",
@@ -31,7 +26,7 @@ pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
         if weak(mtls.mode()) {
             findings.push(Finding::new(
                 ID,
-                format!("{subject} sets portLevelMtls[{port}].mode: {}, which accepts plaintext on port {port}", mtls.mode().as_str()),
+                format!("sets portLevelMtls[{port}].mode: {}, which accepts plaintext on port {port}", mtls.mode().as_str()),
                 format!("set portLevelMtls[{port}].mode: STRICT or remove the port override"),
             ));
         }
@@ -61,9 +56,10 @@ mod tests {
             &world.ctx(),
         );
         assert_eq!(f.len(), 2);
-        assert!(f[0]
-            .message
-            .contains("peerauthentication shop/p sets mtls.mode: PERMISSIVE"));
+        assert_eq!(
+            f[0].message,
+            "sets mtls.mode: PERMISSIVE, which accepts plaintext"
+        );
         assert!(f[1].message.contains("portLevelMtls[9080].mode: DISABLE"));
     }
 

@@ -24,11 +24,6 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
     if workload_identity(cert, ctx.config).is_none() {
         return Vec::new();
     }
-    let subject = format!(
-        "certificate {}/{}",
-        cert.metadata.namespace.as_deref().unwrap_or_default(),
-        cert.metadata.name.as_deref().unwrap_or_default()
-    );
     let max = ctx.config.max_certificate_duration;
     let max_text = format_duration(max);
     let mut findings = Vec::new();
@@ -37,7 +32,7 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
             if CERT_MANAGER_DEFAULT > max {
                 findings.push(Finding::new(
                     ID,
-                    format!("{subject} sets no duration, so cert-manager issues it for 90 days (2160h), over the {max_text} maximum"),
+                    format!("sets no duration, so cert-manager issues it for 90 days (2160h), over the {max_text} maximum"),
                     format!("set spec.duration to {max_text} or less"),
                 ));
             }
@@ -48,7 +43,7 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
                 if d > max {
                     findings.push(Finding::new(
                         ID,
-                        format!("{subject} is valid for {text}, over the {max_text} maximum"),
+                        format!("is valid for {text}, over the {max_text} maximum"),
                         format!("set spec.duration to {max_text} or less"),
                     ));
                 }
@@ -57,7 +52,7 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
             Err(e) => {
                 findings.push(Finding::new(
                     ID,
-                    format!("{subject} has an unreadable spec.duration: {e}"),
+                    format!("has an unreadable spec.duration: {e}"),
                     format!("set spec.duration to a Go duration of at most {max_text}, e.g. 24h"),
                 ));
                 return findings;
@@ -68,13 +63,13 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
         if name.trim() == "*" {
             findings.push(Finding::new(
                 ID,
-                format!("{subject} is issued for the bare name \"*\", which matches every host"),
+                format!("is issued for the bare name \"*\", which matches every host"),
                 "list the workload's own DNS names in spec.dnsNames",
             ));
         } else if name.starts_with("*.") {
             findings.push(Finding::advisory(
                 ID,
-                format!("{subject} is issued for the wildcard {name}, valid for every service it covers"),
+                format!("is issued for the wildcard {name}, valid for every service it covers"),
                 "list the workload's own DNS names instead of a wildcard",
             ));
         }
@@ -82,7 +77,7 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
     match cert.spec.renew_before.as_deref().map(parse_go_duration) {
         None => findings.push(Finding::advisory(
             ID,
-            format!("{subject} sets no renewBefore"),
+            format!("sets no renewBefore"),
             format!(
                 "set spec.renewBefore to at most half the duration ({})",
                 format_duration(duration / 2)
@@ -91,7 +86,7 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
         Some(Ok(renew)) if renew > duration / 2 => findings.push(Finding::advisory(
             ID,
             format!(
-                "{subject} renews {} before expiry, more than half its {} lifetime",
+                "renews {} before expiry, more than half its {} lifetime",
                 format_duration(renew),
                 format_duration(duration)
             ),
@@ -102,7 +97,7 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
         )),
         Some(Err(e)) => findings.push(Finding::advisory(
             ID,
-            format!("{subject} has an unreadable spec.renewBefore: {e}"),
+            format!("has an unreadable spec.renewBefore: {e}"),
             format!(
                 "set spec.renewBefore to at most {}",
                 format_duration(duration / 2)
@@ -240,7 +235,7 @@ mod tests {
             &cert(serde_json::json!({"renewBefore": "720h"})),
             &world.ctx(),
         );
-        assert_eq!(rule_messages(&f), ["certificate shop/web sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]);
+        assert_eq!(rule_messages(&f), ["sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]);
     }
 
     fn rule_messages(f: &[Finding]) -> Vec<&str> {

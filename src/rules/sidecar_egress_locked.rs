@@ -16,11 +16,7 @@ pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
     }
     vec![Finding::new(
         RuleId::SidecarEgressLocked,
-        format!(
-            "sidecar {}/{} sets outboundTrafficPolicy.mode: ALLOW_ANY, so its workloads may reach any unregistered host",
-            sidecar.metadata.namespace.as_deref().unwrap_or_default(),
-            sidecar.metadata.name.as_deref().unwrap_or_default()
-        ),
+        "sets outboundTrafficPolicy.mode: ALLOW_ANY, so its workloads may reach any unregistered host",
         "set outboundTrafficPolicy.mode: REGISTRY_ONLY and declare the external hosts needed with ServiceEntries",
     )]
 }

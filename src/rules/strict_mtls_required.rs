@@ -8,9 +8,8 @@ use crate::subject::Workload;
 const ID: RuleId = RuleId::StrictMtlsRequired;
 
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
-    let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
     let root = &ctx.config.mesh_root_namespace;
-    if let Some(finding) = unverifiable_without_istio(ID, &subject, ctx, "mTLS") {
+    if let Some(finding) = unverifiable_without_istio(ID, ctx, "mTLS") {
         return vec![finding];
     }
     let effective = ctx
@@ -22,7 +21,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     vec![Finding::new(
         ID,
         format!(
-            "{subject} would accept plaintext: {}",
+            "would accept plaintext: {}",
             effective.weaknesses().join(", ")
         ),
         format!(
