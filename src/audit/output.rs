@@ -62,7 +62,7 @@ pub fn text(report: &Report) -> String {
                 "  {:width$}  {} enrolled: {:7} mTLS: {}  deny-by-default: {}",
                 ns.name,
                 if ns.is_weak() { "WEAK" } else { "ok  " },
-                ns.enrolled,
+                ns.enrolled.as_str(),
                 ns.mtls,
                 ns.deny_by_default.as_deref().unwrap_or("none"),
             );
@@ -85,7 +85,7 @@ pub fn json(report: &Report) -> String {
         "findings": report.findings.iter().map(finding_json).collect::<Vec<_>>(),
         "namespaces": report.namespaces.iter().map(|ns| json!({
             "name": ns.name,
-            "enrolled": ns.enrolled,
+            "enrolled": ns.enrolled.as_str(),
             "mtls": ns.mtls.mode.as_str(),
             "mtlsDecidedBy": ns.mtls.by.as_ref().map(|p| p.to_string()),
             "denyByDefault": ns.deny_by_default,

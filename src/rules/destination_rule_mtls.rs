@@ -8,7 +8,9 @@
 //! a Service host is in the mesh when its namespace is enrolled (sidecar or
 //! ambient), any other host when a MESH_INTERNAL ServiceEntry declares it.
 
-use crate::istio::{ClientTls, DestinationRule, Location, ServiceEntry, TrafficPolicy};
+use crate::istio::{
+    ClientTls, ClientTlsMode, DestinationRule, Location, ServiceEntry, TrafficPolicy,
+};
 use crate::posture::PostureIndex;
 use crate::rules::{Context, Finding, RuleId};
 
@@ -23,16 +25,20 @@ pub fn check(dr: &DestinationRule, ctx: &Context) -> Vec<Finding> {
     let mut findings = Vec::new();
     let mut check_policy = |policy: &TrafficPolicy, place: &str| {
         let mut check_tls = |tls: &Option<ClientTls>, at: String| {
-            let Some(mode) = tls.as_ref().and_then(|t| t.mode.as_deref()) else {
+            let Some(mode) = tls.as_ref().and_then(|t| t.mode) else {
                 return;
             };
             // MUTUAL counts too: its own client certificate replaces the
             // workload's SPIFFE identity, which the server's STRICT sidecar
             // and principal-based AuthorizationPolicies rely on.
-            if matches!(mode, "DISABLE" | "SIMPLE" | "MUTUAL") {
+            if mode != ClientTlsMode::IstioMutual {
+                let setting = match mode {
+                    ClientTlsMode::Unknown => format!("{at}tls.mode to {}", mode.as_str()),
+                    _ => format!("{at}tls.mode: {}", mode.as_str()),
+                };
                 findings.push(Finding::new(
                     ID,
-                    format!("sets {at}tls.mode: {mode} for in-mesh host {host} ({why}), replacing the mesh's mTLS"),
+                    format!("sets {setting} for in-mesh host {host} ({why}), replacing the mesh's mTLS"),
                     format!("set {at}tls.mode: ISTIO_MUTUAL, or remove it to keep Istio's automatic mTLS"),
                 ));
             }
@@ -376,6 +382,20 @@ mod tests {
     }
 
     #[test]
+    fn a_mode_istio_does_not_define_is_weak_not_a_pass() {
+        let world = World::enrolled_shop();
+        let f = check(
+            &dr(json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL_PLEASE"}}})),
+            &world.ctx(),
+        );
+        assert_eq!(rule_messages(&f), ["sets trafficPolicy.tls.mode to a value Istio does not define for in-mesh host reviews (namespace shop is in the mesh), replacing the mesh's mTLS"]);
+    }
+
+    fn rule_messages(f: &[Finding]) -> Vec<&str> {
+        f.iter().map(|f| f.message.as_str()).collect()
+    }
+
+    #[test]
     fn says_why_the_host_is_in_the_mesh() {
         let world = cluster();
         let f = check(
@@ -399,6 +419,7 @@ mod tests {
             json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
         ));
         assert!(ok(json!({"host": "reviews"})));
+        assert!(ok(json!({"host": "reviews", "trafficPolicy": {"tls": {}}})));
         assert!(ok(
             json!({"host": "api.stripe.com", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}})
         ));
