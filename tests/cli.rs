@@ -78,7 +78,9 @@ fn bundled_examples_report_grouped_findings_with_fixes_and_exit_1() {
     assert!(out.contains("DENY [strict-mtls-required] would accept plaintext: port 8081 is PERMISSIVE (set by PeerAuthentication shop/payments-legacy-port)"), "{out}");
     // The group header names the object; its findings do not repeat it.
     assert_eq!(
-        out.to_lowercase().matches("deployment shop/payments ").count(),
+        out.to_lowercase()
+            .matches("deployment shop/payments ")
+            .count(),
         1,
         "{out}"
     );

@@ -93,7 +93,9 @@ fn audit_denies_an_application_that_copies_a_waypoints_labels() {
         assert_eq!(findings.len(), 1, "{labels:?}: {findings:?}");
         assert_eq!(findings[0].0, "sidecar-required");
         assert!(
-            findings[0].1.starts_with("will run without an istio-proxy sidecar: "),
+            findings[0]
+                .1
+                .starts_with("will run without an istio-proxy sidecar: "),
             "{findings:?}"
         );
     }

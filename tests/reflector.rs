@@ -465,7 +465,8 @@ async fn missing_istio_crds_are_reported_not_passed() {
         "{response}"
     );
     assert!(
-        message(&response).contains("[default-deny-required] authorization posture cannot be verified"),
+        message(&response)
+            .contains("[default-deny-required] authorization posture cannot be verified"),
         "{response}"
     );
     let entries = server.log_entries();

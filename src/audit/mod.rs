@@ -283,10 +283,21 @@ mod tests {
             &format!("{SHOP}apiVersion: v1\nkind: Namespace\nmetadata: {{name: mesh, labels: {{istio.io/dataplane-mode: ambient}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: elsewhere}}\nspec: {{containers: [{{name: c, image: x}}]}}\n"),
             "",
         );
-        let enrolled = |name: &str| r.namespaces.iter().find(|n| n.name == name).unwrap().enrolled;
+        let enrolled = |name: &str| {
+            r.namespaces
+                .iter()
+                .find(|n| n.name == name)
+                .unwrap()
+                .enrolled
+        };
         assert_eq!(enrolled("mesh"), Membership::Ambient);
         assert_eq!(enrolled("elsewhere"), Membership::Unknown);
-        assert!(r.namespaces.iter().find(|n| n.name == "elsewhere").unwrap().is_weak());
+        assert!(r
+            .namespaces
+            .iter()
+            .find(|n| n.name == "elsewhere")
+            .unwrap()
+            .is_weak());
     }
 
     #[test]

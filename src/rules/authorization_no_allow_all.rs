@@ -51,20 +51,17 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
-
-    fn ap(spec: serde_json::Value) -> AuthorizationPolicy {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "a", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
+    use crate::rules::testing::{object, World};
 
     #[test]
     fn rejects_allow_with_empty_rule() {
         let world = World::enrolled_shop();
         let f = check(
-            &ap(serde_json::json!({"action": "ALLOW", "rules": [{}]})),
+            &object(
+                "shop",
+                "a",
+                serde_json::json!({"action": "ALLOW", "rules": [{}]}),
+            ),
             &world.ctx(),
         );
         assert_eq!(f.len(), 1);
@@ -72,7 +69,11 @@ mod tests {
         assert!(f[0].message.contains("allows every request"));
         // Default action is ALLOW too.
         assert_eq!(
-            check(&ap(serde_json::json!({"rules": [{}]})), &world.ctx()).len(),
+            check(
+                &object("shop", "a", serde_json::json!({"rules": [{}]})),
+                &world.ctx()
+            )
+            .len(),
             1
         );
     }
@@ -81,10 +82,14 @@ mod tests {
     fn missing_from_and_wildcards_are_advisory() {
         let world = World::enrolled_shop();
         let f = check(
-            &ap(serde_json::json!({"rules": [
-                {"to": [{"operation": {"methods": ["GET"]}}]},
-                {"from": [{"source": {"principals": ["*"], "namespaces": ["*"]}}]}
-            ]})),
+            &object(
+                "shop",
+                "a",
+                serde_json::json!({"rules": [
+                    {"to": [{"operation": {"methods": ["GET"]}}]},
+                    {"from": [{"source": {"principals": ["*"], "namespaces": ["*"]}}]}
+                ]}),
+            ),
             &world.ctx(),
         );
         assert_eq!(f.len(), 3);
@@ -99,7 +104,7 @@ mod tests {
             serde_json::json!({"rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}]}]}),
             serde_json::json!({"action": "DENY", "rules": [{}]}),
         ] {
-            assert!(check(&ap(spec), &world.ctx()).is_empty());
+            assert!(check(&object("shop", "a", spec), &world.ctx()).is_empty());
         }
     }
 }

@@ -69,7 +69,7 @@ fn peer_authentication(
     verb: &str,
     ctx: &Context,
 ) -> Vec<Finding> {
-    let (ns, name) = key(old);
+    let (ns, _) = key(old);
     let root = ctx.config.mesh_root_namespace.as_str();
     let index = &ctx.posture.peer_authentications;
     let strict_baseline = |p: &PeerAuthentication| {
@@ -176,18 +176,9 @@ fn authorization_policy(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{namespace, World};
+    use crate::rules::testing::{namespace, object, World};
     use crate::rules::Context;
     use serde_json::json;
-
-    fn pa(ns: &str, name: &str, spec: serde_json::Value) -> PeerAuthentication {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec})).unwrap()
-    }
-
-    fn ap(ns: &str, name: &str, spec: serde_json::Value) -> AuthorizationPolicy {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
-            .unwrap()
-    }
 
     fn world() -> World {
         World::with_namespaces(&[
@@ -208,7 +199,8 @@ mod tests {
     #[test]
     fn deleting_the_namespace_strict_policy_is_a_violation() {
         let mut w = world();
-        let strict = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let strict: PeerAuthentication =
+            object("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
         w.posture.peer_authentications.apply(strict.clone());
         let f = run(&w, &Object::PeerAuthentication(strict), Operation::Delete);
         assert!(
@@ -222,10 +214,11 @@ mod tests {
     #[test]
     fn weakening_update_is_a_violation_but_unrelated_updates_are_not() {
         let mut w = world();
-        let strict = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let strict: PeerAuthentication =
+            object("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
         w.posture.peer_authentications.apply(strict.clone());
         let old = Object::PeerAuthentication(strict.clone());
-        let permissive = Object::PeerAuthentication(pa(
+        let permissive = Object::PeerAuthentication(object(
             "shop",
             "default",
             json!({"mtls": {"mode": "PERMISSIVE"}}),
@@ -240,12 +233,13 @@ mod tests {
     #[test]
     fn deletion_is_fine_when_another_policy_keeps_the_namespace_strict() {
         let mut w = world();
-        w.posture.peer_authentications.apply(pa(
+        w.posture.peer_authentications.apply(object(
             "istio-system",
             "default",
             json!({"mtls": {"mode": "STRICT"}}),
         ));
-        let ns_policy = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let ns_policy: PeerAuthentication =
+            object("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
         w.posture.peer_authentications.apply(ns_policy.clone());
         assert!(run(
             &w,
@@ -254,20 +248,20 @@ mod tests {
         )
         .is_empty());
         // Unenrolled namespaces are not protected.
-        let legacy = pa("legacy", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let legacy = object("legacy", "default", json!({"mtls": {"mode": "STRICT"}}));
         assert!(run(&w, &Object::PeerAuthentication(legacy), Operation::Delete).is_empty());
     }
 
     #[test]
     fn mesh_wide_strict_policy_is_always_protected() {
         let mut w = world();
-        let mesh = pa(
+        let mesh: PeerAuthentication = object(
             "istio-system",
             "default",
             json!({"mtls": {"mode": "STRICT"}}),
         );
         w.posture.peer_authentications.apply(mesh.clone());
-        w.posture.peer_authentications.apply(pa(
+        w.posture.peer_authentications.apply(object(
             "shop",
             "default",
             json!({"mtls": {"mode": "STRICT"}}),
@@ -279,7 +273,7 @@ mod tests {
     #[test]
     fn deleting_allow_nothing_leaves_namespace_open_unless_root_covers_it() {
         let mut w = world();
-        let baseline = ap("shop", "allow-nothing", json!({}));
+        let baseline: AuthorizationPolicy = object("shop", "allow-nothing", json!({}));
         w.posture.authorization_policies.apply(baseline.clone());
         let f = run(
             &w,
@@ -291,7 +285,7 @@ mod tests {
             .contains("without a deny-by-default AuthorizationPolicy"));
         w.posture
             .authorization_policies
-            .apply(ap("istio-system", "allow-nothing", json!({})));
+            .apply(object("istio-system", "allow-nothing", json!({})));
         assert!(run(
             &w,
             &Object::AuthorizationPolicy(baseline),
@@ -303,7 +297,7 @@ mod tests {
     #[test]
     fn deleting_root_allow_nothing_names_exposed_namespaces() {
         let mut w = world();
-        let mesh = ap("istio-system", "allow-nothing", json!({}));
+        let mesh: AuthorizationPolicy = object("istio-system", "allow-nothing", json!({}));
         w.posture.authorization_policies.apply(mesh.clone());
         let f = run(
             &w,
@@ -316,7 +310,7 @@ mod tests {
             "{}",
             f[0].message
         );
-        w.posture.authorization_policies.apply(ap(
+        w.posture.authorization_policies.apply(object(
             "shop",
             "own",
             json!({"action": "DENY", "rules": [{}]}),
@@ -329,7 +323,7 @@ mod tests {
         let w = world();
         assert!(run(
             &w,
-            &Object::AuthorizationPolicy(ap("shop", "x", json!({}))),
+            &Object::AuthorizationPolicy(object("shop", "x", json!({}))),
             Operation::Create
         )
         .is_empty());

@@ -34,21 +34,12 @@ mod tests {
     use crate::posture::Availability;
     use crate::rules::testing::*;
 
-    fn ap(world: &mut World, ns: &str, spec: serde_json::Value) {
-        world.posture.authorization_policies.apply(
-            serde_json::from_value(
-                serde_json::json!({"metadata": {"name": "p", "namespace": ns}, "spec": spec}),
-            )
-            .unwrap(),
-        );
-    }
-
     #[test]
     fn rejects_namespace_without_deny_by_default() {
         let mut world = World::enrolled_shop();
-        ap(
-            &mut world,
+        world.add_authorization_policy(
             "shop",
+            "p",
             serde_json::json!({"selector": {"matchLabels": {"app": "web"}}}),
         );
         let f = check(&deployment("web"), &world.ctx());
@@ -63,15 +54,15 @@ mod tests {
     #[test]
     fn accepts_allow_nothing_in_namespace_or_root_and_deny_everything() {
         let mut world = World::enrolled_shop();
-        ap(&mut world, "shop", serde_json::json!({}));
+        world.add_authorization_policy("shop", "p", serde_json::json!({}));
         assert!(check(&deployment("web"), &world.ctx()).is_empty());
         let mut world = World::enrolled_shop();
-        ap(&mut world, "istio-system", serde_json::json!({}));
+        world.add_authorization_policy("istio-system", "p", serde_json::json!({}));
         assert!(check(&deployment("web"), &world.ctx()).is_empty());
         let mut world = World::enrolled_shop();
-        ap(
-            &mut world,
+        world.add_authorization_policy(
             "shop",
+            "p",
             serde_json::json!({"action": "DENY", "rules": [{}]}),
         );
         assert!(check(&deployment("web"), &world.ctx()).is_empty());

@@ -81,14 +81,7 @@ fn qualified(p: &Stored) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
-
-    fn ap(ns: &str, name: &str, spec: serde_json::Value) -> AuthorizationPolicy {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}),
-        )
-        .unwrap()
-    }
+    use crate::rules::testing::{object, World};
 
     fn allow_web() -> serde_json::Value {
         serde_json::json!({"rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}]}]})
@@ -97,12 +90,12 @@ mod tests {
     #[test]
     fn allow_created_beside_deny_everything_is_dead() {
         let mut world = World::enrolled_shop();
-        world.posture.authorization_policies.apply(ap(
+        world.posture.authorization_policies.apply(object(
             "shop",
             "deny-all",
             serde_json::json!({"action": "DENY", "rules": [{}]}),
         ));
-        let f = check(&ap("shop", "allow-web", allow_web()), &world.ctx());
+        let f = check(&object("shop", "allow-web", allow_web()), &world.ctx());
         assert!(
             f[0].message
                 .contains("can never take effect: DENY policy shop/deny-all"),
@@ -112,13 +105,13 @@ mod tests {
         assert!(f[0].fix.contains("CUSTOM, then DENY, then ALLOW"));
         // A root-namespace DENY-everything kills ALLOWs everywhere.
         let mut world = World::enrolled_shop();
-        world.posture.authorization_policies.apply(ap(
+        world.posture.authorization_policies.apply(object(
             "istio-system",
             "deny-all",
             serde_json::json!({"action": "DENY", "rules": [{}]}),
         ));
         assert_eq!(
-            check(&ap("shop", "allow-web", allow_web()), &world.ctx()).len(),
+            check(&object("shop", "allow-web", allow_web()), &world.ctx()).len(),
             1
         );
     }
@@ -129,14 +122,14 @@ mod tests {
         world
             .posture
             .authorization_policies
-            .apply(ap("shop", "allow-web", allow_web()));
-        world.posture.authorization_policies.apply(ap(
+            .apply(object("shop", "allow-web", allow_web()));
+        world.posture.authorization_policies.apply(object(
             "shop",
             "allow-nothing",
             serde_json::json!({}),
         ));
         let f = check(
-            &ap(
+            &object(
                 "shop",
                 "deny-all",
                 serde_json::json!({"action": "DENY", "rules": [{}]}),
@@ -154,8 +147,8 @@ mod tests {
     #[test]
     fn allow_without_deny_everything_and_scoped_denies_are_fine() {
         let mut world = World::enrolled_shop();
-        world.posture.authorization_policies.apply(ap("shop", "deny-some", serde_json::json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["untrusted"]}}]}]})));
-        assert!(check(&ap("shop", "allow-web", allow_web()), &world.ctx()).is_empty());
-        assert!(check(&ap("shop", "deny-some-more", serde_json::json!({"action": "DENY", "selector": {"matchLabels": {"app": "x"}}, "rules": [{}]})), &world.ctx()).is_empty());
+        world.posture.authorization_policies.apply(object("shop", "deny-some", serde_json::json!({"action": "DENY", "rules": [{"from": [{"source": {"namespaces": ["untrusted"]}}]}]})));
+        assert!(check(&object("shop", "allow-web", allow_web()), &world.ctx()).is_empty());
+        assert!(check(&object("shop", "deny-some-more", serde_json::json!({"action": "DENY", "selector": {"matchLabels": {"app": "x"}}, "rules": [{}]})), &world.ctx()).is_empty());
     }
 }

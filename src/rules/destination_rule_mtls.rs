@@ -194,23 +194,8 @@ fn overlaps(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{namespace, World};
+    use crate::rules::testing::{namespace, object, World};
     use serde_json::json;
-
-    fn dr(spec: serde_json::Value) -> DestinationRule {
-        serde_json::from_value(
-            json!({"metadata": {"name": "r", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
-
-    fn service_entry(ns: &str, name: &str, spec: serde_json::Value) -> ServiceEntry {
-        serde_json::from_value(json!({
-            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec
-        }))
-        .unwrap()
-    }
 
     /// shop (sidecar) and payments (ambient) are in the mesh; databases and
     /// legacy (injection disabled) are not.
@@ -221,13 +206,13 @@ mod tests {
             namespace("databases", &[]),
             namespace("legacy", &[("istio-injection", "disabled")]),
         ]);
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "shop",
             "vm-inventory",
             json!({"hosts": ["inventory.vms.internal"], "location": "MESH_INTERNAL", "resolution": "STATIC",
                    "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}]}),
         ));
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "databases",
             "orders-db",
             json!({"hosts": ["orders.db.example.com"], "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
@@ -314,7 +299,7 @@ mod tests {
         assert_eq!(why(&world, "*.internal"), internal);
         assert_eq!(why(&world, "other.vms.internal"), None);
         let mut world = cluster();
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "databases",
             "mesh-db",
             json!({"hosts": ["*.db.example.com"], "location": "MESH_INTERNAL"}),
@@ -324,7 +309,7 @@ mod tests {
             Some("ServiceEntry databases/mesh-db declares it MESH_INTERNAL")
         );
         // A MESH_INTERNAL entry can also vouch for a host of a namespace out of the mesh.
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "databases",
             "pg",
             json!({"hosts": ["postgres.databases.svc.cluster.local"], "location": "MESH_INTERNAL"}),
@@ -358,11 +343,15 @@ mod tests {
     fn rejects_disable_simple_mutual_at_every_level() {
         let world = World::enrolled_shop();
         let f = check(
-            &dr(json!({
-                "host": "reviews.bookinfo.svc.cluster.local",
-                "trafficPolicy": {"tls": {"mode": "DISABLE"}, "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}]},
-                "subsets": [{"name": "v2", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}}, {"name": "v3", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}]
-            })),
+            &object(
+                "shop",
+                "r",
+                json!({
+                    "host": "reviews.bookinfo.svc.cluster.local",
+                    "trafficPolicy": {"tls": {"mode": "DISABLE"}, "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}]},
+                    "subsets": [{"name": "v2", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}}, {"name": "v3", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}]
+                }),
+            ),
             &world.ctx(),
         );
         assert_eq!(f.len(), 3);
@@ -385,7 +374,11 @@ mod tests {
     fn a_mode_istio_does_not_define_is_weak_not_a_pass() {
         let world = World::enrolled_shop();
         let f = check(
-            &dr(json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL_PLEASE"}}})),
+            &object(
+                "shop",
+                "r",
+                json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL_PLEASE"}}}),
+            ),
             &world.ctx(),
         );
         assert_eq!(rule_messages(&f), ["sets trafficPolicy.tls.mode to a value Istio does not define for in-mesh host reviews (namespace shop is in the mesh), replacing the mesh's mTLS"]);
@@ -399,7 +392,9 @@ mod tests {
     fn says_why_the_host_is_in_the_mesh() {
         let world = cluster();
         let f = check(
-            &dr(
+            &object(
+                "shop",
+                "r",
                 json!({"host": "inventory.vms.internal", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}),
             ),
             &world.ctx(),
@@ -414,7 +409,8 @@ mod tests {
     #[test]
     fn accepts_istio_mutual_no_tls_and_tls_origination_outside_the_mesh() {
         let world = cluster();
-        let ok = |spec: serde_json::Value| check(&dr(spec), &world.ctx()).is_empty();
+        let ok =
+            |spec: serde_json::Value| check(&object("shop", "r", spec), &world.ctx()).is_empty();
         assert!(ok(
             json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
         ));

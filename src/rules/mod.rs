@@ -217,7 +217,9 @@ pub fn unverifiable_without_istio(rule: RuleId, ctx: &Context, what: &str) -> Op
     (ctx.posture.security_api == crate::posture::Availability::Missing).then(|| {
         Finding::new(
             rule,
-            format!("{what} posture cannot be verified: the security.istio.io CRDs are not installed"),
+            format!(
+                "{what} posture cannot be verified: the security.istio.io CRDs are not installed"
+            ),
             "install Istio's CRDs, then apply the mesh baseline (deploy/baseline/)",
         )
     })

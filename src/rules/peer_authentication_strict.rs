@@ -26,7 +26,10 @@ pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
         if weak(mtls.mode()) {
             findings.push(Finding::new(
                 ID,
-                format!("sets portLevelMtls[{port}].mode: {}, which accepts plaintext on port {port}", mtls.mode().as_str()),
+                format!(
+                    "sets portLevelMtls[{port}].mode: {}, which accepts plaintext on port {port}",
+                    mtls.mode().as_str()
+                ),
                 format!("set portLevelMtls[{port}].mode: STRICT or remove the port override"),
             ));
         }
@@ -37,20 +40,15 @@ pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
-
-    fn pa(spec: serde_json::Value) -> PeerAuthentication {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
+    use crate::rules::testing::{object, World};
 
     #[test]
     fn rejects_permissive_and_disable_at_every_level() {
         let world = World::enrolled_shop();
         let f = check(
-            &pa(
+            &object(
+                "shop",
+                "p",
                 serde_json::json!({"mtls": {"mode": "PERMISSIVE"}, "portLevelMtls": {"9080": {"mode": "DISABLE"}, "9090": {"mode": "STRICT"}}}),
             ),
             &world.ctx(),
@@ -71,7 +69,7 @@ mod tests {
             serde_json::json!({"mtls": {"mode": "UNSET"}}),
             serde_json::json!({}),
         ] {
-            assert!(check(&pa(spec), &world.ctx()).is_empty());
+            assert!(check(&object("shop", "p", spec), &world.ctx()).is_empty());
         }
     }
 }

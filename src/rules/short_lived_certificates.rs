@@ -137,7 +137,7 @@ pub fn workload_identity(cert: &Certificate, config: &Config) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
+    use crate::rules::testing::{object, World};
 
     /// A Certificate from the default workload issuer unless `spec` names
     /// another.
@@ -145,10 +145,7 @@ mod tests {
         if spec.get("issuerRef").is_none() {
             spec["issuerRef"] = serde_json::json!({"name": "istio-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"});
         }
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
+        object("shop", "web", spec)
     }
 
     fn run(spec: serde_json::Value) -> Vec<Finding> {

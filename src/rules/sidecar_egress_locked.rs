@@ -29,34 +29,43 @@ pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
-
-    fn sidecar(spec: serde_json::Value) -> Sidecar {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "default", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
+    use crate::rules::testing::{object, World};
 
     #[test]
     fn rejects_allow_any_and_modes_istio_does_not_define() {
         let world = World::enrolled_shop();
         assert_eq!(
             check(
-                &sidecar(serde_json::json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}})),
+                &object(
+                    "shop",
+                    "default",
+                    serde_json::json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}})
+                ),
                 &world.ctx()
             )
             .len(),
             1
         );
         assert!(check(
-            &sidecar(serde_json::json!({"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})),
+            &object(
+                "shop",
+                "default",
+                serde_json::json!({"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
+            ),
             &world.ctx()
         )
         .is_empty());
-        assert!(check(&sidecar(serde_json::json!({})), &world.ctx()).is_empty());
+        assert!(check(
+            &object("shop", "default", serde_json::json!({})),
+            &world.ctx()
+        )
+        .is_empty());
         let unknown = check(
-            &sidecar(serde_json::json!({"outboundTrafficPolicy": {"mode": "allow_any"}})),
+            &object(
+                "shop",
+                "default",
+                serde_json::json!({"outboundTrafficPolicy": {"mode": "allow_any"}}),
+            ),
             &world.ctx(),
         );
         assert_eq!(unknown.len(), 1);

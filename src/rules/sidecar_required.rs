@@ -296,7 +296,8 @@ mod tests {
         let f = findings(&deployment("web"), &world);
         assert_eq!(f.len(), 1);
         assert!(
-            f[0].message.starts_with("will run without an istio-proxy sidecar: "),
+            f[0].message
+                .starts_with("will run without an istio-proxy sidecar: "),
             "{}",
             f[0].message
         );
