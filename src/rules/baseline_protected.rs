@@ -124,43 +124,8 @@ fn authorization_policy(
     if !before || after {
         return vec![];
     }
-    let fix = "apply another deny-by-default AuthorizationPolicy (spec: {}) to the affected namespaces first, or keep this one".to_owned();
     if ns == root {
-        // The mesh-wide baseline: every enrolled namespace without its own
-        // loses it. The index keeps that set sorted; only the root and the
-        // exempt namespaces (a short configured list) are taken out here.
-        let exposed = index.exposed();
-        let left_out = |n: &str| n == root || ctx.config.is_exempt_namespace(n);
-        let mut skipped: Vec<&str> = ctx
-            .config
-            .exempt_namespaces
-            .iter()
-            .map(String::as_str)
-            .chain([root])
-            .filter(|n| exposed.contains(*n))
-            .collect();
-        skipped.sort_unstable();
-        skipped.dedup();
-        let count = exposed.len() - skipped.len();
-        if count == 0 {
-            return vec![];
-        }
-        let sample: Vec<&str> = exposed
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !left_out(n))
-            .take(3)
-            .collect();
-        return vec![Finding::new(
-            ID,
-            format!(
-                "{verb} would remove the mesh-wide deny-by-default from {} enrolled namespaces without their own ({}{})",
-                count,
-                sample.join(", "),
-                if count > 3 { ", ..." } else { "" }
-            ),
-            fix,
-        )];
+        return mesh_wide_exposure(verb, ctx).into_iter().collect();
     }
     let covered_by_root = find_deny_by_default(index.in_namespace(root)).is_some();
     if !enrolled(ctx, ns) || covered_by_root {
@@ -169,8 +134,48 @@ fn authorization_policy(
     vec![Finding::new(
         ID,
         format!("{verb} would leave enrolled namespace \"{ns}\" without a deny-by-default AuthorizationPolicy"),
-        fix,
+        DENY_BY_DEFAULT_FIX,
     )]
+}
+
+const DENY_BY_DEFAULT_FIX: &str = "apply another deny-by-default AuthorizationPolicy (spec: {}) to the affected namespaces first, or keep this one";
+
+/// Removing the mesh-wide deny-by-default exposes every enrolled namespace
+/// without its own. The index keeps that set sorted; only the root and the
+/// exempt namespaces (a short configured list) are taken out here.
+fn mesh_wide_exposure(verb: &str, ctx: &Context) -> Option<Finding> {
+    let root = ctx.config.mesh_root_namespace.as_str();
+    let exposed = ctx.posture.authorization_policies.exposed();
+    let left_out = |n: &str| n == root || ctx.config.is_exempt_namespace(n);
+    let mut skipped: Vec<&str> = ctx
+        .config
+        .exempt_namespaces
+        .iter()
+        .map(String::as_str)
+        .chain([root])
+        .filter(|n| exposed.contains(*n))
+        .collect();
+    skipped.sort_unstable();
+    skipped.dedup();
+    let count = exposed.len() - skipped.len();
+    if count == 0 {
+        return None;
+    }
+    let sample: Vec<&str> = exposed
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !left_out(n))
+        .take(3)
+        .collect();
+    Some(Finding::new(
+        ID,
+        format!(
+            "{verb} would remove the mesh-wide deny-by-default from {count} enrolled namespaces without their own ({}{})",
+            sample.join(", "),
+            if count > 3 { ", ..." } else { "" }
+        ),
+        DENY_BY_DEFAULT_FIX,
+    ))
 }
 
 #[cfg(test)]

@@ -376,4 +376,48 @@ mod tests {
         }
         assert_eq!("Sidecar-Required".parse::<RuleId>(), Err(UnknownRule));
     }
+
+    #[test]
+    fn findings_describe_fields_and_leave_naming_the_object_to_the_answer() {
+        use crate::rules::testing::*;
+        use serde_json::json;
+        let world = World::with_namespaces(&[namespace("shop", &[])]);
+        let workload = deployment("web")
+            .host_network()
+            .service_account(None)
+            .with_annotation("traffic.sidecar.istio.io/excludeInboundPorts", "8080");
+        let objects = [
+            Object::Workload(workload),
+            Object::Namespace(NamespaceObject {
+                name: "web".into(),
+                labels: Default::default(),
+            }),
+            Object::PeerAuthentication(object("shop", "web", json!({"mtls": {"mode": "DISABLE"}}))),
+            Object::AuthorizationPolicy(object("shop", "web", json!({"rules": [{}]}))),
+            Object::DestinationRule(object(
+                "shop",
+                "web",
+                json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}),
+            )),
+            Object::Sidecar(object(
+                "shop",
+                "web",
+                json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}),
+            )),
+            Object::Certificate(object(
+                "shop",
+                "web",
+                json!({"issuerRef": {"name": "istio-ca", "kind": "ClusterIssuer"}}),
+            )),
+        ];
+        let mut judged = 0;
+        for o in &objects {
+            for f in evaluate(o, &world.ctx(), |_| true) {
+                judged += 1;
+                assert!(!f.message.contains("shop/web"), "{o}: {}", f.message);
+                assert!(!f.message.starts_with(&o.to_string()), "{o}: {}", f.message);
+            }
+        }
+        assert!(judged >= objects.len() + 4, "{judged}");
+    }
 }
