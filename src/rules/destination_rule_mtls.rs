@@ -194,7 +194,7 @@ fn overlaps(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{namespace, object, World};
+    use crate::rules::testing::{messages, namespace, object, World};
     use serde_json::json;
 
     /// shop (sidecar) and payments (ambient) are in the mesh; databases and
@@ -381,11 +381,7 @@ mod tests {
             ),
             &world.ctx(),
         );
-        assert_eq!(rule_messages(&f), ["sets trafficPolicy.tls.mode to a value Istio does not define for in-mesh host reviews (namespace shop is in the mesh), replacing the mesh's mTLS"]);
-    }
-
-    fn rule_messages(f: &[Finding]) -> Vec<&str> {
-        f.iter().map(|f| f.message.as_str()).collect()
+        assert_eq!(messages(&f), ["sets trafficPolicy.tls.mode to a value Istio does not define for in-mesh host reviews (namespace shop is in the mesh), replacing the mesh's mTLS"]);
     }
 
     #[test]

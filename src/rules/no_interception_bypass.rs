@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn finds_exclusions_the_injector_wrote_into_istio_init() {
         let f = findings(&fixture("kube-inject-traffic-params.yaml"));
-        let messages: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+        let messages = messages(&f);
         assert_eq!(f.len(), 3, "{messages:?}");
         assert!(
             messages

@@ -150,7 +150,7 @@ pub fn workload_identity(cert: &Certificate, config: &Config) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{object, World};
+    use crate::rules::testing::{messages, object, World};
 
     /// A Certificate from the default workload issuer unless `spec` names
     /// another.
@@ -224,32 +224,18 @@ mod tests {
 
     #[test]
     fn no_duration_is_fine_when_the_maximum_allows_90_days() {
+        let no_duration = cert(serde_json::json!({"renewBefore": "720h"}));
         let mut world = World::enrolled_shop();
-        world.config =
-            crate::config::Config::from_yaml("certificates: {maxDuration: 2400h}\n").unwrap();
-        let f = check(
-            &cert(serde_json::json!({"renewBefore": "720h"})),
-            &world.ctx(),
-        );
-        assert!(f.is_empty(), "{f:?}");
-        world.config =
-            crate::config::Config::from_yaml("certificates: {maxDuration: 2160h}\n").unwrap();
-        let f = check(
-            &cert(serde_json::json!({"renewBefore": "720h"})),
-            &world.ctx(),
-        );
-        assert!(f.is_empty(), "{f:?}");
-        world.config =
-            crate::config::Config::from_yaml("certificates: {maxDuration: 2159h}\n").unwrap();
-        let f = check(
-            &cert(serde_json::json!({"renewBefore": "720h"})),
-            &world.ctx(),
-        );
-        assert_eq!(rule_messages(&f), ["sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]);
-    }
-
-    fn rule_messages(f: &[Finding]) -> Vec<&str> {
-        f.iter().map(|f| f.message.as_str()).collect()
+        for (max, expected) in [
+            ("2400h", vec![]),
+            ("2160h", vec![]),
+            ("2159h", vec!["sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]),
+        ] {
+            world.config =
+                crate::config::Config::from_yaml(&format!("certificates: {{maxDuration: {max}}}\n"))
+                    .unwrap();
+            assert_eq!(messages(&check(&no_duration, &world.ctx())), expected, "{max}");
+        }
     }
 
     #[test]

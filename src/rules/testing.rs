@@ -240,3 +240,7 @@ impl World {
 pub fn rule_ids(findings: &[Finding]) -> Vec<RuleId> {
     findings.iter().map(|f| f.rule).collect()
 }
+
+pub fn messages(findings: &[Finding]) -> Vec<&str> {
+    findings.iter().map(|f| f.message.as_str()).collect()
+}
