@@ -221,6 +221,11 @@ mod tests {
         world
     }
 
+    /// The findings on DestinationRule shop/r with `spec`.
+    fn findings(world: &World, spec: serde_json::Value) -> Vec<Finding> {
+        check(&object("shop", "r", spec), &world.ctx())
+    }
+
     fn why(world: &World, host: &str) -> Option<String> {
         in_mesh(host, "shop", &world.ctx())
     }
@@ -342,17 +347,13 @@ mod tests {
     #[test]
     fn rejects_disable_simple_mutual_at_every_level() {
         let world = World::enrolled_shop();
-        let f = check(
-            &object(
-                "shop",
-                "r",
-                json!({
-                    "host": "reviews.bookinfo.svc.cluster.local",
-                    "trafficPolicy": {"tls": {"mode": "DISABLE"}, "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}]},
-                    "subsets": [{"name": "v2", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}}, {"name": "v3", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}]
-                }),
-            ),
-            &world.ctx(),
+        let f = findings(
+            &world,
+            json!({
+                "host": "reviews.bookinfo.svc.cluster.local",
+                "trafficPolicy": {"tls": {"mode": "DISABLE"}, "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}]},
+                "subsets": [{"name": "v2", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}}, {"name": "v3", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}]
+            }),
         );
         assert_eq!(f.len(), 3);
         assert!(f[0].message.contains("sets trafficPolicy.tls.mode: DISABLE for in-mesh host reviews.bookinfo.svc.cluster.local"), "{}", f[0].message);
@@ -373,13 +374,9 @@ mod tests {
     #[test]
     fn a_mode_istio_does_not_define_is_weak_not_a_pass() {
         let world = World::enrolled_shop();
-        let f = check(
-            &object(
-                "shop",
-                "r",
-                json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL_PLEASE"}}}),
-            ),
-            &world.ctx(),
+        let f = findings(
+            &world,
+            json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL_PLEASE"}}}),
         );
         assert_eq!(messages(&f), ["sets trafficPolicy.tls.mode to a value Istio does not define for in-mesh host reviews (namespace shop is in the mesh), replacing the mesh's mTLS"]);
     }
@@ -387,13 +384,9 @@ mod tests {
     #[test]
     fn says_why_the_host_is_in_the_mesh() {
         let world = cluster();
-        let f = check(
-            &object(
-                "shop",
-                "r",
-                json!({"host": "inventory.vms.internal", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}),
-            ),
-            &world.ctx(),
+        let f = findings(
+            &world,
+            json!({"host": "inventory.vms.internal", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}),
         );
         assert_eq!(f.len(), 1);
         assert_eq!(
@@ -405,8 +398,7 @@ mod tests {
     #[test]
     fn accepts_istio_mutual_no_tls_and_tls_origination_outside_the_mesh() {
         let world = cluster();
-        let ok =
-            |spec: serde_json::Value| check(&object("shop", "r", spec), &world.ctx()).is_empty();
+        let ok = |spec: serde_json::Value| findings(&world, spec).is_empty();
         assert!(ok(
             json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
         ));
