@@ -274,9 +274,34 @@ impl StoredAuthorizationPolicy {
 
 // ---------------------------------------------------------------- DestinationRule
 
+/// `tls.mode` of a DestinationRule. A value Istio does not define decodes
+/// as `Unknown`, which the rules count as weak: never a silent pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClientTlsMode {
+    Disable,
+    Simple,
+    Mutual,
+    IstioMutual,
+    #[serde(other)]
+    Unknown,
+}
+
+impl ClientTlsMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientTlsMode::Disable => "DISABLE",
+            ClientTlsMode::Simple => "SIMPLE",
+            ClientTlsMode::Mutual => "MUTUAL",
+            ClientTlsMode::IstioMutual => "ISTIO_MUTUAL",
+            ClientTlsMode::Unknown => "a value Istio does not define",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct ClientTls {
-    pub mode: Option<String>,
+    pub mode: Option<ClientTlsMode>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -325,9 +350,20 @@ pub struct DestinationRule {
 
 // ---------------------------------------------------------------- Sidecar
 
+/// `outboundTrafficPolicy.mode` of a Sidecar. A value Istio does not define
+/// decodes as `Unknown`, which the rules count as weak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundTrafficMode {
+    RegistryOnly,
+    AllowAny,
+    #[serde(other)]
+    Unknown,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct OutboundTrafficPolicy {
-    pub mode: Option<String>,
+    pub mode: Option<OutboundTrafficMode>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -80,7 +80,7 @@ async fn only_workload_certificates_are_judged() {
     assert_denied_with(
         &response,
         "workload certificate without duration",
-        "[short-lived-certificates] certificate bookinfo/productpage-workload sets no duration, so cert-manager issues it for 90 days (2160h), over the 24h maximum",
+        "meshgate denied certificate bookinfo/productpage-workload: [short-lived-certificates] sets no duration, so cert-manager issues it for 90 days (2160h), over the 24h maximum",
     );
 
     // Another issuer, but a SPIFFE identity of the mesh: still in scope.
@@ -97,7 +97,7 @@ async fn only_workload_certificates_are_judged() {
     assert_denied_with(
         &response,
         "SPIFFE certificate",
-        "certificate bookinfo/ratings-workload is valid for 8760h",
+        "meshgate denied certificate bookinfo/ratings-workload: [short-lived-certificates] is valid for 8760h",
     );
 }
 
@@ -147,7 +147,7 @@ async fn configured_issuer_refs_replace_the_default_scope() {
     assert_denied_with(
         &response,
         "mesh-ca",
-        "certificate bookinfo/reviews-workload is valid for 720h, over the 24h maximum",
+        "meshgate denied certificate bookinfo/reviews-workload: [short-lived-certificates] is valid for 720h, over the 24h maximum",
     );
 }
 
@@ -231,7 +231,7 @@ async fn plaintext_to_in_mesh_hosts_is_denied_saying_why() {
         assert_denied_with(
             &response,
             text,
-            &format!("[destination-rule-mtls] destinationrule bookinfo/plaintext {text}"),
+            &format!("meshgate denied destinationrule bookinfo/plaintext: [destination-rule-mtls] {text}"),
         );
     }
 }

@@ -75,7 +75,15 @@ fn bundled_examples_report_grouped_findings_with_fixes_and_exit_1() {
     // The exempted node agent and the clean frontend have no findings.
     assert!(!out.contains("node-exporter ("), "{out}");
     assert!(!out.contains("shop/frontend"), "{out}");
-    assert!(out.contains("DENY [strict-mtls-required] deployment shop/payments would accept plaintext: port 8081 is PERMISSIVE (set by PeerAuthentication shop/payments-legacy-port)"), "{out}");
+    assert!(out.contains("DENY [strict-mtls-required] would accept plaintext: port 8081 is PERMISSIVE (set by PeerAuthentication shop/payments-legacy-port)"), "{out}");
+    // The group header names the object; its findings do not repeat it.
+    assert_eq!(
+        out.to_lowercase()
+            .matches("deployment shop/payments ")
+            .count(),
+        1,
+        "{out}"
+    );
     assert!(
         out.contains("Namespace legacy (examples/manifests/namespaces.yaml:"),
         "{out}"

@@ -88,13 +88,22 @@ fn audit_admits_istiod_gateways_and_waypoints_in_every_namespace_mode() {
 
 #[test]
 fn audit_denies_an_application_that_copies_a_waypoints_labels() {
-    for labels in [SIDECAR, AMBIENT] {
+    // The only object of the input is the copy, so these are its findings.
+    for (labels, message) in [
+        (
+            SIDECAR,
+            "will run without an istio-proxy sidecar: it opts out with the label sidecar.istio.io/inject=false",
+        ),
+        (
+            AMBIENT,
+            "opts out of the ambient mesh with label istio.io/dataplane-mode=none",
+        ),
+    ] {
         let findings = audit(labels, &["copied-waypoint-labels.yaml"]);
-        assert_eq!(findings.len(), 1, "{labels:?}: {findings:?}");
-        assert_eq!(findings[0].0, "sidecar-required");
-        assert!(
-            findings[0].1.contains("deployment shop/fake-waypoint"),
-            "{findings:?}"
+        assert_eq!(
+            findings,
+            [("sidecar-required".to_owned(), message.to_owned())],
+            "{labels:?}"
         );
     }
     // With a copy of the gateway's proxy beside it, the copy is judged as an

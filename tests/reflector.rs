@@ -457,11 +457,16 @@ async fn missing_istio_crds_are_reported_not_passed() {
     let response = server.review(fixture(DEPLOYMENT)).await;
     assert!(!allowed(&response), "{response}");
     assert!(
-        message(&response).contains("[strict-mtls-required] deployment bookinfo/productpage-v1: mTLS posture cannot be verified"),
+        message(&response).starts_with("meshgate denied deployment bookinfo/productpage-v1: "),
         "{response}"
     );
     assert!(
-        message(&response).contains("[default-deny-required] deployment bookinfo/productpage-v1: authorization posture cannot be verified"),
+        message(&response).contains("[strict-mtls-required] mTLS posture cannot be verified"),
+        "{response}"
+    );
+    assert!(
+        message(&response)
+            .contains("[default-deny-required] authorization posture cannot be verified"),
         "{response}"
     );
     let entries = server.log_entries();

@@ -261,11 +261,12 @@ async fn admits_istio_policies_and_namespaces_that_keep_the_mesh_tight() {
 #[tokio::test]
 async fn denies_istio_policies_that_weaken_the_mesh_naming_rule_and_fix() {
     let server = Server::start(Options::default());
+    // The answer names the object once; each finding describes the field.
     let cases = [
         (
             "peerauthentication-create-permissive-v1beta1.json",
             vec![
-                "[peer-authentication-strict] peerauthentication bookinfo/productpage-permissive sets mtls.mode: PERMISSIVE",
+                "meshgate denied peerauthentication bookinfo/productpage-permissive: [peer-authentication-strict] sets mtls.mode: PERMISSIVE",
                 "portLevelMtls[9080].mode: DISABLE",
             ],
         ),
@@ -273,32 +274,33 @@ async fn denies_istio_policies_that_weaken_the_mesh_naming_rule_and_fix() {
             "peerauthentication-update-to-permissive.json",
             vec![
                 "[peer-authentication-strict]",
-                "[baseline-protected] this change to peerauthentication bookinfo/default would leave enrolled namespace \"bookinfo\" with mTLS PERMISSIVE",
+                "meshgate denied peerauthentication bookinfo/default: [peer-authentication-strict]",
+                "[baseline-protected] this change would leave enrolled namespace \"bookinfo\" with mTLS PERMISSIVE",
             ],
         ),
         (
             "authorizationpolicy-create-allow-all.json",
-            vec!["[authorization-no-allow-all] authorizationpolicy bookinfo/allow-all allows every request"],
+            vec!["meshgate denied authorizationpolicy bookinfo/allow-all: [authorization-no-allow-all] allows every request"],
         ),
         (
             "authorizationpolicy-delete.json",
-            vec!["[baseline-protected] deleting authorizationpolicy bookinfo/allow-nothing would leave enrolled namespace \"bookinfo\" without a deny-by-default AuthorizationPolicy"],
+            vec!["meshgate denied authorizationpolicy bookinfo/allow-nothing: [baseline-protected] deleting it would leave enrolled namespace \"bookinfo\" without a deny-by-default AuthorizationPolicy"],
         ),
         (
             "destinationrule-create-disable.json",
-            vec!["[destination-rule-mtls] destinationrule bookinfo/reviews-plaintext sets trafficPolicy.tls.mode: DISABLE for in-mesh host reviews.bookinfo.svc.cluster.local"],
+            vec!["meshgate denied destinationrule bookinfo/reviews-plaintext: [destination-rule-mtls] sets trafficPolicy.tls.mode: DISABLE for in-mesh host reviews.bookinfo.svc.cluster.local"],
         ),
         (
             "sidecar-create-allow-any.json",
-            vec!["[sidecar-egress-locked] sidecar bookinfo/default sets outboundTrafficPolicy.mode: ALLOW_ANY"],
+            vec!["meshgate denied sidecar bookinfo/default: [sidecar-egress-locked] sets outboundTrafficPolicy.mode: ALLOW_ANY"],
         ),
         (
             "certificate-create-long.json",
-            vec!["[short-lived-certificates] certificate bookinfo/productpage-workload is valid for 8760h, over the 24h maximum"],
+            vec!["meshgate denied certificate bookinfo/productpage-workload: [short-lived-certificates] is valid for 8760h, over the 24h maximum"],
         ),
         (
             "namespace-label-update.json",
-            vec!["[namespace-mesh-enrolled] namespace legacy is labelled istio-injection=disabled"],
+            vec!["meshgate denied namespace legacy: [namespace-mesh-enrolled] is labelled istio-injection=disabled"],
         ),
     ];
     for (name, expected) in cases {
@@ -428,7 +430,7 @@ async fn namespace_label_lowers_enforcement_to_audit() {
     let w = warnings(&response);
     assert!(
         w.iter()
-            .any(|w| w.starts_with("[meshgate audit] sidecar-required: pod audited/plain-nginx")),
+            .any(|w| w.starts_with("[meshgate audit] sidecar-required: has no istio-proxy sidecar")),
         "{w:?}"
     );
     assert!(
@@ -1074,7 +1076,7 @@ async fn the_mesh_wide_strict_policy_cannot_be_deleted_under_the_default_config(
     let response = server.review(delete).await;
     assert_eq!(response["allowed"], false, "{response}");
     assert!(
-        message(&response).contains("[baseline-protected] deleting peerauthentication istio-system/default would remove the mesh-wide STRICT mTLS baseline"),
+        message(&response).starts_with("meshgate denied peerauthentication istio-system/default: [baseline-protected] deleting it would remove the mesh-wide STRICT mTLS baseline"),
         "{}",
         message(&response)
     );

@@ -8,7 +8,7 @@ use crate::cli::{AuditArgs, OutputFormat};
 use crate::config::{Config, Mode};
 use crate::manifest::{self, Manifest};
 use crate::policy;
-use crate::posture::{files, PostureIndex};
+use crate::posture::{files, Enrollment, NamespaceInfo, PostureIndex};
 use crate::rules::{Context, RuleId};
 use crate::subject::{self, Kind};
 
@@ -30,19 +30,52 @@ pub struct Reported {
     pub line: usize,
 }
 
+/// How a namespace of the input is in the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Sidecar,
+    Ambient,
+    No,
+    /// The namespace is not in the input.
+    Unknown,
+}
+
+impl Membership {
+    fn of(namespace: Option<&NamespaceInfo>) -> Self {
+        match namespace {
+            None => Membership::Unknown,
+            Some(ns) if ns.sidecar_enrollment() == Enrollment::Sidecar => Membership::Sidecar,
+            Some(ns) if ns.is_enrolled() => Membership::Ambient,
+            Some(_) => Membership::No,
+        }
+    }
+
+    pub fn is_enrolled(self) -> bool {
+        matches!(self, Membership::Sidecar | Membership::Ambient)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Sidecar => "sidecar",
+            Membership::Ambient => "ambient",
+            Membership::No => "no",
+            Membership::Unknown => "unknown",
+        }
+    }
+}
+
 /// The mesh posture of one namespace, as the input describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespacePosture {
     pub name: String,
-    /// `sidecar`, `ambient`, `no`, or `unknown` (not in the input).
-    pub enrolled: &'static str,
+    pub enrolled: Membership,
     pub mtls: crate::posture::mtls::Decided,
     pub deny_by_default: Option<String>,
 }
 
 impl NamespacePosture {
     pub fn is_weak(&self) -> bool {
-        !matches!(self.enrolled, "sidecar" | "ambient")
+        !self.enrolled.is_enrolled()
             || self.mtls.mode != crate::istio::MtlsMode::Strict
             || self.deny_by_default.is_none()
     }
@@ -173,14 +206,8 @@ pub fn judge_manifests(
 
 fn namespace_posture(posture: &PostureIndex, config: &Config, name: String) -> NamespacePosture {
     let root = &config.mesh_root_namespace;
-    let enrolled = match posture.namespace(&name) {
-        None => "unknown",
-        Some(ns) if ns.sidecar_enrollment() == crate::posture::Enrollment::Sidecar => "sidecar",
-        Some(ns) if ns.is_enrolled() => "ambient",
-        Some(_) => "no",
-    };
     NamespacePosture {
-        enrolled,
+        enrolled: Membership::of(posture.namespace(&name)),
         mtls: posture.effective_mtls(&name, None, root).workload,
         deny_by_default: posture.deny_by_default(&name, root).map(|p| p.to_string()),
         name,
@@ -236,7 +263,7 @@ mod tests {
             "",
         );
         let shop = r.namespaces.iter().find(|n| n.name == "shop").unwrap();
-        assert_eq!(shop.enrolled, "sidecar");
+        assert_eq!(shop.enrolled, Membership::Sidecar);
         assert_eq!(shop.mtls.mode, crate::istio::MtlsMode::Strict);
         assert_eq!(
             shop.deny_by_default.as_deref(),
@@ -244,10 +271,33 @@ mod tests {
         );
         assert!(!shop.is_weak());
         let legacy = r.namespaces.iter().find(|n| n.name == "legacy").unwrap();
-        assert_eq!(legacy.enrolled, "no");
+        assert_eq!(legacy.enrolled, Membership::No);
         assert!(legacy.is_weak());
         // Exempt namespaces are not summarised.
         assert!(!r.namespaces.iter().any(|n| n.name == "istio-system"));
+    }
+
+    #[test]
+    fn membership_names_ambient_and_namespaces_missing_from_the_input() {
+        let r = report(
+            &format!("{SHOP}apiVersion: v1\nkind: Namespace\nmetadata: {{name: mesh, labels: {{istio.io/dataplane-mode: ambient}}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p, namespace: elsewhere}}\nspec: {{containers: [{{name: c, image: x}}]}}\n"),
+            "",
+        );
+        let enrolled = |name: &str| {
+            r.namespaces
+                .iter()
+                .find(|n| n.name == name)
+                .unwrap()
+                .enrolled
+        };
+        assert_eq!(enrolled("mesh"), Membership::Ambient);
+        assert_eq!(enrolled("elsewhere"), Membership::Unknown);
+        assert!(r
+            .namespaces
+            .iter()
+            .find(|n| n.name == "elsewhere")
+            .unwrap()
+            .is_weak());
     }
 
     #[test]

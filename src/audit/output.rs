@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde_json::json;
 
-use super::{Report, Reported};
+use super::{NamespacePosture, Report, Reported};
 use crate::config::Mode;
 use crate::rules::RuleId;
 
@@ -48,27 +48,7 @@ pub fn text(report: &Report) -> String {
     if !report.findings.is_empty() {
         out.push('\n');
     }
-    if !report.namespaces.is_empty() {
-        let _ = writeln!(out, "Namespace posture:");
-        let width = report
-            .namespaces
-            .iter()
-            .map(|n| n.name.len())
-            .max()
-            .unwrap_or(0);
-        for ns in &report.namespaces {
-            let _ = writeln!(
-                out,
-                "  {:width$}  {} enrolled: {:7} mTLS: {}  deny-by-default: {}",
-                ns.name,
-                if ns.is_weak() { "WEAK" } else { "ok  " },
-                ns.enrolled,
-                ns.mtls,
-                ns.deny_by_default.as_deref().unwrap_or("none"),
-            );
-        }
-        out.push('\n');
-    }
+    namespace_posture_text(&report.namespaces, &mut out);
     let _ = writeln!(
         out,
         "{} objects checked: {} enforce-level findings, {} audit-level findings, {} exempted",
@@ -80,12 +60,33 @@ pub fn text(report: &Report) -> String {
     out
 }
 
+/// One aligned line per namespace, weak ones marked.
+fn namespace_posture_text(namespaces: &[NamespacePosture], out: &mut String) {
+    if namespaces.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "Namespace posture:");
+    let width = namespaces.iter().map(|n| n.name.len()).max().unwrap_or(0);
+    for ns in namespaces {
+        let _ = writeln!(
+            out,
+            "  {:width$}  {} enrolled: {:7} mTLS: {}  deny-by-default: {}",
+            ns.name,
+            if ns.is_weak() { "WEAK" } else { "ok  " },
+            ns.enrolled.as_str(),
+            ns.mtls,
+            ns.deny_by_default.as_deref().unwrap_or("none"),
+        );
+    }
+    out.push('\n');
+}
+
 pub fn json(report: &Report) -> String {
     let value = json!({
         "findings": report.findings.iter().map(finding_json).collect::<Vec<_>>(),
         "namespaces": report.namespaces.iter().map(|ns| json!({
             "name": ns.name,
-            "enrolled": ns.enrolled,
+            "enrolled": ns.enrolled.as_str(),
             "mtls": ns.mtls.mode.as_str(),
             "mtlsDecidedBy": ns.mtls.by.as_ref().map(|p| p.to_string()),
             "denyByDefault": ns.deny_by_default,

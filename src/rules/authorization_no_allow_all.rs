@@ -12,17 +12,12 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
     if ap.action() != AuthzAction::Allow {
         return vec![];
     }
-    let subject = format!(
-        "authorizationpolicy {}/{}",
-        ap.metadata.namespace.as_deref().unwrap_or_default(),
-        ap.metadata.name.as_deref().unwrap_or_default()
-    );
     let mut findings = Vec::new();
     for (i, rule) in ap.rules().iter().enumerate() {
         if rule.is_empty() {
             findings.push(Finding::new(
                 ID,
-                format!("{subject} allows every request: rules[{i}] is {{}}, which matches everything"),
+                format!("allows every request: rules[{i}] is {{}}, which matches everything"),
                 "remove the empty rule; name the callers in from.source.principals and the operations in to",
             ));
             continue;
@@ -30,7 +25,7 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
         if rule.from.is_empty() {
             findings.push(Finding::advisory(
                 ID,
-                format!("{subject}: rules[{i}] has no from, so any source, even unauthenticated, matches"),
+                format!("rules[{i}] has no from, so any source, even unauthenticated, matches"),
                 "add from.source.principals (or namespaces) naming the callers",
             ));
         }
@@ -43,7 +38,7 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
                 if values.iter().any(|v| v == "*") {
                     findings.push(Finding::advisory(
                         ID,
-                        format!("{subject}: rules[{i}].from[{j}].source.{field} contains \"*\", which matches any authenticated caller"),
+                        format!("rules[{i}].from[{j}].source.{field} contains \"*\", which matches any authenticated caller"),
                         format!("replace \"*\" in {field} with the callers' identities"),
                     ));
                 }
@@ -56,20 +51,17 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
-
-    fn ap(spec: serde_json::Value) -> AuthorizationPolicy {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "a", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
+    use crate::rules::testing::{object, World};
 
     #[test]
     fn rejects_allow_with_empty_rule() {
         let world = World::enrolled_shop();
         let f = check(
-            &ap(serde_json::json!({"action": "ALLOW", "rules": [{}]})),
+            &object(
+                "shop",
+                "a",
+                serde_json::json!({"action": "ALLOW", "rules": [{}]}),
+            ),
             &world.ctx(),
         );
         assert_eq!(f.len(), 1);
@@ -77,7 +69,11 @@ mod tests {
         assert!(f[0].message.contains("allows every request"));
         // Default action is ALLOW too.
         assert_eq!(
-            check(&ap(serde_json::json!({"rules": [{}]})), &world.ctx()).len(),
+            check(
+                &object("shop", "a", serde_json::json!({"rules": [{}]})),
+                &world.ctx()
+            )
+            .len(),
             1
         );
     }
@@ -86,10 +82,14 @@ mod tests {
     fn missing_from_and_wildcards_are_advisory() {
         let world = World::enrolled_shop();
         let f = check(
-            &ap(serde_json::json!({"rules": [
-                {"to": [{"operation": {"methods": ["GET"]}}]},
-                {"from": [{"source": {"principals": ["*"], "namespaces": ["*"]}}]}
-            ]})),
+            &object(
+                "shop",
+                "a",
+                serde_json::json!({"rules": [
+                    {"to": [{"operation": {"methods": ["GET"]}}]},
+                    {"from": [{"source": {"principals": ["*"], "namespaces": ["*"]}}]}
+                ]}),
+            ),
             &world.ctx(),
         );
         assert_eq!(f.len(), 3);
@@ -104,7 +104,7 @@ mod tests {
             serde_json::json!({"rules": [{"from": [{"source": {"principals": ["cluster.local/ns/shop/sa/web"]}}]}]}),
             serde_json::json!({"action": "DENY", "rules": [{}]}),
         ] {
-            assert!(check(&ap(spec), &world.ctx()).is_empty());
+            assert!(check(&object("shop", "a", spec), &world.ctx()).is_empty());
         }
     }
 }

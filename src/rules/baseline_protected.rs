@@ -15,8 +15,8 @@ const ID: RuleId = RuleId::BaselineProtected;
 
 pub fn check(object: &Object, ctx: &Context) -> Vec<Finding> {
     let (old, new, verb) = match ctx.operation {
-        Operation::Delete => (object, None, "deleting"),
-        Operation::Update { old } => (old, Some(object), "this change to"),
+        Operation::Delete => (object, None, "deleting it"),
+        Operation::Update { old } => (old, Some(object), "this change"),
         Operation::Create => return vec![],
     };
     match old {
@@ -69,7 +69,7 @@ fn peer_authentication(
     verb: &str,
     ctx: &Context,
 ) -> Vec<Finding> {
-    let (ns, name) = key(old);
+    let (ns, _) = key(old);
     let root = ctx.config.mesh_root_namespace.as_str();
     let index = &ctx.posture.peer_authentications;
     let strict_baseline = |p: &PeerAuthentication| {
@@ -79,7 +79,7 @@ fn peer_authentication(
         if strict_baseline(old) && !new.is_some_and(strict_baseline) {
             return vec![Finding::new(
                 ID,
-                format!("{verb} peerauthentication {ns}/{name} would remove the mesh-wide STRICT mTLS baseline, which is always protected"),
+                format!("{verb} would remove the mesh-wide STRICT mTLS baseline, which is always protected"),
                 "keep the mesh-wide policy STRICT; to relax one namespace or workload, add an exemption with a reason",
             )];
         }
@@ -101,7 +101,7 @@ fn peer_authentication(
     if before.workload.mode == MtlsMode::Strict && after.workload.mode != MtlsMode::Strict {
         return vec![Finding::new(
             ID,
-            format!("{verb} peerauthentication {ns}/{name} would leave enrolled namespace \"{ns}\" with mTLS {}", after.workload),
+            format!("{verb} would leave enrolled namespace \"{ns}\" with mTLS {}", after.workload),
             format!("apply another STRICT PeerAuthentication to \"{ns}\" (or mesh-wide) first, or keep this one STRICT"),
         )];
     }
@@ -124,43 +124,8 @@ fn authorization_policy(
     if !before || after {
         return vec![];
     }
-    let fix = "apply another deny-by-default AuthorizationPolicy (spec: {}) to the affected namespaces first, or keep this one".to_owned();
     if ns == root {
-        // The mesh-wide baseline: every enrolled namespace without its own
-        // loses it. The index keeps that set sorted; only the root and the
-        // exempt namespaces (a short configured list) are taken out here.
-        let exposed = index.exposed();
-        let left_out = |n: &str| n == root || ctx.config.is_exempt_namespace(n);
-        let mut skipped: Vec<&str> = ctx
-            .config
-            .exempt_namespaces
-            .iter()
-            .map(String::as_str)
-            .chain([root])
-            .filter(|n| exposed.contains(*n))
-            .collect();
-        skipped.sort_unstable();
-        skipped.dedup();
-        let count = exposed.len() - skipped.len();
-        if count == 0 {
-            return vec![];
-        }
-        let sample: Vec<&str> = exposed
-            .iter()
-            .map(String::as_str)
-            .filter(|n| !left_out(n))
-            .take(3)
-            .collect();
-        return vec![Finding::new(
-            ID,
-            format!(
-                "{verb} authorizationpolicy {ns}/{name} would remove the mesh-wide deny-by-default from {} enrolled namespaces without their own ({}{})",
-                count,
-                sample.join(", "),
-                if count > 3 { ", ..." } else { "" }
-            ),
-            fix,
-        )];
+        return mesh_wide_exposure(verb, ctx).into_iter().collect();
     }
     let covered_by_root = find_deny_by_default(index.in_namespace(root)).is_some();
     if !enrolled(ctx, ns) || covered_by_root {
@@ -168,26 +133,57 @@ fn authorization_policy(
     }
     vec![Finding::new(
         ID,
-        format!("{verb} authorizationpolicy {ns}/{name} would leave enrolled namespace \"{ns}\" without a deny-by-default AuthorizationPolicy"),
-        fix,
+        format!("{verb} would leave enrolled namespace \"{ns}\" without a deny-by-default AuthorizationPolicy"),
+        DENY_BY_DEFAULT_FIX,
     )]
+}
+
+const DENY_BY_DEFAULT_FIX: &str = "apply another deny-by-default AuthorizationPolicy (spec: {}) to the affected namespaces first, or keep this one";
+
+/// Removing the mesh-wide deny-by-default exposes every enrolled namespace
+/// without its own. The index keeps that set sorted; only the root and the
+/// exempt namespaces (a short configured list) are taken out here.
+fn mesh_wide_exposure(verb: &str, ctx: &Context) -> Option<Finding> {
+    let root = ctx.config.mesh_root_namespace.as_str();
+    let exposed = ctx.posture.authorization_policies.exposed();
+    let left_out = |n: &str| n == root || ctx.config.is_exempt_namespace(n);
+    let mut skipped: Vec<&str> = ctx
+        .config
+        .exempt_namespaces
+        .iter()
+        .map(String::as_str)
+        .chain([root])
+        .filter(|n| exposed.contains(*n))
+        .collect();
+    skipped.sort_unstable();
+    skipped.dedup();
+    let count = exposed.len() - skipped.len();
+    if count == 0 {
+        return None;
+    }
+    let sample: Vec<&str> = exposed
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !left_out(n))
+        .take(3)
+        .collect();
+    Some(Finding::new(
+        ID,
+        format!(
+            "{verb} would remove the mesh-wide deny-by-default from {count} enrolled namespaces without their own ({}{})",
+            sample.join(", "),
+            if count > 3 { ", ..." } else { "" }
+        ),
+        DENY_BY_DEFAULT_FIX,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{namespace, World};
+    use crate::rules::testing::{namespace, object, World};
     use crate::rules::Context;
     use serde_json::json;
-
-    fn pa(ns: &str, name: &str, spec: serde_json::Value) -> PeerAuthentication {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec})).unwrap()
-    }
-
-    fn ap(ns: &str, name: &str, spec: serde_json::Value) -> AuthorizationPolicy {
-        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec}))
-            .unwrap()
-    }
 
     fn world() -> World {
         World::with_namespaces(&[
@@ -208,7 +204,8 @@ mod tests {
     #[test]
     fn deleting_the_namespace_strict_policy_is_a_violation() {
         let mut w = world();
-        let strict = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let strict: PeerAuthentication =
+            object("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
         w.posture.peer_authentications.apply(strict.clone());
         let f = run(&w, &Object::PeerAuthentication(strict), Operation::Delete);
         assert!(
@@ -222,10 +219,11 @@ mod tests {
     #[test]
     fn weakening_update_is_a_violation_but_unrelated_updates_are_not() {
         let mut w = world();
-        let strict = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let strict: PeerAuthentication =
+            object("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
         w.posture.peer_authentications.apply(strict.clone());
         let old = Object::PeerAuthentication(strict.clone());
-        let permissive = Object::PeerAuthentication(pa(
+        let permissive = Object::PeerAuthentication(object(
             "shop",
             "default",
             json!({"mtls": {"mode": "PERMISSIVE"}}),
@@ -240,12 +238,13 @@ mod tests {
     #[test]
     fn deletion_is_fine_when_another_policy_keeps_the_namespace_strict() {
         let mut w = world();
-        w.posture.peer_authentications.apply(pa(
+        w.posture.peer_authentications.apply(object(
             "istio-system",
             "default",
             json!({"mtls": {"mode": "STRICT"}}),
         ));
-        let ns_policy = pa("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let ns_policy: PeerAuthentication =
+            object("shop", "default", json!({"mtls": {"mode": "STRICT"}}));
         w.posture.peer_authentications.apply(ns_policy.clone());
         assert!(run(
             &w,
@@ -254,20 +253,20 @@ mod tests {
         )
         .is_empty());
         // Unenrolled namespaces are not protected.
-        let legacy = pa("legacy", "default", json!({"mtls": {"mode": "STRICT"}}));
+        let legacy = object("legacy", "default", json!({"mtls": {"mode": "STRICT"}}));
         assert!(run(&w, &Object::PeerAuthentication(legacy), Operation::Delete).is_empty());
     }
 
     #[test]
     fn mesh_wide_strict_policy_is_always_protected() {
         let mut w = world();
-        let mesh = pa(
+        let mesh: PeerAuthentication = object(
             "istio-system",
             "default",
             json!({"mtls": {"mode": "STRICT"}}),
         );
         w.posture.peer_authentications.apply(mesh.clone());
-        w.posture.peer_authentications.apply(pa(
+        w.posture.peer_authentications.apply(object(
             "shop",
             "default",
             json!({"mtls": {"mode": "STRICT"}}),
@@ -279,7 +278,7 @@ mod tests {
     #[test]
     fn deleting_allow_nothing_leaves_namespace_open_unless_root_covers_it() {
         let mut w = world();
-        let baseline = ap("shop", "allow-nothing", json!({}));
+        let baseline: AuthorizationPolicy = object("shop", "allow-nothing", json!({}));
         w.posture.authorization_policies.apply(baseline.clone());
         let f = run(
             &w,
@@ -291,7 +290,7 @@ mod tests {
             .contains("without a deny-by-default AuthorizationPolicy"));
         w.posture
             .authorization_policies
-            .apply(ap("istio-system", "allow-nothing", json!({})));
+            .apply(object("istio-system", "allow-nothing", json!({})));
         assert!(run(
             &w,
             &Object::AuthorizationPolicy(baseline),
@@ -303,7 +302,7 @@ mod tests {
     #[test]
     fn deleting_root_allow_nothing_names_exposed_namespaces() {
         let mut w = world();
-        let mesh = ap("istio-system", "allow-nothing", json!({}));
+        let mesh: AuthorizationPolicy = object("istio-system", "allow-nothing", json!({}));
         w.posture.authorization_policies.apply(mesh.clone());
         let f = run(
             &w,
@@ -316,7 +315,7 @@ mod tests {
             "{}",
             f[0].message
         );
-        w.posture.authorization_policies.apply(ap(
+        w.posture.authorization_policies.apply(object(
             "shop",
             "own",
             json!({"action": "DENY", "rules": [{}]}),
@@ -329,7 +328,7 @@ mod tests {
         let w = world();
         assert!(run(
             &w,
-            &Object::AuthorizationPolicy(ap("shop", "x", json!({}))),
+            &Object::AuthorizationPolicy(object("shop", "x", json!({}))),
             Operation::Create
         )
         .is_empty());

@@ -24,8 +24,8 @@ pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
     vec![Finding::new(
         RuleId::DedicatedServiceAccount,
         format!(
-            "{} {}/{} {how}, so it shares the identity spiffe://<trust-domain>/ns/{}/sa/default with every other such workload",
-            w.kind, w.namespace, w.name, w.namespace
+            "{how}, so it shares the identity spiffe://<trust-domain>/ns/{}/sa/default with every other such workload",
+            w.namespace
         ),
         format!(
             "create a ServiceAccount for this workload in \"{}\" and set spec.serviceAccountName",

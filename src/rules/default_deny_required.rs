@@ -8,9 +8,8 @@ use crate::subject::Workload;
 const ID: RuleId = RuleId::DefaultDenyRequired;
 
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
-    let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
     let root = &ctx.config.mesh_root_namespace;
-    if let Some(finding) = unverifiable_without_istio(ID, &subject, ctx, "authorization") {
+    if let Some(finding) = unverifiable_without_istio(ID, ctx, "authorization") {
         return vec![finding];
     }
     if ctx.posture.deny_by_default(&w.namespace, root).is_some() {
@@ -19,7 +18,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     vec![Finding::new(
         ID,
         format!(
-            "{subject} runs in namespace \"{}\", which has no deny-by-default AuthorizationPolicy (nor has \"{root}\"), so any workload in the mesh may call it",
+            "runs in namespace \"{}\", which has no deny-by-default AuthorizationPolicy (nor has \"{root}\"), so any workload in the mesh may call it",
             w.namespace
         ),
         format!(
@@ -35,21 +34,12 @@ mod tests {
     use crate::posture::Availability;
     use crate::rules::testing::*;
 
-    fn ap(world: &mut World, ns: &str, spec: serde_json::Value) {
-        world.posture.authorization_policies.apply(
-            serde_json::from_value(
-                serde_json::json!({"metadata": {"name": "p", "namespace": ns}, "spec": spec}),
-            )
-            .unwrap(),
-        );
-    }
-
     #[test]
     fn rejects_namespace_without_deny_by_default() {
         let mut world = World::enrolled_shop();
-        ap(
-            &mut world,
+        world.add_authorization_policy(
             "shop",
+            "p",
             serde_json::json!({"selector": {"matchLabels": {"app": "web"}}}),
         );
         let f = check(&deployment("web"), &world.ctx());
@@ -64,15 +54,15 @@ mod tests {
     #[test]
     fn accepts_allow_nothing_in_namespace_or_root_and_deny_everything() {
         let mut world = World::enrolled_shop();
-        ap(&mut world, "shop", serde_json::json!({}));
+        world.add_authorization_policy("shop", "p", serde_json::json!({}));
         assert!(check(&deployment("web"), &world.ctx()).is_empty());
         let mut world = World::enrolled_shop();
-        ap(&mut world, "istio-system", serde_json::json!({}));
+        world.add_authorization_policy("istio-system", "p", serde_json::json!({}));
         assert!(check(&deployment("web"), &world.ctx()).is_empty());
         let mut world = World::enrolled_shop();
-        ap(
-            &mut world,
+        world.add_authorization_policy(
             "shop",
+            "p",
             serde_json::json!({"action": "DENY", "rules": [{}]}),
         );
         assert!(check(&deployment("web"), &world.ctx()).is_empty());

@@ -8,7 +8,9 @@
 //! a Service host is in the mesh when its namespace is enrolled (sidecar or
 //! ambient), any other host when a MESH_INTERNAL ServiceEntry declares it.
 
-use crate::istio::{ClientTls, DestinationRule, Location, ServiceEntry, TrafficPolicy};
+use crate::istio::{
+    ClientTls, ClientTlsMode, DestinationRule, Location, ServiceEntry, TrafficPolicy,
+};
 use crate::posture::PostureIndex;
 use crate::rules::{Context, Finding, RuleId};
 
@@ -20,23 +22,23 @@ pub fn check(dr: &DestinationRule, ctx: &Context) -> Vec<Finding> {
     let Some(why) = in_mesh(host, namespace, ctx) else {
         return vec![];
     };
-    let subject = format!(
-        "destinationrule {namespace}/{}",
-        dr.metadata.name.as_deref().unwrap_or_default()
-    );
     let mut findings = Vec::new();
     let mut check_policy = |policy: &TrafficPolicy, place: &str| {
         let mut check_tls = |tls: &Option<ClientTls>, at: String| {
-            let Some(mode) = tls.as_ref().and_then(|t| t.mode.as_deref()) else {
+            let Some(mode) = tls.as_ref().and_then(|t| t.mode) else {
                 return;
             };
             // MUTUAL counts too: its own client certificate replaces the
             // workload's SPIFFE identity, which the server's STRICT sidecar
             // and principal-based AuthorizationPolicies rely on.
-            if matches!(mode, "DISABLE" | "SIMPLE" | "MUTUAL") {
+            if mode != ClientTlsMode::IstioMutual {
+                let setting = match mode {
+                    ClientTlsMode::Unknown => format!("{at}tls.mode to {}", mode.as_str()),
+                    _ => format!("{at}tls.mode: {}", mode.as_str()),
+                };
                 findings.push(Finding::new(
                     ID,
-                    format!("{subject} sets {at}tls.mode: {mode} for in-mesh host {host} ({why}), replacing the mesh's mTLS"),
+                    format!("sets {setting} for in-mesh host {host} ({why}), replacing the mesh's mTLS"),
                     format!("set {at}tls.mode: ISTIO_MUTUAL, or remove it to keep Istio's automatic mTLS"),
                 ));
             }
@@ -192,23 +194,8 @@ fn overlaps(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::{namespace, World};
+    use crate::rules::testing::{messages, namespace, object, World};
     use serde_json::json;
-
-    fn dr(spec: serde_json::Value) -> DestinationRule {
-        serde_json::from_value(
-            json!({"metadata": {"name": "r", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
-
-    fn service_entry(ns: &str, name: &str, spec: serde_json::Value) -> ServiceEntry {
-        serde_json::from_value(json!({
-            "apiVersion": "networking.istio.io/v1", "kind": "ServiceEntry",
-            "metadata": {"name": name, "namespace": ns}, "spec": spec
-        }))
-        .unwrap()
-    }
 
     /// shop (sidecar) and payments (ambient) are in the mesh; databases and
     /// legacy (injection disabled) are not.
@@ -219,19 +206,24 @@ mod tests {
             namespace("databases", &[]),
             namespace("legacy", &[("istio-injection", "disabled")]),
         ]);
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "shop",
             "vm-inventory",
             json!({"hosts": ["inventory.vms.internal"], "location": "MESH_INTERNAL", "resolution": "STATIC",
                    "ports": [{"number": 8080, "name": "http", "protocol": "HTTP"}]}),
         ));
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "databases",
             "orders-db",
             json!({"hosts": ["orders.db.example.com"], "ports": [{"number": 5432, "name": "tcp", "protocol": "TCP"}],
                    "resolution": "DNS"}),
         ));
         world
+    }
+
+    /// The findings on DestinationRule shop/r with `spec`.
+    fn findings(world: &World, spec: serde_json::Value) -> Vec<Finding> {
+        check(&object("shop", "r", spec), &world.ctx())
     }
 
     fn why(world: &World, host: &str) -> Option<String> {
@@ -312,7 +304,7 @@ mod tests {
         assert_eq!(why(&world, "*.internal"), internal);
         assert_eq!(why(&world, "other.vms.internal"), None);
         let mut world = cluster();
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "databases",
             "mesh-db",
             json!({"hosts": ["*.db.example.com"], "location": "MESH_INTERNAL"}),
@@ -322,7 +314,7 @@ mod tests {
             Some("ServiceEntry databases/mesh-db declares it MESH_INTERNAL")
         );
         // A MESH_INTERNAL entry can also vouch for a host of a namespace out of the mesh.
-        world.posture.service_entries.apply(service_entry(
+        world.posture.service_entries.apply(object(
             "databases",
             "pg",
             json!({"hosts": ["postgres.databases.svc.cluster.local"], "location": "MESH_INTERNAL"}),
@@ -355,13 +347,13 @@ mod tests {
     #[test]
     fn rejects_disable_simple_mutual_at_every_level() {
         let world = World::enrolled_shop();
-        let f = check(
-            &dr(json!({
+        let f = findings(
+            &world,
+            json!({
                 "host": "reviews.bookinfo.svc.cluster.local",
                 "trafficPolicy": {"tls": {"mode": "DISABLE"}, "portLevelSettings": [{"port": {"number": 9080}, "tls": {"mode": "SIMPLE"}}]},
                 "subsets": [{"name": "v2", "trafficPolicy": {"tls": {"mode": "MUTUAL"}}}, {"name": "v3", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}}]
-            })),
-            &world.ctx(),
+            }),
         );
         assert_eq!(f.len(), 3);
         assert!(f[0].message.contains("sets trafficPolicy.tls.mode: DISABLE for in-mesh host reviews.bookinfo.svc.cluster.local"), "{}", f[0].message);
@@ -380,29 +372,38 @@ mod tests {
     }
 
     #[test]
+    fn a_mode_istio_does_not_define_is_weak_not_a_pass() {
+        let world = World::enrolled_shop();
+        let f = findings(
+            &world,
+            json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL_PLEASE"}}}),
+        );
+        assert_eq!(messages(&f), ["sets trafficPolicy.tls.mode to a value Istio does not define for in-mesh host reviews (namespace shop is in the mesh), replacing the mesh's mTLS"]);
+    }
+
+    #[test]
     fn says_why_the_host_is_in_the_mesh() {
         let world = cluster();
-        let f = check(
-            &dr(
-                json!({"host": "inventory.vms.internal", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}),
-            ),
-            &world.ctx(),
+        let f = findings(
+            &world,
+            json!({"host": "inventory.vms.internal", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}}),
         );
         assert_eq!(f.len(), 1);
         assert_eq!(
             f[0].message,
-            "destinationrule shop/r sets trafficPolicy.tls.mode: SIMPLE for in-mesh host inventory.vms.internal (ServiceEntry shop/vm-inventory declares it MESH_INTERNAL), replacing the mesh's mTLS"
+            "sets trafficPolicy.tls.mode: SIMPLE for in-mesh host inventory.vms.internal (ServiceEntry shop/vm-inventory declares it MESH_INTERNAL), replacing the mesh's mTLS"
         );
     }
 
     #[test]
     fn accepts_istio_mutual_no_tls_and_tls_origination_outside_the_mesh() {
         let world = cluster();
-        let ok = |spec: serde_json::Value| check(&dr(spec), &world.ctx()).is_empty();
+        let ok = |spec: serde_json::Value| findings(&world, spec).is_empty();
         assert!(ok(
             json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "ISTIO_MUTUAL"}}})
         ));
         assert!(ok(json!({"host": "reviews"})));
+        assert!(ok(json!({"host": "reviews", "trafficPolicy": {"tls": {}}})));
         assert!(ok(
             json!({"host": "api.stripe.com", "trafficPolicy": {"tls": {"mode": "SIMPLE"}}})
         ));

@@ -180,7 +180,9 @@ impl FromStr for RuleId {
     }
 }
 
-/// One problem with one object: what is wrong and how to fix it.
+/// One problem with one object: what is wrong and how to fix it. The
+/// message describes the field, never the object: the answer (denial,
+/// audit output) names the object once, beside all its findings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
     pub rule: RuleId,
@@ -211,16 +213,13 @@ impl Finding {
 /// For rules that read the Istio security policies: a finding saying the
 /// posture cannot be verified when the cluster does not serve their CRDs
 /// (never a silent pass).
-pub fn unverifiable_without_istio(
-    rule: RuleId,
-    subject: &str,
-    ctx: &Context,
-    what: &str,
-) -> Option<Finding> {
+pub fn unverifiable_without_istio(rule: RuleId, ctx: &Context, what: &str) -> Option<Finding> {
     (ctx.posture.security_api == crate::posture::Availability::Missing).then(|| {
         Finding::new(
             rule,
-            format!("{subject}: {what} posture cannot be verified: the security.istio.io CRDs are not installed"),
+            format!(
+                "{what} posture cannot be verified: the security.istio.io CRDs are not installed"
+            ),
             "install Istio's CRDs, then apply the mesh baseline (deploy/baseline/)",
         )
     })
@@ -376,5 +375,49 @@ mod tests {
             );
         }
         assert_eq!("Sidecar-Required".parse::<RuleId>(), Err(UnknownRule));
+    }
+
+    #[test]
+    fn findings_describe_fields_and_leave_naming_the_object_to_the_answer() {
+        use crate::rules::testing::*;
+        use serde_json::json;
+        let world = World::with_namespaces(&[namespace("shop", &[])]);
+        let workload = deployment("web")
+            .host_network()
+            .service_account(None)
+            .with_annotation("traffic.sidecar.istio.io/excludeInboundPorts", "8080");
+        let objects = [
+            Object::Workload(workload),
+            Object::Namespace(NamespaceObject {
+                name: "web".into(),
+                labels: Default::default(),
+            }),
+            Object::PeerAuthentication(object("shop", "web", json!({"mtls": {"mode": "DISABLE"}}))),
+            Object::AuthorizationPolicy(object("shop", "web", json!({"rules": [{}]}))),
+            Object::DestinationRule(object(
+                "shop",
+                "web",
+                json!({"host": "reviews", "trafficPolicy": {"tls": {"mode": "DISABLE"}}}),
+            )),
+            Object::Sidecar(object(
+                "shop",
+                "web",
+                json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}}),
+            )),
+            Object::Certificate(object(
+                "shop",
+                "web",
+                json!({"issuerRef": {"name": "istio-ca", "kind": "ClusterIssuer"}}),
+            )),
+        ];
+        let mut judged = 0;
+        for o in &objects {
+            for f in evaluate(o, &world.ctx(), |_| true) {
+                judged += 1;
+                assert!(!f.message.contains("shop/web"), "{o}: {}", f.message);
+                assert!(!f.message.starts_with(&o.to_string()), "{o}: {}", f.message);
+            }
+        }
+        assert!(judged >= objects.len() + 4, "{judged}");
     }
 }

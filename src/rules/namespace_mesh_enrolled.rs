@@ -19,7 +19,7 @@ pub fn check(ns: &NamespaceObject, _ctx: &Context) -> Vec<Finding> {
     };
     vec![Finding::new(
         RuleId::NamespaceMeshEnrolled,
-        format!("namespace {} {why}", ns.name),
+        why,
         "label it istio-injection=enabled (or istio.io/rev=<revision>, or istio.io/dataplane-mode=ambient)",
     )]
 }
@@ -44,7 +44,7 @@ mod tests {
         let world = World::enrolled_shop();
         assert!(check(&ns(&[]), &world.ctx())[0]
             .message
-            .contains("namespace shop is not enrolled"));
+            .starts_with("is not enrolled"));
         let f = check(
             &ns(&[("istio-injection", "disabled"), ("istio.io/rev", "x")]),
             &world.ctx(),

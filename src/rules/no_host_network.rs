@@ -10,10 +10,7 @@ pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
     }
     vec![Finding::new(
         RuleId::NoHostNetwork,
-        format!(
-            "{} {}/{} uses hostNetwork: true, so its traffic never passes through a sidecar",
-            w.kind, w.namespace, w.name
-        ),
+        "uses hostNetwork: true, so its traffic never passes through a sidecar",
         "remove hostNetwork: true (or add an exemption with a reason, for node agents)",
     )]
 }
@@ -28,9 +25,10 @@ mod tests {
         let world = World::enrolled_shop();
         let f = check(&deployment("agent").host_network(), &world.ctx());
         assert_eq!(rule_ids(&f), [RuleId::NoHostNetwork]);
-        assert!(f[0]
-            .message
-            .contains("deployment shop/agent uses hostNetwork: true"));
+        assert_eq!(
+            f[0].message,
+            "uses hostNetwork: true, so its traffic never passes through a sidecar"
+        );
     }
 
     #[test]

@@ -19,22 +19,21 @@ const ID: RuleId = RuleId::NoInterceptionBypass;
 
 pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
     let mut findings = Vec::new();
-    let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
-    setting_findings(w, &subject, &mut findings);
-    container_findings(w, &subject, &mut findings);
+    setting_findings(w, &mut findings);
+    container_findings(w, &mut findings);
     findings
 }
 
 /// One finding per bypass, wherever the injector wrote it: an annotation
 /// and the `istio-init` flag it became are reported once.
-fn setting_findings(w: &Workload, subject: &str, out: &mut Vec<Finding>) {
+fn setting_findings(w: &Workload, out: &mut Vec<Finding>) {
     let mut seen = HashSet::new();
     for found in injection::interception_settings(w) {
         let Some(bypass) = bypass(found.setting, &found.value) else {
             continue;
         };
         if seen.insert((found.setting, bypass.clone())) {
-            out.push(finding(subject, &found, &bypass));
+            out.push(finding(&found, &bypass));
         }
     }
 }
@@ -65,11 +64,11 @@ fn bypass(setting: Setting, value: &str) -> Option<String> {
     }
 }
 
-fn finding(subject: &str, found: &Found, bypass: &str) -> Finding {
+fn finding(found: &Found, bypass: &str) -> Finding {
     let key = found.setting.annotation();
     let (who, place, fix) = match &found.source {
         Source::Annotation => (
-            subject.to_owned(),
+            String::new(),
             format!("{key}="),
             match found.setting {
                 Setting::IncludeInboundPorts | Setting::IncludeOutboundIpRanges => {
@@ -82,7 +81,7 @@ fn finding(subject: &str, found: &Found, bypass: &str) -> Finding {
             },
         ),
         Source::Container { container, flag } => (
-            format!("{subject}: container \"{container}\""),
+            format!("container \"{container}\" "),
             format!("flag {flag} "),
             format!(
                 "remove the setting from the injector's input (the {key} annotation, the mesh-wide proxy values, or the istioctl kube-inject flags) and inject again"
@@ -96,7 +95,7 @@ fn finding(subject: &str, found: &Found, bypass: &str) -> Finding {
         Setting::InterceptionMode => format!("turns traffic interception off with {place}{bypass}"),
         _ => format!("excludes traffic from the sidecar with {place}{bypass}"),
     };
-    Finding::new(ID, format!("{who} {what}"), fix)
+    Finding::new(ID, format!("{who}{what}"), fix)
 }
 
 fn list(value: &str) -> Vec<&str> {
@@ -107,7 +106,7 @@ fn list(value: &str) -> Vec<&str> {
         .collect()
 }
 
-fn container_findings(w: &Workload, subject: &str, out: &mut Vec<Finding>) {
+fn container_findings(w: &Workload, out: &mut Vec<Finding>) {
     let istio = injection::istio_containers(w);
     let ids = injection::proxy_ids(w);
     let pod_sc = w.spec.security_context.as_ref();
@@ -135,7 +134,7 @@ fn container_findings(w: &Workload, subject: &str, out: &mut Vec<Finding>) {
         for problem in container_problems(sc, pod_sc, &ids) {
             out.push(Finding::new(
                 ID,
-                format!("{subject}: container \"{name}\" {}", problem.what),
+                format!("container \"{name}\" {}", problem.what),
                 problem.fix,
             ));
         }
@@ -410,7 +409,7 @@ mod tests {
     #[test]
     fn finds_exclusions_the_injector_wrote_into_istio_init() {
         let f = findings(&fixture("kube-inject-traffic-params.yaml"));
-        let messages: Vec<&str> = f.iter().map(|f| f.message.as_str()).collect();
+        let messages = messages(&f);
         assert_eq!(f.len(), 3, "{messages:?}");
         assert!(
             messages

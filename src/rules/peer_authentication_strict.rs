@@ -11,17 +11,12 @@ fn weak(mode: MtlsMode) -> bool {
 }
 
 pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
-    let subject = format!(
-        "peerauthentication {}/{}",
-        pa.metadata.namespace.as_deref().unwrap_or_default(),
-        pa.metadata.name.as_deref().unwrap_or_default()
-    );
     let mut findings = Vec::new();
     if weak(pa.mode()) {
         findings.push(Finding::new(
             ID,
             format!(
-                "{subject} sets mtls.mode: {}, which accepts plaintext",
+                "sets mtls.mode: {}, which accepts plaintext",
                 pa.mode().as_str()
             ),
             "set mtls.mode: STRICT (or UNSET to inherit a STRICT parent)",
@@ -31,7 +26,10 @@ pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
         if weak(mtls.mode()) {
             findings.push(Finding::new(
                 ID,
-                format!("{subject} sets portLevelMtls[{port}].mode: {}, which accepts plaintext on port {port}", mtls.mode().as_str()),
+                format!(
+                    "sets portLevelMtls[{port}].mode: {}, which accepts plaintext on port {port}",
+                    mtls.mode().as_str()
+                ),
                 format!("set portLevelMtls[{port}].mode: STRICT or remove the port override"),
             ));
         }
@@ -42,28 +40,24 @@ pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
-
-    fn pa(spec: serde_json::Value) -> PeerAuthentication {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
+    use crate::rules::testing::{object, World};
 
     #[test]
     fn rejects_permissive_and_disable_at_every_level() {
         let world = World::enrolled_shop();
         let f = check(
-            &pa(
+            &object(
+                "shop",
+                "p",
                 serde_json::json!({"mtls": {"mode": "PERMISSIVE"}, "portLevelMtls": {"9080": {"mode": "DISABLE"}, "9090": {"mode": "STRICT"}}}),
             ),
             &world.ctx(),
         );
         assert_eq!(f.len(), 2);
-        assert!(f[0]
-            .message
-            .contains("peerauthentication shop/p sets mtls.mode: PERMISSIVE"));
+        assert_eq!(
+            f[0].message,
+            "sets mtls.mode: PERMISSIVE, which accepts plaintext"
+        );
         assert!(f[1].message.contains("portLevelMtls[9080].mode: DISABLE"));
     }
 
@@ -75,7 +69,7 @@ mod tests {
             serde_json::json!({"mtls": {"mode": "UNSET"}}),
             serde_json::json!({}),
         ] {
-            assert!(check(&pa(spec), &world.ctx()).is_empty());
+            assert!(check(&object("shop", "p", spec), &world.ctx()).is_empty());
         }
     }
 }

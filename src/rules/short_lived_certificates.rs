@@ -24,93 +24,101 @@ pub fn check(cert: &Certificate, ctx: &Context) -> Vec<Finding> {
     if workload_identity(cert, ctx.config).is_none() {
         return Vec::new();
     }
-    let subject = format!(
-        "certificate {}/{}",
-        cert.metadata.namespace.as_deref().unwrap_or_default(),
-        cert.metadata.name.as_deref().unwrap_or_default()
-    );
-    let max = ctx.config.max_certificate_duration;
-    let max_text = format_duration(max);
     let mut findings = Vec::new();
-    let duration = match cert.spec.duration.as_deref() {
-        None => {
-            if CERT_MANAGER_DEFAULT > max {
-                findings.push(Finding::new(
-                    ID,
-                    format!("{subject} sets no duration, so cert-manager issues it for 90 days (2160h), over the {max_text} maximum"),
-                    format!("set spec.duration to {max_text} or less"),
-                ));
-            }
-            CERT_MANAGER_DEFAULT
-        }
-        Some(text) => match parse_go_duration(text) {
-            Ok(d) => {
-                if d > max {
-                    findings.push(Finding::new(
-                        ID,
-                        format!("{subject} is valid for {text}, over the {max_text} maximum"),
-                        format!("set spec.duration to {max_text} or less"),
-                    ));
-                }
-                d
-            }
-            Err(e) => {
-                findings.push(Finding::new(
-                    ID,
-                    format!("{subject} has an unreadable spec.duration: {e}"),
-                    format!("set spec.duration to a Go duration of at most {max_text}, e.g. 24h"),
-                ));
-                return findings;
-            }
-        },
+    let Some(duration) = lifetime(cert, ctx.config.max_certificate_duration, &mut findings) else {
+        return findings;
     };
-    for name in &cert.spec.dns_names {
-        if name.trim() == "*" {
+    findings.extend(
+        cert.spec
+            .dns_names
+            .iter()
+            .map(String::as_str)
+            .filter_map(wildcard),
+    );
+    findings.extend(renewal(cert, duration));
+    findings
+}
+
+/// The certificate's lifetime, reporting one over `max`; `None` when
+/// `spec.duration` is unreadable, which leaves nothing else to judge.
+fn lifetime(cert: &Certificate, max: Duration, findings: &mut Vec<Finding>) -> Option<Duration> {
+    let max_text = format_duration(max);
+    let shorten = || format!("set spec.duration to {max_text} or less");
+    let Some(text) = cert.spec.duration.as_deref() else {
+        if CERT_MANAGER_DEFAULT > max {
             findings.push(Finding::new(
                 ID,
-                format!("{subject} is issued for the bare name \"*\", which matches every host"),
-                "list the workload's own DNS names in spec.dnsNames",
-            ));
-        } else if name.starts_with("*.") {
-            findings.push(Finding::advisory(
-                ID,
-                format!("{subject} is issued for the wildcard {name}, valid for every service it covers"),
-                "list the workload's own DNS names instead of a wildcard",
+                format!("sets no duration, so cert-manager issues it for 90 days (2160h), over the {max_text} maximum"),
+                shorten(),
             ));
         }
+        return Some(CERT_MANAGER_DEFAULT);
+    };
+    match parse_go_duration(text) {
+        Ok(duration) => {
+            if duration > max {
+                findings.push(Finding::new(
+                    ID,
+                    format!("is valid for {text}, over the {max_text} maximum"),
+                    shorten(),
+                ));
+            }
+            Some(duration)
+        }
+        Err(e) => {
+            findings.push(Finding::new(
+                ID,
+                format!("has an unreadable spec.duration: {e}"),
+                format!("set spec.duration to a Go duration of at most {max_text}, e.g. 24h"),
+            ));
+            None
+        }
     }
-    match cert.spec.renew_before.as_deref().map(parse_go_duration) {
-        None => findings.push(Finding::advisory(
+}
+
+/// A bare `*` is a violation; a wildcard name is advice.
+fn wildcard(name: &str) -> Option<Finding> {
+    if name.trim() == "*" {
+        Some(Finding::new(
             ID,
-            format!("{subject} sets no renewBefore"),
-            format!(
-                "set spec.renewBefore to at most half the duration ({})",
-                format_duration(duration / 2)
-            ),
-        )),
-        Some(Ok(renew)) if renew > duration / 2 => findings.push(Finding::advisory(
+            "is issued for the bare name \"*\", which matches every host",
+            "list the workload's own DNS names in spec.dnsNames",
+        ))
+    } else if name.starts_with("*.") {
+        Some(Finding::advisory(
             ID,
-            format!(
-                "{subject} renews {} before expiry, more than half its {} lifetime",
-                format_duration(renew),
-                format_duration(duration)
-            ),
-            format!(
-                "set spec.renewBefore to at most {}",
-                format_duration(duration / 2)
-            ),
-        )),
-        Some(Err(e)) => findings.push(Finding::advisory(
-            ID,
-            format!("{subject} has an unreadable spec.renewBefore: {e}"),
-            format!(
-                "set spec.renewBefore to at most {}",
-                format_duration(duration / 2)
-            ),
-        )),
-        Some(Ok(_)) => {}
+            format!("is issued for the wildcard {name}, valid for every service it covers"),
+            "list the workload's own DNS names instead of a wildcard",
+        ))
+    } else {
+        None
     }
-    findings
+}
+
+/// Advice when `renewBefore` is missing, unreadable or over half `duration`.
+fn renewal(cert: &Certificate, duration: Duration) -> Option<Finding> {
+    let half = format_duration(duration / 2);
+    let message = match cert.spec.renew_before.as_deref().map(parse_go_duration) {
+        None => {
+            return Some(Finding::advisory(
+                ID,
+                "sets no renewBefore",
+                format!("set spec.renewBefore to at most half the duration ({half})"),
+            ))
+        }
+        Some(Ok(renew)) if renew > duration / 2 => format!(
+            "renews {} before expiry, more than half its {} lifetime",
+            format_duration(renew),
+            format_duration(duration)
+        ),
+        Some(Err(e)) => format!("has an unreadable spec.renewBefore: {e}"),
+        Some(Ok(_)) => return None,
+    };
+    Some(Finding::advisory(
+        ID,
+        message,
+        format!("set spec.renewBefore to at most {half}"),
+    ))
 }
 
 /// Why `cert` is a mesh workload certificate, or `None` when it is not one
@@ -142,7 +150,7 @@ pub fn workload_identity(cert: &Certificate, config: &Config) -> Option<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
+    use crate::rules::testing::{messages, object, World};
 
     /// A Certificate from the default workload issuer unless `spec` names
     /// another.
@@ -150,10 +158,7 @@ mod tests {
         if spec.get("issuerRef").is_none() {
             spec["issuerRef"] = serde_json::json!({"name": "istio-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"});
         }
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
+        object("shop", "web", spec)
     }
 
     fn run(spec: serde_json::Value) -> Vec<Finding> {
@@ -219,32 +224,18 @@ mod tests {
 
     #[test]
     fn no_duration_is_fine_when_the_maximum_allows_90_days() {
+        let no_duration = cert(serde_json::json!({"renewBefore": "720h"}));
         let mut world = World::enrolled_shop();
-        world.config =
-            crate::config::Config::from_yaml("certificates: {maxDuration: 2400h}\n").unwrap();
-        let f = check(
-            &cert(serde_json::json!({"renewBefore": "720h"})),
-            &world.ctx(),
-        );
-        assert!(f.is_empty(), "{f:?}");
-        world.config =
-            crate::config::Config::from_yaml("certificates: {maxDuration: 2160h}\n").unwrap();
-        let f = check(
-            &cert(serde_json::json!({"renewBefore": "720h"})),
-            &world.ctx(),
-        );
-        assert!(f.is_empty(), "{f:?}");
-        world.config =
-            crate::config::Config::from_yaml("certificates: {maxDuration: 2159h}\n").unwrap();
-        let f = check(
-            &cert(serde_json::json!({"renewBefore": "720h"})),
-            &world.ctx(),
-        );
-        assert_eq!(rule_messages(&f), ["certificate shop/web sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]);
-    }
-
-    fn rule_messages(f: &[Finding]) -> Vec<&str> {
-        f.iter().map(|f| f.message.as_str()).collect()
+        for (max, expected) in [
+            ("2400h", vec![]),
+            ("2160h", vec![]),
+            ("2159h", vec!["sets no duration, so cert-manager issues it for 90 days (2160h), over the 2159h maximum"]),
+        ] {
+            world.config =
+                crate::config::Config::from_yaml(&format!("certificates: {{maxDuration: {max}}}\n"))
+                    .unwrap();
+            assert_eq!(messages(&check(&no_duration, &world.ctx())), expected, "{max}");
+        }
     }
 
     #[test]

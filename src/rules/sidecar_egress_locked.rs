@@ -2,7 +2,7 @@
 //! workloads reach any host that is not in the registry, unmanaged and
 //! unobserved.
 
-use crate::istio::Sidecar;
+use crate::istio::{OutboundTrafficMode, Sidecar};
 use crate::rules::{Context, Finding, RuleId};
 
 pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
@@ -10,17 +10,18 @@ pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
         .spec
         .outbound_traffic_policy
         .as_ref()
-        .and_then(|p| p.mode.as_deref());
-    if mode != Some("ALLOW_ANY") {
-        return vec![];
-    }
+        .and_then(|p| p.mode);
+    let setting = match mode {
+        None | Some(OutboundTrafficMode::RegistryOnly) => return vec![],
+        Some(OutboundTrafficMode::AllowAny) => "outboundTrafficPolicy.mode: ALLOW_ANY",
+        // Never a silent pass: what Istio would make of it is not known.
+        Some(OutboundTrafficMode::Unknown) => {
+            "outboundTrafficPolicy.mode to a value Istio does not define, counted as ALLOW_ANY"
+        }
+    };
     vec![Finding::new(
         RuleId::SidecarEgressLocked,
-        format!(
-            "sidecar {}/{} sets outboundTrafficPolicy.mode: ALLOW_ANY, so its workloads may reach any unregistered host",
-            sidecar.metadata.namespace.as_deref().unwrap_or_default(),
-            sidecar.metadata.name.as_deref().unwrap_or_default()
-        ),
+        format!("sets {setting}, so its workloads may reach any unregistered host"),
         "set outboundTrafficPolicy.mode: REGISTRY_ONLY and declare the external hosts needed with ServiceEntries",
     )]
 }
@@ -28,31 +29,50 @@ pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::testing::World;
-
-    fn sidecar(spec: serde_json::Value) -> Sidecar {
-        serde_json::from_value(
-            serde_json::json!({"metadata": {"name": "default", "namespace": "shop"}, "spec": spec}),
-        )
-        .unwrap()
-    }
+    use crate::rules::testing::{object, World};
 
     #[test]
-    fn rejects_allow_any_only() {
+    fn rejects_allow_any_and_modes_istio_does_not_define() {
         let world = World::enrolled_shop();
         assert_eq!(
             check(
-                &sidecar(serde_json::json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}})),
+                &object(
+                    "shop",
+                    "default",
+                    serde_json::json!({"outboundTrafficPolicy": {"mode": "ALLOW_ANY"}})
+                ),
                 &world.ctx()
             )
             .len(),
             1
         );
         assert!(check(
-            &sidecar(serde_json::json!({"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})),
+            &object(
+                "shop",
+                "default",
+                serde_json::json!({"outboundTrafficPolicy": {"mode": "REGISTRY_ONLY"}})
+            ),
             &world.ctx()
         )
         .is_empty());
-        assert!(check(&sidecar(serde_json::json!({})), &world.ctx()).is_empty());
+        assert!(check(
+            &object("shop", "default", serde_json::json!({})),
+            &world.ctx()
+        )
+        .is_empty());
+        let unknown = check(
+            &object(
+                "shop",
+                "default",
+                serde_json::json!({"outboundTrafficPolicy": {"mode": "allow_any"}}),
+            ),
+            &world.ctx(),
+        );
+        assert_eq!(unknown.len(), 1);
+        assert!(
+            unknown[0].message.contains("counted as ALLOW_ANY"),
+            "{}",
+            unknown[0].message
+        );
     }
 }

@@ -25,8 +25,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
         return vec![Finding::new(
             ID,
             format!(
-                "{} cannot be verified: namespace \"{}\" is not known, so whether it gets a sidecar is unknown",
-                subject(w),
+                "sidecar injection cannot be verified: namespace \"{}\" is not known, so whether it gets a sidecar is unknown",
                 w.namespace
             ),
             format!(
@@ -47,8 +46,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
             Some("none") => vec![Finding::new(
                 ID,
                 format!(
-                    "{} opts out of the ambient mesh with label {}=none",
-                    subject(w),
+                    "opts out of the ambient mesh with label {}=none",
                     labels::DATAPLANE_MODE
                 ),
                 format!("remove the pod label {}=none", labels::DATAPLANE_MODE),
@@ -65,11 +63,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     } else {
         "will run without an istio-proxy sidecar"
     };
-    vec![Finding::new(
-        ID,
-        format!("{} {what}: {why}", subject(w)),
-        fix,
-    )]
+    vec![Finding::new(ID, format!("{what}: {why}"), fix)]
 }
 
 /// Whether the pod has, or Istio's injector will give it, an `istio-proxy`
@@ -82,8 +76,7 @@ fn off_path(w: &Workload, template: &str) -> Finding {
     Finding::new(
         ID,
         format!(
-            "{} {}: injection template \"{template}\" ({TEMPLATES}) puts no {PROXY_CONTAINER} in the traffic path of its containers",
-            subject(w),
+            "{}: injection template \"{template}\" ({TEMPLATES}) puts no {PROXY_CONTAINER} in the traffic path of its containers",
             if w.is_pod() { "has no sidecar in its traffic path" } else { "will run without a sidecar in its traffic path" },
         ),
         format!(
@@ -139,10 +132,6 @@ fn explain(w: &Workload, outcome: &Injection) -> (String, String) {
             "check that Istio's sidecar injector webhook is installed and reachable, then recreate the pod".into(),
         ),
     }
-}
-
-fn subject(w: &Workload) -> String {
-    format!("{} {}/{}", w.kind, w.namespace, w.name)
 }
 
 #[cfg(test)]
@@ -294,8 +283,7 @@ mod tests {
         let f = findings(&pod("web"), &World::enrolled_shop());
         assert_eq!(f.len(), 1);
         assert!(
-            f[0].message
-                .contains("pod shop/web has no istio-proxy sidecar"),
+            f[0].message.starts_with("has no istio-proxy sidecar: "),
             "{}",
             f[0].message
         );
@@ -307,9 +295,12 @@ mod tests {
         let world = World::with_namespaces(&[namespace("shop", &[])]);
         let f = findings(&deployment("web"), &world);
         assert_eq!(f.len(), 1);
-        assert!(f[0]
-            .message
-            .contains("deployment shop/web will run without"));
+        assert!(
+            f[0].message
+                .starts_with("will run without an istio-proxy sidecar: "),
+            "{}",
+            f[0].message
+        );
         assert!(f[0]
             .fix
             .contains("label namespace \"shop\" with istio-injection=enabled"));

@@ -8,9 +8,8 @@ use crate::subject::Workload;
 const ID: RuleId = RuleId::StrictMtlsRequired;
 
 pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
-    let subject = format!("{} {}/{}", w.kind, w.namespace, w.name);
     let root = &ctx.config.mesh_root_namespace;
-    if let Some(finding) = unverifiable_without_istio(ID, &subject, ctx, "mTLS") {
+    if let Some(finding) = unverifiable_without_istio(ID, ctx, "mTLS") {
         return vec![finding];
     }
     let effective = ctx
@@ -22,7 +21,7 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
     vec![Finding::new(
         ID,
         format!(
-            "{subject} would accept plaintext: {}",
+            "would accept plaintext: {}",
             effective.weaknesses().join(", ")
         ),
         format!(
@@ -37,16 +36,6 @@ mod tests {
     use super::*;
     use crate::posture::Availability;
     use crate::rules::testing::*;
-
-    fn pa(world: &mut World, ns: &str, name: &str, spec: serde_json::Value) {
-        world.posture.peer_authentications.apply(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "namespace": ns, "creationTimestamp": "2026-01-01T00:00:00Z"},
-                "spec": spec
-            }))
-            .unwrap(),
-        );
-    }
 
     #[test]
     fn rejects_workload_without_any_peer_authentication_naming_istios_default() {
@@ -65,16 +54,13 @@ mod tests {
     #[test]
     fn accepts_mesh_wide_strict_and_names_the_deciding_policy_otherwise() {
         let mut world = World::enrolled_shop();
-        pa(
-            &mut world,
+        world.add_peer_authentication(
             "istio-system",
             "default",
             serde_json::json!({"mtls": {"mode": "STRICT"}}),
         );
         assert!(check(&deployment("web"), &world.ctx()).is_empty());
-        pa(
-            &mut world,
-            "shop",
+        world.add_peer_authentication("shop",
             "legacy",
             serde_json::json!({"selector": {"matchLabels": {"app": "web"}}, "portLevelMtls": {"8080": {"mode": "PERMISSIVE"}}}),
         );

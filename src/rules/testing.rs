@@ -1,14 +1,28 @@
-//! Small builders for rule tests: `pod("web").in_ns("shop").host_network()`.
+//! Small builders for rule tests: `pod("web").in_ns("shop").host_network()`,
+//! `object::<DestinationRule>("shop", "r", json!({...}))`.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
+use serde_json::json;
 
 use crate::config::Config;
 use crate::posture::PostureIndex;
 use crate::rules::{Context, Finding, Operation, RuleId};
 use crate::subject::{Kind, Workload};
+
+/// An Istio or cert-manager object `namespace/name` with `spec`, created at
+/// a fixed time (Istio's tie-break between policies reads it).
+pub fn object<T: DeserializeOwned>(namespace: &str, name: &str, spec: serde_json::Value) -> T {
+    let value = json!({
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": spec
+    });
+    serde_json::from_value(value)
+        .unwrap_or_else(|e| panic!("not a valid {}: {e}", std::any::type_name::<T>()))
+}
 
 pub fn pod(name: &str) -> Workload {
     workload(Kind::Pod, name)
@@ -183,21 +197,35 @@ impl World {
     /// With the mesh baseline in the root namespace: STRICT mTLS and
     /// allow-nothing, so only the rule under test reports anything.
     pub fn with_baseline(mut self) -> Self {
-        self.posture.peer_authentications.apply(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "default", "namespace": "istio-system"},
-                "spec": {"mtls": {"mode": "STRICT"}}
-            }))
-            .expect("valid PeerAuthentication"),
+        self.add_peer_authentication(
+            "istio-system",
+            "default",
+            json!({"mtls": {"mode": "STRICT"}}),
         );
-        self.posture.authorization_policies.apply(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "allow-nothing", "namespace": "istio-system"},
-                "spec": {}
-            }))
-            .expect("valid AuthorizationPolicy"),
-        );
+        self.add_authorization_policy("istio-system", "allow-nothing", json!({}));
         self
+    }
+
+    pub fn add_peer_authentication(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) {
+        self.posture
+            .peer_authentications
+            .apply(object(namespace, name, spec));
+    }
+
+    pub fn add_authorization_policy(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        spec: serde_json::Value,
+    ) {
+        self.posture
+            .authorization_policies
+            .apply(object(namespace, name, spec));
     }
 
     pub fn ctx(&self) -> Context<'_> {
@@ -211,4 +239,8 @@ impl World {
 
 pub fn rule_ids(findings: &[Finding]) -> Vec<RuleId> {
     findings.iter().map(|f| f.rule).collect()
+}
+
+pub fn messages(findings: &[Finding]) -> Vec<&str> {
+    findings.iter().map(|f| f.message.as_str()).collect()
 }
