@@ -17,10 +17,11 @@
 //! `cargo bench --bench posture` (about a minute); `cargo test --benches` runs
 //! every bench once and the percentile loop with 1,000 iterations.
 
+use parking_lot::RwLock;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -860,7 +861,7 @@ fn tails(fx: &Fixture, bench_mode: bool) {
             reviewed.record.violations
         );
     }
-    let posture = fx.index.read().expect("index");
+    let posture = fx.index.read();
     let ctx = Context {
         posture: &posture,
         config: &fx.config,
@@ -1015,7 +1016,7 @@ fn benches(c: &mut Criterion, fx: &Fixture) {
     let reviewer = fx.reviewer();
     let mut group = c.benchmark_group("posture");
     {
-        let posture = fx.index.read().expect("index");
+        let posture = fx.index.read();
         let ctx = Context {
             posture: &posture,
             config: &fx.config,

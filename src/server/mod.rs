@@ -1,11 +1,12 @@
 //! `meshgate serve`: TLS, connections, shutdown. Thin plumbing around the
 //! [`Reviewer`]; it never decides anything itself.
 
+use parking_lot::RwLock;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -92,7 +93,7 @@ pub async fn run(
             authorization_policies = index.authorization_policies.len(),
             "cluster state loaded from files; not contacting any API server"
         );
-        *posture.write().unwrap_or_else(|e| e.into_inner()) = index;
+        *posture.write() = index;
         (Arc::new(CacheSync::all_synced(reflector::ALL)), None)
     };
 
