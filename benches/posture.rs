@@ -56,6 +56,8 @@ struct Counting;
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+// A counting allocator cannot be written without unsafe code.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
@@ -104,7 +106,10 @@ fn trim_heap() -> bool {
             fn malloc_trim(pad: usize) -> i32;
         }
         // SAFETY: glibc's malloc_trim has no preconditions.
-        unsafe { malloc_trim(0) };
+        #[allow(unsafe_code)]
+        unsafe {
+            malloc_trim(0)
+        };
         true
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -197,6 +197,10 @@ pub struct Exemption {
 }
 
 impl Default for Config {
+    #[allow(
+        clippy::expect_used,
+        reason = "a constant input; the config tests parse the defaults"
+    )]
     fn default() -> Self {
         RawConfig::default()
             .validate()

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::admission::Reviewer;
 use crate::cli::ServeArgs;
@@ -343,8 +344,10 @@ impl Conn {
     ) -> Result<axum::response::Response, Infallible> {
         let _guard = self.registration.begin();
         let http1 = request.version() < hyper::Version::HTTP_2;
+        // hyper-util's tower glue (clone + oneshot) runs the axum router.
+        let response = TowerToHyperService::new(app).call(request);
         let (mut response, timed_out) =
-            match tokio::time::timeout(self.timeouts.request, app.oneshot(request)).await {
+            match tokio::time::timeout(self.timeouts.request, response).await {
                 Ok(Ok(response)) => (response, false),
                 Ok(Err(never)) => match never {},
                 Err(_) => {
