@@ -32,7 +32,6 @@ pub mod metrics;
 pub mod policy;
 pub mod posture;
 pub mod rules;
-pub mod selector;
 pub mod server;
 pub mod subject;
 pub mod uninstall;
