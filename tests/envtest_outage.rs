@@ -11,7 +11,7 @@ mod envtest;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -85,14 +85,7 @@ fn message(response: &Value) -> &str {
 // ------------------------------------------------------------------ cluster
 
 fn authorization_policies(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "security.istio.io".into(),
-        version: "v1".into(),
-        api_version: "security.istio.io/v1".into(),
-        kind: "AuthorizationPolicy".into(),
-        plural: "authorizationpolicies".into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
+    envtest::istio_api(client, ns, "security.istio.io", "AuthorizationPolicy")
 }
 
 fn allow_nothing() -> DynamicObject {
@@ -117,20 +110,17 @@ async fn seed(client: &Client) {
             serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
         namespaces.create(&create, &ns).await.unwrap();
     }
-    let pa_resource = ApiResource {
-        group: "security.istio.io".into(),
-        version: "v1".into(),
-        api_version: "security.istio.io/v1".into(),
-        kind: "PeerAuthentication".into(),
-        plural: "peerauthentications".into(),
-    };
     let strict: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
         "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "STRICT"}}
     }))
     .unwrap();
-    let pas: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "istio-system", &pa_resource);
+    let pas = envtest::istio_api(
+        client,
+        "istio-system",
+        "security.istio.io",
+        "PeerAuthentication",
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Err(e) = pas.create(&create, &strict).await {
         // The CRD is established, but discovery may lag a moment.

@@ -82,6 +82,18 @@ fn start(api: &FakeApiServer, extra: &[&str]) -> Server {
     Server::start(Options::default().kubeconfig(api.kubeconfig()).args(extra))
 }
 
+/// meshgate watching a baseline cluster, ready, and letting the fixture
+/// Deployment in.
+async fn allowing_on_a_baseline() -> (FakeApiServer, Server) {
+    let api = FakeApiServer::start().await;
+    seed_baseline(&api);
+    let server = start(&api, &[]);
+    ready(&server).await;
+    let response = server.review(fixture(DEPLOYMENT)).await;
+    assert!(allowed(&response), "{response}");
+    (api, server)
+}
+
 /// Sends the fixture until its answer satisfies `wanted`, within BOUND.
 async fn review_until(
     server: &Server,
@@ -154,12 +166,7 @@ async fn readiness_waits_for_every_cache_then_turns_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_follow_namespace_relabelling() {
-    let api = FakeApiServer::start().await;
-    seed_baseline(&api);
-    let server = start(&api, &[]);
-    ready(&server).await;
-    let response = server.review(fixture(DEPLOYMENT)).await;
-    assert!(allowed(&response), "{response}");
+    let (api, server) = allowing_on_a_baseline().await;
     let lists = api.lists(NAMESPACES);
 
     api.apply(bookinfo("disabled"));
@@ -190,12 +197,7 @@ async fn decisions_follow_namespace_relabelling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_peer_authentication_changes_decisions() {
     const PAS: &str = "/apis/security.istio.io/v1/peerauthentications";
-    let api = FakeApiServer::start().await;
-    seed_baseline(&api);
-    let server = start(&api, &[]);
-    ready(&server).await;
-    let response = server.review(fixture(DEPLOYMENT)).await;
-    assert!(allowed(&response), "{response}");
+    let (api, server) = allowing_on_a_baseline().await;
     let lists = api.lists(PAS);
 
     // Deleted from the API server (so the confirm read agrees) and the watch.
@@ -406,12 +408,7 @@ async fn v1beta1_only_clusters_are_watched_at_v1beta1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relist_drops_objects_deleted_while_the_watch_was_down() {
     const PAS: &str = "/apis/security.istio.io/v1/peerauthentications";
-    let api = FakeApiServer::start().await;
-    seed_baseline(&api);
-    let server = start(&api, &[]);
-    ready(&server).await;
-    let response = server.review(fixture(DEPLOYMENT)).await;
-    assert!(allowed(&response), "{response}");
+    let (api, server) = allowing_on_a_baseline().await;
     let lists = api.lists(PAS);
 
     // The policy goes while no watch would have told meshgate; then the
