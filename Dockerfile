@@ -15,9 +15,6 @@ ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /src
-# Keep symbols for readable panic backtraces but drop the debug info that the
-# release profile keeps for local profiling (a much smaller image).
-ENV CARGO_PROFILE_RELEASE_STRIP=debuginfo
 COPY Cargo.toml Cargo.lock ./
 # benches/ is declared in Cargo.toml, so cargo needs it to read the manifest.
 COPY benches benches

@@ -17,10 +17,11 @@
 //! `cargo bench --bench posture` (about a minute); `cargo test --benches` runs
 //! every bench once and the percentile loop with 1,000 iterations.
 
+use parking_lot::RwLock;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
@@ -55,6 +56,8 @@ struct Counting;
 static COUNTING: AtomicBool = AtomicBool::new(false);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+// A counting allocator cannot be written without unsafe code.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if COUNTING.load(Ordering::Relaxed) {
@@ -103,7 +106,10 @@ fn trim_heap() -> bool {
             fn malloc_trim(pad: usize) -> i32;
         }
         // SAFETY: glibc's malloc_trim has no preconditions.
-        unsafe { malloc_trim(0) };
+        #[allow(unsafe_code)]
+        unsafe {
+            malloc_trim(0)
+        };
         true
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
@@ -860,7 +866,7 @@ fn tails(fx: &Fixture, bench_mode: bool) {
             reviewed.record.violations
         );
     }
-    let posture = fx.index.read().expect("index");
+    let posture = fx.index.read();
     let ctx = Context {
         posture: &posture,
         config: &fx.config,
@@ -1015,7 +1021,7 @@ fn benches(c: &mut Criterion, fx: &Fixture) {
     let reviewer = fx.reviewer();
     let mut group = c.benchmark_group("posture");
     {
-        let posture = fx.index.read().expect("index");
+        let posture = fx.index.read();
         let ctx = Context {
             posture: &posture,
             config: &fx.config,

@@ -6,8 +6,9 @@
 //! `scripts/gen-bench-fixtures.py`). Run with `cargo bench --bench rules`;
 //! figures are in `docs/benchmarks.md`.
 
+use parking_lot::RwLock;
 use std::hint::black_box;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};

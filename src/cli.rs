@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::duration::parse_go_duration;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "meshgate",
@@ -133,22 +135,10 @@ pub struct AuditArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// Parses `500ms`, `5s`, `2m`.
+/// A flag's Go duration (`500ms`, `5s`, `2m`, `1m30s`), read by the same
+/// parser as the config file.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("`{text}`: add a unit (ms, s, m)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{text}`: expected a number followed by ms, s or m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{text}`: unknown unit `{unit}` (ms, s, m)")),
-    }
+    parse_go_duration(text).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -160,9 +150,10 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
         assert!(parse_duration("5").is_err());
-        assert!(parse_duration("5h").is_err());
         assert!(parse_duration("ms").is_err());
+        assert!(parse_duration("-5s").is_err());
     }
 
     #[test]

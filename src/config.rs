@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::Deserialize;
 
 use crate::certmanager::IssuerRef;
 use crate::duration::parse_go_duration;
 use crate::rules::RuleId;
-use crate::selector::{self, SelectorError};
+
+mod exemption;
+pub use exemption::Exemption;
+use exemption::RawExemption;
 
 /// How a rule's violations are treated. Ordered from weakest to strongest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
@@ -135,18 +137,6 @@ struct RawIssuerRef {
     group: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawExemption {
-    #[serde(default)]
-    rules: Vec<String>,
-    namespace: Option<String>,
-    selector: Option<LabelSelector>,
-    #[serde(default)]
-    names: Vec<String>,
-    reason: Option<String>,
-}
-
 /// Validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -185,18 +175,11 @@ pub enum CertificateSource {
     Secret(String),
 }
 
-/// A documented exception: these rules do not apply to the matching objects.
-#[derive(Debug, Clone)]
-pub struct Exemption {
-    pub rules: Vec<RuleId>,
-    pub namespace: String,
-    pub selector: Option<LabelSelector>,
-    /// Exact object names; an entry ending in `*` matches by prefix.
-    pub names: Vec<String>,
-    pub reason: String,
-}
-
 impl Default for Config {
+    #[allow(
+        clippy::expect_used,
+        reason = "a constant input; the config tests parse the defaults"
+    )]
     fn default() -> Self {
         RawConfig::default()
             .validate()
@@ -255,6 +238,7 @@ impl Config {
 }
 
 impl RawConfig {
+    /// Checks every field, in the file's order, and fills in the defaults.
     fn validate(self) -> Result<Config, ConfigError> {
         let Self {
             mode,
@@ -268,110 +252,140 @@ impl RawConfig {
             workload_certificates,
             certificates,
         } = self;
-
-        let mut rule_modes = BTreeMap::new();
-        for (id, mode) in rules {
-            let rule = parse_rule_id(&id, &format!("rules.{id}"))?;
-            rule_modes.insert(rule, mode);
-        }
-
-        let mesh_root_namespace =
-            mesh_root_namespace.unwrap_or_else(|| DEFAULT_ROOT_NAMESPACE.to_owned());
-        if mesh_root_namespace.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "meshRootNamespace",
-                "must not be empty",
-            ));
-        }
-
-        let trust_domain = trust_domain.unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
-        if trust_domain.trim().is_empty() || trust_domain.starts_with('.') {
-            return Err(ConfigError::invalid(
-                "trustDomain",
-                "must be a DNS suffix such as cluster.local",
-            ));
-        }
-
-        // Defaults to the trust domain, which served as the DNS suffix before
-        // clusterDomain existed, so older configurations keep their meaning.
-        let cluster_domain = cluster_domain.unwrap_or_else(|| trust_domain.clone());
-        if cluster_domain.trim().is_empty()
-            || cluster_domain.starts_with('.')
-            || cluster_domain.contains('*')
-        {
-            return Err(ConfigError::invalid(
-                "clusterDomain",
-                "must be a DNS suffix such as cluster.local",
-            ));
-        }
-
-        let exempt_namespaces = exempt_namespaces.unwrap_or_else(|| {
-            DEFAULT_EXEMPT_NAMESPACES
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect()
-        });
-        for (i, ns) in exempt_namespaces.iter().enumerate() {
-            if ns.trim().is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("exemptNamespaces[{i}]"),
-                    "must not be empty",
-                ));
-            }
-        }
-
+        let rules = rule_modes(rules)?;
+        let mesh_root_namespace = mesh_root_namespace_or_default(mesh_root_namespace)?;
+        let trust_domain = trust_domain_or_default(trust_domain)?;
+        let cluster_domain = cluster_domain_or_trust_domain(cluster_domain, &trust_domain)?;
+        let exempt_namespaces = exempt_namespaces_or_default(exempt_namespaces)?;
         let exemptions = exemptions
             .into_iter()
             .enumerate()
             .map(|(i, e)| e.validate(&format!("exemptions[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
-
         let workload_certificates = workload_certificates.validate()?;
-        let RawCertificates {
-            max_duration,
-            issuer_refs,
-        } = certificates;
-        let certificate_issuers = match issuer_refs {
-            None => vec![
-                IssuerRef::new(DEFAULT_WORKLOAD_ISSUER, "Issuer", crate::certmanager::GROUP),
-                IssuerRef::new(
-                    DEFAULT_WORKLOAD_ISSUER,
-                    "ClusterIssuer",
-                    crate::certmanager::GROUP,
-                ),
-            ],
-            Some(refs) => refs
-                .into_iter()
-                .enumerate()
-                .map(|(i, r)| r.validate(&format!("certificates.issuerRefs[{i}]")))
-                .collect::<Result<_, _>>()?,
-        };
-        let max_certificate_duration = match max_duration {
-            None => DEFAULT_MAX_CERTIFICATE_DURATION,
-            Some(text) => parse_go_duration(&text)
-                .map_err(|e| ConfigError::invalid("certificates.maxDuration", e.to_string()))?,
-        };
-        if max_certificate_duration.is_zero() {
-            return Err(ConfigError::invalid(
-                "certificates.maxDuration",
-                "must be longer than 0",
-            ));
-        }
-
+        let (certificate_issuers, max_certificate_duration) = certificates.validate()?;
         Ok(Config {
-            workload_certificates,
-            max_certificate_duration,
-            certificate_issuers,
-            cluster_domain,
             mode: mode.unwrap_or(Mode::Enforce),
-            rules: rule_modes,
+            rules,
             mesh_root_namespace,
             trust_domain,
+            cluster_domain,
             while_syncing: while_syncing.unwrap_or(WhileSyncing::Deny),
             exempt_namespaces,
             exemptions,
+            workload_certificates,
+            max_certificate_duration,
+            certificate_issuers,
         })
     }
+}
+
+fn rule_modes(rules: BTreeMap<String, Mode>) -> Result<BTreeMap<RuleId, Mode>, ConfigError> {
+    rules
+        .into_iter()
+        .map(|(id, mode)| Ok((parse_rule_id(&id, &format!("rules.{id}"))?, mode)))
+        .collect()
+}
+
+fn mesh_root_namespace_or_default(namespace: Option<String>) -> Result<String, ConfigError> {
+    let namespace = namespace.unwrap_or_else(|| DEFAULT_ROOT_NAMESPACE.to_owned());
+    if namespace.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "meshRootNamespace",
+            "must not be empty",
+        ));
+    }
+    Ok(namespace)
+}
+
+fn trust_domain_or_default(trust_domain: Option<String>) -> Result<String, ConfigError> {
+    let trust_domain = trust_domain.unwrap_or_else(|| DEFAULT_TRUST_DOMAIN.to_owned());
+    if trust_domain.trim().is_empty() || trust_domain.starts_with('.') {
+        return Err(ConfigError::invalid(
+            "trustDomain",
+            "must be a DNS suffix such as cluster.local",
+        ));
+    }
+    Ok(trust_domain)
+}
+
+/// Defaults to the trust domain, which served as the DNS suffix before
+/// clusterDomain existed, so older configurations keep their meaning.
+fn cluster_domain_or_trust_domain(
+    cluster_domain: Option<String>,
+    trust_domain: &str,
+) -> Result<String, ConfigError> {
+    let cluster_domain = cluster_domain.unwrap_or_else(|| trust_domain.to_owned());
+    if cluster_domain.trim().is_empty()
+        || cluster_domain.starts_with('.')
+        || cluster_domain.contains('*')
+    {
+        return Err(ConfigError::invalid(
+            "clusterDomain",
+            "must be a DNS suffix such as cluster.local",
+        ));
+    }
+    Ok(cluster_domain)
+}
+
+fn exempt_namespaces_or_default(
+    namespaces: Option<Vec<String>>,
+) -> Result<Vec<String>, ConfigError> {
+    let namespaces = namespaces.unwrap_or_else(|| {
+        DEFAULT_EXEMPT_NAMESPACES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    });
+    if let Some(i) = namespaces.iter().position(|ns| ns.trim().is_empty()) {
+        return Err(ConfigError::invalid(
+            format!("exemptNamespaces[{i}]"),
+            "must not be empty",
+        ));
+    }
+    Ok(namespaces)
+}
+
+impl RawCertificates {
+    fn validate(self) -> Result<(Vec<IssuerRef>, Duration), ConfigError> {
+        let issuers = workload_issuers(self.issuer_refs)?;
+        Ok((issuers, max_duration(self.max_duration.as_deref())?))
+    }
+}
+
+/// The issuers of workload certificates; by default istio-ca as an Issuer or
+/// a ClusterIssuer.
+fn workload_issuers(issuer_refs: Option<Vec<RawIssuerRef>>) -> Result<Vec<IssuerRef>, ConfigError> {
+    match issuer_refs {
+        None => Ok(vec![
+            IssuerRef::new(DEFAULT_WORKLOAD_ISSUER, "Issuer", crate::certmanager::GROUP),
+            IssuerRef::new(
+                DEFAULT_WORKLOAD_ISSUER,
+                "ClusterIssuer",
+                crate::certmanager::GROUP,
+            ),
+        ]),
+        Some(refs) => refs
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| r.validate(&format!("certificates.issuerRefs[{i}]")))
+            .collect(),
+    }
+}
+
+fn max_duration(text: Option<&str>) -> Result<Duration, ConfigError> {
+    let max_duration = match text {
+        None => DEFAULT_MAX_CERTIFICATE_DURATION,
+        Some(text) => parse_go_duration(text)
+            .map_err(|e| ConfigError::invalid("certificates.maxDuration", e.to_string()))?,
+    };
+    if max_duration.is_zero() {
+        return Err(ConfigError::invalid(
+            "certificates.maxDuration",
+            "must be longer than 0",
+        ));
+    }
+    Ok(max_duration)
 }
 
 impl RawIssuerRef {
@@ -453,63 +467,6 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-impl RawExemption {
-    fn validate(self, at: &str) -> Result<Exemption, ConfigError> {
-        let Self {
-            rules,
-            namespace,
-            selector,
-            names,
-            reason,
-        } = self;
-        let reason = reason.unwrap_or_default();
-        if reason.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{at}.reason"),
-                "every exemption needs a reason: say why this exception is safe",
-            ));
-        }
-        let namespace = namespace.unwrap_or_default();
-        if namespace.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{at}.namespace"),
-                "every exemption is scoped to one namespace",
-            ));
-        }
-        if rules.is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{at}.rules"),
-                "list the rule ids this exemption lifts",
-            ));
-        }
-        let rules = rules
-            .iter()
-            .enumerate()
-            .map(|(j, id)| parse_rule_id(id, &format!("{at}.rules[{j}]")))
-            .collect::<Result<Vec<_>, _>>()?;
-        if let Some(selector) = &selector {
-            selector::validate(selector).map_err(|SelectorError(problem)| {
-                ConfigError::invalid(format!("{at}.selector"), problem)
-            })?;
-        }
-        for (j, name) in names.iter().enumerate() {
-            if name.is_empty() || name == "*" {
-                return Err(ConfigError::invalid(
-                    format!("{at}.names[{j}]"),
-                    "must name objects (a bare `*` would exempt the whole namespace; leave `names` out for that)",
-                ));
-            }
-        }
-        Ok(Exemption {
-            rules,
-            namespace,
-            selector,
-            names,
-            reason,
-        })
-    }
-}
-
 fn parse_rule_id(id: &str, field: &str) -> Result<RuleId, ConfigError> {
     id.parse().map_err(|_| {
         let known: Vec<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
@@ -518,33 +475,6 @@ fn parse_rule_id(id: &str, field: &str) -> Result<RuleId, ConfigError> {
             format!("unknown rule id `{id}` (known: {})", known.join(", ")),
         )
     })
-}
-
-impl Exemption {
-    /// Whether this exemption covers `rule` for the object named `name` in
-    /// `namespace` whose (pod) labels are `labels`.
-    pub fn covers(
-        &self,
-        rule: RuleId,
-        namespace: &str,
-        name: &str,
-        labels: &BTreeMap<String, String>,
-    ) -> bool {
-        self.rules.contains(&rule)
-            && self.namespace == namespace
-            && (self.names.is_empty() || self.names.iter().any(|n| name_matches(n, name)))
-            && self
-                .selector
-                .as_ref()
-                .is_none_or(|s| selector::matches(s, labels))
-    }
-}
-
-fn name_matches(pattern: &str, name: &str) -> bool {
-    match pattern.strip_suffix('*') {
-        Some(prefix) => name.starts_with(prefix),
-        None => pattern == name,
-    }
 }
 
 #[cfg(test)]
@@ -685,12 +615,6 @@ mod tests {
     }
 
     #[test]
-    fn rejects_exemption_without_reason_naming_the_field() {
-        let e = err("exemptions:\n- rules: [no-host-network]\n  namespace: monitoring\n");
-        assert!(e.contains("exemptions[0].reason"), "{e}");
-    }
-
-    #[test]
     fn rejects_blank_reason() {
         let e = err("exemptions:\n- rules: [no-host-network]\n  namespace: m\n  reason: '  '\n");
         assert!(e.contains("exemptions[0].reason"), "{e}");
@@ -716,54 +640,5 @@ mod tests {
             "exemptions:\n- rules: [no-host-network]\n  namespace: a\n  reason: r\n  nmae: x\n",
         );
         assert!(e.contains("nmae"), "{e}");
-    }
-
-    #[test]
-    fn rejects_exemption_without_namespace_or_rules() {
-        let e = err("exemptions:\n- rules: [no-host-network]\n  reason: r\n");
-        assert!(e.contains("exemptions[0].namespace"), "{e}");
-        let e = err("exemptions:\n- namespace: a\n  reason: r\n");
-        assert!(e.contains("exemptions[0].rules"), "{e}");
-    }
-
-    #[test]
-    fn rejects_malformed_selector() {
-        let e = err(concat!(
-            "exemptions:\n- rules: [no-host-network]\n  namespace: a\n  reason: r\n",
-            "  selector:\n    matchExpressions:\n    - {key: app, operator: Has}\n"
-        ));
-        assert!(e.contains("exemptions[0].selector"), "{e}");
-    }
-
-    #[test]
-    fn exemption_matches_namespace_names_and_selector() {
-        let config = Config::from_yaml(concat!(
-            "exemptions:\n- rules: [no-host-network]\n  namespace: monitoring\n",
-            "  names: [node-exporter*]\n  selector: {matchLabels: {app: exporter}}\n",
-            "  reason: node metrics need the host network\n"
-        ))
-        .unwrap();
-        let e = &config.exemptions[0];
-        let labels: BTreeMap<_, _> = [("app".to_owned(), "exporter".to_owned())].into();
-        assert!(e.covers(
-            RuleId::NoHostNetwork,
-            "monitoring",
-            "node-exporter-x1",
-            &labels
-        ));
-        assert!(!e.covers(
-            RuleId::SidecarRequired,
-            "monitoring",
-            "node-exporter",
-            &labels
-        ));
-        assert!(!e.covers(RuleId::NoHostNetwork, "shop", "node-exporter", &labels));
-        assert!(!e.covers(RuleId::NoHostNetwork, "monitoring", "other", &labels));
-        assert!(!e.covers(
-            RuleId::NoHostNetwork,
-            "monitoring",
-            "node-exporter",
-            &BTreeMap::new()
-        ));
     }
 }

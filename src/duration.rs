@@ -1,5 +1,12 @@
 //! Go duration syntax (`2160h`, `90m`, `1h30m`, `1.5h`, `300ms`), as
-//! cert-manager and Kubernetes tools write durations.
+//! cert-manager and Kubernetes tools write durations. One parser for the
+//! config, the command line and the Certificates the webhook reviews.
+//!
+//! Not `kube::core::Duration`: its `FromStr` panics when the total overflows
+//! (`99999999999999999999999h`, a Certificate's `spec.duration` is request
+//! input) and reads an empty string as zero. The test
+//! `kube_core_parser_is_unsafe_on_request_input` shows both; switch when it
+//! fails.
 
 use std::time::Duration;
 
@@ -78,6 +85,20 @@ mod tests {
         for bad in ["", "24", "1d", "-1h", "h", "1h30", "abc"] {
             assert!(parse_go_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn overflow_is_an_error_not_a_panic() {
+        assert!(parse_go_duration("99999999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn kube_core_parser_is_unsafe_on_request_input() {
+        let overflow =
+            std::panic::catch_unwind(|| "99999999999999999999999h".parse::<kube::core::Duration>());
+        assert!(overflow.is_err(), "kube-core no longer panics: use it");
+        let empty = "".parse::<kube::core::Duration>();
+        assert_eq!(empty.map(std::time::Duration::from), Ok(Duration::ZERO));
     }
 
     #[test]

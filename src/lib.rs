@@ -14,6 +14,11 @@
 //! `server` is thin plumbing around [`admission::Reviewer`]; `audit` runs the
 //! same [`policy::judge`] over manifest files.
 
+// Library and binary code returns errors rather than panicking; tests may
+// unwrap (clippy.toml). Set here, not in Cargo.toml's [lints], which would
+// also cover every test, bench and example crate.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod admission;
 pub mod audit;
 pub mod certmanager;
@@ -27,7 +32,6 @@ pub mod metrics;
 pub mod policy;
 pub mod posture;
 pub mod rules;
-pub mod selector;
 pub mod server;
 pub mod subject;
 pub mod uninstall;

@@ -1,3 +1,8 @@
+// The binary, like the library, returns errors rather than panicking; tests may
+// unwrap (clippy.toml). Set here, not in Cargo.toml's [lints], which would
+// also cover every test, bench and example crate.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::ExitCode;
 
 use clap::Parser;

@@ -4,34 +4,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Output, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn audit_stdin(args: &[&str], envs: &[(&str, &str)], input: &[u8]) -> Output {
-    let mut command = Command::new(BIN);
-    command
-        .arg("audit")
-        .args(args)
-        .env_remove("MESHGATE_NAMESPACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (key, value) in envs {
-        command.env(key, value);
-    }
-    let mut child = command.spawn().expect("run meshgate audit");
-    let mut stdin = child.stdin.take().unwrap();
-    let input = input.to_vec();
-    // Written from a thread so a large input cannot deadlock on full pipes.
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input);
-    });
-    let output = child.wait_with_output().unwrap();
-    writer.join().unwrap();
-    output
+fn audit_stdin(args: &[&str], envs: &[(&str, &str)], input: &[u8]) -> Exited {
+    let args: Vec<&str> = std::iter::once("audit")
+        .chain(args.iter().copied())
+        .collect();
+    run_cli_with_input(&args, envs, input, Duration::from_secs(60))
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -53,8 +36,8 @@ fn rendered_chart() -> Vec<u8> {
 fn auditing_the_chart_reports_nothing_on_meshgate_itself() {
     let chart = rendered_chart();
     let o = audit_stdin(&["-"], &[], &chart);
-    let stdout = text(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{stdout}{}", text(&o.stderr));
+    let stdout = o.stdout.clone();
+    assert_eq!(o.status.code(), Some(0), "{stdout}{}", o.stderr.clone());
     assert!(!stdout.contains("DENY"), "{stdout}");
     assert!(stdout.contains("0 enforce-level findings"), "{stdout}");
 
@@ -65,7 +48,7 @@ fn auditing_the_chart_reports_nothing_on_meshgate_itself() {
         (&["-"][..], &[("MESHGATE_NAMESPACE", "tools")][..]),
     ] {
         let o = audit_stdin(args, envs, &chart);
-        let stdout = text(&o.stdout);
+        let stdout = o.stdout.clone();
         assert_eq!(o.status.code(), Some(1), "{stdout}");
         assert!(stdout.contains("DENY"), "{stdout}");
         assert!(
@@ -80,18 +63,18 @@ fn a_run_that_checked_no_object_says_so_and_exits_2() {
     let configmap = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n";
     for input in [&b""[..], &b"# only a comment\n---\n"[..], &configmap[..]] {
         let o = audit_stdin(&["-"], &[], input);
-        assert_eq!(o.status.code(), Some(2), "{}", text(&o.stdout));
+        assert_eq!(o.status.code(), Some(2), "{}", o.stdout.clone());
         assert!(
-            text(&o.stderr).contains("checked 0 objects"),
+            o.stderr.clone().contains("checked 0 objects"),
             "{}",
-            text(&o.stderr)
+            o.stderr.clone()
         );
-        assert!(text(&o.stdout).contains("0 objects checked"));
+        assert!(o.stdout.clone().contains("0 objects checked"));
     }
     // JSON output too: the report is printed, the status still says it.
     let o = audit_stdin(&["--output", "json", "-"], &[], configmap);
     assert_eq!(o.status.code(), Some(2));
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(report["summary"]["objectsChecked"], 0);
 }
 
@@ -156,12 +139,12 @@ fn yaml_line_numbers_stay_linear_in_the_number_of_documents() {
     let started = Instant::now();
     let o = audit_stdin(&["--output", "json", "-"], &[], input.as_bytes());
     let elapsed = started.elapsed();
-    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(
         report["summary"]["objectsChecked"],
         1,
         "{}",
-        text(&o.stderr)
+        o.stderr.clone()
     );
     assert_eq!(report["findings"][0]["line"], 80_001, "{report}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");

@@ -1,42 +1,23 @@
 //! `meshgate audit` through the built binary, on real files and stdin.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-fn meshgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run meshgate")
+use common::{run_cli, run_cli_with_input, Exited};
+
+/// An audit of a few files takes milliseconds; this only catches a hang.
+const BOUND: Duration = Duration::from_secs(30);
+
+fn meshgate(args: &[&str]) -> Exited {
+    run_cli(args, BOUND)
 }
 
-fn with_stdin(args: &[&str], input: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run meshgate");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+fn with_stdin(args: &[&str], input: &str) -> Exited {
+    run_cli_with_input(args, &[], input.as_bytes(), BOUND)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -60,8 +41,8 @@ fn bundled_examples_report_grouped_findings_with_fixes_and_exit_1() {
         "examples/meshgate.yaml",
         "examples/manifests",
     ]);
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    let out = o.stdout;
     assert!(
         out.contains("Deployment shop/payments (examples/manifests/shop.yaml:"),
         "{out}"
@@ -109,11 +90,12 @@ fn clean_input_exits_0() {
         &format!("{SHOP_NS}---\n{CLEAN_DEPLOYMENT}"),
     );
     let o = meshgate(&["audit", &file]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(o.status.code(), Some(0), "{}{}", o.stdout, o.stderr);
     assert!(
-        stdout(&o).contains("4 objects checked: 0 enforce-level findings"),
+        o.stdout
+            .contains("4 objects checked: 0 enforce-level findings"),
         "{}",
-        stdout(&o)
+        o.stdout
     );
 }
 
@@ -123,8 +105,8 @@ fn audit_level_findings_alone_exit_0() {
     let config = write(dir.path(), "c.yaml", "mode: audit\n");
     let file = write(dir.path(), "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: shop}\nspec:\n  hostNetwork: true\n  containers: [{name: c, image: x}]\n");
     let o = meshgate(&["audit", "--config", &config, &file]);
-    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("WARN [no-host-network]"));
+    assert_eq!(o.status.code(), Some(0), "{}", o.stdout);
+    assert!(o.stdout.contains("WARN [no-host-network]"));
 }
 
 #[test]
@@ -138,7 +120,7 @@ fn json_output_has_the_documented_shape() {
         "examples/manifests",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v: Value = serde_json::from_str(&o.stdout).expect("json");
     let findings = v["findings"].as_array().unwrap();
     assert_eq!(findings.len(), 10);
     let f = findings
@@ -179,7 +161,7 @@ fn json_output_has_the_documented_shape() {
 #[test]
 fn sarif_output_is_sarif_2_1_0() {
     let o = meshgate(&["audit", "--output", "sarif", "examples/manifests"]);
-    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let v: Value = serde_json::from_str(&o.stdout).expect("json");
     assert_eq!(v["version"], "2.1.0");
     let run = &v["runs"][0];
     assert_eq!(run["tool"]["driver"]["name"], "meshgate");
@@ -215,8 +197,8 @@ fn reads_stdin_json_and_lists_with_default_namespace_flag() {
         &["audit", "--namespace", "team", "--output", "json", "-"],
         list,
     );
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(v["findings"][0]["namespace"], "team");
     assert_eq!(v["findings"][0]["file"], "-");
     assert!(v["findings"][0]["message"]
@@ -230,9 +212,10 @@ fn workload_in_a_namespace_missing_from_the_input_is_unverifiable() {
     let o = with_stdin(&["audit", "-"], CLEAN_DEPLOYMENT);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stdout(&o).contains("cannot be verified: namespace \"shop\" is not known"),
+        o.stdout
+            .contains("cannot be verified: namespace \"shop\" is not known"),
         "{}",
-        stdout(&o)
+        o.stdout
     );
 }
 
@@ -244,7 +227,7 @@ fn directories_are_read_recursively_yaml_and_json_only() {
     write(&dir.path().join("a/b"), "deep.yml", "apiVersion: v1\nkind: Pod\nmetadata: {name: deep, namespace: shop}\nspec:\n  hostNetwork: true\n  serviceAccountName: d\n  containers: [{name: c, image: x}]\n");
     write(dir.path(), "notes.txt", "not: [yaml");
     let o = meshgate(&["audit", "--output", "json", dir.path().to_str().unwrap()]);
-    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v: Value = serde_json::from_str(&o.stdout).unwrap();
     let rules: Vec<&str> = v["findings"]
         .as_array()
         .unwrap()
@@ -264,7 +247,7 @@ fn parse_errors_exit_2_naming_file_and_document() {
     );
     let o = meshgate(&["audit", &file]);
     assert_eq!(o.status.code(), Some(2));
-    let err = stderr(&o);
+    let err = o.stderr;
     assert!(err.contains("broken.yaml, document 4"), "{err}");
 
     let bad_shape = write(
@@ -275,14 +258,15 @@ fn parse_errors_exit_2_naming_file_and_document() {
     let o = meshgate(&["audit", &bad_shape]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("shape.yaml, document 1: cannot decode the Pod"),
+        o.stderr
+            .contains("shape.yaml, document 1: cannot decode the Pod"),
         "{}",
-        stderr(&o)
+        o.stderr
     );
 
     let o = meshgate(&["audit", "/no/such/file.yaml"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("/no/such/file.yaml"));
+    assert!(o.stderr.contains("/no/such/file.yaml"));
 }
 
 #[test]
@@ -299,9 +283,5 @@ fn usage_and_config_errors_exit_2() {
     );
     let o = meshgate(&["audit", "--config", &config, "examples/manifests"]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("exemptions[0].reason"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(o.stderr.contains("exemptions[0].reason"), "{}", o.stderr);
 }

@@ -23,9 +23,7 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Service};
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, ResourceExt,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams, ResourceExt};
 use kube::Client;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -141,25 +139,11 @@ fn peer_authentication(name: &str, mode: &str) -> DynamicObject {
 }
 
 fn peer_authentications(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "security.istio.io".into(),
-        version: "v1".into(),
-        api_version: "security.istio.io/v1".into(),
-        kind: "PeerAuthentication".into(),
-        plural: "peerauthentications".into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
+    envtest::istio_api(client, ns, "security.istio.io", "PeerAuthentication")
 }
 
 fn destination_rules(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "networking.istio.io".into(),
-        version: "v1".into(),
-        api_version: "networking.istio.io/v1".into(),
-        kind: "DestinationRule".into(),
-        plural: "destinationrules".into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
+    envtest::istio_api(client, ns, "networking.istio.io", "DestinationRule")
 }
 
 /// The request went through: admitted.

@@ -8,19 +8,15 @@
 mod common;
 mod envtest;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::Client;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{
-    collect_lines, eventually, fixture, https_client, with_namespace, within, Ca, Lines, Metrics,
-};
+use common::{eventually, fixture, with_namespace, Options, Server};
 
 const DEPLOYMENT: &str = "deployment-create.json";
 const RESOURCES: [&str; 6] = [
@@ -45,160 +41,37 @@ fn outage() -> Duration {
 
 // ------------------------------------------------------------------ meshgate
 
-struct Meshgate {
-    child: Child,
-    addr: SocketAddr,
-    metrics_addr: SocketAddr,
-    stdout: Lines,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-fn entries(lines: &Lines) -> Vec<Value> {
-    lines
-        .lock()
-        .unwrap()
+/// How many log lines say `message` for `resource`.
+fn count(meshgate: &Server, message: &str, resource: &str) -> usize {
+    meshgate
+        .log_entries()
         .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+        .filter(|v| v["message"] == message && v["resource"] == resource)
+        .count()
 }
 
-impl Meshgate {
-    async fn start(kubeconfig: &std::path::Path) -> Meshgate {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::new("meshgate outage test CA");
-        let serving = ca.issue();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, &serving.cert_pem).unwrap();
-        std::fs::write(&key, &serving.key_pem).unwrap();
-        let mut command = Command::new(common::BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--confirm-timeout", "1s"])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT");
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MESHGATE_") || name.to_ascii_lowercase().ends_with("_proxy") {
-                command.env_remove(&*name);
-            }
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start meshgate");
-        let stdout = collect_lines(child.stdout.take().unwrap());
-        let listening = |endpoint: &str| {
-            entries(&stdout).into_iter().find_map(|v| {
-                (v["message"] == "listening" && v["endpoint"] == endpoint)
-                    .then(|| v["addr"].as_str()?.parse::<SocketAddr>().ok())
-                    .flatten()
-            })
-        };
-        let (addr, metrics_addr) =
-            eventually("meshgate to listen", Duration::from_secs(30), || {
-                let found = listening("webhook").zip(listening("metrics"));
-                async move { found }
-            })
-            .await;
-        Meshgate {
-            child,
-            addr,
-            metrics_addr,
-            stdout,
-            client: https_client(&ca.pem),
-            _dir: dir,
-        }
-    }
-
-    fn logs(&self) -> Vec<Value> {
-        entries(&self.stdout)
-    }
-
-    /// How many log lines say `message` for `resource`.
-    fn count(&self, message: &str, resource: &str) -> usize {
-        self.logs()
-            .iter()
-            .filter(|v| v["message"] == message && v["resource"] == resource)
-            .count()
-    }
-
-    /// Waits until every watched resource has logged `message` `n` times.
-    async fn wait_for_each(&self, message: &str, n: usize, bound: Duration) {
-        eventually(
-            &format!("{n} x {message:?} for every resource"),
-            bound,
-            || {
-                let done = RESOURCES.iter().all(|r| self.count(message, r) >= n);
-                async move { done.then_some(()) }
-            },
-        )
-        .await;
-    }
-
-    async fn readyz(&self) -> StatusCode {
-        within(
-            "GET /readyz",
-            self.client
-                .get(format!("https://{}/readyz", self.addr))
-                .send(),
-        )
-        .await
-        .expect("GET /readyz")
-        .status()
-    }
-
-    async fn metrics(&self) -> Metrics {
-        let text = within(
-            "GET /metrics",
-            reqwest::get(format!("http://{}/metrics", self.metrics_addr)),
-        )
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
-        Metrics(text)
-    }
-
-    /// The fixture Deployment, in `ns`, through `/validate`.
-    async fn review(&self, ns: &str) -> Value {
-        let response = within(
-            "POST /validate",
-            self.client
-                .post(format!("https://{}/validate", self.addr))
-                .header("content-type", "application/json")
-                .body(with_namespace(&fixture(DEPLOYMENT), ns))
-                .send(),
-        )
-        .await
-        .expect("POST /validate");
-        assert_eq!(response.status(), StatusCode::OK);
-        let body: Value = response.json().await.unwrap();
-        body["response"].clone()
-    }
+/// Waits until every watched resource has logged `message` `n` times.
+async fn wait_for_each(meshgate: &Server, message: &str, n: usize, bound: Duration) {
+    eventually(
+        &format!("{n} x {message:?} for every resource"),
+        bound,
+        || {
+            let done = RESOURCES.iter().all(|r| count(meshgate, message, r) >= n);
+            async move { done.then_some(()) }
+        },
+    )
+    .await;
 }
 
-impl Drop for Meshgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- meshgate stdout ---\n{}",
-                self.stdout.lock().unwrap().join("\n")
-            );
-        }
-    }
+async fn readyz(meshgate: &Server) -> StatusCode {
+    meshgate.get("/readyz").await.0
+}
+
+/// The fixture Deployment, in `ns`, through `/validate`.
+async fn review(meshgate: &Server, ns: &str) -> Value {
+    meshgate
+        .review(with_namespace(&fixture(DEPLOYMENT), ns))
+        .await
 }
 
 fn allowed(response: &Value) -> bool {
@@ -212,14 +85,7 @@ fn message(response: &Value) -> &str {
 // ------------------------------------------------------------------ cluster
 
 fn authorization_policies(client: &Client, ns: &str) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "security.istio.io".into(),
-        version: "v1".into(),
-        api_version: "security.istio.io/v1".into(),
-        kind: "AuthorizationPolicy".into(),
-        plural: "authorizationpolicies".into(),
-    };
-    Api::namespaced_with(client.clone(), ns, &resource)
+    envtest::istio_api(client, ns, "security.istio.io", "AuthorizationPolicy")
 }
 
 fn allow_nothing() -> DynamicObject {
@@ -244,20 +110,17 @@ async fn seed(client: &Client) {
             serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
         namespaces.create(&create, &ns).await.unwrap();
     }
-    let pa_resource = ApiResource {
-        group: "security.istio.io".into(),
-        version: "v1".into(),
-        api_version: "security.istio.io/v1".into(),
-        kind: "PeerAuthentication".into(),
-        plural: "peerauthentications".into(),
-    };
     let strict: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
         "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "STRICT"}}
     }))
     .unwrap();
-    let pas: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), "istio-system", &pa_resource);
+    let pas = envtest::istio_api(
+        client,
+        "istio-system",
+        "security.istio.io",
+        "PeerAuthentication",
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while let Err(e) = pas.create(&create, &strict).await {
         // The CRD is established, but discovery may lag a moment.
@@ -281,9 +144,13 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
     envtest::install_istio_crds(&client).await;
     seed(&client).await;
 
-    let meshgate = Meshgate::start(&env.kubeconfig()).await;
+    let meshgate = Server::start(
+        Options::default()
+            .kubeconfig(env.kubeconfig())
+            .args(&["--confirm-timeout", "1s"]),
+    );
     eventually("meshgate ready", Duration::from_secs(60), || async {
-        (meshgate.readyz().await == StatusCode::OK).then_some(())
+        (readyz(&meshgate).await == StatusCode::OK).then_some(())
     })
     .await;
     let metrics = meshgate.metrics().await;
@@ -301,9 +168,9 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
             );
         }
     }
-    let response = meshgate.review("bookinfo").await;
+    let response = review(&meshgate, "bookinfo").await;
     assert!(allowed(&response), "{response}");
-    let response = meshgate.review("legacy").await;
+    let response = review(&meshgate, "legacy").await;
     assert!(
         message(&response).contains("[default-deny-required]"),
         "{response}"
@@ -311,12 +178,17 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
 
     // 1. A restart: every watch is lost, then re-established with a re-list.
     env.restart_apiserver();
-    meshgate
-        .wait_for_each("watch re-established; cache re-listed", 1, RECONNECT_BOUND)
-        .await;
+    wait_for_each(
+        &meshgate,
+        "watch re-established; cache re-listed",
+        1,
+        RECONNECT_BOUND,
+    )
+    .await;
     for resource in RESOURCES {
         assert_eq!(
-            meshgate.count(
+            count(
+                &meshgate,
                 "watch lost; answering from the cache until it is re-established",
                 resource
             ),
@@ -331,30 +203,30 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
         assert_eq!(restarts, 1.0, "{resource}");
         assert!(errors >= 1.0, "{resource}: {errors}");
     }
-    assert!(allowed(&meshgate.review("bookinfo").await));
+    assert!(allowed(&review(&meshgate, "bookinfo").await));
 
     // 2. The API server is away for a while.
     env.stop_apiserver();
     let stopped = Instant::now();
-    meshgate
-        .wait_for_each(
-            "watch lost; answering from the cache until it is re-established",
-            2,
-            Duration::from_secs(30),
-        )
-        .await;
+    wait_for_each(
+        &meshgate,
+        "watch lost; answering from the cache until it is re-established",
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
     // Still ready: an unready meshgate would have the API server, once
     // back, fail every call (failurePolicy) instead of getting answers.
-    assert_eq!(meshgate.readyz().await, StatusCode::OK);
+    assert_eq!(readyz(&meshgate).await, StatusCode::OK);
     // A cached denial stands: the confirmation cannot reach the API server.
     let started = Instant::now();
-    let response = meshgate.review("legacy").await;
+    let response = review(&meshgate, "legacy").await;
     assert!(
         message(&response).contains("[default-deny-required]"),
         "{response}"
     );
     // A cached allow cannot be confirmed either: whileSyncing (deny).
-    let response = meshgate.review("bookinfo").await;
+    let response = review(&meshgate, "bookinfo").await;
     assert!(!allowed(&response), "{response}");
     assert!(
         message(&response).contains("lost its watch of the API server"),
@@ -381,20 +253,24 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
         .create(&PostParams::default(), &allow_nothing())
         .await
         .unwrap();
-    let response = meshgate.review("bookinfo").await;
+    let response = review(&meshgate, "bookinfo").await;
     assert!(
         message(&response).contains("[default-deny-required]"),
         "never allowed on stale state: {response}"
     );
-    let response = meshgate.review("legacy").await;
+    let response = review(&meshgate, "legacy").await;
     assert!(allowed(&response), "{response}");
 
-    meshgate
-        .wait_for_each("watch re-established; cache re-listed", 2, RECONNECT_BOUND)
-        .await;
+    wait_for_each(
+        &meshgate,
+        "watch re-established; cache re-listed",
+        2,
+        RECONNECT_BOUND,
+    )
+    .await;
     // The re-list replaced the cache: one AuthorizationPolicy, legacy's.
     let relisted = meshgate
-        .logs()
+        .log_entries()
         .into_iter()
         .rfind(|v| {
             v["message"] == "watch re-established; cache re-listed"
@@ -411,6 +287,6 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
             "{resource}"
         );
     }
-    assert!(allowed(&meshgate.review("legacy").await));
-    assert!(!allowed(&meshgate.review("bookinfo").await));
+    assert!(allowed(&review(&meshgate, "legacy").await));
+    assert!(!allowed(&review(&meshgate, "bookinfo").await));
 }

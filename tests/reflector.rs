@@ -8,17 +8,12 @@
 mod common;
 mod fake_apiserver;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use common::{
-    assert_valid_answer, collect_lines, eventually, fixture, https_client, uid_of, within, Ca,
-    Lines,
-};
+use common::{eventually, fixture, uid_of, Options, Server};
 use fake_apiserver::FakeApiServer;
 
 /// Upper bound for anything that should follow a watch event or start-up.
@@ -82,156 +77,35 @@ fn seed_baseline(api: &FakeApiServer) {
 
 // ------------------------------------------------------------------ server
 
-fn log_entries(lines: &Lines) -> Vec<Value> {
-    lines
-        .lock()
-        .unwrap()
-        .iter()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+/// A `meshgate serve` that watches `api`.
+fn start(api: &FakeApiServer, extra: &[&str]) -> Server {
+    Server::start(Options::default().kubeconfig(api.kubeconfig()).args(extra))
 }
 
-/// A running `meshgate serve` that watches `api`; killed when dropped.
-struct Meshgate {
-    child: Child,
-    addr: SocketAddr,
-    stdout: Lines,
-    stderr: Lines,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
+/// meshgate watching a baseline cluster, ready, and letting the fixture
+/// Deployment in.
+async fn allowing_on_a_baseline() -> (FakeApiServer, Server) {
+    let api = FakeApiServer::start().await;
+    seed_baseline(&api);
+    let server = start(&api, &[]);
+    ready(&server).await;
+    let response = server.review(fixture(DEPLOYMENT)).await;
+    assert!(allowed(&response), "{response}");
+    (api, server)
 }
 
-impl Meshgate {
-    async fn start(api: &FakeApiServer, extra: &[&str]) -> Meshgate {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = Ca::new("meshgate reflector test CA");
-        let serving = ca.issue();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, &serving.cert_pem).unwrap();
-        std::fs::write(&key, &serving.key_pem).unwrap();
-        let kubeconfig = api.write_kubeconfig(dir.path());
-        let mut command = Command::new(common::BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .args(extra)
-            .env("KUBECONFIG", &kubeconfig)
-            // Never in-cluster config, never a proxy, never the caller's settings.
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT");
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MESHGATE_") || name.to_ascii_lowercase().ends_with("_proxy") {
-                command.env_remove(&*name);
-            }
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start meshgate");
-        let stdout = collect_lines(child.stdout.take().unwrap());
-        let stderr = collect_lines(child.stderr.take().unwrap());
-        let deadline = Instant::now() + BOUND;
-        let addr = loop {
-            let found = log_entries(&stdout).into_iter().find_map(|v| {
-                (v["message"] == "listening" && v["endpoint"] == "webhook")
-                    .then(|| v["addr"].as_str()?.parse::<SocketAddr>().ok())
-                    .flatten()
-            });
-            if let Some(addr) = found {
-                break addr;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                // Let the reader threads drain the pipes.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                panic!(
-                    "meshgate exited during start-up with {status}\nstderr:\n{}\nstdout:\n{}",
-                    stderr.lock().unwrap().join("\n"),
-                    stdout.lock().unwrap().join("\n")
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "meshgate did not log its webhook address within {BOUND:?}; stdout:\n{}",
-                    stdout.lock().unwrap().join("\n")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        Meshgate {
-            child,
-            addr,
-            stdout,
-            stderr,
-            client: https_client(&ca.pem),
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("https://{}{path}", self.addr)
-    }
-
-    /// Every stdout line so far that is JSON.
-    fn log_entries(&self) -> Vec<Value> {
-        log_entries(&self.stdout)
-    }
-
-    async fn readyz(&self) -> (StatusCode, String) {
-        let response = within("GET /readyz", self.client.get(self.url("/readyz")).send())
-            .await
-            .expect("GET /readyz");
-        (response.status(), response.text().await.unwrap())
-    }
-
-    /// POSTs a review to `/validate` and returns its `response`.
-    async fn review(&self, review: Vec<u8>) -> Value {
-        let uid = uid_of(&review);
-        let response = within(
-            "POST /validate",
-            self.client
-                .post(self.url("/validate"))
-                .header("content-type", "application/json")
-                .body(review)
-                .send(),
-        )
-        .await
-        .expect("POST /validate");
-        assert_eq!(response.status(), StatusCode::OK);
-        let body: Value = response.json().await.expect("AdmissionReview JSON");
-        assert_valid_answer(&body, &uid);
-        body["response"].clone()
-    }
-
-    /// Sends the fixture until its answer satisfies `wanted`, within BOUND.
-    async fn review_until(&self, name: &str, what: &str, wanted: impl Fn(&Value) -> bool) -> Value {
-        eventually(what, BOUND, || async {
-            let response = self.review(fixture(name)).await;
-            wanted(&response).then_some(response)
-        })
-        .await
-    }
-}
-
-impl Drop for Meshgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- meshgate stdout ---\n{}\n--- meshgate stderr ---\n{}",
-                self.stdout.lock().unwrap().join("\n"),
-                self.stderr.lock().unwrap().join("\n")
-            );
-        }
-    }
+/// Sends the fixture until its answer satisfies `wanted`, within BOUND.
+async fn review_until(
+    server: &Server,
+    name: &str,
+    what: &str,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(what, BOUND, || async {
+        let response = server.review(fixture(name)).await;
+        wanted(&response).then_some(response)
+    })
+    .await
 }
 
 fn allowed(response: &Value) -> bool {
@@ -247,9 +121,9 @@ fn denied_by(rule: &str) -> impl Fn(&Value) -> bool + '_ {
 }
 
 /// Waits until every cache has synced and `/readyz` answers 200.
-async fn ready(server: &Meshgate) -> String {
+async fn ready(server: &Server) -> String {
     eventually("/readyz to answer 200", BOUND, || async {
-        let (status, body) = server.readyz().await;
+        let (status, body) = server.get("/readyz").await;
         (status == StatusCode::OK).then_some(body)
     })
     .await
@@ -262,11 +136,11 @@ async fn readiness_waits_for_every_cache_then_turns_ready() {
     let api = FakeApiServer::start().await;
     seed_baseline(&api);
     api.hold_lists(NAMESPACES);
-    let server = Meshgate::start(&api, &[]).await;
+    let server = start(&api, &[]);
 
     // The Istio caches sync; only the held namespaces keep it unready.
     let waiting = eventually("/readyz to wait only for namespaces", BOUND, || async {
-        let (status, body) = server.readyz().await;
+        let (status, body) = server.get("/readyz").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         let body: Value = serde_json::from_str(&body).expect("/readyz JSON");
         (body["waitingForCaches"] == json!(["namespaces"])).then_some(body)
@@ -292,35 +166,30 @@ async fn readiness_waits_for_every_cache_then_turns_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_follow_namespace_relabelling() {
-    let api = FakeApiServer::start().await;
-    seed_baseline(&api);
-    let server = Meshgate::start(&api, &[]).await;
-    ready(&server).await;
-    let response = server.review(fixture(DEPLOYMENT)).await;
-    assert!(allowed(&response), "{response}");
+    let (api, server) = allowing_on_a_baseline().await;
     let lists = api.lists(NAMESPACES);
 
     api.apply(bookinfo("disabled"));
-    let response = server
-        .review_until(
-            DEPLOYMENT,
-            "a denial once bookinfo is istio-injection=disabled",
-            denied_by("sidecar-required"),
-        )
-        .await;
+    let response = review_until(
+        &server,
+        DEPLOYMENT,
+        "a denial once bookinfo is istio-injection=disabled",
+        denied_by("sidecar-required"),
+    )
+    .await;
     assert!(
         message(&response).contains("namespace \"bookinfo\" is labelled istio-injection=disabled"),
         "{response}"
     );
 
     api.apply(bookinfo("enabled"));
-    server
-        .review_until(
-            DEPLOYMENT,
-            "an allow once bookinfo is enrolled again",
-            allowed,
-        )
-        .await;
+    review_until(
+        &server,
+        DEPLOYMENT,
+        "an allow once bookinfo is enrolled again",
+        allowed,
+    )
+    .await;
     // The watch carried both changes; nothing was re-listed.
     assert_eq!(api.lists(NAMESPACES), lists, "{}", api.request_log());
 }
@@ -328,12 +197,7 @@ async fn decisions_follow_namespace_relabelling() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_peer_authentication_changes_decisions() {
     const PAS: &str = "/apis/security.istio.io/v1/peerauthentications";
-    let api = FakeApiServer::start().await;
-    seed_baseline(&api);
-    let server = Meshgate::start(&api, &[]).await;
-    ready(&server).await;
-    let response = server.review(fixture(DEPLOYMENT)).await;
-    assert!(allowed(&response), "{response}");
+    let (api, server) = allowing_on_a_baseline().await;
     let lists = api.lists(PAS);
 
     // Deleted from the API server (so the confirm read agrees) and the watch.
@@ -343,13 +207,13 @@ async fn deleting_a_peer_authentication_changes_decisions() {
         Some("istio-system"),
         "default",
     );
-    let response = server
-        .review_until(
-            DEPLOYMENT,
-            "a denial once the STRICT PeerAuthentication is gone",
-            denied_by("strict-mtls-required"),
-        )
-        .await;
+    let response = review_until(
+        &server,
+        DEPLOYMENT,
+        "a denial once the STRICT PeerAuthentication is gone",
+        denied_by("strict-mtls-required"),
+    )
+    .await;
     assert!(
         message(&response).contains("PERMISSIVE (no PeerAuthentication applies: Istio's default)"),
         "{response}"
@@ -372,7 +236,7 @@ async fn a_policy_on_the_api_server_but_not_in_the_cache_does_not_cause_a_denial
     let api = FakeApiServer::start().await;
     seed_namespaces(&api);
     api.apply(allow_nothing("security.istio.io/v1"));
-    let server = Meshgate::start(&api, &["--confirm-timeout", "200ms"]).await;
+    let server = start(&api, &["--confirm-timeout", "200ms"]);
     ready(&server).await;
 
     // Applied a moment ago: the API server has it, the watch has not told
@@ -426,7 +290,7 @@ async fn missing_istio_crds_are_reported_not_passed() {
     seed_namespaces(&api);
     api.set_group_missing("security.istio.io", true);
     api.set_group_missing("networking.istio.io", true);
-    let server = Meshgate::start(&api, &[]).await;
+    let server = start(&api, &[]);
 
     let body: Value = serde_json::from_str(&ready(&server).await).expect("/readyz JSON");
     assert_eq!(body["ready"], true, "{body}");
@@ -491,7 +355,7 @@ async fn v1beta1_only_clusters_are_watched_at_v1beta1() {
     api.set_version_missing("security.istio.io", "v1", true);
     api.apply(mesh_wide_strict("security.istio.io/v1beta1"));
     api.apply(allow_nothing("security.istio.io/v1beta1"));
-    let server = Meshgate::start(&api, &[]).await;
+    let server = start(&api, &[]);
 
     assert_eq!(ready(&server).await, "ready");
     let response = server.review(fixture(DEPLOYMENT)).await;
@@ -525,13 +389,13 @@ async fn v1beta1_only_clusters_are_watched_at_v1beta1() {
         Some("istio-system"),
         "default",
     );
-    server
-        .review_until(
-            DEPLOYMENT,
-            "a denial once the v1beta1 PeerAuthentication is gone",
-            denied_by("strict-mtls-required"),
-        )
-        .await;
+    review_until(
+        &server,
+        DEPLOYMENT,
+        "a denial once the v1beta1 PeerAuthentication is gone",
+        denied_by("strict-mtls-required"),
+    )
+    .await;
     assert!(api.watches(V1BETA1_PAS) >= 1, "{}", api.request_log());
     assert_eq!(
         api.watches("/apis/security.istio.io/v1/peerauthentications"),
@@ -549,12 +413,7 @@ async fn v1beta1_only_clusters_are_watched_at_v1beta1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relist_drops_objects_deleted_while_the_watch_was_down() {
     const PAS: &str = "/apis/security.istio.io/v1/peerauthentications";
-    let api = FakeApiServer::start().await;
-    seed_baseline(&api);
-    let server = Meshgate::start(&api, &[]).await;
-    ready(&server).await;
-    let response = server.review(fixture(DEPLOYMENT)).await;
-    assert!(allowed(&response), "{response}");
+    let (api, server) = allowing_on_a_baseline().await;
     let lists = api.lists(PAS);
 
     // The policy goes while no watch would have told meshgate; then the
@@ -566,13 +425,13 @@ async fn a_relist_drops_objects_deleted_while_the_watch_was_down() {
         "default",
     );
     api.expire_watches();
-    server
-        .review_until(
-            DEPLOYMENT,
-            "a denial once the re-list no longer has the STRICT PeerAuthentication",
-            denied_by("strict-mtls-required"),
-        )
-        .await;
+    review_until(
+        &server,
+        DEPLOYMENT,
+        "a denial once the re-list no longer has the STRICT PeerAuthentication",
+        denied_by("strict-mtls-required"),
+    )
+    .await;
     // The denial can come first from confirming the allow against the API
     // server (the watch is marked lost); the watcher's re-list follows.
     eventually(
@@ -596,7 +455,7 @@ async fn watched_service_entries_decide_destination_rules() {
     const SERVICE_ENTRIES: &str = "/apis/networking.istio.io/v1/serviceentries";
     let api = FakeApiServer::start().await;
     seed_baseline(&api);
-    let server = Meshgate::start(&api, &[]).await;
+    let server = start(&api, &[]);
     ready(&server).await;
     // TLS origination to a host no ServiceEntry puts in the mesh.
     let review = common::edit(&fixture("destinationrule-create-disable.json"), |v| {

@@ -1,7 +1,7 @@
 //! What the review targets share: one Reviewer over the test cluster state,
 //! and the contract every answer must keep whatever bytes came in.
 
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 
 use meshgate::admission::{review, Reviewed, Reviewer};
 use meshgate::config::Config;
@@ -29,7 +29,7 @@ pub fn reviewer() -> &'static Reviewer {
             manifests.extend(meshgate::manifest::parse_text(file, text).expect("state parses"));
         }
         let index = meshgate::posture::files::index(&manifests, "default").expect("state indexes");
-        Reviewer::new(Arc::new(Config::default()), Arc::new(RwLock::new(index)))
+        Reviewer::new(Arc::new(Config::default()), Arc::new(index.into()))
     })
 }
 

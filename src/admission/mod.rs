@@ -130,7 +130,7 @@ impl Reviewer {
 
     /// `POST /validate`, against the cached posture.
     pub fn validate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let posture = self.posture.read().unwrap_or_else(|e| e.into_inner());
+        let posture = self.posture.read();
         self.validate_with(body, &posture)
     }
 
@@ -162,7 +162,7 @@ impl Reviewer {
     pub fn mutate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
         let req = review::parse(body)?;
         let mut record = Record::of(&req);
-        let posture = self.posture.read().unwrap_or_else(|e| e.into_inner());
+        let posture = self.posture.read();
         let response = self.mutation(&req, &mut record, &posture);
         if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {
             record.outcome = Outcome::Warned;

@@ -3,8 +3,9 @@
 //! two feeders: kube-runtime watchers in `serve` (`reflector`), manifest files
 //! in `serve --state-from` and `meshgate audit` (`files`).
 
+use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;

@@ -413,7 +413,7 @@ pub fn typed<T: IstioKind>(object: DynamicObject) -> Option<T> {
 }
 
 fn write(posture: &SharedPosture, f: impl FnOnce(&mut PostureIndex)) {
-    f(&mut posture.write().unwrap_or_else(|e| e.into_inner()));
+    f(&mut posture.write());
 }
 
 /// Feeds one resource's watch events into the index until the stream ends.
@@ -498,16 +498,13 @@ async fn apply_events<K, S>(
 mod tests {
     use super::*;
     use crate::rules::testing::namespace;
-    use std::sync::RwLock;
+    use parking_lot::RwLock;
 
     #[tokio::test]
     async fn relist_is_a_full_reset_and_marks_synced() {
         let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
         let sync = CacheSync::new(&[NAMESPACES]);
-        posture
-            .write()
-            .unwrap()
-            .apply_namespace(&namespace("gone", &[]));
+        posture.write().apply_namespace(&namespace("gone", &[]));
         let events = vec![
             Ok(Event::Init),
             Ok(Event::InitApply(namespace(
@@ -528,7 +525,7 @@ mod tests {
             &WatchCounters::default(),
         )
         .await;
-        let index = posture.read().unwrap();
+        let index = posture.read();
         assert!(index.namespace("gone").is_none());
         assert!(index.namespace("new").is_none());
         assert_eq!(
@@ -568,7 +565,7 @@ mod tests {
         .await;
         assert!(streams.is_empty(), "a new watcher after the loss");
         assert!(!sync.is_stale(), "fresh again after the re-list");
-        let index = posture.read().unwrap();
+        let index = posture.read();
         assert!(index.namespace("orders").is_some());
         assert!(
             index.namespace("shop").is_none(),

@@ -7,9 +7,10 @@
 //! phase (silent, idle or in one request) the longest is shed, so connections
 //! in active use keep working.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -124,7 +125,7 @@ impl Tracker {
         let state = Arc::new(ConnState::default());
         state.since_ms.store(self.now_ms(), Ordering::Relaxed);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock();
         while open.len() >= self.cap {
             let Some(victim) = victim(&open) else { break };
             if let Some(evicted) = open.remove(&victim) {
@@ -164,7 +165,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        let mut open = self.tracker.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.tracker.open.lock();
         open.remove(&self.id);
         self.tracker.metrics.connections_open(open.len());
     }
@@ -236,7 +237,7 @@ mod tests {
         let used = tracker.register();
         drop(used.begin()); // answered just now
         let _new = tracker.register();
-        let open = tracker.open.lock().unwrap();
+        let open = tracker.open.lock();
         assert!(
             open.contains_key(&used.id),
             "the connection in use was shed"
@@ -257,7 +258,7 @@ mod tests {
         let young = tracker.register();
         let _b = young.begin();
         let _new = tracker.register();
-        let open = tracker.open.lock().unwrap();
+        let open = tracker.open.lock();
         assert!(!open.contains_key(&old.id));
         assert!(open.contains_key(&young.id));
     }
@@ -284,6 +285,6 @@ mod tests {
         let tracker = tracker(1);
         drop(tracker.register());
         let kept = tracker.register();
-        assert!(tracker.open.lock().unwrap().contains_key(&kept.id));
+        assert!(tracker.open.lock().contains_key(&kept.id));
     }
 }

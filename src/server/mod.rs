@@ -1,20 +1,22 @@
 //! `meshgate serve`: TLS, connections, shutdown. Thin plumbing around the
 //! [`Reviewer`]; it never decides anything itself.
 
+use parking_lot::RwLock;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::service::Service as _;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::admission::Reviewer;
 use crate::cli::ServeArgs;
@@ -92,7 +94,7 @@ pub async fn run(
             authorization_policies = index.authorization_policies.len(),
             "cluster state loaded from files; not contacting any API server"
         );
-        *posture.write().unwrap_or_else(|e| e.into_inner()) = index;
+        *posture.write() = index;
         (Arc::new(CacheSync::all_synced(reflector::ALL)), None)
     };
 
@@ -342,8 +344,10 @@ impl Conn {
     ) -> Result<axum::response::Response, Infallible> {
         let _guard = self.registration.begin();
         let http1 = request.version() < hyper::Version::HTTP_2;
+        // hyper-util's tower glue (clone + oneshot) runs the axum router.
+        let response = TowerToHyperService::new(app).call(request);
         let (mut response, timed_out) =
-            match tokio::time::timeout(self.timeouts.request, app.oneshot(request)).await {
+            match tokio::time::timeout(self.timeouts.request, response).await {
                 Ok(Ok(response)) => (response, false),
                 Ok(Err(never)) => match never {},
                 Err(_) => {

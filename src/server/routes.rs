@@ -139,12 +139,7 @@ async fn confirm(state: &AppState, body: &[u8], reviewed: Reviewed) -> Reviewed 
             return state.reviewer.unverified(reviewed);
         }
     };
-    let overlay = state
-        .reviewer
-        .posture
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .overlay(fresh);
+    let overlay = state.reviewer.posture.read().overlay(fresh);
     match state.reviewer.validate_with(body, &overlay) {
         Ok(mut confirmed) => {
             let overturned = confirmed.record.outcome != reviewed.record.outcome;

@@ -4,8 +4,9 @@
 //! miss, so the files' contents are polled. A failed reload keeps the old
 //! certificate and is logged and counted.
 
+use parking_lot::RwLock;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -104,12 +105,7 @@ pub struct ReloadingCert {
 
 impl ResolvesServerCert for ReloadingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        Some(self.current.read().clone())
     }
 }
 
@@ -121,7 +117,7 @@ impl ReloadingCert {
     }
 
     fn replace(&self, key: CertifiedKey) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
+        *self.current.write() = Arc::new(key);
     }
 }
 

@@ -5,9 +5,9 @@
 
 #![allow(dead_code)] // not every test binary uses every helper
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -192,6 +192,7 @@ pub struct Options {
     tls: Option<TlsFiles>,
     drain_delay: Option<String>,
     extra_args: Vec<String>,
+    kubeconfig: Option<PathBuf>,
 }
 
 impl Options {
@@ -217,6 +218,13 @@ impl Options {
         self
     }
 
+    /// Watch the API server of this kubeconfig instead of reading the
+    /// cluster state from tests/fixtures/state (`--state-from`).
+    pub fn kubeconfig(mut self, path: impl Into<PathBuf>) -> Self {
+        self.kubeconfig = Some(path.into());
+        self
+    }
+
     /// More `serve` arguments, e.g. `["--idle-timeout", "2s"]`.
     pub fn args(mut self, args: &[&str]) -> Self {
         self.extra_args.extend(args.iter().map(|a| (*a).to_owned()));
@@ -224,8 +232,18 @@ impl Options {
     }
 }
 
-/// The `serve` arguments every test uses, around a certificate pair.
+/// The `serve` arguments every test uses, around a certificate pair, with
+/// the cluster state from tests/fixtures/state.
 pub fn serve_args(cert: &Path, key: &Path, config: Option<&Path>) -> Vec<OsString> {
+    let mut args = serve_args_without_state(cert, key, config);
+    args.extend([
+        "--state-from".into(),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state").into(),
+    ]);
+    args
+}
+
+fn serve_args_without_state(cert: &Path, key: &Path, config: Option<&Path>) -> Vec<OsString> {
     let mut args: Vec<OsString> = [
         "serve",
         "--listen",
@@ -236,8 +254,6 @@ pub fn serve_args(cert: &Path, key: &Path, config: Option<&Path>) -> Vec<OsStrin
         "json",
         "--tls-reload-interval",
         "200ms",
-        "--state-from",
-        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/state"),
     ]
     .iter()
     .map(OsString::from)
@@ -248,6 +264,35 @@ pub fn serve_args(cert: &Path, key: &Path, config: Option<&Path>) -> Vec<OsStrin
         args.extend(["--config".into(), config.into()]);
     }
     args
+}
+
+/// How long `meshgate serve` may take to log its addresses (a loaded
+/// machine, or a kubeconfig's API server to reach).
+const START_BOUND: Duration = Duration::from_secs(30);
+
+/// The child sees no `MESHGATE_*` setting, proxy or in-cluster config of the
+/// caller: only what the test passes.
+fn isolate_environment(command: &mut Command) {
+    command
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT");
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("MESHGATE_") || name.to_ascii_lowercase().ends_with("_proxy") {
+            command.env_remove(&*name);
+        }
+    }
+}
+
+/// Runs a blocking wait; inside a multi-thread runtime, its other tasks (a
+/// fake API server, say) move to another worker meanwhile.
+fn off_the_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
 }
 
 /// Lines a child wrote, collected by a reader thread.
@@ -305,16 +350,23 @@ impl Server {
             std::fs::write(&path, yaml).unwrap();
             path
         });
-        let mut args = serve_args(&tls.cert, &tls.key, config.as_deref());
+        let mut args = match options.kubeconfig {
+            None => serve_args(&tls.cert, &tls.key, config.as_deref()),
+            Some(_) => serve_args_without_state(&tls.cert, &tls.key, config.as_deref()),
+        };
         if let Some(limit) = options.max_body_bytes {
             args.extend(["--max-body-bytes".into(), limit.to_string().into()]);
         }
         let drain_delay = options.drain_delay.unwrap_or_else(|| "0s".to_owned());
         args.extend(["--drain-delay".into(), drain_delay.into()]);
         args.extend(options.extra_args.into_iter().map(OsString::from));
-        let mut child = Command::new(BIN)
-            .args(&args)
-            .env_remove("MESHGATE_LOG")
+        let mut command = Command::new(BIN);
+        command.args(&args);
+        isolate_environment(&mut command);
+        if let Some(kubeconfig) = &options.kubeconfig {
+            command.env("KUBECONFIG", kubeconfig);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -331,8 +383,8 @@ impl Server {
                     .flatten()
             })
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let (addr, metrics_addr) = loop {
+        let deadline = Instant::now() + START_BOUND;
+        let wait_for_addresses = || loop {
             if let (Some(a), Some(m)) = (listening("webhook"), listening("metrics")) {
                 break (a, m);
             }
@@ -348,12 +400,13 @@ impl Server {
             if Instant::now() > deadline {
                 let _ = child.kill();
                 panic!(
-                    "meshgate did not log both listening addresses within 10s; stdout:\n{}",
+                    "meshgate did not log both listening addresses within {START_BOUND:?}; stdout:\n{}",
                     stdout.lock().unwrap().join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(5));
         };
+        let (addr, metrics_addr) = off_the_runtime(wait_for_addresses);
         Server {
             child,
             addr,
@@ -516,26 +569,49 @@ pub struct Exited {
 
 /// Runs meshgate with `args` and waits (bounded) for it to exit on its own.
 pub fn run_to_exit(args: &[OsString]) -> Exited {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::null())
+    run_cli(args, Duration::from_secs(10))
+}
+
+/// Runs the meshgate binary with `args` (from the crate's directory, stdin
+/// empty) and fails the test if it has not exited after `timeout`.
+pub fn run_cli<S: AsRef<OsStr>>(args: &[S], timeout: Duration) -> Exited {
+    run_cli_with_input(args, &[], b"", timeout)
+}
+
+/// [`run_cli`] with `input` on stdin and `envs` set.
+pub fn run_cli_with_input<S: AsRef<OsStr>>(
+    args: &[S],
+    envs: &[(&str, &str)],
+    input: &[u8],
+    timeout: Duration,
+) -> Exited {
+    let mut command = Command::new(BIN);
+    command.args(args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    isolate_environment(&mut command);
+    command.envs(envs.iter().copied());
+    let mut child = command
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start meshgate");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // Written and read from threads so a large input or output cannot
+    // deadlock on full pipes.
+    std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
     });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let read_all = |mut source: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = source.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let out = read_all(Box::new(child.stdout.take().unwrap()));
+    let err = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -543,7 +619,10 @@ pub fn run_to_exit(args: &[OsString]) -> Exited {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("meshgate was expected to exit but still runs after 10s");
+            panic!(
+                "meshgate {:?} still runs after {timeout:?}",
+                command.get_args().collect::<Vec<_>>()
+            );
         }
         std::thread::sleep(Duration::from_millis(10));
     };

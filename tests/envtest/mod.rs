@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
@@ -326,6 +327,12 @@ impl Drop for Envtest {
 
 /// Installs Istio's CRDs (tests/fixtures/istio-crds.yaml) and waits until the
 /// API server serves them.
+/// The `v1` Istio custom resources of `kind` (in `group`) in `ns`.
+pub fn istio_api(client: &Client, ns: &str, group: &str, kind: &str) -> Api<DynamicObject> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind));
+    Api::namespaced_with(client.clone(), ns, &resource)
+}
+
 pub async fn install_istio_crds(client: &Client) {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     use kube::api::{Api, PostParams};

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -112,6 +112,8 @@ pub struct FakeApiServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     task: JoinHandle<()>,
+    /// Holds the kubeconfig.
+    dir: tempfile::TempDir,
 }
 
 impl Drop for FakeApiServer {
@@ -150,18 +152,27 @@ impl FakeApiServer {
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("fake API server");
         });
-        FakeApiServer { addr, shared, task }
+        let server = FakeApiServer {
+            addr,
+            shared,
+            task,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        server.write_kubeconfig();
+        server
     }
 
-    /// Writes a kubeconfig for this server into `dir` and returns its path.
-    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("kubeconfig");
+    /// A kubeconfig for this server, as `envtest::Envtest::kubeconfig`.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.path().join("kubeconfig")
+    }
+
+    fn write_kubeconfig(&self) {
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\nusers:\n- name: tester\n  user:\n    token: fake-token\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: tester\ncurrent-context: fake\n",
             self.addr
         );
-        std::fs::write(&path, text).unwrap();
-        path
+        std::fs::write(self.kubeconfig(), text).unwrap();
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
