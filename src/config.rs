@@ -110,6 +110,15 @@ struct RawConfig {
     workload_certificates: RawWorkloadCertificates,
     #[serde(default)]
     certificates: RawCertificates,
+    #[serde(default)]
+    background_audit: RawBackgroundAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawBackgroundAudit {
+    enabled: Option<bool>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +176,26 @@ pub struct Config {
     /// Certificates from these issuers are workload certificates, checked
     /// by `short-lived-certificates`.
     pub certificate_issuers: Vec<IssuerRef>,
+    pub background_audit: BackgroundAudit,
+}
+
+/// `backgroundAudit`: judging what already runs, in `serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackgroundAudit {
+    pub enabled: bool,
+    /// A full re-judge of every object, as a safety net behind the watches.
+    pub interval: Duration,
+}
+
+pub const DEFAULT_BACKGROUND_INTERVAL: Duration = Duration::from_secs(600);
+
+impl Default for BackgroundAudit {
+    fn default() -> Self {
+        BackgroundAudit {
+            enabled: true,
+            interval: DEFAULT_BACKGROUND_INTERVAL,
+        }
+    }
 }
 
 /// Where `/mutate` puts the workload certificates for the app-to-sidecar hop.
@@ -267,6 +296,7 @@ impl RawConfig {
             exemptions,
             workload_certificates,
             certificates,
+            background_audit,
         } = self;
 
         let mut rule_modes = BTreeMap::new();
@@ -358,7 +388,23 @@ impl RawConfig {
             ));
         }
 
+        let background_interval = match background_audit.interval {
+            None => DEFAULT_BACKGROUND_INTERVAL,
+            Some(text) => parse_go_duration(&text)
+                .map_err(|e| ConfigError::invalid("backgroundAudit.interval", e.to_string()))?,
+        };
+        if background_interval < Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                "backgroundAudit.interval",
+                "must be at least 10s (the watches keep results current; this is a safety net)",
+            ));
+        }
+
         Ok(Config {
+            background_audit: BackgroundAudit {
+                enabled: background_audit.enabled.unwrap_or(true),
+                interval: background_interval,
+            },
             workload_certificates,
             max_certificate_duration,
             certificate_issuers,

@@ -16,6 +16,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod background;
 pub mod certmanager;
 pub mod cli;
 pub mod config;
