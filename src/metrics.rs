@@ -315,3 +315,14 @@ impl Metrics {
             .set(i64::from(synced));
     }
 }
+
+/// Registers the posture gauges and `meshgate_build_info`, computed at
+/// scrape time (see [`crate::background::metrics`]).
+pub fn register_posture(
+    registry: &mut Registry,
+    collector: std::sync::Arc<crate::background::metrics::PostureMetrics>,
+) {
+    registry
+        .sub_registry_with_prefix("meshgate")
+        .register_collector(Box::new(collector));
+}

@@ -188,6 +188,36 @@ pub fn spawn(
     Results::new(results_rx)
 }
 
+/// The judged objects among the state files (`serve --state-from`);
+/// namespaced objects without a namespace land in `default`, as for the
+/// posture index.
+pub fn changes_from_files(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<Change>, crate::manifest::ManifestError> {
+    let mut changes = Vec::new();
+    crate::manifest::visit_paths(paths, &mut |m| {
+        if let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) {
+            let mut object = m.value;
+            if kind != Kind::Namespace && m_namespace_missing(&object) {
+                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("namespace".into(), Value::String("default".into()));
+                }
+            }
+            project(kind, &mut object);
+            changes.push(Change::Applied { kind, object });
+        }
+        Ok(())
+    })?;
+    Ok(changes)
+}
+
+fn m_namespace_missing(object: &Value) -> bool {
+    object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+}
+
 /// Judges a fixed set of objects once (`serve --state-from`).
 pub fn spawn_static(config: Arc<Config>, posture: SharedPosture, changes: Vec<Change>) -> Results {
     let mut engine = Engine::new(config);
