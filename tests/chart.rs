@@ -1109,6 +1109,7 @@ trustDomain: corp.example
 whileSyncing: allow
 workloadCertificates: {secretName: workload-tls, mountPath: /var/run/tls}
 shortLivedCertificates: {maxDuration: 12h}
+backgroundAudit: {enabled: false, interval: 5m}
 "#;
     let docs = render(values, NEWER);
     assert_eq!(
@@ -1116,6 +1117,7 @@ shortLivedCertificates: {maxDuration: 12h}
         json!({
             "mode": "audit",
             "rules": {"dedicated-service-account": "enforce", "short-lived-certificates": "off"},
+            "backgroundAudit": {"enabled": false, "interval": "5m"},
             "meshRootNamespace": "istio-config",
             "exemptNamespaces": ["kube-system", "monitoring"],
             "exemptions": [
