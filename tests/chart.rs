@@ -814,7 +814,10 @@ fn rbac_drops_the_background_kinds_when_the_audit_is_off() {
 fn the_dashboard_configmap_is_off_by_default_and_labelled_for_grafana() {
     let name = format!("{FULLNAME}-dashboard");
     assert!(try_find(&render("", NEWER), "ConfigMap", &name).is_none());
-    let docs = render("dashboard:\n  enabled: true\n  labels: {team: mesh}\n", NEWER);
+    let docs = render(
+        "dashboard:\n  enabled: true\n  labels: {team: mesh}\n",
+        NEWER,
+    );
     let map = find(&docs, "ConfigMap", &name);
     assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
     assert_eq!(map["metadata"]["labels"]["team"], "mesh");

@@ -1,7 +1,9 @@
 //! Posture metrics, computed at scrape time from the posture index and the
 //! background audit's latest results, so they are never stale and series of
 //! deleted namespaces disappear with them. Unlike the request metrics these
-//! carry a `namespace` label: the series count is bounded by the number of
+//! carry the namespace they describe, as `k8s_namespace`: a `namespace` label
+//! would collide with the target label scrapers add (meshgate's own
+//! namespace) and be renamed. The series count is bounded by the number of
 //! (non-exempt) namespaces times small fixed sets (mTLS modes, three
 //! weaknesses), and by rules × modes for the violation counts.
 
@@ -21,18 +23,18 @@ use super::Results;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NamespaceLabels {
-    namespace: String,
+    k8s_namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ModeLabels {
-    namespace: String,
+    k8s_namespace: String,
     mode: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WeaknessLabels {
-    namespace: String,
+    k8s_namespace: String,
     reason: &'static str,
 }
 
@@ -89,7 +91,7 @@ impl PostureMetrics {
                 continue;
             }
             let ns = || NamespaceLabels {
-                namespace: name.to_owned(),
+                k8s_namespace: name.to_owned(),
             };
             let enrolled = info.is_enrolled();
             let mtls = index.effective_mtls(name, None, root);
@@ -99,7 +101,7 @@ impl PostureMetrics {
             out.strict.get_or_create(&ns()).set(i64::from(strict));
             out.mode
                 .get_or_create(&ModeLabels {
-                    namespace: name.to_owned(),
+                    k8s_namespace: name.to_owned(),
                     mode: mtls.workload.mode.as_str(),
                 })
                 .set(1);
@@ -115,7 +117,7 @@ impl PostureMetrics {
                 if weak {
                     out.weakness
                         .get_or_create(&WeaknessLabels {
-                            namespace: name.to_owned(),
+                            k8s_namespace: name.to_owned(),
                             reason,
                         })
                         .set(1);
