@@ -102,3 +102,30 @@ impl Results {
         self.receiver.changed().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+
+    #[test]
+    fn background_audit_is_on_by_default_and_configurable() {
+        let config = Config::from_yaml("").unwrap();
+        assert!(config.background_audit.enabled);
+        assert_eq!(config.background_audit.interval, Duration::from_secs(600));
+
+        let config =
+            Config::from_yaml("backgroundAudit: {enabled: false, interval: 2m}\n").unwrap();
+        assert!(!config.background_audit.enabled);
+        assert_eq!(config.background_audit.interval, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn background_audit_settings_are_validated() {
+        let err = |yaml: &str| Config::from_yaml(yaml).unwrap_err().to_string();
+        assert!(err("backgroundAudit: {interval: 1s}\n").contains("backgroundAudit.interval"));
+        assert!(err("backgroundAudit: {interval: soon}\n").contains("backgroundAudit.interval"));
+        assert!(err("backgroundAudit: {every: 1m}\n").contains("every"));
+    }
+}
