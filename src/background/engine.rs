@@ -13,13 +13,14 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::Config;
 use crate::policy::{self, Judgement};
 use crate::posture::PostureIndex;
 use crate::rules::{Context, Operation};
-use crate::subject::{self, Kind, Object};
+use crate::subject::{self, Kind};
 
 use super::projection::{controller_of, trim, trim_metadata_only};
 use super::{ObjectRef, Snapshot, Verdict};
@@ -55,8 +56,13 @@ pub enum PostureChange {
     Namespaces(BTreeSet<String>),
 }
 
+/// One object. Held as its trimmed JSON text and decoded again for each
+/// judgement: a decoded pod (k8s-openapi's `PodSpec` and `Container`s) takes
+/// about ten times the memory of its text, and clusters hold many pods.
 struct Stored {
-    object: Object,
+    source: Box<RawValue>,
+    /// The namespace the object is judged in (a Namespace's own name).
+    scope: String,
     reference: ObjectRef,
     /// The key of the controlling owner, when it is a judged kind.
     controller: Option<String>,
@@ -184,6 +190,15 @@ impl Engine {
                     .ok()
             })
             .map(|t| t.0.as_second());
+        let source = match serde_json::value::to_raw_value(&value) {
+            Ok(source) => source,
+            Err(error) => {
+                tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot encode; skipped");
+                return;
+            }
+        };
+        // Decoded once here so that an object that cannot be judged is
+        // logged once, not on every pass.
         let object = match subject::decode(kind, value, &namespace, &name) {
             Ok(object) => object,
             Err(error) => {
@@ -194,11 +209,12 @@ impl Engine {
         let k = key(kind, &namespace, &name);
         self.unlink(&k);
         let scope = object.namespace().to_owned();
+        drop(object);
         if shapes_posture(kind) {
             self.posture_changed(&scope);
         }
         self.by_namespace
-            .entry(scope)
+            .entry(scope.clone())
             .or_default()
             .insert(k.clone());
         if let Some(owner) = &controller {
@@ -215,7 +231,8 @@ impl Engine {
         self.objects.insert(
             k,
             Stored {
-                object,
+                source,
+                scope,
                 reference,
                 controller,
                 raw: None,
@@ -228,7 +245,7 @@ impl Engine {
         let Some(old) = self.objects.get(k) else {
             return;
         };
-        let scope = old.object.namespace().to_owned();
+        let scope = old.scope.clone();
         if let Some(keys) = self.by_namespace.get_mut(&scope) {
             keys.remove(k);
             if keys.is_empty() {
@@ -251,7 +268,7 @@ impl Engine {
             return;
         };
         if shapes_posture(old.reference.kind) {
-            self.posture_changed(old.object.namespace());
+            self.posture_changed(&old.scope);
         }
         self.certificate_expiry.remove(k);
         // Its children are now reported in full.
@@ -339,7 +356,10 @@ impl Engine {
             };
             for k in chunk {
                 if let Some(stored) = self.objects.get_mut(k) {
-                    stored.raw = Some(policy::judge(&stored.object, &ctx));
+                    let r = &stored.reference;
+                    let decoded = subject::decode(r.kind, &*stored.source, &r.namespace, &r.name);
+                    // It decoded when stored; the same text decodes again.
+                    stored.raw = decoded.ok().map(|object| policy::judge(&object, &ctx));
                 }
             }
         }
