@@ -282,6 +282,7 @@ impl Runner {
                 }
                 _ = tokio::time::sleep(DEBOUNCE), if !complete => {}
             }
+            let first_pass = !complete;
             if !complete {
                 if !(self.ready)(&listed) {
                     continue;
@@ -316,7 +317,8 @@ impl Runner {
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "background audit pass"
             );
-            if let Some(change) = change {
+            // The first pass judged everything on synced caches already.
+            if let Some(change) = change.filter(|_| !first_pass) {
                 settle = Some((Instant::now() + SETTLE, change));
             }
             let snapshot = self.engine.snapshot(true);
@@ -353,11 +355,15 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
 
 /// Watches one kind into `changes`; tells `synced` after each full list.
 async fn watch_kind(client: Client, watched: &'static Watched, changes: mpsc::Sender<Change>) {
+    let mut said_missing = false;
     loop {
         let resource = match served_version(&client, watched).await {
             Ok(Some(resource)) => resource,
             Ok(None) => {
-                tracing::warn!(kind = %watched.kind, "background audit: API not served; retrying in 30s");
+                // Said once: a cluster without cert-manager stays without it.
+                if !std::mem::replace(&mut said_missing, true) {
+                    tracing::info!(kind = %watched.kind, "background audit: API not served; looking again every 30s");
+                }
                 let listed = Change::Listed {
                     kind: watched.kind,
                     present: BTreeSet::new(),
