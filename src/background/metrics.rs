@@ -84,6 +84,11 @@ impl PostureMetrics {
         let _ = self.results.set(results);
     }
 
+    /// The attached results, for other readers (a report writer).
+    pub fn results(&self) -> Option<Results> {
+        self.results.get().cloned()
+    }
+
     fn namespace_gauges(&self, index: &PostureIndex, out: &mut NamespaceGauges) {
         let root = &self.config.mesh_root_namespace;
         for (name, info) in index.namespaces() {
