@@ -12,7 +12,8 @@
 //! ```
 //!
 //! `server` is thin plumbing around [`admission::Reviewer`]; `audit` runs the
-//! same [`policy::judge`] over manifest files.
+//! same [`policy::judge`] over manifest files; `background` runs it in `serve`
+//! over every object already in the cluster, and exports the posture metrics.
 
 pub mod admission;
 pub mod audit;

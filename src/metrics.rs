@@ -1,6 +1,8 @@
 //! Prometheus metrics. Label values come from fixed sets (kinds, operations,
 //! decisions, rule ids, modes): never object names, namespaces or error text,
-//! which would make series unbounded.
+//! which would make series unbounded. The posture gauges
+//! ([`crate::background::metrics`]) are the one exception: one series per
+//! namespace, by design.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
