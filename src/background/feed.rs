@@ -294,32 +294,32 @@ impl Runner {
                     "background audit: caches synced, judging everything"
                 );
             }
-            if !self.engine.has_work() {
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let posture = self.posture.clone();
-            let mut engine = self.engine;
-            let (engine, change) = match tokio::task::spawn_blocking(move || {
-                let change = engine.judge(&posture);
-                (engine, change)
-            })
-            .await
-            {
-                Ok(done) => done,
-                Err(error) => {
-                    tracing::error!(%error, "background audit: a pass panicked; stopping");
-                    return;
+            // A deletion alone changes the verdicts without a pass.
+            if self.engine.has_work() {
+                let started = std::time::Instant::now();
+                let posture = self.posture.clone();
+                let mut engine = self.engine;
+                let (engine, change) = match tokio::task::spawn_blocking(move || {
+                    let change = engine.judge(&posture);
+                    (engine, change)
+                })
+                .await
+                {
+                    Ok(done) => done,
+                    Err(error) => {
+                        tracing::error!(%error, "background audit: a pass panicked; stopping");
+                        return;
+                    }
+                };
+                self.engine = engine;
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "background audit pass"
+                );
+                // The first pass judged everything on synced caches already.
+                if let Some(change) = change.filter(|_| !first_pass) {
+                    settle = Some((Instant::now() + SETTLE, change));
                 }
-            };
-            self.engine = engine;
-            tracing::debug!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "background audit pass"
-            );
-            // The first pass judged everything on synced caches already.
-            if let Some(change) = change.filter(|_| !first_pass) {
-                settle = Some((Instant::now() + SETTLE, change));
             }
             let snapshot = self.engine.snapshot(true);
             results.send_if_modified(|old| {
@@ -461,4 +461,70 @@ async fn served_version(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::RwLock;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::posture::PostureIndex;
+
+    fn deployment() -> Change {
+        Change::Applied {
+            kind: Kind::Deployment,
+            object: json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"selector": {}, "template": {"spec": {
+                    "hostNetwork": true, "containers": [{"name": "app", "image": "a"}]}}}
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_judges_once_synced_then_follows_changes() {
+        let posture = Arc::new(RwLock::new(PostureIndex::default()));
+        let engine = Engine::new(Arc::new(Config::default()));
+        let ready: Ready = Box::new(|listed| listed.contains(&Kind::Deployment));
+        let runner = Runner::new(engine, posture, Duration::from_secs(600), ready);
+        let (changes, receiver) = mpsc::channel(16);
+        let (results_tx, results_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let mut results = Results::new(results_rx);
+        tokio::spawn(runner.run(receiver, results_tx));
+
+        changes.send(deployment()).await.unwrap();
+        // Nothing is published before the kind has listed.
+        tokio::time::sleep(DEBOUNCE * 3).await;
+        assert!(!results.snapshot().complete);
+
+        let listed = Change::Listed {
+            kind: Kind::Deployment,
+            present: BTreeSet::from([key(Kind::Deployment, "shop", "web")]),
+        };
+        changes.send(listed).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), results.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        let snapshot = results.snapshot();
+        assert!(snapshot.complete);
+        assert_eq!(snapshot.verdicts.len(), 1);
+
+        changes
+            .send(Change::Deleted {
+                kind: Kind::Deployment,
+                namespace: "shop".into(),
+                name: "web".into(),
+            })
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), results.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(results.snapshot().verdicts.is_empty());
+    }
 }
