@@ -22,6 +22,7 @@ pub mod engine;
 pub mod feed;
 pub mod metrics;
 pub mod projection;
+pub mod runner;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

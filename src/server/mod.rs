@@ -102,7 +102,8 @@ pub async fn run(
         *posture.write().unwrap_or_else(|e| e.into_inner()) = index;
         if config.background_audit.enabled {
             let changes = background::feed::changes_from_files(&args.state_from)?;
-            let results = background::feed::spawn_static(config.clone(), posture.clone(), changes);
+            let results =
+                background::runner::spawn_static(config.clone(), posture.clone(), changes);
             posture_metrics.attach(results);
         }
         (Arc::new(CacheSync::all_synced(reflector::ALL)), None)
