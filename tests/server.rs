@@ -681,8 +681,15 @@ async fn metrics_count_requests_latency_and_violations() {
     assert_eq!(violations("sidecar-required"), 2.0);
     assert_eq!(violations("dedicated-service-account"), 2.0);
     assert_eq!(violations("no-host-network"), 1.0);
-    // Label values never carry object names or namespaces.
-    assert!(!m.0.contains("plain-nginx") && !m.0.contains("bookinfo"));
+    // Label values never carry object names; namespaces appear only in the
+    // posture gauges, one series per namespace by design (k8s_namespace).
+    assert!(!m.0.contains("plain-nginx"));
+    assert!(m
+        .0
+        .lines()
+        .filter(|line| line.contains("bookinfo"))
+        .all(|line| line.starts_with("meshgate_namespace_")
+            && line.contains("k8s_namespace=\"bookinfo\"")));
 }
 
 // ------------------------------------------------------ certificate reload

@@ -40,7 +40,7 @@ pub fn index_paths(
 /// Hands the heap pages freed after parsing back to the kernel. glibc keeps
 /// them otherwise (about half the RSS of a 30,000-policy state), and the
 /// chart's memory limit counts them.
-fn release_freed_heap() {
+pub fn release_freed_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admission::Reviewer;
+use crate::background::{self, metrics::PostureMetrics};
 use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
 use crate::manifest::ManifestError;
@@ -64,6 +65,9 @@ pub async fn run(
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     metrics.init_exemptions(&config);
+    let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
+    let posture_metrics = PostureMetrics::new(config.clone(), posture.clone());
+    crate::metrics::register_posture(&mut registry, posture_metrics.clone());
     let registry = Arc::new(registry);
     let (cap, nofile) = conn::connection_cap(args.max_connections);
     tracing::info!(
@@ -76,12 +80,15 @@ pub async fn run(
     let cert = tls::ReloadingCert::new(key);
     let acceptor = TlsAcceptor::from(tls::server_config(cert.clone())?);
 
-    let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
     let (sync, confirmer) = if args.state_from.is_empty() {
         let client = kube::Client::try_default().await?;
         let sync = Arc::new(CacheSync::new(reflector::ALL));
         reflector::spawn_all(client.clone(), posture.clone(), sync.clone(), &metrics);
         tracing::info!("watching the cluster for posture");
+        if config.background_audit.enabled {
+            let (c, p, s) = (config.clone(), posture.clone(), sync.clone());
+            posture_metrics.attach(background::feed::spawn(client.clone(), c, p, s));
+        }
         (
             sync,
             Some(Arc::new(Confirmer::new(client, args.confirm_timeout))),
@@ -95,6 +102,12 @@ pub async fn run(
             "cluster state loaded from files; not contacting any API server"
         );
         *posture.write() = index;
+        if config.background_audit.enabled {
+            let changes = background::feed::changes_from_files(&args.state_from)?;
+            let results =
+                background::runner::spawn_static(config.clone(), posture.clone(), changes);
+            posture_metrics.attach(results);
+        }
         (Arc::new(CacheSync::all_synced(reflector::ALL)), None)
     };
 

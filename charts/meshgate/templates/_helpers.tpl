@@ -108,7 +108,8 @@ ones), each already checked by values.schema.json.
       "trustDomain" .Values.trustDomain
       "whileSyncing" .Values.whileSyncing
       "workloadCertificates" .Values.workloadCertificates
-      "certificates" .Values.shortLivedCertificates }}
+      "certificates" .Values.shortLivedCertificates
+      "backgroundAudit" .Values.backgroundAudit }}
 {{- if .Values.clusterDomain }}
 {{- $_ := set $config "clusterDomain" .Values.clusterDomain }}
 {{- end }}

@@ -1,0 +1,461 @@
+//! The background audit's state: every judged object, what must be judged
+//! again, and the verdicts. Pure and synchronous, so tests drive it with
+//! fake events; [`super::feed`] feeds it from the cluster.
+//!
+//! Owned objects: an object whose controlling `ownerReference` points at an
+//! object the engine also holds (a pod's ReplicaSet, a ReplicaSet's
+//! Deployment, a Job's CronJob, ...) is reported through that owner. It is
+//! still judged, and reported itself only with the findings its owner does
+//! not have (drift from the template: a pod without the sidecar its template
+//! gets, a pod edited in place). So one violation is reported once, at the
+//! top-most object that carries it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::policy::{self, Judgement};
+use crate::posture::PostureIndex;
+use crate::rules::{Context, Operation};
+use crate::subject::{self, Kind};
+
+use super::projection::{controller_of, trim, trim_metadata_only};
+use super::{ObjectRef, Snapshot, Verdict};
+
+/// Objects judged per hold of the posture read lock, so the watchers'
+/// writes (and the admission reads queued behind them) never wait long.
+const JUDGE_CHUNK: usize = 1000;
+
+/// A watch event, as the engine takes it.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Applied {
+        kind: Kind,
+        object: Value,
+    },
+    Deleted {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    /// A (re-)list of `kind` completed: objects not in it are gone. Also
+    /// sent, empty, when the kind's API is not served.
+    Listed {
+        kind: Kind,
+        present: BTreeSet<String>,
+    },
+}
+
+/// Namespaces whose posture changed in the last pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostureChange {
+    All,
+    Namespaces(BTreeSet<String>),
+}
+
+/// One object. Held as its trimmed JSON text and decoded again for each
+/// judgement: a decoded pod (k8s-openapi's `PodSpec` and `Container`s) takes
+/// about ten times the memory of its text, and clusters hold many pods.
+struct Stored {
+    source: Box<RawValue>,
+    /// The namespace the object is judged in (a Namespace's own name).
+    scope: String,
+    reference: ObjectRef,
+    /// The key of the controlling owner, when it is a judged kind.
+    controller: Option<String>,
+    raw: Option<Judgement>,
+}
+
+pub struct Engine {
+    config: Arc<Config>,
+    objects: HashMap<String, Stored>,
+    by_namespace: HashMap<String, BTreeSet<String>>,
+    children: HashMap<String, BTreeSet<String>>,
+    certificate_expiry: BTreeMap<String, i64>,
+    dirty: BTreeSet<String>,
+    posture_dirty: BTreeSet<String>,
+    all_dirty: bool,
+    verdicts: Arc<BTreeMap<String, Arc<Verdict>>>,
+    generation: u64,
+}
+
+/// `Kind/namespace/name`: unique across kinds, and sorts by kind.
+pub fn key(kind: Kind, namespace: &str, name: &str) -> String {
+    format!("{}/{namespace}/{name}", kind.as_str())
+}
+
+/// Kinds whose objects a verdict in their namespace rests on.
+fn shapes_posture(kind: Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Namespace
+            | Kind::PeerAuthentication
+            | Kind::AuthorizationPolicy
+            | Kind::DestinationRule
+            | Kind::Sidecar
+    )
+}
+
+/// Where a kind keeps its pod spec, for [`trim`].
+pub fn pod_spec_path(kind: Kind) -> Option<&'static [&'static str]> {
+    match kind {
+        Kind::Pod => Some(&["spec"]),
+        Kind::CronJob => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
+        k if k.is_workload() => Some(&["spec", "template", "spec"]),
+        _ => None,
+    }
+}
+
+/// Trims what the engine stores of `object` (see [`super::projection`]).
+pub fn project(kind: Kind, object: &mut Value) {
+    match pod_spec_path(kind) {
+        Some(path) => trim(object, path),
+        None => trim_metadata_only(object),
+    }
+}
+
+fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+impl Engine {
+    pub fn new(config: Arc<Config>) -> Self {
+        Engine {
+            config,
+            objects: HashMap::new(),
+            by_namespace: HashMap::new(),
+            children: HashMap::new(),
+            certificate_expiry: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            posture_dirty: BTreeSet::new(),
+            all_dirty: false,
+            verdicts: Arc::default(),
+            generation: 0,
+        }
+    }
+
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Applied { kind, object } => self.applied(kind, object),
+            Change::Deleted {
+                kind,
+                namespace,
+                name,
+            } => self.deleted(&key(kind, &namespace, &name)),
+            Change::Listed { kind, present } => {
+                let prefix = format!("{}/", kind.as_str());
+                let gone: Vec<String> = self
+                    .objects
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix) && !present.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    self.deleted(&k);
+                }
+            }
+        }
+    }
+
+    fn applied(&mut self, kind: Kind, mut value: Value) {
+        project(kind, &mut value);
+        let name = str_at(&value, "/metadata/name").to_owned();
+        let namespace = match kind {
+            Kind::Namespace => String::new(),
+            _ => str_at(&value, "/metadata/namespace").to_owned(),
+        };
+        let reference = ObjectRef {
+            api_version: str_at(&value, "/apiVersion").to_owned(),
+            kind,
+            namespace: namespace.clone(),
+            name: name.clone(),
+            uid: str_at(&value, "/metadata/uid").to_owned(),
+        };
+        let controller = controller_of(&value).and_then(|(api_version, owner_kind, owner)| {
+            Kind::from_api_version(&api_version, &owner_kind)
+                .filter(|k| k.is_workload())
+                .map(|k| key(k, &namespace, &owner))
+        });
+        let not_after = (kind == Kind::Certificate)
+            .then(|| value.pointer("/status/notAfter").cloned())
+            .flatten()
+            .and_then(|v| {
+                serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>(v)
+                    .ok()
+            })
+            .map(|t| t.0.as_second());
+        let source = match serde_json::value::to_raw_value(&value) {
+            Ok(source) => source,
+            Err(error) => {
+                tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot encode; skipped");
+                return;
+            }
+        };
+        // Decoded once here so that an object that cannot be judged is
+        // logged once, not on every pass.
+        let object = match subject::decode(kind, value, &namespace, &name) {
+            Ok(object) => object,
+            Err(error) => {
+                tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot decode; skipped");
+                return;
+            }
+        };
+        let k = key(kind, &namespace, &name);
+        self.unlink(&k);
+        let scope = object.namespace().to_owned();
+        drop(object);
+        if shapes_posture(kind) {
+            self.posture_changed(&scope);
+        }
+        self.by_namespace
+            .entry(scope.clone())
+            .or_default()
+            .insert(k.clone());
+        if let Some(owner) = &controller {
+            self.children
+                .entry(owner.clone())
+                .or_default()
+                .insert(k.clone());
+        }
+        match not_after {
+            Some(at) => self.certificate_expiry.insert(k.clone(), at),
+            None => self.certificate_expiry.remove(&k),
+        };
+        self.dirty.insert(k.clone());
+        self.objects.insert(
+            k,
+            Stored {
+                source,
+                scope,
+                reference,
+                controller,
+                raw: None,
+            },
+        );
+    }
+
+    /// Removes `k` from the indexes (not from `objects`).
+    fn unlink(&mut self, k: &str) {
+        let Some(old) = self.objects.get(k) else {
+            return;
+        };
+        let scope = old.scope.clone();
+        if let Some(keys) = self.by_namespace.get_mut(&scope) {
+            keys.remove(k);
+            if keys.is_empty() {
+                self.by_namespace.remove(&scope);
+            }
+        }
+        if let Some(owner) = old.controller.clone() {
+            if let Some(kids) = self.children.get_mut(&owner) {
+                kids.remove(k);
+                if kids.is_empty() {
+                    self.children.remove(&owner);
+                }
+            }
+        }
+    }
+
+    fn deleted(&mut self, k: &str) {
+        self.unlink(k);
+        let Some(old) = self.objects.remove(k) else {
+            return;
+        };
+        if shapes_posture(old.reference.kind) {
+            self.posture_changed(&old.scope);
+        }
+        self.certificate_expiry.remove(k);
+        // Its children are now reported in full.
+        if let Some(kids) = self.children.get(k) {
+            self.dirty.extend(kids.iter().cloned());
+        }
+        if self.verdicts.contains_key(k) {
+            Arc::make_mut(&mut self.verdicts).remove(k);
+            self.generation += 1;
+        }
+    }
+
+    fn posture_changed(&mut self, namespace: &str) {
+        if namespace == self.config.mesh_root_namespace {
+            self.all_dirty = true;
+        }
+        self.posture_dirty.insert(namespace.to_owned());
+    }
+
+    /// Re-judges everything on the next pass.
+    pub fn mark_all(&mut self) {
+        self.all_dirty = true;
+    }
+
+    /// Re-judges these namespaces on the next pass (without counting it as
+    /// a posture change).
+    pub fn mark(&mut self, change: &PostureChange) {
+        match change {
+            PostureChange::All => self.all_dirty = true,
+            PostureChange::Namespaces(namespaces) => {
+                for ns in namespaces {
+                    if let Some(keys) = self.by_namespace.get(ns) {
+                        self.dirty.extend(keys.iter().cloned());
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.all_dirty || !self.dirty.is_empty() || !self.posture_dirty.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.objects.is_empty()
+    }
+
+    /// Judges what is dirty against `posture`; returns the posture change the
+    /// pass acted on, so the caller can re-check it once the posture index
+    /// has surely caught up with the same events.
+    pub fn judge(&mut self, posture: &RwLock<PostureIndex>) -> Option<PostureChange> {
+        let posture_change = if self.all_dirty && !self.posture_dirty.is_empty() {
+            Some(PostureChange::All)
+        } else if !self.posture_dirty.is_empty() {
+            Some(PostureChange::Namespaces(self.posture_dirty.clone()))
+        } else {
+            None
+        };
+        let targets: Vec<String> = if self.all_dirty {
+            self.objects.keys().cloned().collect()
+        } else {
+            let mut targets = std::mem::take(&mut self.dirty);
+            for ns in &self.posture_dirty {
+                if let Some(keys) = self.by_namespace.get(ns) {
+                    targets.extend(keys.iter().cloned());
+                }
+            }
+            targets.into_iter().collect()
+        };
+        self.all_dirty = false;
+        self.dirty.clear();
+        self.posture_dirty.clear();
+
+        let config = self.config.clone();
+        for chunk in targets.chunks(JUDGE_CHUNK) {
+            let index = posture.read();
+            let ctx = Context {
+                posture: &index,
+                config: &config,
+                operation: Operation::Create,
+            };
+            for k in chunk {
+                if let Some(stored) = self.objects.get_mut(k) {
+                    let r = &stored.reference;
+                    let decoded = subject::decode(r.kind, &*stored.source, &r.namespace, &r.name);
+                    // It decoded when stored; the same text decodes again.
+                    stored.raw = decoded.ok().map(|object| policy::judge(&object, &ctx));
+                }
+            }
+        }
+
+        // A verdict depends on its own judgement and its owner's.
+        let mut report: BTreeSet<&String> = targets.iter().collect();
+        for k in &targets {
+            if let Some(kids) = self.children.get(k) {
+                report.extend(kids.iter());
+            }
+        }
+        let mut changed = false;
+        let mut updates = Vec::new();
+        for k in report {
+            let next = self.objects.get(k).and_then(|stored| {
+                self.reported(stored).map(|judgement| Verdict {
+                    object: stored.reference.clone(),
+                    judgement,
+                })
+            });
+            let same = match (self.verdicts.get(k), &next) {
+                (Some(old), Some(new)) => **old == *new,
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                updates.push((k.clone(), next));
+            }
+        }
+        if !updates.is_empty() {
+            let verdicts = Arc::make_mut(&mut self.verdicts);
+            for (k, next) in updates {
+                match next {
+                    Some(v) => verdicts.insert(k, Arc::new(v)),
+                    None => verdicts.remove(&k),
+                };
+            }
+            changed = true;
+        }
+        if changed {
+            self.generation += 1;
+        }
+        posture_change
+    }
+
+    /// What `stored` is reported with: its judgement less what its owner
+    /// already reports; `None` when that leaves nothing.
+    fn reported(&self, stored: &Stored) -> Option<Judgement> {
+        let raw = stored.raw.as_ref()?;
+        let owner_raw = stored
+            .controller
+            .as_ref()
+            .and_then(|k| self.objects.get(k))
+            .and_then(|owner| owner.raw.as_ref());
+        let Some(owner_raw) = owner_raw else {
+            return Some(raw.clone());
+        };
+        let findings: Vec<_> = raw
+            .findings
+            .iter()
+            .filter(|j| {
+                !owner_raw
+                    .findings
+                    .iter()
+                    .any(|o| o.finding.rule == j.finding.rule)
+            })
+            .cloned()
+            .collect();
+        let exempted: Vec<_> = raw
+            .exempted
+            .iter()
+            .filter(|e| !owner_raw.exempted.iter().any(|o| o.rule == e.rule))
+            .cloned()
+            .collect();
+        if findings.is_empty() && exempted.is_empty() {
+            return None;
+        }
+        Some(Judgement {
+            findings,
+            exempted,
+            exempt_namespace: raw.exempt_namespace,
+        })
+    }
+
+    pub fn snapshot(&self, complete: bool) -> Snapshot {
+        Snapshot {
+            generation: self.generation,
+            complete,
+            verdicts: self.verdicts.clone(),
+            earliest_certificate_expiry: self.certificate_expiry.values().min().copied(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -1,0 +1,323 @@
+//! Feeds the engine from the cluster: a watcher per judged kind, the
+//! objects trimmed before they are queued (and the same from state files).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::posture::reflector::CacheSync;
+use crate::posture::watched::WatchedResource;
+use crate::posture::SharedPosture;
+use crate::subject::Kind;
+
+use super::engine::{key, project, Change, Engine};
+use super::runner::Runner;
+use super::{Results, Snapshot};
+
+const MISSING_RETRY: Duration = Duration::from_secs(30);
+
+/// A kind the background audit watches, at the versions it tries in order.
+struct Watched {
+    kind: Kind,
+    group: &'static str,
+    versions: &'static [&'static str],
+    plural: &'static str,
+}
+
+const fn w(
+    kind: Kind,
+    group: &'static str,
+    versions: &'static [&'static str],
+    plural: &'static str,
+) -> Watched {
+    Watched {
+        kind,
+        group,
+        versions,
+        plural,
+    }
+}
+
+const WATCHED: &[Watched] = &[
+    w(Kind::Pod, "", &["v1"], "pods"),
+    w(
+        Kind::ReplicationController,
+        "",
+        &["v1"],
+        "replicationcontrollers",
+    ),
+    w(Kind::Deployment, "apps", &["v1"], "deployments"),
+    w(Kind::StatefulSet, "apps", &["v1"], "statefulsets"),
+    w(Kind::DaemonSet, "apps", &["v1"], "daemonsets"),
+    w(Kind::ReplicaSet, "apps", &["v1"], "replicasets"),
+    w(Kind::Job, "batch", &["v1"], "jobs"),
+    w(Kind::CronJob, "batch", &["v1"], "cronjobs"),
+    w(Kind::Namespace, "", &["v1"], "namespaces"),
+    w(
+        Kind::PeerAuthentication,
+        "security.istio.io",
+        &["v1", "v1beta1"],
+        "peerauthentications",
+    ),
+    w(
+        Kind::AuthorizationPolicy,
+        "security.istio.io",
+        &["v1", "v1beta1"],
+        "authorizationpolicies",
+    ),
+    w(
+        Kind::DestinationRule,
+        "networking.istio.io",
+        &["v1", "v1beta1", "v1alpha3"],
+        "destinationrules",
+    ),
+    w(
+        Kind::Sidecar,
+        "networking.istio.io",
+        &["v1", "v1beta1", "v1alpha3"],
+        "sidecars",
+    ),
+    w(
+        Kind::Certificate,
+        "cert-manager.io",
+        &["v1"],
+        "certificates",
+    ),
+];
+
+/// What the background audit reads: the chart's RBAC grants get/list/watch
+/// on each (checked in `tests/chart.rs`).
+pub const BACKGROUND_RESOURCES: &[WatchedResource] = &[
+    WatchedResource {
+        api_group: "",
+        version: "v1",
+        resource: "pods",
+    },
+    WatchedResource {
+        api_group: "",
+        version: "v1",
+        resource: "replicationcontrollers",
+    },
+    WatchedResource {
+        api_group: "apps",
+        version: "v1",
+        resource: "deployments",
+    },
+    WatchedResource {
+        api_group: "apps",
+        version: "v1",
+        resource: "statefulsets",
+    },
+    WatchedResource {
+        api_group: "apps",
+        version: "v1",
+        resource: "daemonsets",
+    },
+    WatchedResource {
+        api_group: "apps",
+        version: "v1",
+        resource: "replicasets",
+    },
+    WatchedResource {
+        api_group: "batch",
+        version: "v1",
+        resource: "jobs",
+    },
+    WatchedResource {
+        api_group: "batch",
+        version: "v1",
+        resource: "cronjobs",
+    },
+    WatchedResource {
+        api_group: "cert-manager.io",
+        version: "v1",
+        resource: "certificates",
+    },
+];
+
+fn api_resource(watched: &Watched, version: &str) -> ApiResource {
+    ApiResource {
+        group: watched.group.into(),
+        version: version.into(),
+        api_version: if watched.group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{}/{version}", watched.group)
+        },
+        kind: watched.kind.as_str().into(),
+        plural: watched.plural.into(),
+    }
+}
+
+/// Starts the watchers and the engine; the results follow the cluster.
+pub fn spawn(
+    client: Client,
+    config: Arc<Config>,
+    posture: SharedPosture,
+    posture_sync: Arc<CacheSync>,
+) -> Results {
+    let (changes, receiver) = mpsc::channel(1024);
+    for watched in WATCHED {
+        tokio::spawn(watch_kind(client.clone(), watched, changes.clone()));
+    }
+    let (results_tx, results_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let runner = Runner {
+        interval: config.background_audit.interval,
+        engine: Engine::new(config),
+        posture,
+        ready: Box::new(move |synced: &HashSet<Kind>| {
+            synced.len() == WATCHED.len() && posture_sync.is_ready()
+        }),
+    };
+    tokio::spawn(runner.run(receiver, results_tx));
+    Results::new(results_rx)
+}
+
+/// The judged objects among the state files (`serve --state-from`);
+/// namespaced objects without a namespace land in `default`, as for the
+/// posture index.
+pub fn changes_from_files(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<Change>, crate::manifest::ManifestError> {
+    let mut changes = Vec::new();
+    crate::manifest::visit_paths(paths, &mut |m| {
+        if let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) {
+            let mut object = m.value;
+            if kind != Kind::Namespace && m_namespace_missing(&object) {
+                if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+                    meta.insert("namespace".into(), Value::String("default".into()));
+                }
+            }
+            project(kind, &mut object);
+            changes.push(Change::Applied { kind, object });
+        }
+        Ok(())
+    })?;
+    Ok(changes)
+}
+
+fn m_namespace_missing(object: &Value) -> bool {
+    object
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+}
+
+/// Watches one kind into `changes`; tells `synced` after each full list.
+async fn watch_kind(client: Client, watched: &'static Watched, changes: mpsc::Sender<Change>) {
+    let mut said_missing = false;
+    loop {
+        let resource = match served_version(&client, watched).await {
+            Ok(Some(resource)) => resource,
+            Ok(None) => {
+                // Said once: a cluster without cert-manager stays without it.
+                if !std::mem::replace(&mut said_missing, true) {
+                    tracing::info!(kind = %watched.kind, "background audit: API not served; looking again every 30s");
+                }
+                let listed = Change::Listed {
+                    kind: watched.kind,
+                    present: BTreeSet::new(),
+                };
+                if changes.send(listed).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(MISSING_RETRY).await;
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(kind = %watched.kind, %error, "background audit: cannot probe the API; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+        };
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let mut stream = watcher::watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut present = BTreeSet::new();
+        while let Some(event) = stream.next().await {
+            let change = match event {
+                Ok(Event::Init) => {
+                    present.clear();
+                    continue;
+                }
+                Ok(Event::InitApply(object)) => {
+                    let change = applied(watched.kind, &resource, object);
+                    if let Some(Change::Applied { object, .. }) = &change {
+                        present.insert(key_of(watched.kind, object));
+                    }
+                    change
+                }
+                Ok(Event::InitDone) => Some(Change::Listed {
+                    kind: watched.kind,
+                    present: std::mem::take(&mut present),
+                }),
+                Ok(Event::Apply(object)) => applied(watched.kind, &resource, object),
+                Ok(Event::Delete(object)) => Some(Change::Deleted {
+                    kind: watched.kind,
+                    namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                    name: object.metadata.name.clone().unwrap_or_default(),
+                }),
+                Err(error) => {
+                    tracing::warn!(kind = %watched.kind, %error, "background audit: watch error; retrying");
+                    continue;
+                }
+            };
+            if let Some(change) = change {
+                if changes.send(change).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn key_of(kind: Kind, object: &Value) -> String {
+    let at = |p: &str| object.pointer(p).and_then(Value::as_str).unwrap_or("");
+    match kind {
+        Kind::Namespace => key(kind, "", at("/metadata/name")),
+        _ => key(kind, at("/metadata/namespace"), at("/metadata/name")),
+    }
+}
+
+/// The watched object as the engine takes it: typed header set (list items
+/// come without one) and trimmed before it is queued.
+fn applied(kind: Kind, resource: &ApiResource, object: DynamicObject) -> Option<Change> {
+    let mut value = serde_json::to_value(object).ok()?;
+    let map = value.as_object_mut()?;
+    map.insert(
+        "apiVersion".into(),
+        Value::String(resource.api_version.clone()),
+    );
+    map.insert("kind".into(), Value::String(resource.kind.clone()));
+    project(kind, &mut value);
+    Some(Change::Applied {
+        kind,
+        object: value,
+    })
+}
+
+async fn served_version(
+    client: &Client,
+    watched: &Watched,
+) -> Result<Option<ApiResource>, kube::Error> {
+    for version in watched.versions {
+        let resource = api_resource(watched, version);
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(Some(resource)),
+            Err(kube::Error::Api(status)) if status.code == 404 => continue,
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,235 @@
+//! The trimmed projection the background audit keeps of pods and pod
+//! controllers. Clusters hold many pods, so the engine stores only what the
+//! rules read: metadata without `managedFields`, and a pod spec without the
+//! parts no rule looks at (volumes, resources, probes, scheduling, status).
+//! Environment variables are kept on Istio's own containers only: the
+//! interception rules read `istio-init`'s flags from them.
+
+use serde_json::{Map, Value};
+
+/// Pod spec fields no rule reads.
+const DROPPED_POD_SPEC: &[&str] = &[
+    "volumes",
+    "affinity",
+    "tolerations",
+    "nodeSelector",
+    "topologySpreadConstraints",
+    "schedulingGates",
+    "readinessGates",
+    "resourceClaims",
+    "overhead",
+    "imagePullSecrets",
+    "hostAliases",
+];
+
+/// Container fields no rule reads.
+const DROPPED_CONTAINER: &[&str] = &[
+    "volumeMounts",
+    "volumeDevices",
+    "resources",
+    "resizePolicy",
+    "livenessProbe",
+    "readinessProbe",
+    "startupProbe",
+    "lifecycle",
+    "envFrom",
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "workingDir",
+];
+
+/// Trims a pod or controller in place. `spec_path` leads from the object to
+/// its pod spec (`["spec"]` for a pod, `["spec", "template", "spec"]` for a
+/// controller, one level deeper for a CronJob).
+pub fn trim(object: &mut Value, spec_path: &[&str]) {
+    if let Some(map) = object.as_object_mut() {
+        map.remove("status");
+        if let Some(meta) = map.get_mut("metadata").and_then(Value::as_object_mut) {
+            trim_metadata(meta);
+        }
+    }
+    let mut spec = Some(&mut *object);
+    for key in spec_path {
+        spec = spec.and_then(|v| v.get_mut(*key));
+    }
+    if let Some(spec) = spec.and_then(Value::as_object_mut) {
+        trim_pod_spec(spec);
+    }
+}
+
+/// Drops only the metadata no rule reads; for kinds whose status matters
+/// (a Certificate's `notAfter`) or that are few.
+pub fn trim_metadata_only(object: &mut Value) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        trim_metadata(meta);
+    }
+}
+
+fn trim_metadata(meta: &mut Map<String, Value>) {
+    meta.remove("managedFields");
+    // kubectl's copy of the whole last-applied object: as large as the object.
+    if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+fn trim_pod_spec(spec: &mut Map<String, Value>) {
+    for key in DROPPED_POD_SPEC {
+        spec.remove(*key);
+    }
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            containers
+                .iter_mut()
+                .filter_map(Value::as_object_mut)
+                .for_each(trim_container);
+        }
+    }
+}
+
+fn trim_container(container: &mut Map<String, Value>) {
+    for key in DROPPED_CONTAINER {
+        container.remove(*key);
+    }
+    let istio_own = container
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|name| name.starts_with("istio-"));
+    if !istio_own {
+        container.remove("env");
+    }
+}
+
+/// The controller that owns an object, as (apiVersion, kind, name), from its
+/// `ownerReferences` entry with `controller: true`.
+pub fn controller_of(object: &Value) -> Option<(String, String, String)> {
+    let owners = object.pointer("/metadata/ownerReferences")?.as_array()?;
+    owners
+        .iter()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .and_then(|o| {
+            Some((
+                o.get("apiVersion")?.as_str()?.to_owned(),
+                o.get("kind")?.as_str()?.to_owned(),
+                o.get("name")?.as_str()?.to_owned(),
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "name": "web-1", "namespace": "shop",
+                "labels": {"app": "web"},
+                "annotations": {
+                    "sidecar.istio.io/inject": "true",
+                    "kubectl.kubernetes.io/last-applied-configuration": "{...}"
+                },
+                "managedFields": [{"manager": "kubectl"}],
+                "ownerReferences": [
+                    {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d", "uid": "1", "controller": true}
+                ]
+            },
+            "spec": {
+                "serviceAccountName": "web",
+                "hostNetwork": false,
+                "volumes": [{"name": "data", "emptyDir": {}}],
+                "tolerations": [{"key": "k"}],
+                "securityContext": {"runAsUser": 1000},
+                "initContainers": [{
+                    "name": "istio-init", "image": "proxyv2",
+                    "args": ["istio-iptables", "-p", "15001"],
+                    "env": [{"name": "INBOUND_PORTS_EXCLUDE", "value": "22"}],
+                    "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}}
+                }],
+                "containers": [{
+                    "name": "app", "image": "shop:1",
+                    "env": [{"name": "SECRET", "value": "x"}],
+                    "resources": {"limits": {"cpu": "1"}},
+                    "volumeMounts": [{"name": "data", "mountPath": "/d"}],
+                    "ports": [{"containerPort": 8080}],
+                    "securityContext": {"runAsUser": 1337}
+                }]
+            },
+            "status": {"phase": "Running"}
+        })
+    }
+
+    #[test]
+    fn trims_what_no_rule_reads_and_keeps_what_they_do() {
+        let mut pod = pod();
+        trim(&mut pod, &["spec"]);
+        assert!(pod.get("status").is_none());
+        assert!(pod.pointer("/metadata/managedFields").is_none());
+        assert!(pod
+            .pointer("/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration")
+            .is_none());
+        assert!(pod.pointer("/spec/volumes").is_none());
+        assert!(pod.pointer("/spec/tolerations").is_none());
+        assert!(pod.pointer("/spec/containers/0/env").is_none());
+        assert!(pod.pointer("/spec/containers/0/resources").is_none());
+        // Kept: what the rules read.
+        assert_eq!(
+            pod.pointer("/metadata/annotations/sidecar.istio.io~1inject"),
+            Some(&json!("true"))
+        );
+        assert_eq!(pod.pointer("/spec/serviceAccountName"), Some(&json!("web")));
+        assert_eq!(
+            pod.pointer("/spec/initContainers/0/env/0/value"),
+            Some(&json!("22"))
+        );
+        assert_eq!(
+            pod.pointer("/spec/initContainers/0/securityContext/capabilities/add/0"),
+            Some(&json!("NET_ADMIN"))
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers/0/securityContext/runAsUser"),
+            Some(&json!(1337))
+        );
+        assert_eq!(
+            pod.pointer("/spec/containers/0/ports/0/containerPort"),
+            Some(&json!(8080))
+        );
+        assert!(pod.pointer("/metadata/ownerReferences").is_some());
+    }
+
+    #[test]
+    fn trims_a_controllers_template() {
+        let mut deployment = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "managedFields": []},
+            "spec": {"template": {"spec": {
+                "volumes": [{"name": "v"}],
+                "containers": [{"name": "app", "env": [{"name": "A", "value": "1"}]}]
+            }}}
+        });
+        trim(&mut deployment, &["spec", "template", "spec"]);
+        assert!(deployment.pointer("/spec/template/spec/volumes").is_none());
+        assert!(deployment
+            .pointer("/spec/template/spec/containers/0/env")
+            .is_none());
+        assert_eq!(
+            deployment.pointer("/spec/template/spec/containers/0/name"),
+            Some(&json!("app"))
+        );
+    }
+
+    #[test]
+    fn finds_the_controlling_owner_only() {
+        let pod = pod();
+        assert_eq!(
+            controller_of(&pod),
+            Some(("apps/v1".into(), "ReplicaSet".into(), "web-5d".into()))
+        );
+        let not_controller = json!({"metadata": {"ownerReferences": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "2"}
+        ]}});
+        assert_eq!(controller_of(&not_controller), None);
+    }
+}

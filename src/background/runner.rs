@@ -1,0 +1,227 @@
+//! The engine's loop: debounce, the first pass once every cache has synced,
+//! a settle re-check after posture changes, the periodic full re-judge, and
+//! publishing the results.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::posture::SharedPosture;
+use crate::subject::Kind;
+
+use super::engine::{Change, Engine, PostureChange};
+use super::{Results, Snapshot};
+
+/// Changes arriving within this window are judged in one pass.
+pub const DEBOUNCE: Duration = Duration::from_millis(200);
+/// The posture index is fed by its own watchers; a pass after a posture
+/// change may have run before the index saw it, so it runs once more then.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Judges a fixed set of objects once (`serve --state-from`).
+pub fn spawn_static(config: Arc<Config>, posture: SharedPosture, changes: Vec<Change>) -> Results {
+    let mut engine = Engine::new(config);
+    for change in changes {
+        engine.apply(change);
+    }
+    engine.judge(&posture);
+    let (tx, rx) = watch::channel(Arc::new(engine.snapshot(true)));
+    Results::fixed(rx, tx)
+}
+
+pub type Ready = Box<dyn Fn(&HashSet<Kind>) -> bool + Send>;
+
+/// The engine's loop, separate from the watchers so tests can drive it.
+pub struct Runner {
+    pub engine: Engine,
+    pub posture: SharedPosture,
+    pub interval: Duration,
+    /// Whether every cache has synced, given the kinds the engine listed.
+    pub ready: Ready,
+}
+
+impl Runner {
+    pub fn new(engine: Engine, posture: SharedPosture, interval: Duration, ready: Ready) -> Self {
+        Runner {
+            engine,
+            posture,
+            interval,
+            ready,
+        }
+    }
+
+    pub async fn run(
+        mut self,
+        mut changes: mpsc::Receiver<Change>,
+        results: watch::Sender<Arc<Snapshot>>,
+    ) {
+        let mut listed = HashSet::new();
+        let mut complete = false;
+        let mut settle: Option<(Instant, PostureChange)> = None;
+        let mut full = tokio::time::interval(self.interval);
+        full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        full.tick().await;
+        loop {
+            let settle_at = settle.as_ref().map(|(at, _)| *at);
+            tokio::select! {
+                change = changes.recv() => {
+                    let Some(change) = change else { return };
+                    self.take(change, &mut listed);
+                    let deadline = Instant::now() + DEBOUNCE;
+                    while let Ok(Some(change)) =
+                        tokio::time::timeout_at(deadline, changes.recv()).await
+                    {
+                        self.take(change, &mut listed);
+                    }
+                }
+                _ = full.tick() => self.engine.mark_all(),
+                _ = sleep_until_or_forever(settle_at) => {
+                    if let Some((_, change)) = settle.take() {
+                        self.engine.mark(&change);
+                    }
+                }
+                _ = tokio::time::sleep(DEBOUNCE), if !complete => {}
+            }
+            let first_pass = !complete;
+            if !complete {
+                if !(self.ready)(&listed) {
+                    continue;
+                }
+                complete = true;
+                self.engine.mark_all();
+                tracing::info!(
+                    objects = self.engine.len(),
+                    "background audit: caches synced, judging everything"
+                );
+            }
+            // A deletion alone changes the verdicts without a pass.
+            if self.engine.has_work() {
+                let started = std::time::Instant::now();
+                let posture = self.posture.clone();
+                let mut engine = self.engine;
+                let (engine, change) = match tokio::task::spawn_blocking(move || {
+                    let change = engine.judge(&posture);
+                    (engine, change)
+                })
+                .await
+                {
+                    Ok(done) => done,
+                    Err(error) => {
+                        tracing::error!(%error, "background audit: a pass panicked; stopping");
+                        return;
+                    }
+                };
+                self.engine = engine;
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "background audit pass"
+                );
+                // The first pass judged everything on synced caches already.
+                if let Some(change) = change.filter(|_| !first_pass) {
+                    settle = Some((Instant::now() + SETTLE, change));
+                }
+            }
+            let snapshot = self.engine.snapshot(true);
+            results.send_if_modified(|old| {
+                let modified = old.generation != snapshot.generation
+                    || !old.complete
+                    || old.earliest_certificate_expiry != snapshot.earliest_certificate_expiry;
+                if modified {
+                    *old = Arc::new(snapshot);
+                }
+                modified
+            });
+        }
+    }
+}
+
+impl Runner {
+    /// Applies a change; a completed list marks its kind synced (it comes
+    /// after the listed objects on the same channel).
+    fn take(&mut self, change: Change, listed: &mut HashSet<Kind>) {
+        if let Change::Listed { kind, .. } = &change {
+            listed.insert(*kind);
+        }
+        self.engine.apply(change);
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use parking_lot::RwLock;
+
+    use serde_json::json;
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::background::engine::key;
+    use crate::posture::PostureIndex;
+
+    fn deployment() -> Change {
+        Change::Applied {
+            kind: Kind::Deployment,
+            object: json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"selector": {}, "template": {"spec": {
+                    "hostNetwork": true, "containers": [{"name": "app", "image": "a"}]}}}
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_runner_judges_once_synced_then_follows_changes() {
+        let posture = Arc::new(RwLock::new(PostureIndex::default()));
+        let engine = Engine::new(Arc::new(Config::default()));
+        let ready: Ready = Box::new(|listed| listed.contains(&Kind::Deployment));
+        let runner = Runner::new(engine, posture, Duration::from_secs(600), ready);
+        let (changes, receiver) = mpsc::channel(16);
+        let (results_tx, results_rx) = watch::channel(Arc::new(Snapshot::default()));
+        let mut results = Results::new(results_rx);
+        tokio::spawn(runner.run(receiver, results_tx));
+
+        changes.send(deployment()).await.unwrap();
+        // Nothing is published before the kind has listed.
+        tokio::time::sleep(DEBOUNCE * 3).await;
+        assert!(!results.snapshot().complete);
+
+        let listed = Change::Listed {
+            kind: Kind::Deployment,
+            present: BTreeSet::from([key(Kind::Deployment, "shop", "web")]),
+        };
+        changes.send(listed).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), results.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        let snapshot = results.snapshot();
+        assert!(snapshot.complete);
+        assert_eq!(snapshot.verdicts.len(), 1);
+
+        changes
+            .send(Change::Deleted {
+                kind: Kind::Deployment,
+                namespace: "shop".into(),
+                name: "web".into(),
+            })
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), results.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(results.snapshot().verdicts.is_empty());
+    }
+}
