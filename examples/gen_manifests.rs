@@ -27,6 +27,7 @@ use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_yaml_ng::{Mapping, Value};
 
 const OBJECTS_PER_NAMESPACE: usize = 50;
@@ -207,7 +208,7 @@ fn write_documents(path: &Path, documents: &[String]) -> Result<(), Box<dyn Erro
 }
 
 fn templates() -> Result<Templates, Box<dyn Error>> {
-    let mut pod: Value = serde_yaml_ng::from_str(INJECTED_POD)?;
+    let mut pod = first_document(INJECTED_POD)?;
     name_object(&mut pod);
     label_pod(&mut pod)?;
     let mut plain_pod = pod.clone();
@@ -215,7 +216,7 @@ fn templates() -> Result<Templates, Box<dyn Error>> {
     let mut plain_pod_default_account = plain_pod.clone();
     mapping(&mut plain_pod_default_account, &["spec"])?.remove("serviceAccountName");
 
-    let mut deployment: Value = serde_yaml_ng::from_str(INJECTED_DEPLOYMENT)?;
+    let mut deployment = first_document(INJECTED_DEPLOYMENT)?;
     name_object(&mut deployment);
     mapping(&mut deployment, &["spec", "selector", "matchLabels"])?
         .insert("app".into(), APP.into());
@@ -230,6 +231,14 @@ fn templates() -> Result<Templates, Box<dyn Error>> {
         injected_deployment: serde_yaml_ng::to_string(&deployment)?,
         plain_deployment: serde_yaml_ng::to_string(&plain_deployment)?,
     })
+}
+
+/// The fixtures end with `---`, as `istioctl kube-inject` writes them.
+fn first_document(text: &str) -> Result<Value, Box<dyn Error>> {
+    let document = serde_yaml_ng::Deserializer::from_str(text)
+        .next()
+        .ok_or("empty template")?;
+    Ok(Value::deserialize(document)?)
 }
 
 fn name_object(object: &mut Value) {
