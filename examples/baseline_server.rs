@@ -3,7 +3,8 @@
 //! serve` (rustls with ring, TLS 1.2/1.3, ALPN h2 + http/1.1, TCP_NODELAY,
 //! hyper-util's auto builder, axum router). It parses the whole body into a
 //! `serde_json::Value`, the cheapest generic parse, and answers
-//! `allowed: true` with the request's uid without looking at the object.
+//! `allowed: true` with the request's uid without looking at the object, on
+//! `/validate` and `/mutate` alike (no patch).
 //!
 //! ```text
 //! cargo run --release --example baseline_server -- \
@@ -117,7 +118,10 @@ async fn main() {
     let addr = listener.local_addr().unwrap_or(args.listen);
     println!("baseline_server listening on {addr}");
 
-    let app = Router::new().route("/validate", post(validate));
+    // `/mutate` answers the same: a no-op mutation patches nothing.
+    let app = Router::new()
+        .route("/validate", post(validate))
+        .route("/mutate", post(validate));
     let builder = auto::Builder::new(TokioExecutor::new());
     loop {
         let (stream, _) = match listener.accept().await {

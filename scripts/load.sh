@@ -1,28 +1,46 @@
 #!/usr/bin/env bash
-# Load test of POST /validate over keep-alive HTTPS (HTTP/1.1, as the API
-# server calls webhooks), meshgate against examples/baseline_server.rs.
+# Load test of meshgate's webhook endpoints over keep-alive HTTPS (HTTP/1.1,
+# as the API server calls webhooks), side by side with the no-op webhook
+# examples/baseline_server.rs, in one run.
 #
-#   DURATION=10 scripts/load.sh
+#   ROUNDS=3 DURATION=10 scripts/load.sh
 #
-# Each scenario starts a fresh server pinned to CPU $SERVER_CPU (default 0)
-# and drives it with oha pinned to CPU $LOAD_CPU (default 1): a short warm-up,
-# then 1 connection for $DURATION seconds, then $CONNS (default 16)
-# connections for $DURATION seconds. Reported per run: requests/s, p50/p99
-# latency, server CPU time per request (utime+stime from /proc/PID/stat) and
-# the server's share of its core; per server: peak RSS (VmHWM).
+# Scenarios (benches/fixtures/, see docs/benchmarks.md):
+#   injected    POST /validate, pod-injected.json (the review a real
+#               kube-apiserver sends after Istio's injector ran; allowed)
+#   plain       POST /validate, pod-plain.json (no sidecar; meshgate denies)
+#   deployment  POST /validate, deployment.json
+#   large-env   POST /validate, pod-large-env.json (the 85 KB pod)
+#   mutate      POST /mutate, pod-injected.json
+# Each scenario runs against both servers in every round; the order
+# alternates (baseline, meshgate, meshgate, baseline, ...) so that drift of
+# the machine does not favour either. Every run starts a fresh server pinned
+# to CPU $SERVER_CPU (default 0) and drives it with oha pinned to CPU
+# $LOAD_CPU (default 1): a short warm-up, then 1 connection for $DURATION
+# seconds, then $CONNS (default 16) connections for $DURATION seconds (the
+# server's core saturated). Measured per run: requests/s, p50/p99 latency,
+# server CPU time per request (utime+stime from /proc/PID/stat over the run,
+# divided by the HTTP 200 answers), the server's share of its core, and peak
+# RSS (VmHWM). Reported: every round's figures, the median over the rounds
+# per scenario, and the goals of issue 12 as PASS/FAIL, computed on the
+# medians. Exit status 1 if a goal fails.
 #
-# Environment: DURATION (s, default 10), CONNS (default 16), WARMUP (s,
-# default 1), SERVER_CPU, LOAD_CPU, PORT (default 18443), OHA (path to oha),
-# KEEP=1 keeps the work directory (logs, oha JSON), RESULTS=FILE also writes
-# the summary as Markdown to FILE. Exit status 1 if a goal fails.
+# Environment: ROUNDS (default 3), DURATION (s, default 10), CONNS (default
+# 16), WARMUP (s, default 1), SERVER_CPU, LOAD_CPU, PORT (default 18443), OHA
+# (path to oha), SCENARIOS (space-separated subset, default all; the goals
+# of scenarios left out are not judged), KEEP=1 keeps the work directory
+# (logs, oha JSON, TSV), RESULTS=FILE also writes the summary as Markdown to
+# FILE.
 #
 # Needs: cargo, oha (installed with `cargo install oha --locked` if missing;
 # it uses rustls, no OpenSSL), openssl (CLI, for a throwaway certificate),
-# curl, jq, taskset, timeout. Traffic goes to 127.0.0.1 only.
+# curl, jq, taskset, timeout. Traffic goes to 127.0.0.1 only; every load run
+# is bounded by `timeout`.
 
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
 WARMUP=${WARMUP:-1}
@@ -32,8 +50,17 @@ PORT=${PORT:-18443}
 METRICS_PORT=$((PORT + 1))
 OHA=${OHA:-oha}
 FIXTURES="$ROOT/benches/fixtures"
-URL="https://127.0.0.1:$PORT/validate?timeout=5s"
 CLK_TCK=$(getconf CLK_TCK)
+
+# name path fixture meshgate's expected "allowed" (the baseline always allows)
+ALL_SCENARIOS=(
+    "injected /validate pod-injected.json true"
+    "plain /validate pod-plain.json false"
+    "deployment /validate deployment.json true"
+    "large-env /validate pod-large-env.json true"
+    "mutate /mutate pod-injected.json true"
+)
+SCENARIOS=${SCENARIOS:-injected plain deployment large-env mutate}
 
 for tool in cargo openssl curl jq taskset timeout; do
     command -v "$tool" >/dev/null || { echo "load.sh: $tool is required" >&2; exit 2; }
@@ -72,7 +99,7 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$WORK/tls.key" -out "$WORK/tls.crt" -days 1 -subj /CN=localhost \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
 mkdir -p "$WORK/state"
-cp "$ROOT/benches/fixtures/state.yaml" "$WORK/state/state.yaml"   # the same state as benches/rules.rs
+cp "$FIXTURES/state.yaml" "$WORK/state/state.yaml"   # the same state as benches/rules.rs
 
 # --- helpers -------------------------------------------------------------------
 cpu_ticks() { # utime + stime of all threads, in clock ticks
@@ -82,7 +109,7 @@ peak_rss_kib() {
     awk '/^VmHWM:/ {print $2}' "/proc/$1/status"
 }
 
-start_server() { # name, command...
+start_server() { # log name, command...
     local name=$1
     shift
     taskset -c "$SERVER_CPU" "$@" >"$WORK/$name.log" 2>&1 &
@@ -105,43 +132,45 @@ stop_server() {
     SERVER_PID=""
 }
 
-check_answer() { # body, expected "allowed" value
+check_answer() { # url, body, expected "allowed" value
     local answer
     answer=$(curl -sk --max-time 5 -H 'Content-Type: application/json' \
-        --data-binary "@$1" "$URL")
-    if [[ $(jq -r .response.allowed <<<"$answer") != "$2" ]]; then
-        echo "load.sh: expected allowed=$2 for $(basename "$1"), got: ${answer:0:400}" >&2
+        --data-binary "@$2" "$1")
+    if [[ $(jq -r .response.allowed <<<"$answer") != "$3" ]]; then
+        echo "load.sh: expected allowed=$3 for $(basename "$2") on $1, got: ${answer:0:400}" >&2
         exit 1
     fi
 }
 
-oha_run() { # seconds, connections, body, output
-    timeout $(($1 + 30)) taskset -c "$LOAD_CPU" "$OHA" -z "${1}s" -c "$2" \
-        --no-tui --worker-threads 1 -m POST -T application/json -D "$3" \
-        --insecure --output-format json "$URL" >"$4"
+oha_run() { # url, seconds, connections, body, output
+    timeout $(($2 + 30)) taskset -c "$LOAD_CPU" "$OHA" -z "${2}s" -c "$3" \
+        --no-tui --worker-threads 1 -m POST -T application/json -D "$4" \
+        --insecure --output-format json "$1" >"$5"
 }
 
 # One line per run in $WORK/results.tsv:
-# scenario conns rps p50_ms p99_ms requests errors cpu_us_per_req cpu_pct
-run() { # scenario, connections, body
-    local scenario=$1 conns=$2 body=$3 out="$WORK/$1-c$2.json"
-    local t0 t1
+# round server scenario conns rps p50_ms p99_ms ok not_200 cpu_us_per_req cpu_pct busy_pct
+run() { # round, server, scenario, url, connections, body, busy_pct
+    local round=$1 server=$2 scenario=$3 url=$4 conns=$5 body=$6 busy=$7
+    local out="$WORK/r$1-$2-$3-c$5.json" t0 t1
     t0=$(cpu_ticks "$SERVER_PID")
-    oha_run "$DURATION" "$conns" "$body" "$out"
+    oha_run "$url" "$DURATION" "$conns" "$body" "$out"
     t1=$(cpu_ticks "$SERVER_PID")
-    jq -r --arg s "$scenario" --argjson c "$conns" --argjson ticks $((t1 - t0)) \
-        --argjson hz "$CLK_TCK" --argjson dur "$DURATION" '
+    jq -r --argjson r "$round" --arg srv "$server" --arg s "$scenario" --argjson c "$conns" \
+        --argjson ticks $((t1 - t0)) --argjson hz "$CLK_TCK" --argjson dur "$DURATION" \
+        --argjson busy "$busy" '
         (.statusCodeDistribution["200"] // 0) as $ok
         | ([.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0) as $bad
-        | [$s, $c,
+        | [$r, $srv, $s, $c,
            (.summary.requestsPerSec * 10 | round / 10),
-           (.latencyPercentiles.p50 * 1e6 | round / 1e3),
-           (.latencyPercentiles.p99 * 1e6 | round / 1e3),
+           ((.latencyPercentiles.p50 // 0) * 1e6 | round / 1e3),
+           ((.latencyPercentiles.p99 // 0) * 1e6 | round / 1e3),
            $ok, $bad,
            (if $ok > 0 then ($ticks / $hz / $ok * 1e7 | round / 10) else 0 end),
-           ($ticks / $hz / $dur * 100 | round)]
+           ($ticks / $hz / $dur * 100 | round),
+           $busy]
         | @tsv' "$out" | tee -a "$WORK/results.tsv" |
-        awk -F'\t' '{printf "   %-22s c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  %8s µs CPU/req  CPU %3s%%  (%s ok, %s not 200)\n", $1, $2, $3, $4, $5, $8, $9, $6, $7}'
+        awk -F'\t' '{printf "   c=%-3s %9s req/s  p50 %7s ms  p99 %7s ms  %8s µs CPU/req  CPU %3s%%  (%s ok, %s not 200)\n", $4, $5, $6, $7, $10, $11, $8, $9}'
 }
 
 cpu_sample() { # total and idle jiffies of all CPUs
@@ -150,86 +179,152 @@ cpu_sample() { # total and idle jiffies of all CPUs
 
 # Anything else running (a build) takes the pinned cores away and shows up as
 # p99 outliers of several milliseconds: check that the machine is idle for a
-# second before each scenario, and say so when it is not.
-check_idle() {
-    local t0 i0 t1 i1 busy
+# second before each run, say so when it is not, and record it.
+busy_percent() {
+    local t0 i0 t1 i1
     read -r t0 i0 < <(cpu_sample)
     sleep 1
     read -r t1 i1 < <(cpu_sample)
-    busy=$((100 * ((t1 - t0) - (i1 - i0)) / (t1 - t0 > 0 ? t1 - t0 : 1)))
-    if ((busy > 10)); then
-        echo "   WARNING: the CPUs were ${busy}% busy before this scenario (other processes): figures will be off" >&2
-    fi
+    echo $((100 * ((t1 - t0) - (i1 - i0)) / (t1 - t0 > 0 ? t1 - t0 : 1)))
 }
 
-scenario() { # name, server (baseline|meshgate), body, expected allowed
-    local name=$1 server=$2 body=$3 expect=$4
-    echo "== $name: $server, $(basename "$body") ($(wc -c <"$body") bytes)"
-    check_idle
+measure() { # round, server (baseline|meshgate), scenario, path, fixture, expected allowed
+    local round=$1 server=$2 scenario=$3 path=$4 body="$FIXTURES/$5" expect=$6
+    local url="https://127.0.0.1:$PORT$path?timeout=5s" name="r$1-$2-$3" busy
+    echo "== round $round, $server, $scenario: POST $path $(basename "$body") ($(wc -c <"$body") bytes)"
+    busy=$(busy_percent)
+    if ((busy > 10)); then
+        echo "   WARNING: the CPUs were ${busy}% busy before this run (other processes): figures will be off" >&2
+    fi
     if [[ $server == baseline ]]; then
         start_server "$name" "$BASELINE" --listen "127.0.0.1:$PORT" \
             --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key"
+        expect=true
     else
         start_server "$name" "$MESHGATE" serve --listen "127.0.0.1:$PORT" \
             --metrics-listen "127.0.0.1:$METRICS_PORT" \
             --tls-cert "$WORK/tls.crt" --tls-key "$WORK/tls.key" \
             --state-from "$WORK/state"
     fi
-    check_answer "$body" "$expect"
+    check_answer "$url" "$body" "$expect"
     if [[ $WARMUP -gt 0 ]]; then
-        oha_run "$WARMUP" 4 "$body" "$WORK/$name-warmup.json"
+        oha_run "$url" "$WARMUP" 4 "$body" "$WORK/$name-warmup.json"
     fi
-    run "$name" 1 "$body"
-    run "$name" "$CONNS" "$body"
-    printf '%s\t%s\n' "$name" "$(peak_rss_kib "$SERVER_PID")" >>"$WORK/rss.tsv"
-    echo "   peak RSS $(($(peak_rss_kib "$SERVER_PID") / 1024)) MiB"
+    run "$round" "$server" "$scenario" "$url" 1 "$body" "$busy"
+    run "$round" "$server" "$scenario" "$url" "$CONNS" "$body" "$busy"
+    printf '%s\t%s\t%s\t%s\n' "$round" "$server" "$scenario" "$(peak_rss_kib "$SERVER_PID")" >>"$WORK/rss.tsv"
+    echo "   peak RSS $(awk -v k="$(peak_rss_kib "$SERVER_PID")" 'BEGIN {printf "%.1f", k / 1024}') MiB"
     stop_server
 }
 
-# --- scenarios -------------------------------------------------------------------
-echo "== ${DURATION}s per run; server on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; $(nproc) CPUs"
-scenario baseline-injected baseline "$FIXTURES/pod-injected.json" true
-scenario meshgate-injected meshgate "$FIXTURES/pod-injected.json" true
-scenario meshgate-plain meshgate "$FIXTURES/pod-plain.json" false
-scenario baseline-large-env baseline "$FIXTURES/pod-large-env.json" true
-scenario meshgate-large-env meshgate "$FIXTURES/pod-large-env.json" true
+# --- runs ----------------------------------------------------------------------
+echo "== $ROUNDS rounds, ${DURATION}s per run; servers on CPU $SERVER_CPU, oha on CPU $LOAD_CPU; $(nproc) CPUs"
+for ((round = 1; round <= ROUNDS; round++)); do
+    index=0
+    for spec in "${ALL_SCENARIOS[@]}"; do
+        read -r scenario path fixture expect <<<"$spec"
+        [[ " $SCENARIOS " == *" $scenario "* ]] || continue
+        # (round + index) odd: baseline first. Consecutive pairs and the same
+        # scenario in consecutive rounds both alternate.
+        if (((round + index) % 2 == 1)); then order=(baseline meshgate); else order=(meshgate baseline); fi
+        for server in "${order[@]}"; do
+            measure "$round" "$server" "$scenario" "$path" "$fixture" "$expect"
+        done
+        index=$((index + 1))
+    done
+done
 
 # --- summary -----------------------------------------------------------------------
-field() { # scenario, conns, column (1-based, see results.tsv)
-    awk -F'\t' -v s="$1" -v c="$2" -v f="$3" '$1 == s && $2 == c {print $f}' "$WORK/results.tsv"
+# Median over the rounds of one column (see results.tsv) of one server,
+# scenario and connection count; empty when there is no such run.
+median() { # server, scenario, conns, column
+    awk -F'\t' -v srv="$1" -v s="$2" -v c="$3" -v f="$4" '$2 == srv && $3 == s && $4 == c {print $f}' \
+        "$WORK/results.tsv" | sort -g |
+        awk '{v[NR] = $1} END {if (NR == 0) exit; m = int((NR + 1) / 2); if (NR % 2) print v[m]; else print (v[m] + v[m + 1]) / 2}'
 }
-rss_mib() {
-    awk -F'\t' -v s="$1" '$1 == s {printf "%.1f", $2 / 1024}' "$WORK/rss.tsv"
+peak_rss_mib() { # server, [scenario]: the highest VmHWM over the rounds
+    awk -F'\t' -v srv="$1" -v s="${2:-}" '$2 == srv && (s == "" || $3 == s) && $4 > max {max = $4}
+        END {if (max != "") printf "%.1f", max / 1024}' "$WORK/rss.tsv"
 }
-verdict() { # awk condition over x
-    if awk -v x="$1" "BEGIN { exit !($2) }"; then echo PASS; else echo FAIL; fi
+not_200() { # server, scenario: non-200 answers over every round
+    awk -F'\t' -v srv="$1" -v s="$2" '$2 == srv && $3 == s {n += $9} END {print n + 0}' "$WORK/results.tsv"
 }
+ratio() { # numerator, denominator: empty when either is missing or the denominator is 0
+    awk -v n="$1" -v d="$2" 'BEGIN {if (n != "" && d != "" && d + 0 != 0) printf "%.2f", n / d}'
+}
+goal() { # description, measured, awk condition over x
+    local verdict=FAIL
+    if [[ -n "$2" ]] && awk -v x="$2" "BEGIN { exit !($3) }"; then verdict=PASS; fi
+    echo "| $1 | ${2:-not measured} | $verdict |"
+}
+selected() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 {
     echo
-    echo "| scenario | conns | req/s | p50 ms | p99 ms | server CPU µs/req | server CPU % | peak RSS MiB | non-200 |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    while IFS=$'\t' read -r s c rps p50 p99 _ bad cpu pct; do
-        echo "| $s | $c | $rps | $p50 | $p99 | $cpu | $pct | $(rss_mib "$s") | $bad |"
-    done <"$WORK/results.tsv"
+    echo "### Median over $ROUNDS rounds (${DURATION}s per run)"
+    echo
+    echo "| scenario | server | conns | req/s | p50 ms | p99 ms | server CPU µs/req | server CPU % | peak RSS MiB | non-200 |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for spec in "${ALL_SCENARIOS[@]}"; do
+        read -r s _ <<<"$spec"
+        selected "$s" || continue
+        for srv in baseline meshgate; do
+            for c in 1 "$CONNS"; do
+                echo "| $s | $srv | $c | $(median "$srv" "$s" "$c" 5) | $(median "$srv" "$s" "$c" 6) |" \
+                    "$(median "$srv" "$s" "$c" 7) | $(median "$srv" "$s" "$c" 10) | $(median "$srv" "$s" "$c" 11) |" \
+                    "$(peak_rss_mib "$srv" "$s") | $(not_200 "$srv" "$s") |"
+            done
+        done
+    done
+    echo
+    echo "### Every round"
+    echo
+    echo "| round | server | scenario | conns | req/s | p50 ms | p99 ms | server CPU µs/req | server CPU % | CPUs busy before % |"
+    echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
+    awk -F'\t' '{printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $3, $4, $5, $6, $7, $10, $11, $12}' \
+        "$WORK/results.tsv"
     echo
 
-    tput_ratio=$(awk -v m="$(field meshgate-injected "$CONNS" 3)" -v b="$(field baseline-injected "$CONNS" 3)" \
-        'BEGIN {printf "%.2f", m / b}')
-    p99_ratio=$(awk -v m="$(field meshgate-injected 1 5)" -v b="$(field baseline-injected 1 5)" \
-        'BEGIN {printf "%.2f", m / b}')
-    peak_rss=$(for s in meshgate-injected meshgate-plain meshgate-large-env; do rss_mib "$s"; echo; done |
-        sort -n | tail -1)
-    large_p99=$(field meshgate-large-env 1 5)
-    large_p99_c=$(field meshgate-large-env "$CONNS" 5)
-
+    echo "### Goals (issue 12), on the medians"
+    echo
     echo "| goal | measured | verdict |"
     echo "|---|---:|---|"
-    echo "| throughput meshgate / baseline, injected pod, $CONNS conns ≥ 0.5 | $tput_ratio | $(verdict "$tput_ratio" 'x >= 0.5') |"
-    echo "| p99 meshgate / baseline, injected pod, 1 conn ≤ 2 | $p99_ratio | $(verdict "$p99_ratio" 'x <= 2') |"
-    echo "| meshgate peak RSS < 64 MiB | $peak_rss MiB | $(verdict "$peak_rss" 'x < 64') |"
-    echo "| 85 KB pod p99, 1 conn < 5 ms | $large_p99 ms | $(verdict "$large_p99" 'x < 5') |"
-    echo "| (info) 85 KB pod p99, $CONNS conns | $large_p99_c ms | |"
+    if selected injected; then
+        goal "throughput meshgate / no-op, /validate injected pod, $CONNS conns ≥ 1.0" \
+            "$(ratio "$(median meshgate injected "$CONNS" 5)" "$(median baseline injected "$CONNS" 5)")" 'x >= 1.0'
+        goal "p99 meshgate / no-op, /validate injected pod, 1 conn ≤ 1.2" \
+            "$(ratio "$(median meshgate injected 1 7)" "$(median baseline injected 1 7)")" 'x <= 1.2'
+        goal "server CPU per review meshgate / no-op, /validate injected pod, $CONNS conns ≤ 1.0" \
+            "$(ratio "$(median meshgate injected "$CONNS" 10)" "$(median baseline injected "$CONNS" 10)")" 'x <= 1.0'
+    fi
+    if selected large-env; then
+        goal "85 KB pod p99, meshgate, 1 conn < 2 ms" "$(median meshgate large-env 1 7)" 'x < 2'
+    fi
+    if selected injected && selected mutate; then
+        goal "throughput /validate / /mutate, meshgate injected pod, $CONNS conns ≤ 1.2" \
+            "$(ratio "$(median meshgate injected "$CONNS" 5)" "$(median meshgate mutate "$CONNS" 5)")" 'x <= 1.2'
+        goal "p99 /mutate / /validate, meshgate injected pod, 1 conn ≤ 1.2" \
+            "$(ratio "$(median meshgate mutate 1 7)" "$(median meshgate injected 1 7)")" 'x <= 1.2'
+    fi
+    goal "meshgate peak RSS under load (MiB, every run) ≤ 24" "$(peak_rss_mib meshgate)" 'x <= 24'
+    goal "non-200 answers, both servers, every run = 0" \
+        "$(awk -F'\t' '{n += $9} END {print n + 0}' "$WORK/results.tsv")" 'x == 0'
+    echo
+    echo "Information (no goal):"
+    echo
+    for s in plain deployment large-env; do
+        selected "$s" || continue
+        echo "- $s: throughput meshgate / no-op at $CONNS conns" \
+            "$(ratio "$(median meshgate "$s" "$CONNS" 5)" "$(median baseline "$s" "$CONNS" 5)"), p99 at 1 conn" \
+            "$(ratio "$(median meshgate "$s" 1 7)" "$(median baseline "$s" 1 7)")"
+    done
+    if selected large-env; then
+        echo "- 85 KB pod p99, meshgate, $CONNS conns (queueing on one core): $(median meshgate large-env "$CONNS" 7) ms"
+    fi
+    echo "- no-op peak RSS: $(peak_rss_mib baseline) MiB"
+    busy_runs=$(awk -F'\t' '$4 == 1 && $12 > 10' "$WORK/results.tsv" | wc -l)
+    echo "- runs that started with the CPUs more than 10% busy: $busy_runs of $(awk -F'\t' '$4 == 1' "$WORK/results.tsv" | wc -l)" \
+        "$( ((busy_runs > 0)) && echo '(other processes were running: the figures are not reliable)')"
 } | tee "$WORK/summary.md"
 
 if [[ -n "${RESULTS:-}" ]]; then
