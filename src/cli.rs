@@ -71,6 +71,19 @@ pub struct ServeArgs {
     /// meshgate's own namespace, always exempt so it can never block itself.
     #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
     pub own_namespace: String,
+    /// Write PolicyReports from the background audit (one replica writes,
+    /// elected on a Lease in the own namespace).
+    #[arg(long, env = "MESHGATE_POLICY_REPORTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub policy_reports: bool,
+    /// The report API: wgpolicy (wgpolicyk8s.io/v1alpha2) or open-reports
+    /// (openreports.io/v1alpha1).
+    #[arg(
+        long,
+        env = "MESHGATE_POLICY_REPORT_API",
+        value_enum,
+        default_value = "wgpolicy"
+    )]
+    pub policy_report_api: crate::report::Flavor,
     /// Larger request bodies get HTTP 413.
     #[arg(long, env = "MESHGATE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
