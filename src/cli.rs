@@ -127,6 +127,8 @@ pub enum OutputFormat {
     Text,
     Json,
     Sarif,
+    /// wgpolicyk8s.io PolicyReports as multi-document YAML, for `kubectl apply`.
+    Policyreport,
 }
 
 #[derive(Debug, clap::Args)]

@@ -256,3 +256,71 @@ async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
     eprintln!("takeover after {took:?}");
     follower.stop().await.unwrap();
 }
+
+/// `meshgate audit --output policyreport` on fixture manifests: the YAML is
+/// accepted by a real API server with the CRDs installed (server-side dry
+/// run, so the CRD schema validates it), and applies for real too.
+#[tokio::test]
+async fn audit_policyreport_output_applies_with_kubectl() {
+    let Some(env) = envtest::start("audit_policyreport_output_applies_with_kubectl") else {
+        return;
+    };
+    let client = env.client().await;
+    install_crds(&client, "wgpolicyk8s.yaml").await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+    let namespaces = format!("{fixtures}state/namespaces.yaml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["audit", "--output", "policyreport", &namespaces])
+        .arg(format!("{fixtures}workloads"))
+        .output()
+        .unwrap();
+    assert!(output.status.code().is_some_and(|c| c <= 1), "{output:?}");
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(yaml.contains("kind: ClusterPolicyReport"), "{yaml}");
+    assert!(yaml.contains("kind: PolicyReport"), "{yaml}");
+
+    let kubectl = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The reports' namespaces must exist for namespaced objects.
+    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
+        let report: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if let Some(ns) = report["metadata"]["namespace"].as_str() {
+            let _ = Api::<Namespace>::all(client.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+                )
+                .await;
+        }
+    }
+    kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml);
+    let applied = kubectl(&["apply", "-f", "-"], &yaml);
+    assert!(
+        applied.contains("clusterpolicyreport.wgpolicyk8s.io/meshgate created"),
+        "{applied}"
+    );
+    let listed = kubectl(&["get", "policyreports", "-A", "-o", "name"], "");
+    assert!(
+        listed.contains("policyreport.wgpolicyk8s.io/meshgate"),
+        "{listed}"
+    );
+}

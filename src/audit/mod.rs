@@ -87,6 +87,8 @@ pub struct Report {
     pub objects_checked: usize,
     pub exempted: usize,
     pub namespaces: Vec<NamespacePosture>,
+    /// Every judged object's per-rule results, for PolicyReports.
+    pub verdicts: Vec<crate::report::ObjectVerdict>,
 }
 
 impl Report {
@@ -116,6 +118,7 @@ pub fn run(args: &AuditArgs) -> ExitCode {
                 OutputFormat::Text => output::text(&report),
                 OutputFormat::Json => output::json(&report),
                 OutputFormat::Sarif => output::sarif(&report),
+                OutputFormat::Policyreport => crate::report::yaml::policy_reports(&report.verdicts),
             };
             print!("{text}");
             if report.objects_checked == 0 {
@@ -178,6 +181,9 @@ pub fn judge_manifests(
         report.objects_checked += 1;
         seen_namespaces.insert(object.namespace().to_owned());
         let judgement = policy::judge(&object, &ctx);
+        report
+            .verdicts
+            .push(crate::report::yaml::verdict(m, &object, &judgement, config));
         report.exempted += judgement.exempted.len();
         for judged in judgement.findings {
             report.findings.push(Reported {

@@ -21,6 +21,7 @@ pub mod serve;
 pub mod types;
 pub mod verdict;
 pub mod writer;
+pub mod yaml;
 
 pub use build::{reports, Bounds};
 pub use types::{Flavor, Report, ReportResult, Summary};
