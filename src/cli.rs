@@ -138,15 +138,26 @@ pub struct AuditArgs {
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
-    /// Namespace of objects that do not name one.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// On files: the namespace of objects that do not name one (default:
+    /// `default`). With `--cluster`: audit only this namespace (default: all).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Read the objects from a live cluster (read-only) instead of files.
+    #[arg(long, conflicts_with = "paths")]
+    pub cluster: bool,
+    /// The kubeconfig for `--cluster` (default: KUBECONFIG, ~/.kube/config,
+    /// or in-cluster).
+    #[arg(long, requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context for `--cluster`.
+    #[arg(long, requires = "cluster")]
+    pub context: Option<String>,
     /// meshgate's own namespace, exempt as in `serve`, so auditing the
     /// chart's own output reports nothing on meshgate itself.
     #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
     pub own_namespace: String,
     /// Manifest files or directories; `-` reads stdin.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "cluster", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 

@@ -12,6 +12,7 @@ use crate::posture::{files, Enrollment, NamespaceInfo, PostureIndex};
 use crate::rules::{Context, RuleId};
 use crate::subject::{self, Kind};
 
+pub mod cluster;
 pub mod output;
 
 /// One finding on one object, with where the object came from.
@@ -103,6 +104,8 @@ pub enum AuditError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("{file}, document {document}: {source}")]
     Decode {
         file: String,
@@ -146,9 +149,13 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
         None => Config::default(),
     }
     .with_own_namespace(&args.own_namespace);
+    if args.cluster {
+        return cluster::audit(args, &config);
+    }
+    let namespace = args.namespace.as_deref().unwrap_or("default");
     let manifests = manifest::load_paths(&args.paths)?;
-    let posture = files::index(&manifests, &args.namespace)?;
-    judge_manifests(&manifests, &posture, &config, &args.namespace)
+    let posture = files::index(&manifests, namespace)?;
+    judge_manifests(&manifests, &posture, &config, namespace)
 }
 
 /// Judges every manifest of a kind meshgate judges; others are skipped.
