@@ -13,7 +13,9 @@
 //!
 //! `server` is thin plumbing around [`admission::Reviewer`]; `audit` runs the
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
-//! over every object already in the cluster, and exports the posture metrics.
+//! over every object already in the cluster, and exports the posture metrics;
+//! `report` turns verdicts into bounded PolicyReports, written by the replica
+//! `leader` elects.
 
 // Library and binary code returns errors rather than panicking; tests may
 // unwrap (clippy.toml). Set here, not in Cargo.toml's [lints], which would
