@@ -367,6 +367,7 @@ mod tests {
         let reports = reports(&verdicts, Flavor::Wgpolicy, NOW, Bounds::default());
         let big = &reports[0];
         let size = serde_json::to_vec(big).unwrap().len();
+        eprintln!("10,000-pod report: {size} bytes");
         assert!(size < 512 * 1024, "{size} bytes");
         assert_eq!(big.summary.fail, 30_000);
         assert_eq!(big.summary.pass, 20_000);
