@@ -71,6 +71,19 @@ pub struct ServeArgs {
     /// meshgate's own namespace, always exempt so it can never block itself.
     #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
     pub own_namespace: String,
+    /// Write PolicyReports from the background audit (one replica writes,
+    /// elected on a Lease in the own namespace).
+    #[arg(long, env = "MESHGATE_POLICY_REPORTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub policy_reports: bool,
+    /// The report API: wgpolicy (wgpolicyk8s.io/v1alpha2) or open-reports
+    /// (openreports.io/v1alpha1).
+    #[arg(
+        long,
+        env = "MESHGATE_POLICY_REPORT_API",
+        value_enum,
+        default_value = "wgpolicy"
+    )]
+    pub policy_report_api: crate::report::Flavor,
     /// Larger request bodies get HTTP 413.
     #[arg(long, env = "MESHGATE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -114,6 +127,8 @@ pub enum OutputFormat {
     Text,
     Json,
     Sarif,
+    /// wgpolicyk8s.io PolicyReports as multi-document YAML, for `kubectl apply`.
+    Policyreport,
 }
 
 #[derive(Debug, clap::Args)]
@@ -123,15 +138,26 @@ pub struct AuditArgs {
     pub config: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "text")]
     pub output: OutputFormat,
-    /// Namespace of objects that do not name one.
-    #[arg(long, default_value = "default")]
-    pub namespace: String,
+    /// On files: the namespace of objects that do not name one (default:
+    /// `default`). With `--cluster`: audit only this namespace (default: all).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Read the objects from a live cluster (read-only) instead of files.
+    #[arg(long, conflicts_with = "paths")]
+    pub cluster: bool,
+    /// The kubeconfig for `--cluster` (default: KUBECONFIG, ~/.kube/config,
+    /// or in-cluster).
+    #[arg(long, requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context for `--cluster`.
+    #[arg(long, requires = "cluster")]
+    pub context: Option<String>,
     /// meshgate's own namespace, exempt as in `serve`, so auditing the
     /// chart's own output reports nothing on meshgate itself.
     #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
     pub own_namespace: String,
     /// Manifest files or directories; `-` reads stdin.
-    #[arg(required = true, value_name = "PATH")]
+    #[arg(required_unless_present = "cluster", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
 }
 

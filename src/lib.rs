@@ -13,7 +13,9 @@
 //!
 //! `server` is thin plumbing around [`admission::Reviewer`]; `audit` runs the
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
-//! over every object already in the cluster, and exports the posture metrics.
+//! over every object already in the cluster, and exports the posture metrics;
+//! `report` turns verdicts into bounded PolicyReports, written by the replica
+//! `leader` elects.
 
 // Library and binary code returns errors rather than panicking; tests may
 // unwrap (clippy.toml). Set here, not in Cargo.toml's [lints], which would
@@ -29,10 +31,12 @@ pub mod config;
 pub mod duration;
 pub mod injection;
 pub mod istio;
+pub mod leader;
 pub mod manifest;
 pub mod metrics;
 pub mod policy;
 pub mod posture;
+pub mod report;
 pub mod rules;
 pub mod server;
 pub mod subject;

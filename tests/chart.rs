@@ -739,7 +739,9 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
         .collect();
 
     for kube_version in KUBE_VERSIONS {
-        let docs = render("", kube_version);
+        // The report writer's rights are checked in
+        // policy_reports_rbac_is_exactly_the_reports_and_the_lease.
+        let docs = render("policyReports: {enabled: false}\n", kube_version);
         for kind in ["Role", "RoleBinding"] {
             assert!(
                 !kinds(&docs).contains(kind),
@@ -1393,4 +1395,97 @@ fn notes_tell_the_replica_count_and_what_is_never_blocked() {
         notes.contains(&format!("{FULLNAME}-remove-webhooks")),
         "{notes}"
     );
+}
+
+#[test]
+fn policy_reports_rbac_is_exactly_the_reports_and_the_lease() {
+    use meshgate::report::Flavor;
+    let write: BTreeSet<String> = [
+        "get", "list", "watch", "create", "update", "patch", "delete",
+    ]
+    .map(String::from)
+    .into();
+    for (values, flavor) in [
+        ("", Flavor::Wgpolicy),
+        ("policyReports: {api: open-reports}\n", Flavor::OpenReports),
+    ] {
+        let docs = render(values, NEWER);
+        let role = docs
+            .iter()
+            .find(|d| d["kind"] == "ClusterRole" && !is_hook(d))
+            .unwrap();
+        let granted = granted(role);
+        let reports: BTreeMap<_, _> = granted
+            .iter()
+            .filter(|(_, verbs)| **verbs == write)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let expected: BTreeMap<_, _> = [false, true]
+            .map(|cluster| {
+                (
+                    (flavor.group().to_owned(), flavor.kind(cluster).1.to_owned()),
+                    write.clone(),
+                )
+            })
+            .into();
+        assert_eq!(reports, expected, "{values}");
+
+        let lease_role = find(&docs, "Role", &format!("{FULLNAME}-leader"));
+        assert_eq!(lease_role["metadata"]["namespace"], NAMESPACE);
+        assert_eq!(
+            lease_role["rules"],
+            json!([{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]}])
+        );
+        let binding = find(&docs, "RoleBinding", &format!("{FULLNAME}-leader"));
+        assert_eq!(
+            binding["subjects"],
+            json!([{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}])
+        );
+        let env = &deployment(&docs)["spec"]["template"]["spec"]["containers"][0]["env"];
+        let value = |name: &str| {
+            env.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].clone())
+        };
+        assert_eq!(value("MESHGATE_POLICY_REPORTS"), Some(json!("true")));
+        assert!(!kinds(&docs).contains("CustomResourceDefinition"));
+    }
+
+    // Off: no writer rights, no Lease role, and the flag tells serve.
+    let docs = render("policyReports: {enabled: false}\n", NEWER);
+    assert!(!kinds(&docs).contains("Role"));
+    let env = deployment(&docs)["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#"{"name":"MESHGATE_POLICY_REPORTS","value":"false"}"#),
+        "{env}"
+    );
+}
+
+#[test]
+fn report_crds_are_installed_only_when_asked_for_the_chosen_api() {
+    for (values, names) in [
+        (
+            "policyReports: {installCRDs: true}\n",
+            [
+                "clusterpolicyreports.wgpolicyk8s.io",
+                "policyreports.wgpolicyk8s.io",
+            ],
+        ),
+        (
+            "policyReports: {installCRDs: true, api: open-reports}\n",
+            ["clusterreports.openreports.io", "reports.openreports.io"],
+        ),
+    ] {
+        let docs = render(values, NEWER);
+        let mut crds: Vec<&str> = docs
+            .iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .map(|d| d["metadata"]["name"].as_str().unwrap())
+            .collect();
+        crds.sort();
+        assert_eq!(crds, names, "{values}");
+    }
 }

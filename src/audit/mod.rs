@@ -12,6 +12,7 @@ use crate::posture::{files, Enrollment, NamespaceInfo, PostureIndex};
 use crate::rules::{Context, RuleId};
 use crate::subject::{self, Kind};
 
+pub mod cluster;
 pub mod output;
 
 /// One finding on one object, with where the object came from.
@@ -87,6 +88,8 @@ pub struct Report {
     pub objects_checked: usize,
     pub exempted: usize,
     pub namespaces: Vec<NamespacePosture>,
+    /// Every judged object's per-rule results, for PolicyReports.
+    pub verdicts: Vec<crate::report::ObjectVerdict>,
 }
 
 impl Report {
@@ -101,6 +104,8 @@ pub enum AuditError {
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
     Manifest(#[from] manifest::ManifestError),
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
     #[error("{file}, document {document}: {source}")]
     Decode {
         file: String,
@@ -116,6 +121,7 @@ pub fn run(args: &AuditArgs) -> ExitCode {
                 OutputFormat::Text => output::text(&report),
                 OutputFormat::Json => output::json(&report),
                 OutputFormat::Sarif => output::sarif(&report),
+                OutputFormat::Policyreport => crate::report::yaml::policy_reports(&report.verdicts),
             };
             print!("{text}");
             if report.objects_checked == 0 {
@@ -143,9 +149,13 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
         None => Config::default(),
     }
     .with_own_namespace(&args.own_namespace);
+    if args.cluster {
+        return cluster::audit(args, &config);
+    }
+    let namespace = args.namespace.as_deref().unwrap_or("default");
     let manifests = manifest::load_paths(&args.paths)?;
-    let posture = files::index(&manifests, &args.namespace)?;
-    judge_manifests(&manifests, &posture, &config, &args.namespace)
+    let posture = files::index(&manifests, namespace)?;
+    judge_manifests(&manifests, &posture, &config, namespace)
 }
 
 /// Judges every manifest of a kind meshgate judges; others are skipped.
@@ -178,6 +188,9 @@ pub fn judge_manifests(
         report.objects_checked += 1;
         seen_namespaces.insert(object.namespace().to_owned());
         let judgement = policy::judge(&object, &ctx);
+        report
+            .verdicts
+            .push(crate::report::yaml::verdict(m, &object, &judgement, config));
         report.exempted += judgement.exempted.len();
         for judged in judgement.findings {
             report.findings.push(Reported {

@@ -80,6 +80,7 @@ pub async fn run(
     let cert = tls::ReloadingCert::new(key);
     let acceptor = TlsAcceptor::from(tls::server_config(cert.clone())?);
 
+    let mut report_task = None;
     let (sync, confirmer) = if args.state_from.is_empty() {
         let client = kube::Client::try_default().await?;
         let sync = Arc::new(CacheSync::new(reflector::ALL));
@@ -89,6 +90,16 @@ pub async fn run(
             let (c, p, s) = (config.clone(), posture.clone(), sync.clone());
             posture_metrics.attach(background::feed::spawn(client.clone(), c, p, s));
         }
+        report_task = match posture_metrics.results() {
+            Some(results) if args.policy_reports => Some(crate::report::serve::spawn(
+                client.clone(),
+                config.clone(),
+                results,
+                args.own_namespace.clone(),
+                args.policy_report_api,
+            )),
+            _ => None,
+        };
         (
             sync,
             Some(Arc::new(Confirmer::new(client, args.confirm_timeout))),
@@ -164,6 +175,9 @@ pub async fn run(
         draining,
     };
     serve_tls(listener, acceptor, app, shutdown, stop, (timeouts, tracker)).await;
+    if let Some(task) = report_task {
+        task.stop().await;
+    }
     Ok(())
 }
 

@@ -1,0 +1,187 @@
+//! The builder's input: per judged object, one result per rule. Shared by
+//! the webhook, `meshgate audit` and the background audit.
+
+use crate::background::{ObjectRef, Verdict};
+use crate::config::{Config, Mode};
+use crate::policy::Judgement;
+use crate::rules::{Check, RuleId, RULES};
+use crate::subject::Kind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Outcome {
+    Pass,
+    /// An enforced violation.
+    Fail,
+    /// An audit-mode violation.
+    Warn,
+    /// An exempted violation.
+    Skip,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Pass => "pass",
+            Outcome::Fail => "fail",
+            Outcome::Warn => "warn",
+            Outcome::Skip => "skip",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleResult {
+    pub rule: RuleId,
+    pub outcome: Outcome,
+    /// The finding's message, or the exemption's reason for a skip.
+    pub message: String,
+    pub fix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectVerdict {
+    pub reference: ObjectRef,
+    pub results: Vec<RuleResult>,
+}
+
+impl ObjectVerdict {
+    /// Turns a judgement into results: enforced findings fail, audit-mode
+    /// findings warn, exempted ones skip, and every other rule that ran on
+    /// the object passes. Objects in exempt namespaces get no results.
+    pub fn from_judgement(reference: ObjectRef, judgement: &Judgement, config: &Config) -> Self {
+        let mut results = Vec::new();
+        if judgement.exempt_namespace {
+            return ObjectVerdict { reference, results };
+        }
+        for judged in &judgement.findings {
+            results.push(RuleResult {
+                rule: judged.finding.rule,
+                outcome: match judged.mode {
+                    Mode::Enforce => Outcome::Fail,
+                    _ => Outcome::Warn,
+                },
+                message: judged.finding.message.clone(),
+                fix: judged.finding.fix.clone(),
+            });
+        }
+        for exempted in &judgement.exempted {
+            results.push(RuleResult {
+                rule: exempted.rule,
+                outcome: Outcome::Skip,
+                message: format!("exempted: {}", exempted.reason),
+                fix: String::new(),
+            });
+        }
+        for rule in rules_judging(reference.kind) {
+            let reported = results.iter().any(|r| r.rule == rule);
+            if !reported && config.rule_mode(rule) != Mode::Off {
+                results.push(RuleResult {
+                    rule,
+                    outcome: Outcome::Pass,
+                    message: String::new(),
+                    fix: String::new(),
+                });
+            }
+        }
+        ObjectVerdict { reference, results }
+    }
+
+    pub fn from_background(verdict: &Verdict, config: &Config) -> Self {
+        Self::from_judgement(verdict.object.clone(), &verdict.judgement, config)
+    }
+}
+
+/// The rules that judge a newly created object of `kind` (rules that only
+/// judge updates and deletions, `baseline-protected`, never pass or fail an
+/// object at rest).
+pub fn rules_judging(kind: Kind) -> impl Iterator<Item = RuleId> {
+    RULES
+        .iter()
+        .filter(move |rule| match rule.check {
+            Check::Workload(_) => kind.is_workload(),
+            Check::Namespace(_) => kind == Kind::Namespace,
+            Check::PeerAuthentication(_) => kind == Kind::PeerAuthentication,
+            Check::AuthorizationPolicy(_) => kind == Kind::AuthorizationPolicy,
+            Check::DestinationRule(_) => kind == Kind::DestinationRule,
+            Check::Sidecar(_) => kind == Kind::Sidecar,
+            Check::Certificate(_) => kind == Kind::Certificate,
+            Check::Any(_) => false,
+        })
+        .map(|rule| rule.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{Exempted, Judged};
+    use crate::rules::Finding;
+
+    pub(crate) fn pod(namespace: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: "v1".into(),
+            kind: Kind::Pod,
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        }
+    }
+
+    #[test]
+    fn enforced_fail_audit_warn_exempted_skip_and_the_rest_pass() {
+        let judgement = Judgement {
+            findings: vec![
+                Judged {
+                    finding: Finding::new(RuleId::SidecarRequired, "no sidecar", "inject"),
+                    mode: Mode::Enforce,
+                },
+                Judged {
+                    finding: Finding::new(RuleId::NoHostNetwork, "host network", "drop it"),
+                    mode: Mode::Audit,
+                },
+            ],
+            exempted: vec![Exempted {
+                rule: RuleId::DedicatedServiceAccount,
+                reason: "legacy app, ticket 42".into(),
+            }],
+            exempt_namespace: false,
+        };
+        let config = Config::default();
+        let verdict = ObjectVerdict::from_judgement(pod("shop", "web"), &judgement, &config);
+        let outcome = |rule| {
+            verdict
+                .results
+                .iter()
+                .find(|r| r.rule == rule)
+                .map(|r| r.outcome)
+        };
+        assert_eq!(outcome(RuleId::SidecarRequired), Some(Outcome::Fail));
+        assert_eq!(outcome(RuleId::NoHostNetwork), Some(Outcome::Warn));
+        assert_eq!(
+            outcome(RuleId::DedicatedServiceAccount),
+            Some(Outcome::Skip)
+        );
+        assert_eq!(outcome(RuleId::StrictMtlsRequired), Some(Outcome::Pass));
+        assert_eq!(outcome(RuleId::PeerAuthenticationStrict), None);
+        let skip = verdict.results.iter().find(|r| r.outcome == Outcome::Skip);
+        assert!(skip.is_some_and(|r| r.message.contains("ticket 42")));
+    }
+
+    #[test]
+    fn rules_turned_off_do_not_pass_and_exempt_namespaces_have_no_results() {
+        let config = Config::from_yaml("rules: {no-host-network: off}\n").unwrap();
+        let verdict =
+            ObjectVerdict::from_judgement(pod("shop", "web"), &Judgement::default(), &config);
+        assert!(verdict
+            .results
+            .iter()
+            .all(|r| r.rule != RuleId::NoHostNetwork));
+        assert!(!verdict.results.is_empty());
+
+        let exempt = Judgement {
+            exempt_namespace: true,
+            ..Judgement::default()
+        };
+        let verdict = ObjectVerdict::from_judgement(pod("kube-system", "x"), &exempt, &config);
+        assert!(verdict.results.is_empty());
+    }
+}

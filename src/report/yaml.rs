@@ -1,0 +1,54 @@
+//! `meshgate audit --output policyreport`: the reports as multi-document
+//! YAML a user can `kubectl apply`.
+
+use crate::background::ObjectRef;
+use crate::config::Config;
+use crate::manifest::Manifest;
+use crate::policy::Judgement;
+use crate::subject::{Kind, Object};
+
+use super::{build, writer, Flavor, ObjectVerdict};
+
+/// The verdict of one object read from a manifest.
+pub fn verdict(
+    manifest: &Manifest,
+    object: &Object,
+    judgement: &Judgement,
+    config: &Config,
+) -> ObjectVerdict {
+    let kind = object.kind();
+    let reference = ObjectRef {
+        api_version: manifest.api_version.clone(),
+        kind,
+        // Namespaces are cluster-scoped: their results go to the
+        // ClusterPolicyReport.
+        namespace: if kind == Kind::Namespace {
+            String::new()
+        } else {
+            object.namespace().to_owned()
+        },
+        name: object.name().to_owned(),
+        uid: manifest.value["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    };
+    ObjectVerdict::from_judgement(reference, judgement, config)
+}
+
+/// The wgpolicyk8s.io reports for `verdicts`, as YAML documents.
+pub fn policy_reports(verdicts: &[ObjectVerdict]) -> String {
+    let reports = build::reports(
+        verdicts,
+        Flavor::Wgpolicy,
+        writer::now(),
+        build::Bounds::default(),
+    );
+    let mut text = String::new();
+    for report in reports {
+        text.push_str("---\n");
+        // Plain data: serialising it cannot fail.
+        text.push_str(&serde_yaml_ng::to_string(&report).unwrap_or_default());
+    }
+    text
+}

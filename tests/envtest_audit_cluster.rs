@@ -1,0 +1,159 @@
+//! `meshgate audit --cluster` against a real kube-apiserver: the fixtures
+//! applied with kubectl give the same findings as `meshgate audit` on the
+//! same files; `-n` limits the audit to one namespace; a kind the cluster
+//! does not serve (no cert-manager) is reported, not fatal.
+
+mod envtest;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const NAMESPACES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/state/namespaces.yaml"
+);
+
+/// A workload in a fixture namespace that breaks two rules.
+const AGENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: agent, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec:
+      hostNetwork: true
+      containers: [{name: agent, image: agent:1}]
+";
+
+fn meshgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(args)
+        .env_remove("KUBECONFIG")
+        .output()
+        .unwrap()
+}
+
+/// (rule, mode, kind, namespace, name) of the JSON findings in `namespaces`.
+fn findings(
+    output: &Output,
+    namespaces: &[&str],
+) -> BTreeSet<(String, String, String, String, String)> {
+    let report: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| namespaces.contains(&f["namespace"].as_str().unwrap()))
+        .map(|f| {
+            let s = |k: &str| f[k].as_str().unwrap().to_owned();
+            (s("rule"), s("mode"), s("kind"), s("namespace"), s("name"))
+        })
+        .collect()
+}
+
+fn kubectl_apply(kubeconfig: &Path, file: &Path) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["apply", "-f"])
+        .arg(file)
+        .output()
+        .expect("kubectl on PATH");
+    assert!(out.status.success(), "kubectl apply: {out:?}");
+}
+
+#[tokio::test]
+async fn audit_cluster_agrees_with_the_audit_of_the_applied_files() {
+    let Some(env) = envtest::start("audit_cluster") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_istio_crds(&client).await;
+    let dir = tempfile::tempdir().unwrap();
+    let agent = dir.path().join("agent.yaml");
+    std::fs::write(&agent, AGENT).unwrap();
+    let root = dir.path().join("root.yaml");
+    std::fs::write(
+        &root,
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n",
+    )
+    .unwrap();
+    kubectl_apply(&env.kubeconfig(), &root);
+    kubectl_apply(&env.kubeconfig(), Path::new(NAMESPACES));
+    kubectl_apply(&env.kubeconfig(), &agent);
+    let kubeconfig = env.kubeconfig().to_string_lossy().into_owned();
+    let fixture_namespaces = ["bookinfo", "legacy", "audited", "istio-system"];
+
+    let on_files = meshgate(&[
+        "audit",
+        "--output",
+        "json",
+        NAMESPACES,
+        agent.to_str().unwrap(),
+    ]);
+    let on_cluster = meshgate(&[
+        "audit",
+        "--cluster",
+        "--kubeconfig",
+        &kubeconfig,
+        "--output",
+        "json",
+    ]);
+    let stderr = String::from_utf8_lossy(&on_cluster.stderr);
+    assert!(stderr.contains("does not serve Certificate"), "{stderr}");
+    let expected = findings(&on_files, &fixture_namespaces);
+    assert!(
+        expected
+            .iter()
+            .any(|f| f.0 == "no-host-network" && f.4 == "agent"),
+        "{expected:?}"
+    );
+    assert_eq!(findings(&on_cluster, &fixture_namespaces), expected);
+    assert_eq!(
+        on_cluster.status.code(),
+        Some(1),
+        "enforced findings: exit 1"
+    );
+
+    // One namespace: only its objects (and itself) are judged.
+    let bookinfo = meshgate(&[
+        "audit",
+        "--cluster",
+        "--kubeconfig",
+        &kubeconfig,
+        "-n",
+        "bookinfo",
+        "--output",
+        "json",
+    ]);
+    let report: Value = serde_json::from_slice(&bookinfo.stdout).unwrap();
+    let namespaces: BTreeSet<&str> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["namespace"].as_str().unwrap())
+        .collect();
+    assert_eq!(namespaces, BTreeSet::from(["bookinfo"]));
+    assert_eq!(
+        findings(&bookinfo, &["bookinfo"]),
+        findings(&on_files, &["bookinfo"])
+    );
+
+    // The same as PolicyReports.
+    let reports = meshgate(&[
+        "audit",
+        "--cluster",
+        "--kubeconfig",
+        &kubeconfig,
+        "--output",
+        "policyreport",
+    ]);
+    let yaml = String::from_utf8(reports.stdout).unwrap();
+    assert!(yaml.contains("namespace: bookinfo"), "{yaml}");
+    assert!(yaml.contains("policy: no-host-network"), "{yaml}");
+}

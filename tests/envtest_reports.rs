@@ -1,0 +1,326 @@
+//! PolicyReports against a real kube-apiserver: the writer creates reports,
+//! updates them in place only when their content changes, deletes those of
+//! namespaces without judged objects; of two electors on one Lease one
+//! leads, and the other takes over once it stops.
+
+mod envtest;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
+use kube::Client;
+use meshgate::background::ObjectRef;
+use meshgate::leader::Elector;
+use meshgate::report::writer::{Reconciled, Writer};
+use meshgate::report::{build, Flavor, ObjectVerdict, Outcome, RuleResult};
+use meshgate::rules::RuleId;
+use meshgate::subject::Kind;
+
+const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/meshgate/files/crds/");
+
+pub async fn install_crds(client: &Client, file: &str) {
+    let text = std::fs::read_to_string(format!("{CRDS}{file}")).unwrap();
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let mut names = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
+        names.push(crd.metadata.name.clone().unwrap());
+        api.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for name in names {
+        while !api
+            .get(&name)
+            .await
+            .unwrap()
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True")
+        {
+            assert!(Instant::now() < deadline, "CRD {name} not established");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+pub async fn create_namespace(client: &Client, name: &str) {
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+fn verdict(namespace: &str, kind: Kind, name: &str, outcome: Outcome) -> ObjectVerdict {
+    let rule = if kind == Kind::Namespace {
+        RuleId::NamespaceMeshEnrolled
+    } else {
+        RuleId::SidecarRequired
+    };
+    ObjectVerdict {
+        reference: ObjectRef {
+            api_version: "v1".into(),
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        },
+        results: vec![RuleResult {
+            rule,
+            outcome,
+            message: format!("{name}: {}", outcome.as_str()),
+            fix: "add the sidecar".into(),
+        }],
+    }
+}
+
+fn policy_reports(client: &Client, cluster: bool) -> Api<DynamicObject> {
+    let (kind, plural) = Flavor::Wgpolicy.kind(cluster);
+    let gvk = GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", kind);
+    Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk_with_plural(&gvk, plural),
+    )
+}
+
+fn shop_report(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "policyreports");
+    Api::namespaced_with(client.clone(), "shop", &resource)
+}
+
+async fn stored(client: &Client) -> Vec<(Option<String>, String, String)> {
+    let mut found = Vec::new();
+    for cluster in [true, false] {
+        for object in policy_reports(client, cluster)
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+        {
+            found.push((
+                object.metadata.namespace.clone(),
+                object.metadata.resource_version.clone().unwrap(),
+                object.data["summary"].to_string(),
+            ));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn writer_creates_updates_in_place_and_deletes_reports() {
+    let Some(env) = envtest::start("writer_creates_updates_in_place_and_deletes_reports") else {
+        return;
+    };
+    let client = env.client().await;
+    install_crds(&client, "wgpolicyk8s.yaml").await;
+    for ns in ["shop", "pay"] {
+        create_namespace(&client, ns).await;
+    }
+    let writer = Writer::new(client.clone(), Flavor::Wgpolicy);
+    let build = |verdicts: &[ObjectVerdict], seconds| {
+        let now = meshgate::report::types::Timestamp { seconds, nanos: 0 };
+        build::reports(verdicts, Flavor::Wgpolicy, now, build::Bounds::default())
+    };
+    let mut verdicts = vec![
+        verdict("", Kind::Namespace, "shop", Outcome::Pass),
+        verdict("shop", Kind::Pod, "web", Outcome::Fail),
+        verdict("pay", Kind::Pod, "api", Outcome::Pass),
+    ];
+
+    let done = writer.reconcile(&build(&verdicts, 100)).await.unwrap();
+    assert_eq!(
+        done,
+        Reconciled {
+            created: 3,
+            ..Reconciled::default()
+        }
+    );
+    let first = stored(&client).await;
+    assert_eq!(first.len(), 3, "{first:?}");
+    let shop = shop_report(&client).get("meshgate").await.unwrap();
+    assert_eq!(shop.data["summary"]["fail"], 1);
+    assert_eq!(shop.data["results"][0]["policy"], "sidecar-required");
+    assert_eq!(shop.data["results"][0]["resources"][0]["uid"], "uid-web");
+    assert_eq!(
+        shop.data["results"][0]["properties"]["fix"],
+        "add the sidecar"
+    );
+    assert_eq!(
+        shop.metadata.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+        "meshgate"
+    );
+
+    // Same content, later time: nothing is written.
+    let done = writer.reconcile(&build(&verdicts, 200)).await.unwrap();
+    assert_eq!(
+        done,
+        Reconciled {
+            unchanged: 3,
+            ..Reconciled::default()
+        }
+    );
+    assert_eq!(stored(&client).await, first);
+
+    // web fixed: the shop report is updated in place, the rest untouched.
+    verdicts[1] = verdict("shop", Kind::Pod, "web", Outcome::Pass);
+    let done = writer.reconcile(&build(&verdicts, 300)).await.unwrap();
+    assert_eq!(
+        done,
+        Reconciled {
+            updated: 1,
+            unchanged: 2,
+            ..Reconciled::default()
+        }
+    );
+    let after = shop_report(&client).get("meshgate").await.unwrap();
+    assert_eq!(
+        after.metadata.uid, shop.metadata.uid,
+        "updated, not recreated"
+    );
+    assert_eq!(after.data["summary"]["pass"], 1);
+    assert_eq!(after.data["summary"]["fail"], 0);
+
+    // pay has no judged objects any more: its report goes.
+    verdicts.pop();
+    let done = writer.reconcile(&build(&verdicts, 400)).await.unwrap();
+    assert_eq!(
+        done,
+        Reconciled {
+            unchanged: 2,
+            deleted: 1,
+            ..Reconciled::default()
+        }
+    );
+    let namespaces: Vec<_> = stored(&client).await.into_iter().map(|r| r.0).collect();
+    assert_eq!(namespaces, vec![None, Some("shop".to_owned())]);
+}
+
+async fn wait_for(what: &str, bound: Duration, check: impl Fn() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < bound, "{what} within {bound:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    started.elapsed()
+}
+
+#[tokio::test]
+async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
+    let Some(env) =
+        envtest::start("of_two_electors_one_leads_and_the_other_takes_over_when_it_stops")
+    else {
+        return;
+    };
+    let client = env.client().await;
+    create_namespace(&client, "meshgate").await;
+    let lease_duration = Duration::from_secs(6);
+    let start = |identity: &'static str| {
+        let client = client.clone();
+        async move {
+            Elector::start(
+                client,
+                "meshgate",
+                "meshgate-reports",
+                identity,
+                lease_duration,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (a, b) = tokio::join!(start("replica-a"), start("replica-b"));
+    wait_for("a leader", lease_duration * 2, || {
+        a.is_leader() || b.is_leader()
+    })
+    .await;
+    // Both keep renewing or waiting for a while: never two leaders.
+    for _ in 0..20 {
+        assert!(!(a.is_leader() && b.is_leader()), "two leaders");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
+    leader.stop().await.unwrap();
+    // Within the lease duration (and a moment for a loaded machine).
+    let took = wait_for(
+        "the follower to take over",
+        lease_duration + Duration::from_secs(2),
+        || follower.is_leader(),
+    )
+    .await;
+    eprintln!("takeover after {took:?}");
+    follower.stop().await.unwrap();
+}
+
+/// `meshgate audit --output policyreport` on fixture manifests: the YAML is
+/// accepted by a real API server with the CRDs installed (server-side dry
+/// run, so the CRD schema validates it), and applies for real too.
+#[tokio::test]
+async fn audit_policyreport_output_applies_with_kubectl() {
+    let Some(env) = envtest::start("audit_policyreport_output_applies_with_kubectl") else {
+        return;
+    };
+    let client = env.client().await;
+    install_crds(&client, "wgpolicyk8s.yaml").await;
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
+    let namespaces = format!("{fixtures}state/namespaces.yaml");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+        .args(["audit", "--output", "policyreport", &namespaces])
+        .arg(format!("{fixtures}workloads"))
+        .output()
+        .unwrap();
+    assert!(output.status.code().is_some_and(|c| c <= 1), "{output:?}");
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    assert!(yaml.contains("kind: ClusterPolicyReport"), "{yaml}");
+    assert!(yaml.contains("kind: PolicyReport"), "{yaml}");
+
+    let kubectl = |args: &[&str], stdin: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The reports' namespaces must exist for namespaced objects.
+    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
+        let report: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
+        if let Some(ns) = report["metadata"]["namespace"].as_str() {
+            let _ = Api::<Namespace>::all(client.clone())
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
+                )
+                .await;
+        }
+    }
+    kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml);
+    let applied = kubectl(&["apply", "-f", "-"], &yaml);
+    assert!(
+        applied.contains("clusterpolicyreport.wgpolicyk8s.io/meshgate created"),
+        "{applied}"
+    );
+    let listed = kubectl(&["get", "policyreports", "-A", "-o", "name"], "");
+    assert!(
+        listed.contains("policyreport.wgpolicyk8s.io/meshgate"),
+        "{listed}"
+    );
+}
