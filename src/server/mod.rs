@@ -145,10 +145,13 @@ pub async fn run(
     let draining = Arc::new(AtomicBool::new(false));
     let tracker = Tracker::new(cap, metrics.clone());
     let app = routes::webhook(routes::AppState {
-        reviewer: Arc::new(Reviewer::new(config, posture).with_sync(sync.clone())),
+        reviewer: Arc::new(
+            Reviewer::new(config, posture)
+                .with_sync(sync.clone())
+                .with_confirmer(confirmer),
+        ),
         metrics,
         sync,
-        confirmer,
         max_body_bytes: args.max_body_bytes,
         draining: draining.clone(),
     });
