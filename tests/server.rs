@@ -1030,6 +1030,17 @@ async fn logs_one_structured_line_per_decision_without_the_object() {
     ] {
         assert_eq!(line[field], expected, "{field} in {line}");
     }
+    // The review's span: every line logged inside the review carries it.
+    let span = &line["span"];
+    for (field, expected) in [
+        ("name", json!("review")),
+        ("uid", json!(uid)),
+        ("kind", json!("Pod")),
+        ("object", json!("bookinfo/plain-nginx")),
+        ("operation", json!("CREATE")),
+    ] {
+        assert_eq!(span[field], expected, "span {field} in {line}");
+    }
     let rules = line["rules"].as_str().unwrap();
     assert!(
         rules.split(',').any(|r| r == "sidecar-required:enforce"),

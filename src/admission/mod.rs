@@ -98,16 +98,21 @@ impl Record {
         }
     }
 
-    /// The span every log line of this review is tied to.
+    /// The span every log line of this review is tied to. The object is
+    /// `namespace/name` in one field: JSON logs give the span's own name
+    /// the key `name`.
     fn span(&self, req: &review::Request) -> tracing::Span {
         tracing::info_span!(
             "review",
             uid = %self.uid,
             kind = %req.kind.kind,
-            namespace = %self.namespace,
-            name = %self.name,
+            object = %self.object(),
             operation = review::operation_str(&self.operation),
         )
+    }
+
+    fn object(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
     }
 
     /// Names the decoded object (a generated name is only known from it).
@@ -115,9 +120,8 @@ impl Record {
         if self.namespace != object.namespace() || self.name != object.name() {
             self.namespace = object.namespace().to_owned();
             self.name = object.name().to_owned();
-            let span = tracing::Span::current();
-            span.record("namespace", self.namespace.as_str());
-            span.record("name", self.name.as_str());
+            let located = self.object();
+            tracing::Span::current().record("object", located.as_str());
         }
     }
 }
