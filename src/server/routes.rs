@@ -233,3 +233,6 @@ fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
         "admission review"
     );
 }
+
+#[cfg(test)]
+mod tests;
