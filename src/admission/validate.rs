@@ -52,7 +52,7 @@ impl Reviewer {
             self.judge(&subject, &posture)
         };
         let (decision, unverified) = match self.to_confirm(&subject, &cached) {
-            Some(namespaces) => self.confirm(&subject, namespaces, cached).await,
+            Some(namespaces) => self.confirm(&req.uid, &subject, namespaces, cached).await,
             None => (cached, false),
         };
         record.violations = decision
@@ -94,9 +94,12 @@ impl Reviewer {
 
     /// Re-judges the subject against the policies the API server holds right
     /// now. On timeout or error a cached denial stands, and a cached allow
-    /// is unverified (the `bool`).
+    /// is unverified (the `bool`). The lines logged here name the `uid` as
+    /// well as their span, as the decision line does, so a search by uid
+    /// finds them without span support.
     async fn confirm(
         &self,
+        uid: &str,
         subject: &Subject,
         namespaces: [String; 2],
         cached: Decision,
@@ -107,7 +110,7 @@ impl Reviewer {
         let fresh = match confirmer.read(&namespaces).await {
             Ok(fresh) => fresh,
             Err(error) => {
-                let stands = self.cached_stands(&cached, &error);
+                let stands = cached_stands(uid, &cached, &error);
                 return (cached, !stands);
             }
         };
@@ -117,22 +120,11 @@ impl Reviewer {
         };
         let overturned = confirmed.allowed() != cached.allowed();
         tracing::info!(
+            uid,
             overturned,
             "posture denial confirmed against the API server"
         );
         (confirmed, false)
-    }
-
-    /// Whether the cached decision stands when it cannot be confirmed: a
-    /// denial does; an allow from a cache whose watch is down does not.
-    fn cached_stands(&self, cached: &Decision, error: &ConfirmError) -> bool {
-        if cached.allowed() {
-            tracing::warn!(%error, "cannot confirm an allow from a stale cache");
-            false
-        } else {
-            tracing::warn!(%error, "cannot confirm the denial; the cached posture stands");
-            true
-        }
     }
 
     /// A workload allowed from a cache whose watch is down, which could not
@@ -203,6 +195,18 @@ impl Reviewer {
             )
         });
         Decision::from_judgements(new, old.as_ref())
+    }
+}
+
+/// Whether the cached decision stands when it cannot be confirmed: a
+/// denial does; an allow from a cache whose watch is down does not.
+fn cached_stands(uid: &str, cached: &Decision, error: &ConfirmError) -> bool {
+    if cached.allowed() {
+        tracing::warn!(uid, %error, "cannot confirm an allow from a stale cache");
+        false
+    } else {
+        tracing::warn!(uid, %error, "cannot confirm the denial; the cached posture stands");
+        true
     }
 }
 
