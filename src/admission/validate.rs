@@ -41,7 +41,7 @@ impl Reviewer {
         let subject = match judged_subject(req) {
             Ok(Some(subject)) => subject,
             Ok(None) => return response::allow(&req.uid),
-            Err(refusal) => return refusal,
+            Err((kind, why)) => return refuse(req, kind, &why),
         };
         record.locate(&subject.object);
         if let Some(response) = self.while_syncing(&req.uid, subject.kind, &subject.object) {
@@ -211,9 +211,9 @@ fn cached_stands(uid: &str, cached: &Decision, error: &ConfirmError) -> bool {
 }
 
 /// What a request asks to judge: `None` for kinds, subresources and
-/// operations meshgate lets through unread; an error answer for objects that
-/// cannot be judged.
-fn judged_subject(req: &review::Request) -> Result<Option<Subject>, AdmissionResponse> {
+/// operations meshgate lets through unread; an error for objects that cannot
+/// be judged.
+fn judged_subject(req: &review::Request) -> Result<Option<Subject>, (Kind, Unusable)> {
     let gvk = &req.kind;
     let Some(kind) = Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind) else {
         return Ok(None);
@@ -242,8 +242,8 @@ fn judged_subject(req: &review::Request) -> Result<Option<Subject>, AdmissionRes
     } else {
         (req.object, "object")
     };
-    let object = under_review(req, kind, target).map_err(|why| refuse(req, kind, &why))?;
-    let old = old_object(req, kind)?;
+    let object = under_review(req, kind, target).map_err(|why| (kind, why))?;
+    let old = old_object(req, kind).map_err(|why| (kind, why))?;
     Ok(Some(Subject {
         kind,
         object,
@@ -255,15 +255,13 @@ fn judged_subject(req: &review::Request) -> Result<Option<Subject>, AdmissionRes
 /// An old object that does not decode only means nothing counts as
 /// pre-existing: stricter, never looser. One the API server would never
 /// send (not an object, another namespace) is refused.
-fn old_object(req: &review::Request, kind: Kind) -> Result<Option<Object>, AdmissionResponse> {
+fn old_object(req: &review::Request, kind: Kind) -> Result<Option<Object>, Unusable> {
     let (Operation::Update, Some(raw)) = (&req.operation, req.old_object) else {
         return Ok(None);
     };
     match under_review(req, kind, (Some(raw), "oldObject")) {
         Ok(old) => Ok(Some(old)),
-        Err(why @ (Unusable::NotAnObject(_) | Unusable::Misplaced(_))) => {
-            Err(refuse(req, kind, &why))
-        }
+        Err(why @ (Unusable::NotAnObject(_) | Unusable::Misplaced(_))) => Err(why),
         Err(_) => Ok(None),
     }
 }

@@ -81,9 +81,9 @@ pub async fn run(
         posture_metrics: &posture_metrics,
     };
     let (sync, confirmer) = if args.state_from.is_empty() {
-        feed.from_cluster(args.confirm_timeout).await?
+        feed.watch_cluster(args.confirm_timeout).await?
     } else {
-        feed.from_files(&args.state_from)?
+        feed.read_files(&args.state_from)?
     };
 
     let listener = bind(args.listen).await?;
@@ -163,7 +163,7 @@ type Source = (Arc<CacheSync>, Option<Arc<Confirmer>>);
 impl Feed<'_> {
     /// Watchers fill the posture; denials on it are confirmed against the
     /// API server.
-    async fn from_cluster(&self, confirm_timeout: Duration) -> Result<Source, StartError> {
+    async fn watch_cluster(&self, confirm_timeout: Duration) -> Result<Source, StartError> {
         let client = kube::Client::try_default().await?;
         let sync = Arc::new(CacheSync::new(reflector::ALL));
         reflector::spawn_all(
@@ -183,7 +183,7 @@ impl Feed<'_> {
     }
 
     /// The complete state, read once; nothing to confirm against.
-    fn from_files(&self, paths: &[std::path::PathBuf]) -> Result<Source, StartError> {
+    fn read_files(&self, paths: &[std::path::PathBuf]) -> Result<Source, StartError> {
         let index = files::index_paths(paths, "default")?;
         tracing::info!(
             namespaces = index.namespace_count(),
