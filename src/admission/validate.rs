@@ -317,3 +317,6 @@ pub(super) fn refuse(req: &review::Request, kind: Kind, why: &Unusable) -> Admis
         ),
     )
 }
+
+#[cfg(test)]
+mod tests;
