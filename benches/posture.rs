@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::Criterion;
+use futures::executor::block_on;
 use k8s_openapi::api::core::v1::Namespace;
 use serde_json::{json, Value};
 
@@ -858,7 +859,7 @@ fn tails(fx: &Fixture, bench_mode: bool) {
             fx.pod_body.as_slice(),
         ),
     ] {
-        let reviewed = reviewer.validate(body).expect("a review");
+        let reviewed = block_on(reviewer.validate(body)).expect("a review");
         assert_ne!(reviewed.record.outcome, Outcome::Denied, "{what}");
         println!(
             "validate {what}: {} {:?}",
@@ -959,19 +960,11 @@ fn tails(fx: &Fixture, bench_mode: bool) {
     );
     drop(posture);
     let review = tail(n, warm, || {
-        black_box(
-            reviewer
-                .validate(black_box(DEPLOYMENT_REVIEW))
-                .expect("review"),
-        );
+        black_box(block_on(reviewer.validate(black_box(DEPLOYMENT_REVIEW))).expect("review"));
     });
     print_tail("Reviewer::validate, deployment-create.json", n, &review);
     let review_min = tail(n, warm, || {
-        black_box(
-            reviewer
-                .validate(black_box(&fx.deployment_min))
-                .expect("review"),
-        );
+        black_box(block_on(reviewer.validate(black_box(&fx.deployment_min))).expect("review"));
     });
     print_tail("Reviewer::validate, same minified", n, &review_min);
 
@@ -1065,21 +1058,13 @@ fn benches(c: &mut Criterion, fx: &Fixture) {
         });
     }
     group.bench_function("validate/deployment-create", |b| {
-        b.iter(|| {
-            reviewer
-                .validate(black_box(DEPLOYMENT_REVIEW))
-                .expect("review")
-        })
+        b.iter(|| block_on(reviewer.validate(black_box(DEPLOYMENT_REVIEW))).expect("review"))
     });
     group.bench_function("validate/deployment-create-minified", |b| {
-        b.iter(|| {
-            reviewer
-                .validate(black_box(&fx.deployment_min))
-                .expect("review")
-        })
+        b.iter(|| block_on(reviewer.validate(black_box(&fx.deployment_min))).expect("review"))
     });
     group.bench_function("validate/pod-create-injected-minified", |b| {
-        b.iter(|| reviewer.validate(black_box(&fx.pod_body)).expect("review"))
+        b.iter(|| block_on(reviewer.validate(black_box(&fx.pod_body))).expect("review"))
     });
     group.finish();
 }

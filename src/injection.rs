@@ -96,6 +96,12 @@ pub fn expected(w: &Workload, ns: &NamespaceInfo) -> Proxy {
     }
 }
 
+/// Whether the pod has, or Istio's injector will give it, an `istio-proxy`
+/// sidecar. Gateways and waypoints are proxies, not pods with a sidecar.
+pub fn will_have_sidecar(w: &Workload, ns: &NamespaceInfo) -> bool {
+    expected(w, ns) == Proxy::Sidecar
+}
+
 /// Istio's own containers in this pod, whose UID 1337 and NET_ADMIN are by
 /// design. Only what the pod carries counts: before injection a template's
 /// `istio-proxy` is the user's override, judged as written.

@@ -11,7 +11,9 @@
 //!                    policy (modes, exemptions) ─▶ decision ─▶ response
 //! ```
 //!
-//! `server` is thin plumbing around [`admission::Reviewer`]; `audit` runs the
+//! [`admission::Reviewer`] owns the whole decision, confirming a denial on
+//! cached posture against the API server; `server` is thin plumbing around
+//! it (read the body, call, answer, log, count). `audit` runs the
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
 //! over every object already in the cluster, and exports the posture metrics;
 //! `report` turns verdicts into bounded PolicyReports, written by the replica

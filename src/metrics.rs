@@ -4,44 +4,135 @@
 //! ([`crate::background::metrics`]) are the one exception: one series per
 //! namespace, by design.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+use std::hash::{Hash, Hasher};
+
+use kube::core::admission::Operation;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::admission::Record;
+use crate::admission::{self, mutate, Record};
 use crate::config::{Config, Mode};
 use crate::rules::RuleId;
 use crate::server::conn::Shed;
+use crate::subject::Kind;
 
 fn bad_request(endpoint: &'static str) -> RequestLabels {
     RequestLabels {
         endpoint,
-        kind: "unknown".into(),
-        operation: "unknown",
-        decision: "error",
+        kind: KindLabel::Unknown,
+        operation: OperationLabel(None),
+        decision: DecisionLabel::Error,
     }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub endpoint: &'static str,
-    pub kind: String,
-    pub operation: &'static str,
-    pub decision: &'static str,
+    pub kind: KindLabel,
+    pub operation: OperationLabel,
+    pub decision: DecisionLabel,
+}
+
+/// The `kind` label: a judged kind by name; any other kind is "other", so
+/// a cluster full of custom resources cannot inflate the series count.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum KindLabel {
+    Judged(Kind),
+    Other,
+    /// The body was not an AdmissionReview.
+    Unknown,
+}
+
+impl From<Option<Kind>> for KindLabel {
+    fn from(kind: Option<Kind>) -> Self {
+        kind.map_or(KindLabel::Other, KindLabel::Judged)
+    }
+}
+
+/// The `operation` label, as the API server spells it; "unknown" when the
+/// body was not an AdmissionReview.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationLabel(pub Option<Operation>);
+
+// kube's Operation does not derive Hash; its name stands for it.
+impl Hash for OperationLabel {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0
+            .as_ref()
+            .map(admission::review::operation_str)
+            .hash(state);
+    }
+}
+
+/// The `decision` label: how the review ended; "error" when the body was
+/// not an AdmissionReview.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DecisionLabel {
+    Reviewed(admission::Outcome),
+    Error,
+}
+
+impl EncodeLabelValue for KindLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            KindLabel::Judged(kind) => kind.as_str(),
+            KindLabel::Other => "other",
+            KindLabel::Unknown => "unknown",
+        })
+    }
+}
+
+impl EncodeLabelValue for OperationLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(
+            self.0
+                .as_ref()
+                .map_or("unknown", admission::review::operation_str),
+        )
+    }
+}
+
+impl EncodeLabelValue for DecisionLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(match self {
+            DecisionLabel::Reviewed(outcome) => outcome.as_str(),
+            DecisionLabel::Error => "error",
+        })
+    }
+}
+
+impl EncodeLabelValue for RuleId {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Mode {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for mutate::Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ViolationLabels {
-    pub rule: &'static str,
-    pub mode: &'static str,
+    pub rule: RuleId,
+    pub mode: Mode,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RuleLabels {
-    pub rule: &'static str,
+    pub rule: RuleId,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,25 +149,6 @@ pub struct ResourceLabels {
 pub struct EndpointLabels {
     pub endpoint: &'static str,
 }
-
-/// Kinds outside this list are counted as "other", so a cluster full of
-/// custom resources cannot inflate the series count.
-const KNOWN_KINDS: &[&str] = &[
-    "Pod",
-    "Deployment",
-    "StatefulSet",
-    "DaemonSet",
-    "ReplicaSet",
-    "Job",
-    "CronJob",
-    "ReplicationController",
-    "Namespace",
-    "PeerAuthentication",
-    "AuthorizationPolicy",
-    "DestinationRule",
-    "Sidecar",
-    "Certificate",
-];
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -109,7 +181,7 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
-    pub outcome: &'static str,
+    pub outcome: mutate::Outcome,
 }
 
 impl Metrics {
@@ -216,13 +288,10 @@ impl Metrics {
                 .get_or_create(&bad_request(endpoint))
                 .inc_by(0);
         }
-        for rule in RuleId::ALL {
+        for &rule in RuleId::ALL {
             for mode in [Mode::Audit, Mode::Enforce] {
                 self.violations
-                    .get_or_create(&ViolationLabels {
-                        rule: rule.as_str(),
-                        mode: mode.as_str(),
-                    })
+                    .get_or_create(&ViolationLabels { rule, mode })
                     .inc_by(0);
             }
         }
@@ -241,9 +310,7 @@ impl Metrics {
         for exemption in &config.exemptions {
             for rule in &exemption.rules {
                 self.exemptions
-                    .get_or_create(&RuleLabels {
-                        rule: rule.as_str(),
-                    })
+                    .get_or_create(&RuleLabels { rule: *rule })
                     .inc_by(0);
             }
         }
@@ -261,28 +328,20 @@ impl Metrics {
     }
 
     pub fn observe_review(&self, endpoint: &'static str, record: &Record, seconds: f64) {
-        let kind = if KNOWN_KINDS.contains(&record.kind.as_str()) {
-            record.kind.clone()
-        } else {
-            "other".to_owned()
-        };
         self.requests
             .get_or_create(&RequestLabels {
                 endpoint,
-                kind,
-                operation: record.operation,
-                decision: record.outcome.as_str(),
+                kind: record.kind.into(),
+                operation: OperationLabel(Some(record.operation.clone())),
+                decision: DecisionLabel::Reviewed(record.outcome),
             })
             .inc();
         self.duration
             .get_or_create(&EndpointLabels { endpoint })
             .observe(seconds);
-        for (rule, mode) in &record.violations {
+        for &(rule, mode) in &record.violations {
             self.violations
-                .get_or_create(&ViolationLabels {
-                    rule: rule.as_str(),
-                    mode,
-                })
+                .get_or_create(&ViolationLabels { rule, mode })
                 .inc();
         }
         if let Some(outcome) = record.mutation {
@@ -290,12 +349,8 @@ impl Metrics {
                 .get_or_create(&OutcomeLabels { outcome })
                 .inc();
         }
-        for rule in &record.exempted {
-            self.exemptions
-                .get_or_create(&RuleLabels {
-                    rule: rule.as_str(),
-                })
-                .inc();
+        for &rule in &record.exempted {
+            self.exemptions.get_or_create(&RuleLabels { rule }).inc();
         }
     }
 

@@ -203,10 +203,14 @@ async fn modes_exempt_namespaces_and_unenrolled_namespaces_leave_pods_alone() {
     let audit = Server::start(Options::default().config("rules: {workload-certificates: audit}\n"));
     let response = mutate(&audit, &uninjected()).await;
     assert!(response.get("patch").is_none(), "{response}");
-    assert!(response["warnings"][0]
-        .as_str()
-        .unwrap()
-        .starts_with("[meshgate audit] workload-certificates:"));
+    let pod = &json(&uninjected())["request"]["object"]["metadata"];
+    let warning = response["warnings"][0].as_str().unwrap();
+    let named = format!(
+        "[meshgate audit] pod {}/{}: workload-certificates: would get volume",
+        pod["namespace"].as_str().unwrap(),
+        pod["name"].as_str().unwrap()
+    );
+    assert!(warning.starts_with(&named), "{warning}");
 
     let server = Server::start(Options::default());
     for ns in ["legacy", "kube-system"] {

@@ -372,13 +372,15 @@ async fn lets_an_update_through_when_its_violations_pre_exist() {
 #[tokio::test]
 async fn audit_mode_allows_and_reports_single_line_warnings_within_budget() {
     let server = Server::start(Options::default().config("mode: audit\n"));
-    for (name, rules) in [
+    for (name, pod, rules) in [
         (
             "pod-create-plain.json",
+            "pod bookinfo/plain-nginx",
             &["dedicated-service-account", "sidecar-required"][..],
         ),
         (
             "pod-create-hostnetwork.json",
+            "pod bookinfo/hostnet-debug",
             &[
                 "dedicated-service-account",
                 "no-host-network",
@@ -392,7 +394,8 @@ async fn audit_mode_allows_and_reports_single_line_warnings_within_budget() {
         let w = warnings(&response);
         assert_eq!(w.len(), rules.len(), "{w:?}");
         for rule in rules {
-            let prefix = format!("[meshgate audit] {rule}:");
+            // The object is named once, before the rule.
+            let prefix = format!("[meshgate audit] {pod}: {rule}:");
             assert!(
                 w.iter().any(|w| w.starts_with(&prefix)),
                 "{prefix} in {w:?}"
@@ -430,7 +433,9 @@ async fn namespace_label_lowers_enforcement_to_audit() {
     let w = warnings(&response);
     assert!(
         w.iter()
-            .any(|w| w.starts_with("[meshgate audit] sidecar-required: has no istio-proxy sidecar")),
+            .any(|w| w.starts_with(
+                "[meshgate audit] pod audited/plain-nginx: sidecar-required: has no istio-proxy sidecar"
+            )),
         "{w:?}"
     );
     assert!(
@@ -1024,6 +1029,17 @@ async fn logs_one_structured_line_per_decision_without_the_object() {
         ("endpoint", json!("validate")),
     ] {
         assert_eq!(line[field], expected, "{field} in {line}");
+    }
+    // The review's span: every line logged inside the review carries it.
+    let span = &line["span"];
+    for (field, expected) in [
+        ("name", json!("review")),
+        ("uid", json!(uid)),
+        ("kind", json!("Pod")),
+        ("object", json!("bookinfo/plain-nginx")),
+        ("operation", json!("CREATE")),
+    ] {
+        assert_eq!(span[field], expected, "span {field} in {line}");
     }
     let rules = line["rules"].as_str().unwrap();
     assert!(

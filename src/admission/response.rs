@@ -86,7 +86,11 @@ pub fn from_decision(
             &denial_message(subject, &decision.denied, omitted),
         )
     };
-    let warnings: Vec<String> = decision.warned.iter().map(warning_text).collect();
+    let warnings: Vec<String> = decision
+        .warned
+        .iter()
+        .map(|w| warning_text(subject, w))
+        .collect();
     if !warnings.is_empty() {
         response.warnings = Some(bounded_warnings(warnings, omitted));
     }
@@ -149,14 +153,19 @@ fn denial_message(subject: &str, denied: &[Judged], omitted: &mut Omitted) -> St
     out
 }
 
-fn warning_text(w: &Warned) -> String {
+/// Names the object once, as the denial does; the finding describes the
+/// field.
+fn warning_text(subject: &str, w: &Warned) -> String {
     let f = &w.judged.finding;
     let tag = if w.pre_existing {
         "[meshgate] pre-existing, not blocked on update:"
     } else {
         "[meshgate audit]"
     };
-    single_line(&format!("{tag} {}: {}; fix: {}", f.rule, f.message, f.fix))
+    single_line(&format!(
+        "{tag} {subject}: {}: {}; fix: {}",
+        f.rule, f.message, f.fix
+    ))
 }
 
 /// The API server silently drops warnings that contain control characters.
@@ -336,7 +345,7 @@ mod tests {
         let w = r.warnings.unwrap();
         assert_eq!(
             w,
-            ["[meshgate audit] no-host-network: uses host; fix: do the fix"]
+            ["[meshgate audit] pod shop/web: no-host-network: uses host; fix: do the fix"]
         );
         assert_eq!(r.audit_annotations["no-host-network"], "audit: uses host");
     }

@@ -59,16 +59,21 @@ pub struct Request<'a> {
 
 impl Request<'_> {
     pub fn operation_str(&self) -> &'static str {
-        match self.operation {
-            Operation::Create => "CREATE",
-            Operation::Update => "UPDATE",
-            Operation::Delete => "DELETE",
-            Operation::Connect => "CONNECT",
-        }
+        operation_str(&self.operation)
     }
 
     pub fn username(&self) -> &str {
         self.user_info.username.as_deref().unwrap_or("")
+    }
+}
+
+/// The operation as the API server spells it.
+pub fn operation_str(operation: &Operation) -> &'static str {
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
     }
 }
 

@@ -7,7 +7,7 @@
 //! selectors and templates Istio's injector webhooks use.
 
 use crate::injection::{self, Injection, Proxy, INJECT, PROXY_CONTAINER, TEMPLATES};
-use crate::posture::{labels, NamespaceInfo};
+use crate::posture::labels;
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
@@ -64,12 +64,6 @@ pub fn check(w: &Workload, ctx: &Context) -> Vec<Finding> {
         "will run without an istio-proxy sidecar"
     };
     vec![Finding::new(ID, format!("{what}: {why}"), fix)]
-}
-
-/// Whether the pod has, or Istio's injector will give it, an `istio-proxy`
-/// sidecar. Gateways and waypoints are proxies, not pods with a sidecar.
-pub fn will_have_sidecar(w: &Workload, ns: &NamespaceInfo) -> bool {
-    injection::expected(w, ns) == Proxy::Sidecar
 }
 
 fn off_path(w: &Workload, template: &str) -> Finding {

@@ -55,13 +55,7 @@ pub async fn run(
     args: ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
-    let config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::default(),
-    }
-    .with_own_namespace(&args.own_namespace);
-    let config = Arc::new(config);
-
+    let config = load_config(&args)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
     metrics.init_exemptions(&config);
@@ -80,60 +74,20 @@ pub async fn run(
     let cert = tls::ReloadingCert::new(key);
     let acceptor = TlsAcceptor::from(tls::server_config(cert.clone())?);
 
-    let mut report_task = None;
-    let (sync, confirmer) = if args.state_from.is_empty() {
-        let client = kube::Client::try_default().await?;
-        let sync = Arc::new(CacheSync::new(reflector::ALL));
-        reflector::spawn_all(client.clone(), posture.clone(), sync.clone(), &metrics);
-        tracing::info!("watching the cluster for posture");
-        if config.background_audit.enabled {
-            let (c, p, s) = (config.clone(), posture.clone(), sync.clone());
-            posture_metrics.attach(background::feed::spawn(client.clone(), c, p, s));
-        }
-        report_task = match posture_metrics.results() {
-            Some(results) if args.policy_reports => Some(crate::report::serve::spawn(
-                client.clone(),
-                config.clone(),
-                results,
-                args.own_namespace.clone(),
-                args.policy_report_api,
-            )),
-            _ => None,
-        };
-        (
-            sync,
-            Some(Arc::new(Confirmer::new(client, args.confirm_timeout))),
-        )
+    let feed = Feed {
+        config: &config,
+        posture: &posture,
+        metrics: &metrics,
+        posture_metrics: &posture_metrics,
+    };
+    let (sync, confirmer, report_task) = if args.state_from.is_empty() {
+        feed.watch_cluster(&args).await?
     } else {
-        let index = files::index_paths(&args.state_from, "default")?;
-        tracing::info!(
-            namespaces = index.namespace_count(),
-            peer_authentications = index.peer_authentications.len(),
-            authorization_policies = index.authorization_policies.len(),
-            "cluster state loaded from files; not contacting any API server"
-        );
-        *posture.write() = index;
-        if config.background_audit.enabled {
-            let changes = background::feed::changes_from_files(&args.state_from)?;
-            let results =
-                background::runner::spawn_static(config.clone(), posture.clone(), changes);
-            posture_metrics.attach(results);
-        }
-        (Arc::new(CacheSync::all_synced(reflector::ALL)), None)
+        feed.read_files(&args.state_from)?
     };
 
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: args.listen,
-            source,
-        })?;
-    let metrics_listener = TcpListener::bind(args.metrics_listen)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: args.metrics_listen,
-            source,
-        })?;
+    let listener = bind(args.listen).await?;
+    let metrics_listener = bind(args.metrics_listen).await?;
     log_listening("webhook", &listener);
     log_listening("metrics", &metrics_listener);
 
@@ -156,10 +110,13 @@ pub async fn run(
     let draining = Arc::new(AtomicBool::new(false));
     let tracker = Tracker::new(cap, metrics.clone());
     let app = routes::webhook(routes::AppState {
-        reviewer: Arc::new(Reviewer::new(config, posture).with_sync(sync.clone())),
+        reviewer: Arc::new(
+            Reviewer::new(config, posture)
+                .with_sync(sync.clone())
+                .with_confirmer(confirmer),
+        ),
         metrics,
         sync,
-        confirmer,
         max_body_bytes: args.max_body_bytes,
         draining: draining.clone(),
     });
@@ -179,6 +136,91 @@ pub async fn run(
         task.stop().await;
     }
     Ok(())
+}
+
+fn load_config(args: &ServeArgs) -> Result<Arc<Config>, StartError> {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    }
+    .with_own_namespace(&args.own_namespace);
+    Ok(Arc::new(config))
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Where the posture comes from, and what is fed from it.
+struct Feed<'a> {
+    config: &'a Arc<Config>,
+    posture: &'a SharedPosture,
+    metrics: &'a Metrics,
+    posture_metrics: &'a Arc<PostureMetrics>,
+}
+
+/// The cache state, the confirmer of denials, and the PolicyReport writer.
+type Source = (
+    Arc<CacheSync>,
+    Option<Arc<Confirmer>>,
+    Option<crate::report::serve::ReportTask>,
+);
+
+impl Feed<'_> {
+    /// Watchers fill the posture; denials on it are confirmed against the
+    /// API server; the background audit's results become PolicyReports.
+    async fn watch_cluster(&self, args: &ServeArgs) -> Result<Source, StartError> {
+        let client = kube::Client::try_default().await?;
+        let sync = Arc::new(CacheSync::new(reflector::ALL));
+        reflector::spawn_all(
+            client.clone(),
+            self.posture.clone(),
+            sync.clone(),
+            self.metrics,
+        );
+        tracing::info!("watching the cluster for posture");
+        if self.config.background_audit.enabled {
+            let (c, p, s) = (self.config.clone(), self.posture.clone(), sync.clone());
+            self.posture_metrics
+                .attach(background::feed::spawn(client.clone(), c, p, s));
+        }
+        let report_task = match self.posture_metrics.results() {
+            Some(results) if args.policy_reports => Some(crate::report::serve::spawn(
+                client.clone(),
+                self.config.clone(),
+                results,
+                args.own_namespace.clone(),
+                args.policy_report_api,
+            )),
+            _ => None,
+        };
+        let confirmer = Arc::new(Confirmer::new(client, args.confirm_timeout));
+        Ok((sync, Some(confirmer), report_task))
+    }
+
+    /// The complete state, read once; nothing to confirm against.
+    fn read_files(&self, paths: &[std::path::PathBuf]) -> Result<Source, StartError> {
+        let index = files::index_paths(paths, "default")?;
+        tracing::info!(
+            namespaces = index.namespace_count(),
+            peer_authentications = index.peer_authentications.len(),
+            authorization_policies = index.authorization_policies.len(),
+            "cluster state loaded from files; not contacting any API server"
+        );
+        *self.posture.write() = index;
+        if self.config.background_audit.enabled {
+            let changes = background::feed::changes_from_files(paths)?;
+            let results = background::runner::spawn_static(
+                self.config.clone(),
+                self.posture.clone(),
+                changes,
+            );
+            self.posture_metrics.attach(results);
+        }
+        Ok((Arc::new(CacheSync::all_synced(reflector::ALL)), None, None))
+    }
 }
 
 fn log_listening(endpoint: &'static str, listener: &TcpListener) {

@@ -15,19 +15,16 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::admission::{Outcome, Record, ReviewError, Reviewed, Reviewer};
+use crate::admission::{review, Record, ReviewError, Reviewed, Reviewer};
 use crate::metrics::Metrics;
-use crate::posture::confirm::Confirmer;
 use crate::posture::reflector::CacheSync;
+use crate::subject::Kind;
 
 #[derive(Clone)]
 pub struct AppState {
     pub reviewer: Arc<Reviewer>,
     pub metrics: Metrics,
     pub sync: Arc<CacheSync>,
-    /// Reads policies from the API server to confirm posture denials; `None`
-    /// when the state comes from files.
-    pub confirmer: Option<Arc<Confirmer>>,
     pub max_body_bytes: usize,
     /// Set on SIGTERM: `/readyz` answers 503 so the endpoint is removed
     /// while reviews are still served.
@@ -112,53 +109,32 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, "validate", headers, body, Reviewer::validate).await
+    let started = Instant::now();
+    let bytes = match read_body(&state, "validate", &headers, body).await {
+        Ok(bytes) => bytes,
+        Err(answer) => return answer,
+    };
+    let reviewed = state.reviewer.validate(&bytes).await;
+    answer(&state, "validate", started, reviewed)
 }
 
 async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(state, "mutate", headers, body, Reviewer::mutate).await
-}
-
-/// A denial that rests on cached posture is re-judged against the policies
-/// the API server holds right now; on timeout or error the cached answer
-/// stands.
-async fn confirm(state: &AppState, body: &[u8], reviewed: Reviewed) -> Reviewed {
-    let (Some(confirmer), Some(namespaces)) = (&state.confirmer, &reviewed.record.confirm) else {
-        return reviewed;
-    };
-    let fresh = match confirmer.read(namespaces).await {
-        Ok(fresh) => fresh,
-        Err(error) if reviewed.record.outcome == Outcome::Denied => {
-            tracing::warn!(uid = %reviewed.record.uid, %error, "cannot confirm the denial; the cached posture stands");
-            return reviewed;
-        }
-        // An allow from a cache whose watch is down, that cannot be checked
-        // either: unverified, answered as while the caches first sync.
-        Err(error) => {
-            tracing::warn!(uid = %reviewed.record.uid, %error, "cannot confirm an allow from a stale cache");
-            return state.reviewer.unverified(reviewed);
-        }
-    };
-    let overlay = state.reviewer.posture.read().overlay(fresh);
-    match state.reviewer.validate_with(body, &overlay) {
-        Ok(mut confirmed) => {
-            let overturned = confirmed.record.outcome != reviewed.record.outcome;
-            tracing::info!(uid = %reviewed.record.uid, overturned, "posture denial confirmed against the API server");
-            confirmed.record.confirm = None;
-            confirmed
-        }
-        Err(_) => reviewed,
-    }
-}
-
-async fn handle(
-    state: AppState,
-    endpoint: &'static str,
-    headers: HeaderMap,
-    body: Body,
-    review: fn(&Reviewer, &[u8]) -> Result<Reviewed, ReviewError>,
-) -> Response {
     let started = Instant::now();
+    let bytes = match read_body(&state, "mutate", &headers, body).await {
+        Ok(bytes) => bytes,
+        Err(answer) => return answer,
+    };
+    let reviewed = state.reviewer.mutate(&bytes);
+    answer(&state, "mutate", started, reviewed)
+}
+
+/// The body within its limit, or the answer that refuses it.
+async fn read_body(
+    state: &AppState,
+    endpoint: &'static str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Bytes, Response> {
     let limit = state.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -166,26 +142,32 @@ async fn handle(
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|len| len > limit) {
         state.metrics.observe_bad_request(endpoint);
-        return too_large(limit);
+        return Err(too_large(limit));
     }
-    let bytes: Bytes = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             state.metrics.observe_bad_request(endpoint);
-            return too_large(limit);
+            Err(too_large(limit))
         }
         Err(error) => {
             tracing::warn!(endpoint, %error, "cannot read the request body");
             state.metrics.observe_bad_request(endpoint);
-            return error_response(StatusCode::BAD_REQUEST, "cannot read the request body");
+            Err(error_response(
+                StatusCode::BAD_REQUEST,
+                "cannot read the request body",
+            ))
         }
-    };
-    let reviewed = match review(&state.reviewer, &bytes) {
-        Ok(reviewed) if reviewed.record.confirm.is_some() => {
-            Ok(confirm(&state, &bytes, reviewed).await)
-        }
-        other => other,
-    };
+    }
+}
+
+/// Answers, logs and counts a review.
+fn answer(
+    state: &AppState,
+    endpoint: &'static str,
+    started: Instant,
+    reviewed: Result<Reviewed, ReviewError>,
+) -> Response {
     match reviewed {
         Ok(reviewed) => {
             let record = &reviewed.record;
@@ -193,7 +175,9 @@ async fn handle(
             state
                 .metrics
                 .observe_review(endpoint, record, elapsed.as_secs_f64());
-            log_decision(endpoint, record, elapsed.as_secs_f64() * 1000.0);
+            reviewed
+                .span
+                .in_scope(|| log_decision(endpoint, record, elapsed.as_secs_f64() * 1000.0));
             Json(reviewed.to_json()).into_response()
         }
         Err(error) => {
@@ -229,16 +213,16 @@ fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
     let rules: Vec<String> = r
         .violations
         .iter()
-        .map(|(rule, mode)| format!("{rule}:{mode}"))
+        .map(|(rule, mode)| format!("{rule}:{}", mode.as_str()))
         .collect();
     let exempted: Vec<&str> = r.exempted.iter().map(|rule| rule.as_str()).collect();
     tracing::info!(
         endpoint,
         uid = %r.uid,
-        kind = %r.kind,
+        kind = r.kind.map_or("other", Kind::as_str),
         namespace = %r.namespace,
         name = %r.name,
-        operation = r.operation,
+        operation = review::operation_str(&r.operation),
         user = %r.user,
         dry_run = r.dry_run,
         decision = r.outcome.as_str(),
@@ -249,3 +233,6 @@ fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
         "admission review"
     );
 }
+
+#[cfg(test)]
+mod tests;

@@ -26,14 +26,27 @@ pub const USER_VOLUME_MOUNT: &str = "sidecar.istio.io/userVolumeMount";
 pub const MARKER: &str = "meshgate.io/cert-mount";
 const OUTPUT_CERTS: &str = "OUTPUT_CERTS";
 
-/// What the mutation did, for metrics (`meshgate_mutations_total{outcome}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+mod policy;
+
+pub(super) use policy::review;
+
+/// What `/mutate` did with a pod, for metrics
+/// (`meshgate_mutations_total{outcome}`). A [`Plan`] ends in one of the
+/// first three; the policy in front of it in the last three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Patched,
     /// Everything was already in place.
     Unchanged,
     /// Something in the pod is in the way; nothing was patched.
     Conflict,
+    /// Not eligible (namespace not enrolled, no sidecar to fill the
+    /// volume) or the rule is off.
+    Skipped,
+    /// A configured exemption lifts the rule for this pod.
+    Exempted,
+    /// Audit mode: reported in a warning, not patched.
+    Audit,
 }
 
 impl Outcome {
@@ -42,6 +55,9 @@ impl Outcome {
             Outcome::Patched => "patched",
             Outcome::Unchanged => "unchanged",
             Outcome::Conflict => "conflict",
+            Outcome::Skipped => "skipped",
+            Outcome::Exempted => "exempted",
+            Outcome::Audit => "audit",
         }
     }
 }
@@ -84,15 +100,43 @@ fn to_value<T: serde::Serialize>(v: &T) -> Value {
 pub fn plan(pod: &Workload, settings: &WorkloadCertificates) -> Plan {
     let subject = format!("pod {}/{}", pod.namespace, pod.name);
     let warn = |what: String| format!("[meshgate] workload-certificates: {subject}: {what}");
-    let mut ops = Vec::new();
-    let mut warnings = Vec::new();
-    let spec = &pod.spec;
     let name = settings.volume_name.as_str();
     let path = settings.mount_path.as_str();
 
-    // 1. The volume.
-    let desired = Volume {
-        name: name.to_owned(),
+    let mut ops = match volume_ops(pod, settings) {
+        Ok(ops) => ops,
+        Err(problem) => return Plan::conflict(warn(problem)),
+    };
+    // The sidecar writes its certificates into the volume.
+    if settings.source == CertificateSource::Sidecar {
+        match sidecar_ops(pod, name, path) {
+            Ok(sidecar) => ops.extend(sidecar),
+            Err(problem) => return Plan::conflict(warn(problem)),
+        }
+    }
+    let mut problems = Vec::new();
+    ops.extend(mount_ops(pod, name, path, &mut problems));
+    let warnings: Vec<String> = problems.into_iter().map(warn).collect();
+
+    if !ops.is_empty() && pod.pod_annotation(MARKER).is_none() {
+        ops.push(annotation_op(pod, MARKER, path.to_owned(), &ops));
+    }
+    let outcome = match (ops.is_empty(), warnings.is_empty()) {
+        (false, _) => Outcome::Patched,
+        (true, true) => Outcome::Unchanged,
+        (true, false) => Outcome::Conflict,
+    };
+    Plan {
+        operations: ops,
+        warnings,
+        outcome,
+    }
+}
+
+/// The volume the certificates are in, as `settings` describe it.
+fn desired_volume(settings: &WorkloadCertificates) -> Volume {
+    Volume {
+        name: settings.volume_name.clone(),
         empty_dir: matches!(settings.source, CertificateSource::Sidecar).then(|| {
             EmptyDirVolumeSource {
                 medium: Some("Memory".into()),
@@ -107,39 +151,48 @@ pub fn plan(pod: &Workload, settings: &WorkloadCertificates) -> Plan {
             CertificateSource::Sidecar => None,
         },
         ..Default::default()
-    };
-    match spec.volumes.as_ref() {
-        None => ops.push(add(&["spec", "volumes"], json!([to_value(&desired)]))),
-        Some(volumes) => match volumes.iter().find(|v| v.name == name) {
-            Some(existing) if *existing == desired => {}
-            Some(_) => {
-                return Plan::conflict(warn(format!(
-                    "a different volume named \"{name}\" already exists; workload certificates not mounted"
-                )))
-            }
-            None => ops.push(add(&["spec", "volumes", "-"], to_value(&desired))),
+    }
+}
+
+/// Adds the volume unless it is there; a different volume of the same name
+/// is a conflict.
+fn volume_ops(
+    pod: &Workload,
+    settings: &WorkloadCertificates,
+) -> Result<Vec<PatchOperation>, String> {
+    let desired = desired_volume(settings);
+    let name = &desired.name;
+    match pod.spec.volumes.as_ref() {
+        None => Ok(vec![add(&["spec", "volumes"], json!([to_value(&desired)]))]),
+        Some(volumes) => match volumes.iter().find(|v| v.name == *name) {
+            Some(existing) if *existing == desired => Ok(Vec::new()),
+            Some(_) => Err(format!(
+                "a different volume named \"{name}\" already exists; workload certificates not mounted"
+            )),
+            None => Ok(vec![add(&["spec", "volumes", "-"], to_value(&desired))]),
         },
     }
+}
 
-    // 2. The sidecar writes its certificates into the volume.
-    if settings.source == CertificateSource::Sidecar {
-        match sidecar_ops(pod, name, path) {
-            Ok(sidecar) => ops.extend(sidecar),
-            Err(problem) => return Plan::conflict(warn(problem)),
-        }
-    }
-
-    // 3. A read-only mount in every application container.
-    for (i, container) in spec.containers.iter().enumerate() {
+/// A read-only mount in every application container; containers where
+/// something is in the way are named in `problems` and left alone.
+fn mount_ops(
+    pod: &Workload,
+    name: &str,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> Vec<PatchOperation> {
+    let mut ops = Vec::new();
+    for (i, container) in pod.spec.containers.iter().enumerate() {
         if container.name == PROXY_CONTAINER {
             continue;
         }
         match mount_state(container, name, path) {
             MountState::Present => {}
-            MountState::Conflict(problem) => warnings.push(warn(format!(
+            MountState::Conflict(problem) => problems.push(format!(
                 "container \"{}\" {problem}; workload certificates not mounted there",
                 container.name
-            ))),
+            )),
             MountState::Absent => {
                 let mount = to_value(&VolumeMount {
                     name: name.to_owned(),
@@ -158,24 +211,7 @@ pub fn plan(pod: &Workload, settings: &WorkloadCertificates) -> Plan {
             }
         }
     }
-
-    if !ops.is_empty() && pod.pod_annotation(MARKER).is_none() {
-        ops.push(annotation_op(pod, MARKER, path.to_owned(), &ops));
-    }
-    let outcome = if ops.is_empty() {
-        if warnings.is_empty() {
-            Outcome::Unchanged
-        } else {
-            Outcome::Conflict
-        }
-    } else {
-        Outcome::Patched
-    };
-    Plan {
-        operations: ops,
-        warnings,
-        outcome,
-    }
+    ops
 }
 
 enum MountState {
