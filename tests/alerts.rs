@@ -13,11 +13,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use common::prometheus::{tool_present, write_chart_rules, NAMESPACE, RELEASE};
 use common::*;
 use serde_json::Value;
 
-const RELEASE: &str = "meshgate";
-const NAMESPACE: &str = "meshgate";
 const POD: &str = "meshgate-5d8f7c9b4-x2x7q";
 
 /// Whether the exposition has a sample `name{...labels...} 0`.
@@ -122,45 +121,6 @@ async fn a_deleted_key_file_counts_as_one_failed_reload() {
 
 // ---------------------------------------------------------------- promtool
 
-fn promtool_present() -> bool {
-    let found = Command::new("promtool").arg("--version").output().is_ok();
-    if !found {
-        eprintln!(
-            "SKIPPED: promtool not found; run scripts/install-test-tools.sh \
-             (Debian package `prometheus`) to test the chart's alert rules"
-        );
-    }
-    found
-}
-
-/// The chart's alert rules as a Prometheus rule file (the PrometheusRule's
-/// `spec`), rendered by helm.
-fn rule_file(dir: &Path) -> (std::path::PathBuf, Value) {
-    let output = Command::new("helm")
-        .args([
-            "template",
-            RELEASE,
-            "charts/meshgate",
-            "--namespace",
-            NAMESPACE,
-        ])
-        .args(["--set", "metrics.prometheusRule.enabled=true"])
-        .args(["--show-only", "templates/prometheusrule.yaml"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run helm (scripts/install-test-tools.sh installs it)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rule: Value = serde_yaml_ng::from_slice(&output.stdout).expect("rendered YAML");
-    let spec = rule["spec"].clone();
-    let path = dir.join("rules.json");
-    std::fs::write(&path, serde_json::to_vec(&spec).unwrap()).unwrap();
-    (path, spec)
-}
-
 fn annotations(spec: &Value, alert: &str) -> Value {
     let rule = spec["groups"][0]["rules"]
         .as_array()
@@ -237,11 +197,12 @@ fn reload_case(spec: &Value, values: &str, fires: bool) -> Value {
 
 #[test]
 fn the_tls_reload_alert_fires_on_the_first_failure() {
-    if !promtool_present() {
+    if !tool_present("promtool", "the chart's alert rules") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (rules, spec) = rule_file(dir.path());
+    let rules = dir.path().join("rules.json");
+    let spec = write_chart_rules(&rules);
     // Created at 0 at start-up, then the first failure.
     promtool(dir.path(), &rules, reload_case(&spec, "0 0 0 1 1 1", true)).unwrap();
     // No failure, no alert.
@@ -253,11 +214,12 @@ fn the_tls_reload_alert_fires_on_the_first_failure() {
 
 #[test]
 fn the_connection_cap_alert_fires_when_connections_are_shed() {
-    if !promtool_present() {
+    if !tool_present("promtool", "the chart's alert rules") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (rules, spec) = rule_file(dir.path());
+    let rules = dir.path().join("rules.json");
+    let spec = write_chart_rules(&rules);
     let case = serde_json::json!({
         "interval": "1m",
         "input_series": [{

@@ -7,128 +7,35 @@
 mod common;
 mod envtest;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use common::{collect_lines, eventually, within, Ca, Lines, Metrics};
+use common::{eventually, Metrics, Options, Server};
 
 /// "Within seconds": the debounce and settle pass take about 1.2 s; a loaded
 /// 2-core machine gets room.
 const FLIP_BOUND: Duration = Duration::from_secs(15);
 const STRICT_RULE: &str = "strict-mtls-required";
 
-struct Meshgate {
-    child: Child,
-    metrics_addr: SocketAddr,
-    stdout: Lines,
-    _dir: tempfile::TempDir,
-}
-
-impl Meshgate {
-    async fn start(kubeconfig: &std::path::Path) -> Meshgate {
-        let dir = tempfile::tempdir().unwrap();
-        let serving = Ca::new("meshgate background test CA").issue();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, &serving.cert_pem).unwrap();
-        std::fs::write(&key, &serving.key_pem).unwrap();
-        let mut command = Command::new(common::BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT");
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MESHGATE_") || name.to_ascii_lowercase().ends_with("_proxy") {
-                command.env_remove(&*name);
-            }
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start meshgate");
-        let stdout = collect_lines(child.stdout.take().unwrap());
-        let lines = stdout.clone();
-        let metrics_addr = eventually("meshgate to listen", Duration::from_secs(30), || {
-            let found = lines.lock().unwrap().iter().find_map(|l| {
-                let v: Value = serde_json::from_str(l).ok()?;
-                (v["message"] == "listening" && v["endpoint"] == "metrics")
-                    .then(|| v["addr"].as_str()?.parse::<SocketAddr>().ok())
-                    .flatten()
-            });
-            async move { found }
-        })
-        .await;
-        Meshgate {
-            child,
-            metrics_addr,
-            stdout,
-            _dir: dir,
-        }
-    }
-
-    async fn metrics(&self) -> Metrics {
-        let text = within(
-            "GET /metrics",
-            reqwest::get(format!("http://{}/metrics", self.metrics_addr)),
-        )
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .unwrap();
-        Metrics(text)
-    }
-
-    /// Waits until the metrics satisfy `check`; returns how long it took.
-    async fn wait_until(&self, what: &str, check: impl Fn(&Metrics) -> bool) -> Duration {
-        let started = Instant::now();
-        eventually(what, FLIP_BOUND, || async {
-            let metrics = self.metrics().await;
-            check(&metrics).then_some(())
-        })
-        .await;
-        started.elapsed()
-    }
-}
-
-impl Drop for Meshgate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- meshgate stdout ---\n{}",
-                self.stdout.lock().unwrap().join("\n")
-            );
-        }
-    }
+/// Waits until the metrics of `meshgate` satisfy `check`; returns how long
+/// it took.
+async fn wait_until(meshgate: &Server, what: &str, check: impl Fn(&Metrics) -> bool) -> Duration {
+    let started = Instant::now();
+    eventually(what, FLIP_BOUND, || async {
+        let metrics = meshgate.metrics().await;
+        check(&metrics).then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 fn peer_authentications(client: &Client) -> Api<DynamicObject> {
-    let resource = ApiResource {
-        group: "security.istio.io".into(),
-        version: "v1".into(),
-        api_version: "security.istio.io/v1".into(),
-        kind: "PeerAuthentication".into(),
-        plural: "peerauthentications".into(),
-    };
-    Api::namespaced_with(client.clone(), "shop", &resource)
+    envtest::istio_api(client, "shop", "security.istio.io", "PeerAuthentication")
 }
 
 fn strict_policy() -> DynamicObject {
@@ -144,31 +51,17 @@ fn strict_policy() -> DynamicObject {
 /// and a pod nobody owns.
 async fn apply_shop(client: &Client) {
     let pp = PostParams::default();
-    let ns: Namespace = serde_json::from_value(json!({
-        "metadata": {"name": "shop", "labels": {"istio-injection": "enabled"}}
-    }))
-    .unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&pp, &ns)
-        .await
-        .unwrap();
+    envtest::create_namespace(client, "shop", json!({"istio-injection": "enabled"})).await;
     peer_authentications(client)
         .create(&pp, &strict_policy())
         .await
         .unwrap();
-    let resource = ApiResource {
-        group: "security.istio.io".into(),
-        version: "v1".into(),
-        api_version: "security.istio.io/v1".into(),
-        kind: "AuthorizationPolicy".into(),
-        plural: "authorizationpolicies".into(),
-    };
     let deny_all: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "security.istio.io/v1", "kind": "AuthorizationPolicy",
         "metadata": {"name": "deny-all", "namespace": "shop"}, "spec": {}
     }))
     .unwrap();
-    Api::<DynamicObject>::namespaced_with(client.clone(), "shop", &resource)
+    envtest::istio_api(client, "shop", "security.istio.io", "AuthorizationPolicy")
         .create(&pp, &deny_all)
         .await
         .unwrap();
@@ -218,15 +111,14 @@ async fn background_audit_follows_the_namespace_posture() {
     apply_shop(&client).await;
 
     // Applied before meshgate starts: judged once it has synced.
-    let meshgate = Meshgate::start(&env.kubeconfig()).await;
-    meshgate
-        .wait_until("the first complete judgement", |m| {
-            m.value("meshgate_background_audit_complete", &[]) == 1.0
-                && m.value("meshgate_background_objects", &[("kind", "Deployment")]) == 1.0
-                && m.value("meshgate_background_objects", &[("kind", "Pod")]) == 1.0
-                && shop_strict(m) == 1.0
-        })
-        .await;
+    let meshgate = Server::start(Options::default().kubeconfig(env.kubeconfig()));
+    wait_until(&meshgate, "the first complete judgement", |m| {
+        m.value("meshgate_background_audit_complete", &[]) == 1.0
+            && m.value("meshgate_background_objects", &[("kind", "Deployment")]) == 1.0
+            && m.value("meshgate_background_objects", &[("kind", "Pod")]) == 1.0
+            && shop_strict(m) == 1.0
+    })
+    .await;
     let metrics = meshgate.metrics().await;
     assert_eq!(strict_violations(&metrics), 0.0, "{}", metrics.0);
     assert!(
@@ -243,11 +135,10 @@ async fn background_audit_follows_the_namespace_posture() {
         .delete("default", &DeleteParams::default())
         .await
         .unwrap();
-    let flipped = meshgate
-        .wait_until("the workloads to violate strict mTLS", |m| {
-            shop_strict(m) == 0.0 && strict_violations(m) >= 2.0
-        })
-        .await;
+    let flipped = wait_until(&meshgate, "the workloads to violate strict mTLS", |m| {
+        shop_strict(m) == 0.0 && strict_violations(m) >= 2.0
+    })
+    .await;
     eprintln!("re-judged after the PeerAuthentication deletion in {flipped:?}");
 
     // Restored: back to no violation.
@@ -255,10 +146,9 @@ async fn background_audit_follows_the_namespace_posture() {
         .create(&PostParams::default(), &strict_policy())
         .await
         .unwrap();
-    let restored = meshgate
-        .wait_until("the workloads to comply again", |m| {
-            shop_strict(m) == 1.0 && strict_violations(m) == 0.0
-        })
-        .await;
+    let restored = wait_until(&meshgate, "the workloads to comply again", |m| {
+        shop_strict(m) == 1.0 && strict_violations(m) == 0.0
+    })
+    .await;
     eprintln!("re-judged after the PeerAuthentication came back in {restored:?}");
 }

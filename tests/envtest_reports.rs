@@ -8,7 +8,6 @@ mod envtest;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::Client;
 use meshgate::background::ObjectRef;
@@ -17,44 +16,6 @@ use meshgate::report::writer::{Reconciled, Writer};
 use meshgate::report::{build, Flavor, ObjectVerdict, Outcome, RuleResult};
 use meshgate::rules::RuleId;
 use meshgate::subject::Kind;
-
-const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/meshgate/files/crds/");
-
-pub async fn install_crds(client: &Client, file: &str) {
-    let text = std::fs::read_to_string(format!("{CRDS}{file}")).unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let mut names = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        names.push(crd.metadata.name.clone().unwrap());
-        api.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for name in names {
-        while !api
-            .get(&name)
-            .await
-            .unwrap()
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True")
-        {
-            assert!(Instant::now() < deadline, "CRD {name} not established");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-pub async fn create_namespace(client: &Client, name: &str) {
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-}
 
 fn verdict(namespace: &str, kind: Kind, name: &str, outcome: Outcome) -> ObjectVerdict {
     let rule = if kind == Kind::Namespace {
@@ -118,9 +79,9 @@ async fn writer_creates_updates_in_place_and_deletes_reports() {
         return;
     };
     let client = env.client().await;
-    install_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
     for ns in ["shop", "pay"] {
-        create_namespace(&client, ns).await;
+        envtest::create_namespace(&client, ns, serde_json::json!({})).await;
     }
     let writer = Writer::new(client.clone(), Flavor::Wgpolicy);
     let build = |verdicts: &[ObjectVerdict], seconds| {
@@ -218,7 +179,7 @@ async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
         return;
     };
     let client = env.client().await;
-    create_namespace(&client, "meshgate").await;
+    envtest::create_namespace(&client, "meshgate", serde_json::json!({})).await;
     let lease_duration = Duration::from_secs(6);
     let start = |identity: &'static str| {
         let client = client.clone();
@@ -266,7 +227,7 @@ async fn audit_policyreport_output_applies_with_kubectl() {
         return;
     };
     let client = env.client().await;
-    install_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
     let namespaces = format!("{fixtures}state/namespaces.yaml");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))

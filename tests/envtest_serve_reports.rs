@@ -6,108 +6,30 @@
 mod common;
 mod envtest;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::Client;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use common::{collect_lines, eventually, Ca, Lines};
+use common::{eventually, Options, Server};
 
 /// The background audit settles and the writer waits 1 s; the takeover
 /// waits for the 15 s lease at most. A loaded machine gets room.
 const REPORT_BOUND: Duration = Duration::from_secs(40);
 
-struct Serve {
-    child: Child,
-    stdout: Lines,
-    _dir: tempfile::TempDir,
+fn start(kubeconfig: &std::path::Path) -> Server {
+    Server::start(Options::default().kubeconfig(kubeconfig))
 }
 
-impl Serve {
-    fn start(kubeconfig: &std::path::Path) -> Serve {
-        let dir = tempfile::tempdir().unwrap();
-        let serving = Ca::new("meshgate reports test CA").issue();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, &serving.cert_pem).unwrap();
-        std::fs::write(&key, &serving.key_pem).unwrap();
-        let mut command = Command::new(common::BIN);
-        command
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--metrics-listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--tls-cert")
-            .arg(&cert)
-            .arg("--tls-key")
-            .arg(&key)
-            .env("KUBECONFIG", kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT");
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("MESHGATE_") || name.to_ascii_lowercase().ends_with("_proxy") {
-                command.env_remove(&*name);
-            }
-        }
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start meshgate");
-        let stdout = collect_lines(child.stdout.take().unwrap());
-        Serve {
-            child,
-            stdout,
-            _dir: dir,
-        }
-    }
-
-    fn writes(&self) -> usize {
-        self.stdout
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["message"] == "policy reports written")
-            .count()
-    }
-
-    /// SIGTERM, as the kubelet sends: the writer releases the lease.
-    fn terminate(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- meshgate stdout ---\n{}",
-                self.stdout.lock().unwrap().join("\n")
-            );
-        }
-    }
-}
-
-async fn install_report_crds(client: &Client) {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/charts/meshgate/files/crds/wgpolicyk8s.yaml"
-    ))
-    .unwrap();
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).unwrap();
-        api.create(&PostParams::default(), &crd).await.unwrap();
-    }
+/// How many times `server` wrote the PolicyReports.
+fn writes(server: &Server) -> usize {
+    server
+        .log_entries()
+        .iter()
+        .filter(|v| v["message"] == "policy reports written")
+        .count()
 }
 
 fn shop_report(client: &Client) -> Api<DynamicObject> {
@@ -143,27 +65,15 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
     };
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
-    install_report_crds(&client).await;
-    for (name, labels) in [
-        ("meshgate", json!({})),
-        ("shop", json!({"istio-injection": "enabled"})),
-    ] {
-        let ns: Namespace =
-            serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
-        Api::<Namespace>::all(client.clone())
-            .create(&PostParams::default(), &ns)
-            .await
-            .unwrap();
-    }
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::create_namespace(&client, "meshgate", json!({})).await;
+    envtest::create_namespace(&client, "shop", json!({"istio-injection": "enabled"})).await;
     let pods = Api::<Pod>::namespaced(client.clone(), "shop");
     pods.create(&PostParams::default(), &pod("agent", true))
         .await
         .unwrap();
 
-    let mut serves = [
-        Serve::start(&env.kubeconfig()),
-        Serve::start(&env.kubeconfig()),
-    ];
+    let serves = [start(&env.kubeconfig()), start(&env.kubeconfig())];
     let (_, uid) = eventually(
         "the shop report with the host-network pod",
         REPORT_BOUND,
@@ -187,7 +97,7 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
     .await;
     assert_eq!(same_uid, uid, "updated in place, not recreated");
 
-    let writers: Vec<usize> = serves.iter().map(Serve::writes).collect();
+    let writers: Vec<usize> = serves.iter().map(writes).collect();
     assert_eq!(
         writers.iter().filter(|w| **w > 0).count(),
         1,
@@ -211,5 +121,5 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
         },
     )
     .await;
-    assert!(serves[follower].writes() > 0);
+    assert!(writes(&serves[follower]) > 0);
 }

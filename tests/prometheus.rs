@@ -17,12 +17,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::prometheus::{tool_present, write_chart_rules, NAMESPACE, RELEASE};
 use common::*;
 use serde_json::Value;
-
-/// The release and namespace the chart's alerts select (job=<fullname>).
-const RELEASE: &str = "meshgate";
-const NAMESPACE: &str = "meshgate";
 
 const STATE: &str = r#"
 apiVersion: v1
@@ -74,46 +71,6 @@ spec:
   issuerRef: {name: mesh-workload-ca, kind: ClusterIssuer}
 status: {notAfter: "2035-01-01T00:00:00Z"}
 "#;
-
-fn prometheus_present() -> bool {
-    let found = Command::new("prometheus").arg("--version").output().is_ok();
-    if !found {
-        assert!(
-            std::env::var("MESHGATE_REQUIRE_PROMETHEUS").as_deref() != Ok("1"),
-            "prometheus not found although MESHGATE_REQUIRE_PROMETHEUS=1"
-        );
-        eprintln!(
-            "SKIPPED: prometheus not found; run scripts/install-test-tools.sh \
-             (Debian package `prometheus`) to test the dashboard and alerts against it"
-        );
-    }
-    found
-}
-
-/// The chart's alert rules as a Prometheus rule file.
-fn write_rule_file(path: &Path) -> Value {
-    let output = Command::new("helm")
-        .args([
-            "template",
-            RELEASE,
-            "charts/meshgate",
-            "--namespace",
-            NAMESPACE,
-        ])
-        .args(["--set", "metrics.prometheusRule.enabled=true"])
-        .args(["--show-only", "templates/prometheusrule.yaml"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("run helm (scripts/install-test-tools.sh installs it)");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let rule: Value = serde_yaml_ng::from_slice(&output.stdout).expect("rendered YAML");
-    std::fs::write(path, serde_json::to_vec(&rule["spec"]).unwrap()).unwrap();
-    rule["spec"].clone()
-}
 
 /// Every query of the dashboard, with Grafana's variables filled in.
 fn dashboard_queries() -> Vec<(String, String)> {
@@ -221,7 +178,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn dashboard_queries_and_alert_rules_work_against_a_real_prometheus() {
-    if !prometheus_present() {
+    if !tool_present("prometheus", "the dashboard and alerts against it") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -236,7 +193,7 @@ async fn dashboard_queries_and_alert_rules_work_against_a_real_prometheus() {
     }
 
     let rules = dir.path().join("rules.json");
-    let spec = write_rule_file(&rules);
+    let spec = write_chart_rules(&rules);
     let prometheus = start_prometheus(dir.path(), server.metrics_addr, &rules);
     let client = reqwest::Client::builder()
         .no_proxy()

@@ -29,6 +29,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+pub mod prometheus;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_meshgate");
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 

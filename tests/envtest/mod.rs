@@ -325,23 +325,42 @@ impl Drop for Envtest {
 
 // ------------------------------------------------------------ cluster helpers
 
-/// Installs Istio's CRDs (tests/fixtures/istio-crds.yaml) and waits until the
-/// API server serves them.
 /// The `v1` Istio custom resources of `kind` (in `group`) in `ns`.
 pub fn istio_api(client: &Client, ns: &str, group: &str, kind: &str) -> Api<DynamicObject> {
     let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(group, "v1", kind));
     Api::namespaced_with(client.clone(), ns, &resource)
 }
 
+/// Installs Istio's CRDs (tests/fixtures/istio-crds.yaml) and waits until the
+/// API server serves them.
 pub async fn install_istio_crds(client: &Client) {
-    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-    use kube::api::{Api, PostParams};
+    install_crds(
+        client,
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/istio-crds.yaml"
+        ),
+    )
+    .await;
+}
 
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/istio-crds.yaml"
-    ))
-    .unwrap();
+/// Installs the chart's PolicyReport CRDs (`file` under
+/// charts/meshgate/files/crds/) and waits until the API server serves them.
+pub async fn install_report_crds(client: &Client, file: &str) {
+    let path = format!(
+        "{}/charts/meshgate/files/crds/{file}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    install_crds(client, &path).await;
+}
+
+/// Creates the CRDs of a multi-document YAML file and waits until each is
+/// established.
+pub async fn install_crds(client: &Client, path: &str) {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::PostParams;
+
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let mut names = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
@@ -366,4 +385,18 @@ pub async fn install_istio_crds(client: &Client) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// Creates namespace `name` with `labels`.
+pub async fn create_namespace(client: &Client, name: &str, labels: serde_json::Value) {
+    use k8s_openapi::api::core::v1::Namespace;
+    use kube::api::PostParams;
+
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
+            .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
 }
