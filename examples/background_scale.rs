@@ -1,21 +1,27 @@
 //! Scale figures for the background audit, without a cluster: a generated
 //! mesh (10,000 namespaces, 30,000 Istio policies, 50,000 pods owned by
 //! 10,000 ReplicaSets of 10,000 Deployments) fed through the engine as watch
-//! events. Prints the time to the first complete judgement, the peak RSS and
-//! the time to re-judge after a root-namespace policy change.
+//! events. Prints the time to the first complete judgement, the peak RSS, the
+//! time to re-judge after a root-namespace policy change, and the latency of
+//! an admission review (`Reviewer::validate` of the captured injected pod,
+//! response serialised) idle and while the engine re-judges the whole mesh in
+//! a loop on another thread.
 //!
-//!   cargo run --example background_scale [-- NAMESPACES PODS_PER_NAMESPACE]
+//!   cargo run --release --example background_scale [-- NAMESPACES PODS_PER_NAMESPACE]
+//!   taskset -c 0 target/release/examples/background_scale   # both on one core
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Namespace;
+use meshgate::admission::Reviewer;
 use meshgate::background::{Change, Engine};
 use meshgate::config::Config;
 use meshgate::istio::{AuthorizationPolicy, PeerAuthentication};
-use meshgate::posture::PostureIndex;
+use meshgate::posture::{PostureIndex, SharedPosture};
 use meshgate::subject::Kind;
 use serde_json::{json, Value};
 
@@ -78,8 +84,8 @@ fn main() {
     let namespaces = args.first().copied().unwrap_or(10_000);
     let pods_per_namespace = args.get(1).copied().unwrap_or(5);
     let config = Arc::new(Config::default());
-    let posture = RwLock::new(PostureIndex::default());
-    let mut engine = Engine::new(config);
+    let posture: SharedPosture = Arc::new(RwLock::new(PostureIndex::default()));
+    let mut engine = Engine::new(config.clone());
 
     let started = Instant::now();
     let mut objects = 0usize;
@@ -177,4 +183,87 @@ fn main() {
         "re-judge after a root-namespace policy change: {:.2?}",
         started.elapsed()
     );
+
+    admission_while_judging(config, posture, &mut engine);
+}
+
+/// The review a real kube-apiserver sends after Istio's injector ran.
+const INJECTED_POD_REVIEW: &[u8] = include_bytes!("../benches/fixtures/pod-injected.json");
+/// Between two reviews: requests arrive, the webhook's worker waits for
+/// them rather than spinning, as a server at a few thousand reviews/s does.
+const BETWEEN_REVIEWS: Duration = Duration::from_micros(250);
+const REVIEWS: usize = 5_000;
+
+/// Review latency idle, then while the engine re-judges every object in a
+/// loop (at least two full passes overlap the reviews): what a full pass
+/// costs the webhook's latency.
+fn admission_while_judging(config: Arc<Config>, posture: SharedPosture, engine: &mut Engine) {
+    // The fixture's namespace, enrolled, STRICT and deny-by-default as in
+    // the generated mesh, so the review takes the allowed path.
+    {
+        let mut index = posture.write();
+        let namespace = serde_json::from_value::<Namespace>(namespace("bookinfo"));
+        index.apply_namespace(&namespace.expect("namespace"));
+        index.peer_authentications.apply(
+            serde_json::from_value(peer_authentication("bookinfo", "STRICT")).expect("policy"),
+        );
+        index
+            .authorization_policies
+            .apply(serde_json::from_value(deny_all("bookinfo")).expect("policy"));
+    }
+    let reviewer = Reviewer::new(config, posture.clone());
+    let passes = AtomicUsize::new(0);
+    review_latencies(&reviewer, 1_000, &passes, 0); // warm-up
+    let idle = review_latencies(&reviewer, REVIEWS, &passes, 0);
+    let stop = AtomicUsize::new(0);
+    let busy = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while stop.load(Ordering::Relaxed) == 0 {
+                engine.mark_all();
+                engine.judge(&posture);
+                passes.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let busy = review_latencies(&reviewer, REVIEWS, &passes, 2);
+        stop.store(1, Ordering::Relaxed);
+        busy
+    });
+    let p99 = |times: &[Duration]| times[times.len() * 99 / 100];
+    let p50 = |times: &[Duration]| times[times.len() / 2];
+    println!(
+        "admission review (injected pod), idle: p50 {:.1?} p99 {:.1?} (n={})",
+        p50(&idle),
+        p99(&idle),
+        idle.len()
+    );
+    println!(
+        "admission review while full passes run ({} passes): p50 {:.1?} p99 {:.1?} (n={}); p99 ratio {:.2}",
+        passes.load(Ordering::Relaxed),
+        p50(&busy),
+        p99(&busy),
+        busy.len(),
+        p99(&busy).as_secs_f64() / p99(&idle).as_secs_f64()
+    );
+}
+
+/// Times at least `reviews` reviews, and more until `min_passes` background
+/// passes have completed; returns the sorted latencies.
+fn review_latencies(
+    reviewer: &Reviewer,
+    reviews: usize,
+    passes: &AtomicUsize,
+    min_passes: usize,
+) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(reviews);
+    while times.len() < reviews || passes.load(Ordering::Relaxed) < min_passes {
+        let started = Instant::now();
+        let reviewed = futures::executor::block_on(reviewer.validate(INJECTED_POD_REVIEW))
+            .expect("the fixture is a valid AdmissionReview");
+        let body = serde_json::to_vec(&reviewed.review).expect("serialisable response");
+        std::hint::black_box(body);
+        times.push(started.elapsed());
+        std::thread::sleep(BETWEEN_REVIEWS);
+    }
+    times.sort();
+    times
 }

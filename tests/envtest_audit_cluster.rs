@@ -3,12 +3,13 @@
 //! same files; `-n` limits the audit to one namespace; a kind the cluster
 //! does not serve (no cert-manager) is reported, not fatal.
 
+mod common;
 mod envtest;
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::{Command, Output};
+use std::time::Duration;
 
+use common::{run_cli, Exited};
 use serde_json::Value;
 
 const NAMESPACES: &str = concat!(
@@ -29,21 +30,17 @@ spec:
       containers: [{name: agent, image: agent:1}]
 ";
 
-fn meshgate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(args)
-        .env_remove("KUBECONFIG")
-        .output()
-        .unwrap()
+fn meshgate(args: &[&str]) -> Exited {
+    run_cli(args, Duration::from_secs(60))
 }
 
 /// (rule, mode, kind, namespace, name) of the JSON findings in `namespaces`.
 fn findings(
-    output: &Output,
+    output: &Exited,
     namespaces: &[&str],
 ) -> BTreeSet<(String, String, String, String, String)> {
-    let report: Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    let report: Value = serde_json::from_str(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", output.stdout, output.stderr));
     report["findings"]
         .as_array()
         .unwrap()
@@ -56,17 +53,6 @@ fn findings(
         .collect()
 }
 
-fn kubectl_apply(kubeconfig: &Path, file: &Path) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["apply", "-f"])
-        .arg(file)
-        .output()
-        .expect("kubectl on PATH");
-    assert!(out.status.success(), "kubectl apply: {out:?}");
-}
-
 #[tokio::test]
 async fn audit_cluster_agrees_with_the_audit_of_the_applied_files() {
     let Some(env) = envtest::start("audit_cluster") else {
@@ -77,15 +63,12 @@ async fn audit_cluster_agrees_with_the_audit_of_the_applied_files() {
     let dir = tempfile::tempdir().unwrap();
     let agent = dir.path().join("agent.yaml");
     std::fs::write(&agent, AGENT).unwrap();
-    let root = dir.path().join("root.yaml");
-    std::fs::write(
-        &root,
+    env.kubectl(
+        &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n",
-    )
-    .unwrap();
-    kubectl_apply(&env.kubeconfig(), &root);
-    kubectl_apply(&env.kubeconfig(), Path::new(NAMESPACES));
-    kubectl_apply(&env.kubeconfig(), &agent);
+    );
+    env.kubectl(&["apply", "-f", NAMESPACES], "");
+    env.kubectl(&["apply", "-f", "-"], AGENT);
     let kubeconfig = env.kubeconfig().to_string_lossy().into_owned();
     let fixture_namespaces = ["bookinfo", "legacy", "audited", "istio-system"];
 
@@ -104,7 +87,7 @@ async fn audit_cluster_agrees_with_the_audit_of_the_applied_files() {
         "--output",
         "json",
     ]);
-    let stderr = String::from_utf8_lossy(&on_cluster.stderr);
+    let stderr = &on_cluster.stderr;
     assert!(stderr.contains("does not serve Certificate"), "{stderr}");
     let expected = findings(&on_files, &fixture_namespaces);
     assert!(
@@ -131,7 +114,7 @@ async fn audit_cluster_agrees_with_the_audit_of_the_applied_files() {
         "--output",
         "json",
     ]);
-    let report: Value = serde_json::from_slice(&bookinfo.stdout).unwrap();
+    let report: Value = serde_json::from_str(&bookinfo.stdout).unwrap();
     let namespaces: BTreeSet<&str> = report["findings"]
         .as_array()
         .unwrap()
@@ -153,7 +136,7 @@ async fn audit_cluster_agrees_with_the_audit_of_the_applied_files() {
         "--output",
         "policyreport",
     ]);
-    let yaml = String::from_utf8(reports.stdout).unwrap();
+    let yaml = reports.stdout;
     assert!(yaml.contains("namespace: bookinfo"), "{yaml}");
     assert!(yaml.contains("policy: no-host-network"), "{yaml}");
 }

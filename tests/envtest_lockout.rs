@@ -9,6 +9,7 @@
 //! and the mesh-wide policies stay guarded. This is the table "When meshgate
 //! is down" of the README.
 
+mod common;
 mod envtest;
 
 use std::net::TcpListener;
@@ -35,8 +36,9 @@ const POLICIES: &str = "mesh-policies.validate.meshgate.io";
 /// depend on it).
 const KUBE_VERSION: &str = "1.36.2";
 
-/// The chart's webhook configurations, pointed at `port` on loopback.
-fn render_webhooks(values: &str, port: u16, ca_pem: &str) -> Vec<Value> {
+/// `helm template` of the chart's `template` with `values`, as rendered for
+/// the release namespace and the envtest API server's version.
+fn helm_template(template: &str, values: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let values_file = dir.path().join("values.yaml");
     std::fs::write(&values_file, values).unwrap();
@@ -49,7 +51,7 @@ fn render_webhooks(values: &str, port: u16, ca_pem: &str) -> Vec<Value> {
             "--kube-version",
             KUBE_VERSION,
         ])
-        .args(["--show-only", "templates/webhook.yaml", "--values"])
+        .args(["--show-only", template, "--values"])
         .arg(&values_file)
         .output()
         .expect("helm is needed (scripts/install-test-tools.sh installs it)");
@@ -58,7 +60,12 @@ fn render_webhooks(values: &str, port: u16, ca_pem: &str) -> Vec<Value> {
         "helm template: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The chart's webhook configurations, pointed at `port` on loopback.
+fn render_webhooks(values: &str, port: u16, ca_pem: &str) -> Vec<Value> {
+    let text = helm_template("templates/webhook.yaml", values);
     let mut configs = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
         let mut doc: Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -431,24 +438,7 @@ async fn the_uninstall_hook_removes_exactly_the_webhook_configurations() {
     apply_webhooks(&client, &[other]).await;
 
     // The hook's ServiceAccount, ClusterRole and binding, as rendered.
-    let out = Command::new("helm")
-        .args(["template", "meshgate"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/meshgate"))
-        .args([
-            "--namespace",
-            RELEASE_NAMESPACE,
-            "--kube-version",
-            KUBE_VERSION,
-        ])
-        .args(["--show-only", "templates/uninstall-hook.yaml"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = helm_template("templates/uninstall-hook.yaml", "{}\n");
     let params = PatchParams::apply("meshgate-test").force();
     let mut account = String::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {
@@ -494,39 +484,28 @@ async fn the_uninstall_hook_removes_exactly_the_webhook_configurations() {
         serde_yaml_ng::to_string(&kubeconfig).unwrap(),
     )
     .unwrap();
+    let hook_kubeconfig = hook_kubeconfig.to_string_lossy().into_owned();
     let remove = |name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_meshgate"))
-            .args(["remove-webhooks", "--name", name])
-            .env("KUBECONFIG", &hook_kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .output()
-            .unwrap()
+        common::run_cli_with_input(
+            &["remove-webhooks", "--name", name],
+            &[("KUBECONFIG", &hook_kubeconfig)],
+            b"",
+            Duration::from_secs(60),
+        )
     };
 
     let out = remove("meshgate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", out.stderr);
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     assert!(validating.get_opt("meshgate").await.unwrap().is_none());
     assert!(mutating.get_opt("meshgate").await.unwrap().is_none());
     // A retried hook finds nothing to do and still succeeds.
     let out = remove("meshgate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", out.stderr);
     // Its RBAC reaches no other configuration.
     let out = remove("someone-else");
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.stderr.contains("forbidden"), "{}", out.stderr);
     assert!(validating.get_opt("someone-else").await.unwrap().is_some());
 }

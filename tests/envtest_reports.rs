@@ -3,6 +3,7 @@
 //! namespaces without judged objects; of two electors on one Lease one
 //! leads, and the other takes over once it stops.
 
+mod common;
 mod envtest;
 
 use std::time::{Duration, Instant};
@@ -230,37 +231,20 @@ async fn audit_policyreport_output_applies_with_kubectl() {
     envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
     let namespaces = format!("{fixtures}state/namespaces.yaml");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
-        .args(["audit", "--output", "policyreport", &namespaces])
-        .arg(format!("{fixtures}workloads"))
-        .output()
-        .unwrap();
-    assert!(output.status.code().is_some_and(|c| c <= 1), "{output:?}");
-    let yaml = String::from_utf8(output.stdout).unwrap();
+    let workloads = format!("{fixtures}workloads");
+    let output = common::run_cli(
+        &["audit", "--output", "policyreport", &namespaces, &workloads],
+        Duration::from_secs(60),
+    );
+    assert!(
+        output.status.code().is_some_and(|c| c <= 1),
+        "{}",
+        output.stderr
+    );
+    let yaml = output.stdout;
     assert!(yaml.contains("kind: ClusterPolicyReport"), "{yaml}");
     assert!(yaml.contains("kind: PolicyReport"), "{yaml}");
 
-    let kubectl = |args: &[&str], stdin: &str| {
-        use std::io::Write;
-        let mut child = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(env.kubeconfig())
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl on PATH");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    };
     // The reports' namespaces must exist for namespaced objects.
     for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
         let report: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
@@ -273,13 +257,13 @@ async fn audit_policyreport_output_applies_with_kubectl() {
                 .await;
         }
     }
-    kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml);
-    let applied = kubectl(&["apply", "-f", "-"], &yaml);
+    env.kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml);
+    let applied = env.kubectl(&["apply", "-f", "-"], &yaml);
     assert!(
         applied.contains("clusterpolicyreport.wgpolicyk8s.io/meshgate created"),
         "{applied}"
     );
-    let listed = kubectl(&["get", "policyreports", "-A", "-o", "name"], "");
+    let listed = env.kubectl(&["get", "policyreports", "-A", "-o", "name"], "");
     assert!(
         listed.contains("policyreport.wgpolicyk8s.io/meshgate"),
         "{listed}"

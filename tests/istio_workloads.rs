@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -38,18 +38,13 @@ fn audit(labels: &str, fixtures: &[&str]) -> Vec<(String, String)> {
     for f in fixtures {
         std::fs::copy(Path::new(WORKLOADS).join(f), dir.path().join(f)).unwrap();
     }
-    let out = Command::new(BIN)
-        .args(["audit", "--namespace", "shop", "--output", "json"])
-        .arg(dir.path())
-        .output()
-        .expect("run meshgate audit");
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{e}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let out = run_cli(
+        &["audit", "--namespace", "shop", "--output", "json", &dir_arg],
+        Duration::from_secs(30),
+    );
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", out.stdout, out.stderr));
     let findings: Vec<(String, String)> = report["findings"]
         .as_array()
         .unwrap()

@@ -277,7 +277,8 @@ const START_BOUND: Duration = Duration::from_secs(30);
 fn isolate_environment(command: &mut Command) {
     command
         .env_remove("KUBERNETES_SERVICE_HOST")
-        .env_remove("KUBERNETES_SERVICE_PORT");
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env_remove("KUBECONFIG");
     for (name, _) in std::env::vars_os() {
         let name = name.to_string_lossy();
         if name.starts_with("MESHGATE_") || name.to_ascii_lowercase().ends_with("_proxy") {

@@ -309,6 +309,41 @@ impl Envtest {
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
+
+    /// Runs `kubectl` against this cluster with `stdin` as input and fails
+    /// the test unless it succeeds within a minute; returns its stdout.
+    pub fn kubectl(&self, args: &[&str], stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--request-timeout=20s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl on PATH");
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_owned();
+        std::thread::spawn(move || {
+            let _ = input.write_all(stdin.as_bytes());
+        });
+        let pid = child.id();
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(child.wait_with_output());
+        });
+        let out = match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(out) => out.expect("kubectl ran"),
+            Err(_) => {
+                let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+                panic!("kubectl {args:?} still runs after 60 s");
+            }
+        };
+        assert!(out.status.success(), "kubectl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
 }
 
 impl Drop for Envtest {
