@@ -269,3 +269,115 @@ async fn audit_policyreport_output_applies_with_kubectl() {
         "{listed}"
     );
 }
+
+/// A write the API server refuses (here: a report for a namespace that does
+/// not exist) does not stop the others; the error is returned once all were
+/// tried, so the writer retries.
+#[tokio::test]
+async fn a_refused_write_does_not_stop_the_others() {
+    let Some(env) = envtest::start("a_refused_write_does_not_stop_the_others") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::create_namespace(&client, "shop", serde_json::json!({})).await;
+    let verdicts = [
+        verdict("no-such-namespace", Kind::Pod, "api", Outcome::Fail),
+        verdict("shop", Kind::Pod, "web", Outcome::Fail),
+    ];
+    let now = meshgate::report::types::Timestamp {
+        seconds: 100,
+        nanos: 0,
+    };
+    let reports = build::reports(&verdicts, Flavor::Wgpolicy, now, build::Bounds::default());
+    let error = Writer::new(client.clone(), Flavor::Wgpolicy)
+        .reconcile(&reports)
+        .await
+        .expect_err("the report of a missing namespace is refused");
+    assert!(error.to_string().contains("no-such-namespace"), "{error}");
+    let shop = shop_report(&client).get("meshgate").await.unwrap();
+    assert_eq!(shop.data["summary"]["fail"], 1);
+}
+
+/// Issue 11 §6, the writing part: PolicyReports for 10,000 namespaces (5
+/// pods and the namespace judged in each) written to a real API server,
+/// then an unchanged reconcile, then one namespace's change. A benchmark,
+/// not a timed test: run it on purpose and read the figures.
+///
+///   MESHGATE_REQUIRE_ENVTEST=1 cargo test --release --test envtest_reports \
+///     -- --ignored --nocapture reports_for_ten_thousand_namespaces
+///
+/// `MESHGATE_SCALE_NAMESPACES` changes the count.
+#[tokio::test]
+#[ignore = "benchmark: minutes of API-server writes"]
+async fn reports_for_ten_thousand_namespaces() {
+    use futures::StreamExt;
+
+    let Some(env) = envtest::start("reports_for_ten_thousand_namespaces") else {
+        return;
+    };
+    let namespaces: usize = std::env::var("MESHGATE_SCALE_NAMESPACES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let client = env.client().await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
+    let names: Vec<String> = (0..namespaces).map(|i| format!("ns-{i}")).collect();
+    let started = Instant::now();
+    futures::stream::iter(
+        names
+            .iter()
+            .map(|ns| envtest::create_namespace(&client, ns, serde_json::json!({}))),
+    )
+    .buffer_unordered(32)
+    .collect::<Vec<()>>()
+    .await;
+    println!(
+        "{namespaces} namespaces created in {:.1?}",
+        started.elapsed()
+    );
+
+    let mut verdicts = Vec::new();
+    for ns in &names {
+        verdicts.push(verdict("", Kind::Namespace, ns, Outcome::Pass));
+        for pod in 0..5 {
+            let outcome = if pod == 0 {
+                Outcome::Fail
+            } else {
+                Outcome::Pass
+            };
+            verdicts.push(verdict(ns, Kind::Pod, &format!("web-{pod}"), outcome));
+        }
+    }
+    let writer = Writer::new(client.clone(), Flavor::Wgpolicy);
+    let now = meshgate::report::types::Timestamp {
+        seconds: 100,
+        nanos: 0,
+    };
+    let started = Instant::now();
+    let reports = build::reports(&verdicts, Flavor::Wgpolicy, now, build::Bounds::default());
+    let built = started.elapsed();
+    let done = writer.reconcile(&reports).await.unwrap();
+    let written = started.elapsed();
+    assert_eq!(done.created, namespaces + 1, "{done:?}");
+    println!(
+        "{} reports for {} verdicts: built in {built:.1?}, written (created) in {written:.1?}",
+        reports.len(),
+        verdicts.len()
+    );
+
+    let started = Instant::now();
+    let done = writer.reconcile(&reports).await.unwrap();
+    assert_eq!(done.unchanged, namespaces + 1, "{done:?}");
+    println!(
+        "unchanged reconcile (list and compare): {:.1?}",
+        started.elapsed()
+    );
+
+    verdicts[1] = verdict("ns-0", Kind::Pod, "web-0", Outcome::Pass);
+    let reports = build::reports(&verdicts, Flavor::Wgpolicy, now, build::Bounds::default());
+    let started = Instant::now();
+    let done = writer.reconcile(&reports).await.unwrap();
+    assert_eq!(done.updated, 1, "{done:?}");
+    println!("one namespace changed: {:.1?}", started.elapsed());
+}

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
 };
@@ -24,6 +25,25 @@ pub enum WriteError {
     Kube(#[from] kube::Error),
     #[error("report does not serialise: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// Report writes in flight at once: enough to write thousands of namespaces'
+/// reports in seconds, few enough that the API server's priority and
+/// fairness never sees meshgate as a flood.
+const WRITES_IN_FLIGHT: usize = 16;
+
+enum Write<'a> {
+    Create(&'a Report),
+    /// With the stored report's resource version.
+    Replace(&'a Report, Option<String>),
+    Delete(Option<String>, String),
+}
+
+enum Written {
+    Created,
+    Replaced,
+    Deleted,
+    AlreadyGone,
 }
 
 /// What one reconciliation did.
@@ -56,41 +76,86 @@ impl Writer {
     }
 
     /// Makes the API server hold exactly `desired` among meshgate's reports.
+    /// Writes run `WRITES_IN_FLIGHT` at a time (one namespace's report each;
+    /// 10,000 namespaces one after the other would take minutes). A failed
+    /// write does not stop the others; the first error is returned once all
+    /// were tried, and the next reconcile re-lists and writes only what
+    /// still differs.
     pub async fn reconcile(&self, desired: &[Report]) -> Result<Reconciled, WriteError> {
         let mut existing = self.existing().await?;
+        let mut writes = Vec::new();
         let mut done = Reconciled::default();
         for report in desired {
-            let namespace = report.metadata.namespace.clone();
-            let key = (namespace.clone(), report.metadata.name.clone());
-            let api = self.api(namespace.as_deref());
+            let key = (
+                report.metadata.namespace.clone(),
+                report.metadata.name.clone(),
+            );
             match existing.remove(&key) {
                 Some((stored, _)) if stored.same_content(report) => done.unchanged += 1,
                 Some((_, resource_version)) => {
-                    let mut object: DynamicObject =
-                        serde_json::from_value(serde_json::to_value(report)?)?;
-                    object.metadata.resource_version = resource_version;
-                    api.replace(&report.metadata.name, &PostParams::default(), &object)
-                        .await?;
-                    done.updated += 1;
+                    writes.push(Write::Replace(report, resource_version))
                 }
-                None => {
-                    let object: DynamicObject =
-                        serde_json::from_value(serde_json::to_value(report)?)?;
-                    api.create(&PostParams::default(), &object).await?;
-                    done.created += 1;
+                None => writes.push(Write::Create(report)),
+            }
+        }
+        writes.extend(
+            existing
+                .into_keys()
+                .map(|(namespace, name)| Write::Delete(namespace, name)),
+        );
+        // Collected first: a closure inside the stream makes the future
+        // too general for tokio::spawn (rust-lang/rust#102211).
+        let pending: Vec<_> = writes.into_iter().map(|write| self.write(write)).collect();
+        let mut outcomes = futures::stream::iter(pending).buffer_unordered(WRITES_IN_FLIGHT);
+        let mut first_error = None;
+        while let Some(outcome) = outcomes.next().await {
+            match outcome {
+                Ok(Written::Created) => done.created += 1,
+                Ok(Written::Replaced) => done.updated += 1,
+                Ok(Written::Deleted) => done.deleted += 1,
+                Ok(Written::AlreadyGone) => {}
+                Err(error) => {
+                    first_error.get_or_insert(error);
                 }
             }
         }
-        for (namespace, name) in existing.into_keys() {
-            let api = self.api(namespace.as_deref());
-            match api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => done.deleted += 1,
-                // Gone already (its namespace was deleted): nothing to do.
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(e) => return Err(e.into()),
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(done),
+        }
+    }
+
+    async fn write(&self, write: Write<'_>) -> Result<Written, WriteError> {
+        match write {
+            Write::Create(report) => {
+                let object: DynamicObject = serde_json::from_value(serde_json::to_value(report)?)?;
+                self.api(report.metadata.namespace.as_deref())
+                    .create(&PostParams::default(), &object)
+                    .await?;
+                Ok(Written::Created)
+            }
+            Write::Replace(report, resource_version) => {
+                let mut object: DynamicObject =
+                    serde_json::from_value(serde_json::to_value(report)?)?;
+                object.metadata.resource_version = resource_version;
+                self.api(report.metadata.namespace.as_deref())
+                    .replace(&report.metadata.name, &PostParams::default(), &object)
+                    .await?;
+                Ok(Written::Replaced)
+            }
+            Write::Delete(namespace, name) => {
+                match self
+                    .api(namespace.as_deref())
+                    .delete(&name, &DeleteParams::default())
+                    .await
+                {
+                    Ok(_) => Ok(Written::Deleted),
+                    // Gone already (its namespace was deleted): nothing to do.
+                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(Written::AlreadyGone),
+                    Err(e) => Err(e.into()),
+                }
             }
         }
-        Ok(done)
     }
 
     /// meshgate's stored reports by (namespace, name), with their resource
