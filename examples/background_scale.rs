@@ -76,7 +76,12 @@ fn owner(api_version: &str, kind: &str, name: &str) -> Value {
     json!([{"apiVersion": api_version, "kind": kind, "name": name, "uid": "x", "controller": true}])
 }
 
+/// The allocator of the shipped binary (src/main.rs).
+#[global_allocator]
+static ALLOCATOR: meshgate::allocator::Allocator = meshgate::allocator::Allocator;
+
 fn main() {
+    meshgate::allocator::return_freed_memory_promptly();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())

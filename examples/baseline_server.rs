@@ -91,6 +91,11 @@ async fn validate(body: Bytes) -> Response {
     .into_response()
 }
 
+/// The allocator `meshgate serve` uses (see src/main.rs), so the comparison
+/// measures the work each server does, not the allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let args = match parse_args() {

@@ -17,7 +17,7 @@
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
 //! over every object already in the cluster, and exports the posture metrics;
 //! `report` turns verdicts into bounded PolicyReports, written by the replica
-//! `leader` elects.
+//! `leader` elects. `allocator` is the global allocator the binary installs.
 
 // Library and binary code returns errors rather than panicking; tests may
 // unwrap (clippy.toml). Set here, not in Cargo.toml's [lints], which would
@@ -25,6 +25,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admission;
+pub mod allocator;
 pub mod audit;
 pub mod background;
 pub mod certmanager;

@@ -8,7 +8,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshgate::cli::{Cli, Command, LogFormat};
 
+/// See `meshgate::allocator`.
+#[global_allocator]
+static ALLOCATOR: meshgate::allocator::Allocator = meshgate::allocator::Allocator;
+
 fn main() -> ExitCode {
+    meshgate::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     match cli.command {
         Command::Audit(args) => meshgate::audit::run(&args),

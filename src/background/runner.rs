@@ -9,7 +9,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::config::Config;
 use crate::posture::SharedPosture;
 use crate::subject::Kind;
 
@@ -22,12 +21,8 @@ pub const DEBOUNCE: Duration = Duration::from_millis(200);
 /// change may have run before the index saw it, so it runs once more then.
 pub const SETTLE: Duration = Duration::from_secs(1);
 
-/// Judges a fixed set of objects once (`serve --state-from`).
-pub fn spawn_static(config: Arc<Config>, posture: SharedPosture, changes: Vec<Change>) -> Results {
-    let mut engine = Engine::new(config);
-    for change in changes {
-        engine.apply(change);
-    }
+/// Judges the objects fed to `engine` once (`serve --state-from`).
+pub fn spawn_static(mut engine: Engine, posture: SharedPosture) -> Results {
     engine.judge(&posture);
     let (tx, rx) = watch::channel(Arc::new(engine.snapshot(true)));
     Results::fixed(rx, tx)
@@ -160,6 +155,8 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use parking_lot::RwLock;
+
+    use crate::config::Config;
 
     use serde_json::json;
 

@@ -211,12 +211,9 @@ impl Feed<'_> {
         );
         *self.posture.write() = index;
         if self.config.background_audit.enabled {
-            let changes = background::feed::changes_from_files(paths)?;
-            let results = background::runner::spawn_static(
-                self.config.clone(),
-                self.posture.clone(),
-                changes,
-            );
+            let mut engine = background::Engine::new(self.config.clone());
+            background::feed::apply_files(&mut engine, paths)?;
+            let results = background::runner::spawn_static(engine, self.posture.clone());
             self.posture_metrics.attach(results);
         }
         Ok((Arc::new(CacheSync::all_synced(reflector::ALL)), None, None))
