@@ -91,15 +91,6 @@ impl Certificate {
     }
 }
 
-impl crate::posture::Namespaced for Certificate {
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,7 @@ pub mod config;
 pub mod duration;
 pub mod injection;
 pub mod istio;
+pub mod kinds;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;

@@ -14,103 +14,9 @@ use serde::de::DeserializeOwned;
 
 use crate::certmanager::Certificate;
 use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
-use crate::posture::Namespaced;
+use kube::Resource;
 
-/// The kinds meshgate judges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    Pod,
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-    ReplicaSet,
-    Job,
-    CronJob,
-    ReplicationController,
-    Namespace,
-    PeerAuthentication,
-    AuthorizationPolicy,
-    DestinationRule,
-    Sidecar,
-    Certificate,
-}
-
-impl Kind {
-    /// Maps an API group, version and kind to a judged kind. Versions other
-    /// than the ones listed are not served by current clusters.
-    pub fn from_gvk(group: &str, version: &str, kind: &str) -> Option<Kind> {
-        Some(match (group, version, kind) {
-            ("", "v1", "Pod") => Kind::Pod,
-            ("", "v1", "ReplicationController") => Kind::ReplicationController,
-            ("apps", "v1", "Deployment") => Kind::Deployment,
-            ("apps", "v1", "StatefulSet") => Kind::StatefulSet,
-            ("apps", "v1", "DaemonSet") => Kind::DaemonSet,
-            ("apps", "v1", "ReplicaSet") => Kind::ReplicaSet,
-            ("batch", "v1", "Job") => Kind::Job,
-            ("batch", "v1", "CronJob") => Kind::CronJob,
-            ("", "v1", "Namespace") => Kind::Namespace,
-            ("security.istio.io", "v1" | "v1beta1", "PeerAuthentication") => {
-                Kind::PeerAuthentication
-            }
-            ("security.istio.io", "v1" | "v1beta1", "AuthorizationPolicy") => {
-                Kind::AuthorizationPolicy
-            }
-            ("networking.istio.io", "v1" | "v1beta1" | "v1alpha3", "DestinationRule") => {
-                Kind::DestinationRule
-            }
-            ("networking.istio.io", "v1" | "v1beta1" | "v1alpha3", "Sidecar") => Kind::Sidecar,
-            ("cert-manager.io", "v1", "Certificate") => Kind::Certificate,
-            _ => return None,
-        })
-    }
-
-    /// Parses an `apiVersion` string (`apps/v1`, `v1`) and a kind.
-    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        Self::from_gvk(group, version, kind)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Pod => "Pod",
-            Kind::Deployment => "Deployment",
-            Kind::StatefulSet => "StatefulSet",
-            Kind::DaemonSet => "DaemonSet",
-            Kind::ReplicaSet => "ReplicaSet",
-            Kind::Job => "Job",
-            Kind::CronJob => "CronJob",
-            Kind::ReplicationController => "ReplicationController",
-            Kind::Namespace => "Namespace",
-            Kind::PeerAuthentication => "PeerAuthentication",
-            Kind::AuthorizationPolicy => "AuthorizationPolicy",
-            Kind::DestinationRule => "DestinationRule",
-            Kind::Sidecar => "Sidecar",
-            Kind::Certificate => "Certificate",
-        }
-    }
-
-    /// Pods and the controllers whose templates create them.
-    pub fn is_workload(self) -> bool {
-        matches!(
-            self,
-            Kind::Pod
-                | Kind::Deployment
-                | Kind::StatefulSet
-                | Kind::DaemonSet
-                | Kind::ReplicaSet
-                | Kind::Job
-                | Kind::CronJob
-                | Kind::ReplicationController
-        )
-    }
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Lowercase, as kubectl names objects ("deployment shop/web").
-        f.write_str(&self.as_str().to_ascii_lowercase())
-    }
-}
+pub use crate::kinds::Kind;
 
 /// A pod, or the pod a controller's template will create.
 #[derive(Debug, Clone)]
@@ -352,91 +258,54 @@ pub fn decode(
     namespace: &str,
     name: &str,
 ) -> Result<Object, DecodeError> {
-    let err = |source| DecodeError {
-        kind: kind.as_str(),
-        source,
-    };
-    match kind {
-        Kind::Namespace => {
-            let ns: Namespace = source.decode().map_err(err)?;
-            return Ok(Object::Namespace(NamespaceObject {
+    let decoded = match kind {
+        Kind::Namespace => source.decode().map(|ns: Namespace| {
+            Object::Namespace(NamespaceObject {
                 name: display_name(&ns.metadata, name),
                 labels: ns.metadata.labels.unwrap_or_default(),
-            }));
-        }
+            })
+        }),
         Kind::PeerAuthentication => {
-            return placed(kind, source, namespace, name)
-                .map(Object::PeerAuthentication)
-                .map_err(err)
+            placed(kind, source, namespace, name).map(Object::PeerAuthentication)
         }
         Kind::AuthorizationPolicy => {
-            return placed(kind, source, namespace, name)
-                .map(Object::AuthorizationPolicy)
-                .map_err(err)
+            placed(kind, source, namespace, name).map(Object::AuthorizationPolicy)
         }
-        Kind::DestinationRule => {
-            return placed(kind, source, namespace, name)
-                .map(Object::DestinationRule)
-                .map_err(err)
+        Kind::DestinationRule => placed(kind, source, namespace, name).map(Object::DestinationRule),
+        Kind::Sidecar => placed(kind, source, namespace, name).map(Object::Sidecar),
+        Kind::Certificate => placed(kind, source, namespace, name).map(Object::Certificate),
+        Kind::ServiceEntry => Err(serde::de::Error::custom(
+            "ServiceEntries are watched for the posture, not judged",
+        )),
+        Kind::Pod
+        | Kind::Deployment
+        | Kind::StatefulSet
+        | Kind::DaemonSet
+        | Kind::ReplicaSet
+        | Kind::Job
+        | Kind::CronJob
+        | Kind::ReplicationController => {
+            decode_workload(kind, source, namespace, name).map(Object::Workload)
         }
-        Kind::Sidecar => {
-            return placed(kind, source, namespace, name)
-                .map(Object::Sidecar)
-                .map_err(err)
-        }
-        Kind::Certificate => {
-            return placed(kind, source, namespace, name)
-                .map(Object::Certificate)
-                .map_err(err)
-        }
-        _ => {}
-    }
-    let mut job_template_meta = None;
-    let (meta, template): (ObjectMeta, Option<PodTemplateSpec>) = match kind {
-        Kind::Pod => {
-            let pod: Pod = source.decode().map_err(err)?;
-            // The pod's own metadata is its pod metadata; moved in below.
-            let template = PodTemplateSpec {
-                metadata: None,
-                spec: pod.spec,
-            };
-            (pod.metadata, Some(template))
-        }
-        Kind::Deployment => {
-            let d: Deployment = source.decode().map_err(err)?;
-            (d.metadata, d.spec.map(|s| s.template))
-        }
-        Kind::StatefulSet => {
-            let s: StatefulSet = source.decode().map_err(err)?;
-            (s.metadata, s.spec.map(|s| s.template))
-        }
-        Kind::DaemonSet => {
-            let d: DaemonSet = source.decode().map_err(err)?;
-            (d.metadata, d.spec.map(|s| s.template))
-        }
-        Kind::ReplicaSet => {
-            let r: ReplicaSet = source.decode().map_err(err)?;
-            (r.metadata, r.spec.and_then(|s| s.template))
-        }
-        Kind::Job => {
-            let j: Job = source.decode().map_err(err)?;
-            (j.metadata, j.spec.map(|s| s.template))
-        }
-        Kind::CronJob => {
-            let c: CronJob = source.decode().map_err(err)?;
-            let (metadata, spec) = c
-                .spec
-                .map(|s| (s.job_template.metadata, s.job_template.spec))
-                .unwrap_or_default();
-            job_template_meta = metadata;
-            (c.metadata, spec.map(|s| s.template))
-        }
-        Kind::ReplicationController => {
-            let r: ReplicationController = source.decode().map_err(err)?;
-            (r.metadata, r.spec.and_then(|s| s.template))
-        }
-        _ => unreachable!("non-workload kinds returned above"),
     };
+    decoded.map_err(|source| DecodeError {
+        kind: kind.as_str(),
+        source,
+    })
+}
+
+/// A pod, or a controller as the pod its template makes.
+fn decode_workload(
+    kind: Kind,
+    source: impl ObjectSource,
+    namespace: &str,
+    name: &str,
+) -> Result<Workload, serde_json::Error> {
+    let TemplateOf {
+        meta,
+        template,
+        job_template_meta,
+    } = template_of(kind, source)?;
     let template = template.unwrap_or_default();
     let namespace = meta
         .namespace
@@ -449,21 +318,90 @@ pub fn decode(
     } else {
         template.metadata.unwrap_or_default()
     };
-    Ok(Object::Workload(Workload {
+    Ok(Workload {
         kind,
         name,
         namespace,
         pod_meta,
         job_template_meta,
         spec: template.spec.unwrap_or_default(),
-    }))
+    })
+}
+
+/// A workload's own metadata and the pod template it carries.
+struct TemplateOf {
+    meta: ObjectMeta,
+    /// A pod is its own template (its metadata stays in `meta`).
+    template: Option<PodTemplateSpec>,
+    /// A CronJob's `spec.jobTemplate.metadata`.
+    job_template_meta: Option<ObjectMeta>,
+}
+
+fn template_of(kind: Kind, source: impl ObjectSource) -> Result<TemplateOf, serde_json::Error> {
+    let of = |meta, template| TemplateOf {
+        meta,
+        template,
+        job_template_meta: None,
+    };
+    Ok(match kind {
+        Kind::Pod => {
+            let pod: Pod = source.decode()?;
+            let template = PodTemplateSpec {
+                metadata: None,
+                spec: pod.spec,
+            };
+            of(pod.metadata, Some(template))
+        }
+        Kind::Deployment => {
+            let d: Deployment = source.decode()?;
+            of(d.metadata, d.spec.map(|s| s.template))
+        }
+        Kind::StatefulSet => {
+            let s: StatefulSet = source.decode()?;
+            of(s.metadata, s.spec.map(|s| s.template))
+        }
+        Kind::DaemonSet => {
+            let d: DaemonSet = source.decode()?;
+            of(d.metadata, d.spec.map(|s| s.template))
+        }
+        Kind::ReplicaSet => {
+            let r: ReplicaSet = source.decode()?;
+            of(r.metadata, r.spec.and_then(|s| s.template))
+        }
+        Kind::Job => {
+            let j: Job = source.decode()?;
+            of(j.metadata, j.spec.map(|s| s.template))
+        }
+        Kind::CronJob => {
+            let c: CronJob = source.decode()?;
+            let (job_template_meta, spec) = c
+                .spec
+                .map(|s| (s.job_template.metadata, s.job_template.spec))
+                .unwrap_or_default();
+            TemplateOf {
+                meta: c.metadata,
+                template: spec.map(|s| s.template),
+                job_template_meta,
+            }
+        }
+        Kind::ReplicationController => {
+            let r: ReplicationController = source.decode()?;
+            of(r.metadata, r.spec.and_then(|s| s.template))
+        }
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "{} is not a workload",
+                other.as_str()
+            )))
+        }
+    })
 }
 
 /// Decodes an object with standard metadata, filling in the namespace and
 /// name the API server passes beside the object (a manifest may leave the
 /// namespace out). k8s-openapi types check their own `apiVersion` and
 /// `kind`; these serde structs do not, so a stated kind must be `kind`.
-fn placed<T: Namespaced + DeserializeOwned>(
+fn placed<T: Resource + DeserializeOwned>(
     kind: Kind,
     source: impl ObjectSource,
     namespace: &str,

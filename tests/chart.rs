@@ -13,9 +13,9 @@ use std::process::{Command, Output};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use meshgate::admission::resources::{WebhookRule, MUTATING_RULES, VALIDATING_RULES};
-use meshgate::background::feed::BACKGROUND_RESOURCES;
-use meshgate::posture::watched::WATCHED_RESOURCES;
+use meshgate::admission::resources::{mutating_rules, validating_rules, WebhookRule};
+use meshgate::background::feed::background_resources;
+use meshgate::posture::watched::watched_resources;
 use serde_json::{json, Value};
 
 const RELEASE: &str = "mg";
@@ -274,8 +274,8 @@ fn expand_crate_rules(rules: &[WebhookRule]) -> BTreeSet<RuleTuple> {
     let mut out = BTreeSet::new();
     for r in rules {
         for v in r.api_versions {
-            for res in r.resources {
-                for op in r.operations {
+            for res in &r.resources {
+                for op in &r.operations {
                     out.insert((
                         r.api_group.into(),
                         v.to_string(),
@@ -507,7 +507,7 @@ fn optional_pod_settings_are_applied() {
 
 #[test]
 fn webhook_rules_are_exactly_what_the_crate_judges() {
-    let security_policies: BTreeSet<RuleTuple> = expand_crate_rules(VALIDATING_RULES)
+    let security_policies: BTreeSet<RuleTuple> = expand_crate_rules(&validating_rules())
         .into_iter()
         .filter(|(group, ..)| group == "security.istio.io")
         .collect();
@@ -528,11 +528,13 @@ fn webhook_rules_are_exactly_what_the_crate_judges() {
                     .flat_map(|(_, h)| expand_rendered_rules(h))
                     .collect::<BTreeSet<_>>()
             };
-            for (kind, crate_rules) in [(VALIDATING, VALIDATING_RULES), (MUTATING, MUTATING_RULES)]
-            {
+            for (kind, crate_rules) in [
+                (VALIDATING, validating_rules()),
+                (MUTATING, mutating_rules()),
+            ] {
                 assert_eq!(
                     rules_of(kind),
-                    expand_crate_rules(crate_rules),
+                    expand_crate_rules(&crate_rules),
                     "{kind} rules ({name}, {kube_version}) differ from the crate: \
                      edit charts/meshgate/files/resources.yaml"
                 );
@@ -727,9 +729,9 @@ fn match_conditions_only_where_the_api_server_has_them() {
 fn rbac_is_read_only_on_exactly_the_watched_resources() {
     let read_only: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
     // The background audit is on by default and reads its kinds too.
-    let expected: BTreeMap<(String, String), BTreeSet<String>> = WATCHED_RESOURCES
+    let expected: BTreeMap<(String, String), BTreeSet<String>> = watched_resources()
         .iter()
-        .chain(BACKGROUND_RESOURCES)
+        .chain(&background_resources())
         .map(|w| {
             (
                 (w.api_group.to_owned(), w.resource.to_owned()),
@@ -758,8 +760,8 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
         assert_eq!(
             granted(roles[0]),
             expected,
-            "ClusterRole must grant get/list/watch on WATCHED_RESOURCES and \
-             BACKGROUND_RESOURCES and nothing else: edit charts/meshgate/files/resources.yaml"
+            "ClusterRole must grant get/list/watch on watched_resources() and \
+             background_resources() and nothing else: edit charts/meshgate/files/resources.yaml"
         );
 
         let binding = find(&docs, "ClusterRoleBinding", FULLNAME);
@@ -804,7 +806,7 @@ fn granted(role: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
 fn rbac_drops_the_background_kinds_when_the_audit_is_off() {
     let docs = render("backgroundAudit:\n  enabled: false\n", NEWER);
     let role = find(&docs, "ClusterRole", FULLNAME);
-    let expected: BTreeSet<(String, String)> = WATCHED_RESOURCES
+    let expected: BTreeSet<(String, String)> = watched_resources()
         .iter()
         .map(|w| (w.api_group.to_owned(), w.resource.to_owned()))
         .collect();

@@ -1,74 +1,103 @@
-//! The resources and operations the webhooks judge. The Helm chart's webhook
-//! configurations are checked against these lists in `tests/chart.rs`, so the
-//! API server never sends meshgate something it ignores, nor skips something
-//! it should judge.
+//! The resources and operations the webhooks judge, derived from the kinds
+//! table (`crate::kinds`). The Helm chart's webhook configurations are
+//! checked against these in `tests/chart.rs`, so the API server never sends
+//! meshgate something it ignores, nor skips something it should judge.
+
+use kube::core::admission::Operation;
+
+use super::review::operation_str;
+use crate::kinds::{KindRow, TABLE};
 
 /// One `rules` entry of a webhook configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookRule {
     pub api_group: &'static str,
     pub api_versions: &'static [&'static str],
     /// Plural resource names, subresources as `pods/ephemeralcontainers`.
-    pub resources: &'static [&'static str],
-    pub operations: &'static [&'static str],
+    pub resources: Vec<String>,
+    pub operations: Vec<&'static str>,
 }
 
-const CREATE_UPDATE: &[&str] = &["CREATE", "UPDATE"];
-/// DELETE too: deleting a baseline policy can re-open a namespace.
-const CREATE_UPDATE_DELETE: &[&str] = &["CREATE", "UPDATE", "DELETE"];
-const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
-const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
-
 /// What `POST /validate` judges.
-pub const VALIDATING_RULES: &[WebhookRule] = &[
-    WebhookRule {
-        api_group: "",
-        api_versions: &["v1"],
-        resources: &["pods", "pods/ephemeralcontainers", "replicationcontrollers"],
-        operations: CREATE_UPDATE,
-    },
-    WebhookRule {
-        api_group: "apps",
-        api_versions: &["v1"],
-        resources: &["deployments", "statefulsets", "daemonsets", "replicasets"],
-        operations: CREATE_UPDATE,
-    },
-    WebhookRule {
-        api_group: "batch",
-        api_versions: &["v1"],
-        resources: &["jobs", "cronjobs"],
-        operations: CREATE_UPDATE,
-    },
-    WebhookRule {
-        api_group: "",
-        api_versions: &["v1"],
-        resources: &["namespaces"],
-        operations: CREATE_UPDATE,
-    },
-    WebhookRule {
-        api_group: "security.istio.io",
-        api_versions: SECURITY_VERSIONS,
-        resources: &["peerauthentications", "authorizationpolicies"],
-        operations: CREATE_UPDATE_DELETE,
-    },
-    WebhookRule {
-        api_group: "networking.istio.io",
-        api_versions: NETWORKING_VERSIONS,
-        resources: &["destinationrules", "sidecars"],
-        operations: CREATE_UPDATE,
-    },
-    WebhookRule {
-        api_group: "cert-manager.io",
-        api_versions: &["v1"],
-        resources: &["certificates"],
-        operations: CREATE_UPDATE,
-    },
-];
+pub fn validating_rules() -> Vec<WebhookRule> {
+    rules(|row| row.judged_on, true)
+}
 
 /// What `POST /mutate` judges.
-pub const MUTATING_RULES: &[WebhookRule] = &[WebhookRule {
-    api_group: "",
-    api_versions: &["v1"],
-    resources: &["pods"],
-    operations: &["CREATE"],
-}];
+pub fn mutating_rules() -> Vec<WebhookRule> {
+    rules(|row| row.mutated_on, false)
+}
+
+/// Rows with the same group, versions and operations share one rule.
+fn rules(
+    operations_of: impl Fn(&KindRow) -> &'static [Operation],
+    with_subresources: bool,
+) -> Vec<WebhookRule> {
+    let mut rules: Vec<WebhookRule> = Vec::new();
+    for row in TABLE {
+        let operations: Vec<&'static str> = operations_of(row).iter().map(operation_str).collect();
+        if operations.is_empty() {
+            continue;
+        }
+        let subresources = row
+            .subresources
+            .iter()
+            .filter(|_| with_subresources)
+            .map(|sub| format!("{}/{sub}", row.plural));
+        let resources = std::iter::once(row.plural.to_owned()).chain(subresources);
+        match rules.iter_mut().find(|rule| {
+            rule.api_group == row.group
+                && rule.api_versions == row.versions
+                && rule.operations == operations
+        }) {
+            Some(rule) => rule.resources.extend(resources),
+            None => rules.push(WebhookRule {
+                api_group: row.group,
+                api_versions: row.versions,
+                resources: resources.collect(),
+                operations,
+            }),
+        }
+    }
+    rules
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_are_validated_with_their_ephemeral_containers_and_mutated_on_create() {
+        let validating = validating_rules();
+        let core = validating
+            .iter()
+            .find(|r| r.api_group.is_empty() && r.resources.contains(&"pods".to_owned()))
+            .unwrap();
+        assert!(core
+            .resources
+            .contains(&"pods/ephemeralcontainers".to_owned()));
+        assert_eq!(
+            mutating_rules(),
+            [WebhookRule {
+                api_group: "",
+                api_versions: &["v1"],
+                resources: vec!["pods".into()],
+                operations: vec!["CREATE"],
+            }]
+        );
+    }
+
+    #[test]
+    fn only_the_baseline_policies_are_judged_on_delete_and_service_entries_never() {
+        let validating = validating_rules();
+        let deleted: Vec<&String> = validating
+            .iter()
+            .filter(|r| r.operations.contains(&"DELETE"))
+            .flat_map(|r| &r.resources)
+            .collect();
+        assert_eq!(deleted, ["peerauthentications", "authorizationpolicies"]);
+        assert!(!validating
+            .iter()
+            .any(|r| r.resources.contains(&"serviceentries".to_owned())));
+    }
+}

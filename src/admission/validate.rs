@@ -221,20 +221,13 @@ fn judged_subject(req: &review::Request) -> Result<Option<Subject>, (Kind, Unusa
     // Status, scale, binding and other subresources do not change the pod
     // spec; ephemeral containers do, and may carry NET_ADMIN.
     if let Some(sub) = req.sub_resource.as_deref().filter(|s| !s.is_empty()) {
-        if !(kind == Kind::Pod && sub == "ephemeralcontainers") {
+        if !kind.row().subresources.contains(&sub) {
             return Ok(None);
         }
     }
-    // Only the baseline policies are judged on DELETE.
+    // Only the baseline policies are judged on DELETE (the kinds table).
     let deleting = req.operation == Operation::Delete;
-    let judged_operation = match req.operation {
-        Operation::Create | Operation::Update => true,
-        Operation::Delete => {
-            matches!(kind, Kind::PeerAuthentication | Kind::AuthorizationPolicy)
-        }
-        Operation::Connect => false,
-    };
-    if !judged_operation {
+    if !kind.is_judged_on(&req.operation) {
         return Ok(None);
     }
     let target = if deleting {

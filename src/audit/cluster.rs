@@ -2,81 +2,12 @@
 //! kind meshgate judges (and ServiceEntries, which the posture index reads)
 //! is listed and turned into manifests, so the rest is the audit on files.
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config as KubeConfig};
 
+use crate::kinds::Kind;
 use crate::manifest::{Manifest, Origin};
-
-/// A listed kind: group, the versions tried in order, kind, plural.
-struct Listed {
-    group: &'static str,
-    versions: &'static [&'static str],
-    kind: &'static str,
-    plural: &'static str,
-}
-
-const fn l(
-    group: &'static str,
-    versions: &'static [&'static str],
-    kind: &'static str,
-    plural: &'static str,
-) -> Listed {
-    Listed {
-        group,
-        versions,
-        kind,
-        plural,
-    }
-}
-
-const LISTED: &[Listed] = &[
-    l("", &["v1"], "Namespace", "namespaces"),
-    l("", &["v1"], "Pod", "pods"),
-    l(
-        "",
-        &["v1"],
-        "ReplicationController",
-        "replicationcontrollers",
-    ),
-    l("apps", &["v1"], "Deployment", "deployments"),
-    l("apps", &["v1"], "StatefulSet", "statefulsets"),
-    l("apps", &["v1"], "DaemonSet", "daemonsets"),
-    l("apps", &["v1"], "ReplicaSet", "replicasets"),
-    l("batch", &["v1"], "Job", "jobs"),
-    l("batch", &["v1"], "CronJob", "cronjobs"),
-    l(
-        "security.istio.io",
-        &["v1", "v1beta1"],
-        "PeerAuthentication",
-        "peerauthentications",
-    ),
-    l(
-        "security.istio.io",
-        &["v1", "v1beta1"],
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-    ),
-    l(
-        "networking.istio.io",
-        &["v1", "v1beta1", "v1alpha3"],
-        "DestinationRule",
-        "destinationrules",
-    ),
-    l(
-        "networking.istio.io",
-        &["v1", "v1beta1", "v1alpha3"],
-        "Sidecar",
-        "sidecars",
-    ),
-    l(
-        "networking.istio.io",
-        &["v1", "v1beta1", "v1alpha3"],
-        "ServiceEntry",
-        "serviceentries",
-    ),
-    l("cert-manager.io", &["v1"], "Certificate", "certificates"),
-];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -125,36 +56,19 @@ pub async fn manifests(
     namespace: Option<&str>,
 ) -> Result<Vec<Manifest>, ClusterError> {
     let mut manifests = Vec::new();
-    for listed in LISTED {
-        let Some(objects) = list(client, listed, namespace).await? else {
+    // Every kind in the table: the judged ones and what the posture reads.
+    for kind in Kind::ALL {
+        let row = kind.row();
+        let Some(objects) = list(client, kind, namespace).await? else {
             eprintln!(
                 "meshgate audit: the cluster does not serve {} ({}): skipped",
-                listed.kind, listed.group
+                row.name, row.group
             );
             continue;
         };
         for object in objects {
-            let (api_version, kind) = object
-                .types
-                .as_ref()
-                .map(|t| (t.api_version.clone(), t.kind.clone()))
-                .unwrap_or_default();
-            let origin = Origin {
-                file: format!(
-                    "cluster:{}/{}",
-                    listed.plural,
-                    object.metadata.name.as_deref().unwrap_or_default()
-                ),
-                document: manifests.len() + 1,
-                line: 1,
-            };
-            let value = serde_json::to_value(&object)?;
-            manifests.push(Manifest {
-                origin,
-                api_version,
-                kind,
-                value,
-            });
+            let document = manifests.len() + 1;
+            manifests.push(manifest(kind, object, document)?);
         }
     }
     Ok(manifests)
@@ -163,15 +77,14 @@ pub async fn manifests(
 /// The objects of `listed` at the first served version; `None` if none is.
 async fn list(
     client: &Client,
-    listed: &Listed,
+    kind: Kind,
     namespace: Option<&str>,
 ) -> Result<Option<Vec<DynamicObject>>, ClusterError> {
-    for version in listed.versions {
-        let gvk = GroupVersionKind::gvk(listed.group, version, listed.kind);
-        let resource = ApiResource::from_gvk_with_plural(&gvk, listed.plural);
+    for version in kind.row().versions {
+        let resource = kind.api_resource(version);
         let mut params = ListParams::default();
         let api: Api<DynamicObject> = match namespace {
-            Some(ns) if listed.kind == "Namespace" => {
+            Some(ns) if kind == Kind::Namespace => {
                 params = params.fields(&format!("metadata.name={ns}"));
                 Api::all_with(client.clone(), &resource)
             }
@@ -197,7 +110,7 @@ async fn list(
             Err(kube::Error::Api(status)) if status.code == 404 => continue,
             Err(source) => {
                 return Err(ClusterError::List {
-                    kind: listed.kind,
+                    kind: kind.as_str(),
                     source,
                 })
             }
@@ -242,24 +155,36 @@ pub fn audit(
 /// The Istio policies of the mesh root namespace.
 async fn manifests_in_root(client: &Client, root: &str) -> Result<Vec<Manifest>, ClusterError> {
     let mut found = Vec::new();
-    for listed in LISTED.iter().filter(|l| l.group.ends_with("istio.io")) {
-        for object in list(client, listed, Some(root)).await?.unwrap_or_default() {
-            let (api_version, kind) = object
-                .types
-                .as_ref()
-                .map(|t| (t.api_version.clone(), t.kind.clone()))
-                .unwrap_or_default();
-            found.push(Manifest {
-                origin: Origin {
-                    file: format!("cluster:{}/{root}", listed.plural),
-                    document: 0,
-                    line: 1,
-                },
-                api_version,
-                kind,
-                value: serde_json::to_value(&object)?,
-            });
+    for kind in Kind::ALL
+        .into_iter()
+        .filter(|k| k.row().group.ends_with("istio.io"))
+    {
+        for object in list(client, kind, Some(root)).await?.unwrap_or_default() {
+            found.push(manifest(kind, object, 0)?);
         }
     }
     Ok(found)
+}
+
+/// A listed object as a manifest, its origin naming the resource and object.
+fn manifest(kind: Kind, object: DynamicObject, document: usize) -> Result<Manifest, ClusterError> {
+    let (api_version, kind_name) = object
+        .types
+        .as_ref()
+        .map(|t| (t.api_version.clone(), t.kind.clone()))
+        .unwrap_or_default();
+    Ok(Manifest {
+        origin: Origin {
+            file: format!(
+                "cluster:{}/{}",
+                kind.row().plural,
+                object.metadata.name.as_deref().unwrap_or_default()
+            ),
+            document,
+            line: 1,
+        },
+        api_version,
+        kind: kind_name,
+        value: serde_json::to_value(&object)?,
+    })
 }

@@ -89,26 +89,15 @@ pub fn key(kind: Kind, namespace: &str, name: &str) -> String {
     format!("{}/{namespace}/{name}", kind.as_str())
 }
 
-/// Kinds whose objects a verdict in their namespace rests on.
+/// Kinds whose objects a verdict in their namespace rests on: what the
+/// posture index holds.
 fn shapes_posture(kind: Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Namespace
-            | Kind::PeerAuthentication
-            | Kind::AuthorizationPolicy
-            | Kind::DestinationRule
-            | Kind::Sidecar
-    )
+    kind.row().posture
 }
 
 /// Where a kind keeps its pod spec, for [`trim`].
 pub fn pod_spec_path(kind: Kind) -> Option<&'static [&'static str]> {
-    match kind {
-        Kind::Pod => Some(&["spec"]),
-        Kind::CronJob => Some(&["spec", "jobTemplate", "spec", "template", "spec"]),
-        k if k.is_workload() => Some(&["spec", "template", "spec"]),
-        _ => None,
-    }
+    kind.row().pod_spec
 }
 
 /// Trims what the engine stores of `object` (see [`super::projection`]).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
@@ -25,137 +25,20 @@ use super::{Results, Snapshot};
 
 const MISSING_RETRY: Duration = Duration::from_secs(30);
 
-/// A kind the background audit watches, at the versions it tries in order.
-struct Watched {
-    kind: Kind,
-    group: &'static str,
-    versions: &'static [&'static str],
-    plural: &'static str,
+/// The kinds the background audit watches: every kind `/validate` judges.
+fn watched_kinds() -> impl Iterator<Item = Kind> {
+    Kind::ALL.into_iter().filter(|kind| kind.is_judged())
 }
 
-const fn w(
-    kind: Kind,
-    group: &'static str,
-    versions: &'static [&'static str],
-    plural: &'static str,
-) -> Watched {
-    Watched {
-        kind,
-        group,
-        versions,
-        plural,
-    }
-}
-
-const WATCHED: &[Watched] = &[
-    w(Kind::Pod, "", &["v1"], "pods"),
-    w(
-        Kind::ReplicationController,
-        "",
-        &["v1"],
-        "replicationcontrollers",
-    ),
-    w(Kind::Deployment, "apps", &["v1"], "deployments"),
-    w(Kind::StatefulSet, "apps", &["v1"], "statefulsets"),
-    w(Kind::DaemonSet, "apps", &["v1"], "daemonsets"),
-    w(Kind::ReplicaSet, "apps", &["v1"], "replicasets"),
-    w(Kind::Job, "batch", &["v1"], "jobs"),
-    w(Kind::CronJob, "batch", &["v1"], "cronjobs"),
-    w(Kind::Namespace, "", &["v1"], "namespaces"),
-    w(
-        Kind::PeerAuthentication,
-        "security.istio.io",
-        &["v1", "v1beta1"],
-        "peerauthentications",
-    ),
-    w(
-        Kind::AuthorizationPolicy,
-        "security.istio.io",
-        &["v1", "v1beta1"],
-        "authorizationpolicies",
-    ),
-    w(
-        Kind::DestinationRule,
-        "networking.istio.io",
-        &["v1", "v1beta1", "v1alpha3"],
-        "destinationrules",
-    ),
-    w(
-        Kind::Sidecar,
-        "networking.istio.io",
-        &["v1", "v1beta1", "v1alpha3"],
-        "sidecars",
-    ),
-    w(
-        Kind::Certificate,
-        "cert-manager.io",
-        &["v1"],
-        "certificates",
-    ),
-];
-
-/// What the background audit reads: the chart's RBAC grants get/list/watch
-/// on each (checked in `tests/chart.rs`).
-pub const BACKGROUND_RESOURCES: &[WatchedResource] = &[
-    WatchedResource {
-        api_group: "",
-        version: "v1",
-        resource: "pods",
-    },
-    WatchedResource {
-        api_group: "",
-        version: "v1",
-        resource: "replicationcontrollers",
-    },
-    WatchedResource {
-        api_group: "apps",
-        version: "v1",
-        resource: "deployments",
-    },
-    WatchedResource {
-        api_group: "apps",
-        version: "v1",
-        resource: "statefulsets",
-    },
-    WatchedResource {
-        api_group: "apps",
-        version: "v1",
-        resource: "daemonsets",
-    },
-    WatchedResource {
-        api_group: "apps",
-        version: "v1",
-        resource: "replicasets",
-    },
-    WatchedResource {
-        api_group: "batch",
-        version: "v1",
-        resource: "jobs",
-    },
-    WatchedResource {
-        api_group: "batch",
-        version: "v1",
-        resource: "cronjobs",
-    },
-    WatchedResource {
-        api_group: "cert-manager.io",
-        version: "v1",
-        resource: "certificates",
-    },
-];
-
-fn api_resource(watched: &Watched, version: &str) -> ApiResource {
-    ApiResource {
-        group: watched.group.into(),
-        version: version.into(),
-        api_version: if watched.group.is_empty() {
-            version.to_owned()
-        } else {
-            format!("{}/{version}", watched.group)
-        },
-        kind: watched.kind.as_str().into(),
-        plural: watched.plural.into(),
-    }
+/// What the background audit reads beyond the posture index's resources:
+/// the chart's RBAC grants get/list/watch on each while the audit is on
+/// (checked in `tests/chart.rs`).
+pub fn background_resources() -> Vec<WatchedResource> {
+    watched_kinds()
+        .map(Kind::row)
+        .filter(|row| !row.posture)
+        .map(WatchedResource::of)
+        .collect()
 }
 
 /// Starts the watchers and the engine; the results follow the cluster.
@@ -166,16 +49,17 @@ pub fn spawn(
     posture_sync: Arc<CacheSync>,
 ) -> Results {
     let (changes, receiver) = mpsc::channel(1024);
-    for watched in WATCHED {
-        tokio::spawn(watch_kind(client.clone(), watched, changes.clone()));
+    for kind in watched_kinds() {
+        tokio::spawn(watch_kind(client.clone(), kind, changes.clone()));
     }
+    let watched = watched_kinds().count();
     let (results_tx, results_rx) = watch::channel(Arc::new(Snapshot::default()));
     let runner = Runner {
         interval: config.background_audit.interval,
         engine: Engine::new(config),
         posture,
         ready: Box::new(move |synced: &HashSet<Kind>| {
-            synced.len() == WATCHED.len() && posture_sync.is_ready()
+            synced.len() == watched && posture_sync.is_ready()
         }),
     };
     tokio::spawn(runner.run(receiver, results_tx));
@@ -213,18 +97,18 @@ fn m_namespace_missing(object: &Value) -> bool {
 }
 
 /// Watches one kind into `changes`; tells `synced` after each full list.
-async fn watch_kind(client: Client, watched: &'static Watched, changes: mpsc::Sender<Change>) {
+async fn watch_kind(client: Client, kind: Kind, changes: mpsc::Sender<Change>) {
     let mut said_missing = false;
     loop {
-        let resource = match served_version(&client, watched).await {
+        let resource = match kind.served_resource(&client).await {
             Ok(Some(resource)) => resource,
             Ok(None) => {
                 // Said once: a cluster without cert-manager stays without it.
                 if !std::mem::replace(&mut said_missing, true) {
-                    tracing::info!(kind = %watched.kind, "background audit: API not served; looking again every 30s");
+                    tracing::info!(kind = %kind, "background audit: API not served; looking again every 30s");
                 }
                 let listed = Change::Listed {
-                    kind: watched.kind,
+                    kind,
                     present: BTreeSet::new(),
                 };
                 if changes.send(listed).await.is_err() {
@@ -234,7 +118,7 @@ async fn watch_kind(client: Client, watched: &'static Watched, changes: mpsc::Se
                 continue;
             }
             Err(error) => {
-                tracing::warn!(kind = %watched.kind, %error, "background audit: cannot probe the API; retrying");
+                tracing::warn!(kind = %kind, %error, "background audit: cannot probe the API; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;
             }
@@ -251,24 +135,24 @@ async fn watch_kind(client: Client, watched: &'static Watched, changes: mpsc::Se
                     continue;
                 }
                 Ok(Event::InitApply(object)) => {
-                    let change = applied(watched.kind, &resource, object);
+                    let change = applied(kind, &resource, object);
                     if let Some(Change::Applied { object, .. }) = &change {
-                        present.insert(key_of(watched.kind, object));
+                        present.insert(key_of(kind, object));
                     }
                     change
                 }
                 Ok(Event::InitDone) => Some(Change::Listed {
-                    kind: watched.kind,
+                    kind,
                     present: std::mem::take(&mut present),
                 }),
-                Ok(Event::Apply(object)) => applied(watched.kind, &resource, object),
+                Ok(Event::Apply(object)) => applied(kind, &resource, object),
                 Ok(Event::Delete(object)) => Some(Change::Deleted {
-                    kind: watched.kind,
+                    kind,
                     namespace: object.metadata.namespace.clone().unwrap_or_default(),
                     name: object.metadata.name.clone().unwrap_or_default(),
                 }),
                 Err(error) => {
-                    tracing::warn!(kind = %watched.kind, %error, "background audit: watch error; retrying");
+                    tracing::warn!(kind = %kind, %error, "background audit: watch error; retrying");
                     continue;
                 }
             };
@@ -304,20 +188,4 @@ fn applied(kind: Kind, resource: &ApiResource, object: DynamicObject) -> Option<
         kind,
         object: value,
     })
-}
-
-async fn served_version(
-    client: &Client,
-    watched: &Watched,
-) -> Result<Option<ApiResource>, kube::Error> {
-    for version in watched.versions {
-        let resource = api_resource(watched, version);
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        match api.list_metadata(&ListParams::default().limit(1)).await {
-            Ok(_) => return Ok(Some(resource)),
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(None)
 }

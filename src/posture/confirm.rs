@@ -12,7 +12,7 @@ use kube::{Api, Client};
 
 use crate::istio::{AuthorizationPolicy, PeerAuthentication};
 
-use super::reflector::{api_resource, typed, IstioKind};
+use super::reflector::{typed, IstioKind};
 use super::PostureIndex;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +63,12 @@ impl Confirmer {
 
     async fn list<T: IstioKind>(&self, namespace: &str) -> Result<Vec<T>, kube::Error> {
         let mut last = None;
-        for version in T::VERSIONS {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.client.clone(), namespace, &api_resource::<T>(version));
+        for version in T::KIND.row().versions {
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                self.client.clone(),
+                namespace,
+                &T::KIND.api_resource(version),
+            );
             match api.list(&ListParams::default()).await {
                 Ok(list) => return Ok(list.items.into_iter().filter_map(typed::<T>).collect()),
                 Err(kube::Error::Api(status)) if status.code == 404 => last = Some(status),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Resource;
 
 use crate::istio::{
     AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
@@ -107,29 +108,7 @@ impl<T> Default for ByNamespace<T> {
     }
 }
 
-/// Istio objects carry standard metadata.
-pub trait Namespaced {
-    fn meta(&self) -> &ObjectMeta;
-    fn meta_mut(&mut self) -> &mut ObjectMeta;
-}
-
-macro_rules! namespaced {
-    ($($t:ty),*) => {$(
-        impl Namespaced for $t {
-            fn meta(&self) -> &ObjectMeta { &self.metadata }
-            fn meta_mut(&mut self) -> &mut ObjectMeta { &mut self.metadata }
-        }
-    )*};
-}
-namespaced!(
-    PeerAuthentication,
-    AuthorizationPolicy,
-    DestinationRule,
-    Sidecar,
-    ServiceEntry
-);
-
-impl<T: Namespaced> ByNamespace<T> {
+impl<T: Resource> ByNamespace<T> {
     pub fn in_namespace(&self, namespace: &str) -> impl Iterator<Item = &T> + '_ {
         self.by_namespace
             .get(namespace)
@@ -196,7 +175,7 @@ pub trait Store<T> {
     fn replace_from(&mut self, objects: &mut dyn Iterator<Item = T>);
 }
 
-impl<T: Namespaced> Store<T> for ByNamespace<T> {
+impl<T: Resource> Store<T> for ByNamespace<T> {
     fn apply(&mut self, object: T) {
         ByNamespace::apply(self, object)
     }

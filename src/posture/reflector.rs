@@ -11,16 +11,17 @@
 //! fresh watcher, whose first list replaces the cache, and logs and counts the
 //! watch as re-established (`meshgate_watch_restarts_total`).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{ApiResource, DynamicObject, ListParams};
+use kube::api::DynamicObject;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
+use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
 
 use crate::istio::{
@@ -28,30 +29,37 @@ use crate::istio::{
 };
 use crate::metrics::{Metrics, WatchCounters};
 
-use super::{Availability, Namespaced, PostureIndex, SharedPosture, Store};
+use super::{Availability, PostureIndex, SharedPosture, Store};
+use crate::kinds::{Kind, TableKind, TABLE};
 
-/// Whether each watched resource has completed its first list, and whether
-/// its API exists. `/readyz` turns ready only when every one has synced.
+/// Whether each watched resource has completed its first list, whether its
+/// API exists, and whether its watch is down. `/readyz` turns ready only when
+/// every one has synced.
 #[derive(Debug)]
 pub struct CacheSync {
-    resources: Vec<(&'static str, AtomicBool, AtomicU8)>,
-    /// Resources whose synced watch is lost: their cache may be stale.
-    lost: Vec<(&'static str, AtomicBool)>,
+    resources: Vec<ResourceState>,
 }
 
-const PRESENT: u8 = 0;
-const MISSING: u8 = 1;
+#[derive(Debug)]
+struct ResourceState {
+    name: &'static str,
+    synced: AtomicBool,
+    availability: RwLock<Availability>,
+    /// The synced watch is lost: the cache may be stale.
+    lost: AtomicBool,
+}
 
 impl CacheSync {
     pub fn new(resources: &[&'static str]) -> Self {
         CacheSync {
             resources: resources
                 .iter()
-                .map(|r| (*r, AtomicBool::new(false), AtomicU8::new(PRESENT)))
-                .collect(),
-            lost: resources
-                .iter()
-                .map(|r| (*r, AtomicBool::new(false)))
+                .map(|name| ResourceState {
+                    name,
+                    synced: AtomicBool::new(false),
+                    availability: RwLock::new(Availability::Present),
+                    lost: AtomicBool::new(false),
+                })
                 .collect(),
         }
     }
@@ -59,167 +67,106 @@ impl CacheSync {
     /// State loaded from files is complete from the start.
     pub fn all_synced(resources: &[&'static str]) -> Self {
         let sync = Self::new(resources);
-        for (_, synced, _) in &sync.resources {
-            synced.store(true, Ordering::Release);
+        for state in &sync.resources {
+            state.synced.store(true, Ordering::Release);
         }
         sync
     }
 
+    fn state(&self, resource: &str) -> Option<&ResourceState> {
+        self.resources.iter().find(|state| state.name == resource)
+    }
+
     pub fn mark_synced(&self, resource: &str, availability: Availability) {
-        for (name, synced, api) in &self.resources {
-            if *name == resource {
-                api.store(
-                    match availability {
-                        Availability::Present => PRESENT,
-                        Availability::Missing => MISSING,
-                    },
-                    Ordering::Release,
-                );
-                synced.store(true, Ordering::Release);
-            }
+        if let Some(state) = self.state(resource) {
+            *state.availability.write() = availability;
+            state.synced.store(true, Ordering::Release);
         }
     }
 
     /// Records that the watch of `resource` was lost, or re-established.
     pub fn mark_lost(&self, resource: &str, lost: bool) {
-        for (name, flag) in &self.lost {
-            if *name == resource {
-                flag.store(lost, Ordering::Release);
-            }
+        if let Some(state) = self.state(resource) {
+            state.lost.store(lost, Ordering::Release);
         }
     }
 
     /// Whether a synced cache may be behind the API server because its watch
     /// is down: posture-based allows are then confirmed like denials.
     pub fn is_stale(&self) -> bool {
-        self.lost
+        self.resources
             .iter()
-            .any(|(_, lost)| lost.load(Ordering::Acquire))
+            .any(|state| state.lost.load(Ordering::Acquire))
     }
 
     pub fn is_ready(&self) -> bool {
         self.resources
             .iter()
-            .all(|(_, synced, _)| synced.load(Ordering::Acquire))
+            .all(|state| state.synced.load(Ordering::Acquire))
     }
 
     /// Each resource and whether it has synced.
     pub fn states(&self) -> impl Iterator<Item = (&'static str, bool)> + '_ {
         self.resources
             .iter()
-            .map(|(name, synced, _)| (*name, synced.load(Ordering::Acquire)))
+            .map(|state| (state.name, state.synced.load(Ordering::Acquire)))
     }
 
     /// Resources whose API the cluster does not serve.
     pub fn missing(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.resources
             .iter()
-            .filter(|(_, _, api)| api.load(Ordering::Acquire) == MISSING)
-            .map(|(name, _, _)| *name)
+            .filter(|state| *state.availability.read() == Availability::Missing)
+            .map(|state| state.name)
     }
 }
 
-pub const NAMESPACES: &str = "namespaces";
-pub const PEER_AUTHENTICATIONS: &str = "peerauthentications.security.istio.io";
-pub const AUTHORIZATION_POLICIES: &str = "authorizationpolicies.security.istio.io";
-pub const DESTINATION_RULES: &str = "destinationrules.networking.istio.io";
-pub const SIDECARS: &str = "sidecars.networking.istio.io";
-pub const SERVICE_ENTRIES: &str = "serviceentries.networking.istio.io";
+pub const NAMESPACES: &str = Kind::Namespace.row().resource;
+pub const PEER_AUTHENTICATIONS: &str = Kind::PeerAuthentication.row().resource;
 
-/// Every resource `serve` watches, for readiness.
-pub const ALL: &[&str] = &[
-    NAMESPACES,
-    PEER_AUTHENTICATIONS,
-    AUTHORIZATION_POLICIES,
-    DESTINATION_RULES,
-    SIDECARS,
-    SERVICE_ENTRIES,
-];
+/// Every resource `serve` watches for the posture index (the table's
+/// `posture` rows), for readiness.
+pub fn all() -> Vec<&'static str> {
+    TABLE
+        .iter()
+        .filter(|row| row.posture)
+        .map(|row| row.resource)
+        .collect()
+}
 
-const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
-const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
-
-/// An Istio kind the index holds.
-pub trait IstioKind: Namespaced + DeserializeOwned + Send + Sync + 'static {
-    const RESOURCE: &'static str;
-    const GROUP: &'static str;
-    const KIND: &'static str;
-    const PLURAL: &'static str;
-    const VERSIONS: &'static [&'static str];
+/// An Istio kind the index holds; its API facts come from its row in the
+/// kinds table.
+pub trait IstioKind: TableKind + DeserializeOwned + Send + Sync + 'static {
     fn slot(index: &mut PostureIndex) -> &mut dyn Store<Self>;
-    /// Record whether the API exists (security kinds feed the posture rules).
-    fn set_availability(_index: &mut PostureIndex, _availability: Availability) {}
+    /// How readiness, logs and metrics name the resource.
+    fn resource() -> &'static str {
+        Self::KIND.row().resource
+    }
+    /// Records whether the API exists: the security kinds feed the posture
+    /// rules, which say "cannot be verified" without them.
+    fn set_availability(index: &mut PostureIndex, availability: Availability) {
+        if Self::KIND.row().group == "security.istio.io" {
+            index.security_api = availability;
+        }
+    }
 }
 
 macro_rules! istio_kind {
-    ($t:ty, $resource:expr, $group:expr, $kind:expr, $plural:expr, $versions:expr, $field:ident, $security:expr) => {
+    ($($t:ty => $field:ident),* $(,)?) => {$(
         impl IstioKind for $t {
-            const RESOURCE: &'static str = $resource;
-            const GROUP: &'static str = $group;
-            const KIND: &'static str = $kind;
-            const PLURAL: &'static str = $plural;
-            const VERSIONS: &'static [&'static str] = $versions;
             fn slot(index: &mut PostureIndex) -> &mut dyn Store<Self> {
                 &mut index.$field
             }
-            fn set_availability(index: &mut PostureIndex, availability: Availability) {
-                if $security {
-                    index.security_api = availability;
-                }
-            }
         }
-    };
+    )*};
 }
 
 istio_kind!(
-    PeerAuthentication,
-    PEER_AUTHENTICATIONS,
-    "security.istio.io",
-    "PeerAuthentication",
-    "peerauthentications",
-    SECURITY_VERSIONS,
-    peer_authentications,
-    true
-);
-istio_kind!(
-    AuthorizationPolicy,
-    AUTHORIZATION_POLICIES,
-    "security.istio.io",
-    "AuthorizationPolicy",
-    "authorizationpolicies",
-    SECURITY_VERSIONS,
-    authorization_policies,
-    true
-);
-istio_kind!(
-    DestinationRule,
-    DESTINATION_RULES,
-    "networking.istio.io",
-    "DestinationRule",
-    "destinationrules",
-    NETWORKING_VERSIONS,
-    destination_rules,
-    false
-);
-istio_kind!(
-    ServiceEntry,
-    SERVICE_ENTRIES,
-    "networking.istio.io",
-    "ServiceEntry",
-    "serviceentries",
-    NETWORKING_VERSIONS,
-    service_entries,
-    false
-);
-istio_kind!(
-    Sidecar,
-    SIDECARS,
-    "networking.istio.io",
-    "Sidecar",
-    "sidecars",
-    NETWORKING_VERSIONS,
-    sidecars,
-    false
+    PeerAuthentication => peer_authentications,
+    AuthorizationPolicy => authorization_policies,
+    DestinationRule => destination_rules,
+    ServiceEntry => service_entries,
+    Sidecar => sidecars,
 );
 
 /// Starts every watcher.
@@ -230,35 +177,24 @@ pub fn spawn_all(client: Client, posture: SharedPosture, sync: Arc<CacheSync>, m
         sync.clone(),
         metrics.watch_counters(NAMESPACES),
     ));
-    tokio::spawn(watch_istio::<PeerAuthentication>(
+    spawn_istio::<PeerAuthentication>(&client, &posture, &sync, metrics);
+    spawn_istio::<AuthorizationPolicy>(&client, &posture, &sync, metrics);
+    spawn_istio::<DestinationRule>(&client, &posture, &sync, metrics);
+    spawn_istio::<ServiceEntry>(&client, &posture, &sync, metrics);
+    spawn_istio::<Sidecar>(&client, &posture, &sync, metrics);
+}
+
+fn spawn_istio<T: IstioKind>(
+    client: &Client,
+    posture: &SharedPosture,
+    sync: &Arc<CacheSync>,
+    metrics: &Metrics,
+) {
+    tokio::spawn(watch_istio::<T>(
         client.clone(),
         posture.clone(),
         sync.clone(),
-        metrics.watch_counters(PEER_AUTHENTICATIONS),
-    ));
-    tokio::spawn(watch_istio::<AuthorizationPolicy>(
-        client.clone(),
-        posture.clone(),
-        sync.clone(),
-        metrics.watch_counters(AUTHORIZATION_POLICIES),
-    ));
-    tokio::spawn(watch_istio::<DestinationRule>(
-        client.clone(),
-        posture.clone(),
-        sync.clone(),
-        metrics.watch_counters(DESTINATION_RULES),
-    ));
-    tokio::spawn(watch_istio::<ServiceEntry>(
-        client.clone(),
-        posture.clone(),
-        sync.clone(),
-        metrics.watch_counters(SERVICE_ENTRIES),
-    ));
-    tokio::spawn(watch_istio::<Sidecar>(
-        client,
-        posture,
-        sync,
-        metrics.watch_counters(SIDECARS),
+        metrics.watch_counters(T::resource()),
     ));
 }
 
@@ -315,9 +251,9 @@ pub async fn watch_istio<T: IstioKind>(
     counters: WatchCounters,
 ) {
     loop {
-        match served_version::<T>(&client).await {
+        match T::KIND.served_resource(&client).await {
             Ok(Some(resource)) => {
-                tracing::info!(resource = T::RESOURCE, version = %resource.version, "watching");
+                tracing::info!(resource = T::resource(), version = %resource.version, "watching");
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
                 let connect = || {
                     watcher::watcher(api.clone(), watcher::Config::default())
@@ -329,7 +265,7 @@ pub async fn watch_istio<T: IstioKind>(
                     &posture,
                     &sync,
                     &counters,
-                    T::RESOURCE,
+                    T::resource(),
                     |index, obj| {
                         if let Some(obj) = typed::<T>(obj) {
                             T::slot(index).apply(obj);
@@ -355,58 +291,35 @@ pub async fn watch_istio<T: IstioKind>(
             }
             Ok(None) => {
                 tracing::error!(
-                    resource = T::RESOURCE,
+                    resource = T::resource(),
                     "Istio CRD not installed: posture rules will report the mesh posture as unverifiable; retrying in 30s"
                 );
                 write(&posture, |index| {
                     T::slot(index).replace_from(&mut std::iter::empty());
                     T::set_availability(index, Availability::Missing);
                 });
-                sync.mark_synced(T::RESOURCE, Availability::Missing);
+                sync.mark_synced(T::resource(), Availability::Missing);
                 tokio::time::sleep(MISSING_RETRY).await;
             }
             Err(error) => {
                 counters.errors.inc();
-                tracing::warn!(resource = T::RESOURCE, %error, "cannot probe the API; retrying");
+                tracing::warn!(resource = T::resource(), %error, "cannot probe the API; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
     }
 }
 
-/// The first version of `T` the API server serves, or `None` when every
-/// version answers 404.
-async fn served_version<T: IstioKind>(client: &Client) -> Result<Option<ApiResource>, kube::Error> {
-    for version in T::VERSIONS {
-        let resource = api_resource::<T>(version);
-        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        match api.list_metadata(&ListParams::default().limit(1)).await {
-            Ok(_) => return Ok(Some(resource)),
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(None)
-}
-
-pub fn api_resource<T: IstioKind>(version: &str) -> ApiResource {
-    ApiResource {
-        group: T::GROUP.into(),
-        version: version.into(),
-        api_version: format!("{}/{version}", T::GROUP),
-        kind: T::KIND.into(),
-        plural: T::PLURAL.into(),
-    }
-}
-
 /// A watched object as its typed struct; one that does not parse is logged
-/// and skipped (it could only come from a broken CRD schema).
+/// and skipped (it could only come from a broken CRD schema). Watching
+/// `Api<T>` directly would fail the whole list on such an object, and the
+/// cache would never sync.
 pub fn typed<T: IstioKind>(object: DynamicObject) -> Option<T> {
     let name = object.metadata.name.clone().unwrap_or_default();
     match serde_json::to_value(object).and_then(serde_json::from_value) {
         Ok(typed) => Some(typed),
         Err(error) => {
-            tracing::warn!(resource = T::RESOURCE, %name, %error, "cannot decode; ignored");
+            tracing::warn!(resource = T::resource(), %name, %error, "cannot decode; ignored");
             None
         }
     }
@@ -604,7 +517,7 @@ mod tests {
         let pa = typed::<PeerAuthentication>(object).unwrap();
         assert_eq!(pa.mode(), crate::istio::MtlsMode::Strict);
         assert_eq!(
-            api_resource::<Sidecar>("v1alpha3").api_version,
+            Kind::Sidecar.api_resource("v1alpha3").api_version,
             "networking.istio.io/v1alpha3"
         );
     }

@@ -1,5 +1,8 @@
-//! The cluster resources the posture index watches. The chart's RBAC grants
-//! get/list/watch on exactly these (checked in `tests/chart.rs`).
+//! The cluster resources the posture index watches, from the kinds table.
+//! The chart's RBAC grants get/list/watch on exactly these (checked in
+//! `tests/chart.rs`).
+
+use crate::kinds::{KindRow, TABLE};
 
 /// A watched resource: API group, version and plural name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,25 +12,23 @@ pub struct WatchedResource {
     pub resource: &'static str,
 }
 
-const fn watched(
-    api_group: &'static str,
-    version: &'static str,
-    resource: &'static str,
-) -> WatchedResource {
-    WatchedResource {
-        api_group,
-        version,
-        resource,
+impl WatchedResource {
+    /// Listed at the newest version; older served versions (`v1beta1`,
+    /// `v1alpha3`) are the same resources to RBAC.
+    pub fn of(row: &KindRow) -> Self {
+        WatchedResource {
+            api_group: row.group,
+            version: row.versions[0],
+            resource: row.plural,
+        }
     }
 }
 
-/// Istio kinds are listed at their newest version; older served versions
-/// (`v1beta1`, `v1alpha3`) are the same resources to RBAC.
-pub const WATCHED_RESOURCES: &[WatchedResource] = &[
-    watched("", "v1", "namespaces"),
-    watched("security.istio.io", "v1", "peerauthentications"),
-    watched("security.istio.io", "v1", "authorizationpolicies"),
-    watched("networking.istio.io", "v1", "destinationrules"),
-    watched("networking.istio.io", "v1", "sidecars"),
-    watched("networking.istio.io", "v1", "serviceentries"),
-];
+/// What the posture index watches.
+pub fn watched_resources() -> Vec<WatchedResource> {
+    TABLE
+        .iter()
+        .filter(|row| row.posture)
+        .map(WatchedResource::of)
+        .collect()
+}

@@ -7,7 +7,9 @@
 use crate::istio::{
     AuthorizationPolicy, MtlsMode, PeerAuthentication, StoredAuthorizationPolicy as Stored,
 };
-use crate::posture::{find_deny_by_default, mtls, Namespaced};
+use kube::Resource;
+
+use crate::posture::{find_deny_by_default, mtls};
 use crate::rules::{Context, Finding, Operation, RuleId};
 use crate::subject::Object;
 
@@ -38,7 +40,7 @@ pub fn check(object: &Object, ctx: &Context) -> Vec<Finding> {
     }
 }
 
-fn key<T: Namespaced>(object: &T) -> (&str, &str) {
+fn key<T: Resource>(object: &T) -> (&str, &str) {
     let meta = object.meta();
     (
         meta.namespace.as_deref().unwrap_or_default(),
@@ -47,7 +49,7 @@ fn key<T: Namespaced>(object: &T) -> (&str, &str) {
 }
 
 /// The namespace's objects with `old` replaced by `new` (or removed).
-fn replaced<'a, T: Namespaced>(
+fn replaced<'a, T: Resource>(
     current: impl Iterator<Item = &'a T>,
     old: &'a T,
     new: Option<&'a T>,

@@ -173,7 +173,7 @@ impl Feed<'_> {
     /// API server; the background audit's results become PolicyReports.
     async fn watch_cluster(&self, args: &ServeArgs) -> Result<Source, StartError> {
         let client = kube::Client::try_default().await?;
-        let sync = Arc::new(CacheSync::new(reflector::ALL));
+        let sync = Arc::new(CacheSync::new(&reflector::all()));
         reflector::spawn_all(
             client.clone(),
             self.posture.clone(),
@@ -216,7 +216,11 @@ impl Feed<'_> {
             let results = background::runner::spawn_static(engine, self.posture.clone());
             self.posture_metrics.attach(results);
         }
-        Ok((Arc::new(CacheSync::all_synced(reflector::ALL)), None, None))
+        Ok((
+            Arc::new(CacheSync::all_synced(&reflector::all())),
+            None,
+            None,
+        ))
     }
 }
 

@@ -54,7 +54,7 @@ fn router_with(sync: CacheSync) -> (Router, AppState, Registry) {
 }
 
 fn router() -> (Router, AppState, Registry) {
-    router_with(CacheSync::all_synced(reflector::ALL))
+    router_with(CacheSync::all_synced(&reflector::all()))
 }
 
 fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
@@ -100,18 +100,18 @@ async fn healthz_answers_ok() {
 
 #[tokio::test]
 async fn readyz_follows_the_caches_and_the_drain() {
-    let (router, state, _) = router_with(CacheSync::new(reflector::ALL));
+    let (router, state, _) = router_with(CacheSync::new(&reflector::all()));
     let (status, body) = send_json(router.clone(), get("/readyz")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["ready"], false);
     assert_eq!(
         body["waitingForCaches"].as_array().map(Vec::len),
-        Some(reflector::ALL.len()),
+        Some(reflector::all().len()),
         "{body}"
     );
 
-    for resource in reflector::ALL {
-        let availability = if *resource == reflector::PEER_AUTHENTICATIONS {
+    for resource in reflector::all() {
+        let availability = if resource == reflector::PEER_AUTHENTICATIONS {
             Availability::Missing
         } else {
             Availability::Present

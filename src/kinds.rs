@@ -1,0 +1,457 @@
+//! The one table of the kinds meshgate knows: for each, its API group, served
+//! versions, plural, scope, whether the posture index watches it, on which
+//! operations `/validate` and `/mutate` judge it, and where a workload keeps
+//! its pod spec. Kind parsing, the webhook rules (`admission::resources`),
+//! the RBAC lists (`posture::watched`), the reflectors, the background
+//! audit's watches, `audit --cluster`'s lists, the metric labels and the
+//! `kube::Resource` impls of the Istio and cert-manager types all read it:
+//! adding a kind is one row here (and its type, if the rules read it).
+
+use std::fmt;
+
+use kube::api::ApiResource;
+use kube::core::admission::Operation;
+
+/// The kinds meshgate knows: judged, watched, or both. The discriminant is
+/// the kind's row in [`TABLE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Pod,
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+    ReplicaSet,
+    Job,
+    CronJob,
+    ReplicationController,
+    Namespace,
+    PeerAuthentication,
+    AuthorizationPolicy,
+    DestinationRule,
+    Sidecar,
+    ServiceEntry,
+    Certificate,
+}
+
+/// One row of [`TABLE`].
+#[derive(Debug)]
+pub struct KindRow {
+    pub kind: Kind,
+    pub name: &'static str,
+    pub group: &'static str,
+    /// Served versions, newest first; watches use the first one the cluster
+    /// serves, RBAC and `kube::Resource` the first.
+    pub versions: &'static [&'static str],
+    pub plural: &'static str,
+    /// How readiness, logs and metrics name the resource: `plural.group`, or
+    /// the plural alone in the core group.
+    pub resource: &'static str,
+    pub namespaced: bool,
+    /// Watched by the posture index (and granted get/list/watch for it).
+    pub posture: bool,
+    /// Operations `/validate` judges; empty for a kind only watched.
+    pub judged_on: &'static [Operation],
+    /// Operations `/mutate` judges.
+    pub mutated_on: &'static [Operation],
+    /// Subresources `/validate` judges too.
+    pub subresources: &'static [&'static str],
+    /// Where a workload keeps the pod spec its pods get; `None` for kinds
+    /// that are not workloads.
+    pub pod_spec: Option<&'static [&'static str]>,
+}
+
+const V1: &[&str] = &["v1"];
+const SECURITY_VERSIONS: &[&str] = &["v1", "v1beta1"];
+const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+const CREATE_UPDATE: &[Operation] = &[Operation::Create, Operation::Update];
+/// DELETE too: deleting a baseline policy can re-open a namespace.
+const CREATE_UPDATE_DELETE: &[Operation] =
+    &[Operation::Create, Operation::Update, Operation::Delete];
+const TEMPLATE_SPEC: &[&str] = &["spec", "template", "spec"];
+
+/// A workload: judged on CREATE and UPDATE, not watched by the index.
+const fn workload(
+    kind: Kind,
+    name: &'static str,
+    group: &'static str,
+    (plural, resource): (&'static str, &'static str),
+    pod_spec: &'static [&'static str],
+) -> KindRow {
+    KindRow {
+        kind,
+        name,
+        group,
+        versions: V1,
+        plural,
+        resource,
+        namespaced: true,
+        posture: false,
+        judged_on: CREATE_UPDATE,
+        mutated_on: &[],
+        subresources: &[],
+        pod_spec: Some(pod_spec),
+    }
+}
+
+/// An Istio or cert-manager kind: namespaced, not a workload.
+const fn policy(
+    kind: Kind,
+    name: &'static str,
+    (group, versions): (&'static str, &'static [&'static str]),
+    (plural, resource): (&'static str, &'static str),
+    posture: bool,
+    judged_on: &'static [Operation],
+) -> KindRow {
+    KindRow {
+        kind,
+        name,
+        group,
+        versions,
+        plural,
+        resource,
+        namespaced: true,
+        posture,
+        judged_on,
+        mutated_on: &[],
+        subresources: &[],
+        pod_spec: None,
+    }
+}
+
+const SECURITY: (&str, &[&str]) = ("security.istio.io", SECURITY_VERSIONS);
+const NETWORKING: (&str, &[&str]) = ("networking.istio.io", NETWORKING_VERSIONS);
+
+/// Every kind, in the order of [`Kind`]'s discriminants.
+pub const TABLE: &[KindRow] = &[
+    KindRow {
+        mutated_on: &[Operation::Create],
+        subresources: &["ephemeralcontainers"],
+        ..workload(Kind::Pod, "Pod", "", ("pods", "pods"), &["spec"])
+    },
+    workload(
+        Kind::Deployment,
+        "Deployment",
+        "apps",
+        ("deployments", "deployments.apps"),
+        TEMPLATE_SPEC,
+    ),
+    workload(
+        Kind::StatefulSet,
+        "StatefulSet",
+        "apps",
+        ("statefulsets", "statefulsets.apps"),
+        TEMPLATE_SPEC,
+    ),
+    workload(
+        Kind::DaemonSet,
+        "DaemonSet",
+        "apps",
+        ("daemonsets", "daemonsets.apps"),
+        TEMPLATE_SPEC,
+    ),
+    workload(
+        Kind::ReplicaSet,
+        "ReplicaSet",
+        "apps",
+        ("replicasets", "replicasets.apps"),
+        TEMPLATE_SPEC,
+    ),
+    workload(
+        Kind::Job,
+        "Job",
+        "batch",
+        ("jobs", "jobs.batch"),
+        TEMPLATE_SPEC,
+    ),
+    workload(
+        Kind::CronJob,
+        "CronJob",
+        "batch",
+        ("cronjobs", "cronjobs.batch"),
+        &["spec", "jobTemplate", "spec", "template", "spec"],
+    ),
+    workload(
+        Kind::ReplicationController,
+        "ReplicationController",
+        "",
+        ("replicationcontrollers", "replicationcontrollers"),
+        TEMPLATE_SPEC,
+    ),
+    KindRow {
+        kind: Kind::Namespace,
+        name: "Namespace",
+        group: "",
+        versions: V1,
+        plural: "namespaces",
+        resource: "namespaces",
+        namespaced: false,
+        posture: true,
+        judged_on: CREATE_UPDATE,
+        mutated_on: &[],
+        subresources: &[],
+        pod_spec: None,
+    },
+    policy(
+        Kind::PeerAuthentication,
+        "PeerAuthentication",
+        SECURITY,
+        (
+            "peerauthentications",
+            "peerauthentications.security.istio.io",
+        ),
+        true,
+        CREATE_UPDATE_DELETE,
+    ),
+    policy(
+        Kind::AuthorizationPolicy,
+        "AuthorizationPolicy",
+        SECURITY,
+        (
+            "authorizationpolicies",
+            "authorizationpolicies.security.istio.io",
+        ),
+        true,
+        CREATE_UPDATE_DELETE,
+    ),
+    policy(
+        Kind::DestinationRule,
+        "DestinationRule",
+        NETWORKING,
+        ("destinationrules", "destinationrules.networking.istio.io"),
+        true,
+        CREATE_UPDATE,
+    ),
+    policy(
+        Kind::Sidecar,
+        "Sidecar",
+        NETWORKING,
+        ("sidecars", "sidecars.networking.istio.io"),
+        true,
+        CREATE_UPDATE,
+    ),
+    // Watched, never judged: destination-rule-mtls reads which hosts are in
+    // the mesh.
+    policy(
+        Kind::ServiceEntry,
+        "ServiceEntry",
+        NETWORKING,
+        ("serviceentries", "serviceentries.networking.istio.io"),
+        true,
+        &[],
+    ),
+    policy(
+        Kind::Certificate,
+        "Certificate",
+        ("cert-manager.io", V1),
+        ("certificates", "certificates.cert-manager.io"),
+        false,
+        CREATE_UPDATE,
+    ),
+];
+
+impl Kind {
+    pub const ALL: [Kind; 15] = [
+        Kind::Pod,
+        Kind::Deployment,
+        Kind::StatefulSet,
+        Kind::DaemonSet,
+        Kind::ReplicaSet,
+        Kind::Job,
+        Kind::CronJob,
+        Kind::ReplicationController,
+        Kind::Namespace,
+        Kind::PeerAuthentication,
+        Kind::AuthorizationPolicy,
+        Kind::DestinationRule,
+        Kind::Sidecar,
+        Kind::ServiceEntry,
+        Kind::Certificate,
+    ];
+
+    pub const fn row(self) -> &'static KindRow {
+        &TABLE[self as usize]
+    }
+
+    /// Maps an API group, version and kind to a kind meshgate judges.
+    /// Versions other than the ones listed are not served by current
+    /// clusters.
+    pub fn from_gvk(group: &str, version: &str, kind: &str) -> Option<Kind> {
+        TABLE
+            .iter()
+            .find(|row| {
+                row.name == kind
+                    && row.group == group
+                    && row.versions.contains(&version)
+                    && !row.judged_on.is_empty()
+            })
+            .map(|row| row.kind)
+    }
+
+    /// Parses an `apiVersion` string (`apps/v1`, `v1`) and a kind.
+    pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        Self::from_gvk(group, version, kind)
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.row().name
+    }
+
+    /// Pods and the controllers whose templates create them.
+    pub const fn is_workload(self) -> bool {
+        self.row().pod_spec.is_some()
+    }
+
+    /// Whether `/validate` judges the kind at all (ServiceEntry is only
+    /// watched).
+    pub fn is_judged(self) -> bool {
+        !self.row().judged_on.is_empty()
+    }
+
+    /// Whether `/validate` judges `operation` on this kind.
+    pub fn is_judged_on(self, operation: &Operation) -> bool {
+        self.row().judged_on.contains(operation)
+    }
+
+    /// The kind's resource at `version`, for dynamic API calls.
+    pub fn api_resource(self, version: &str) -> ApiResource {
+        let row = self.row();
+        ApiResource {
+            group: row.group.into(),
+            version: version.into(),
+            api_version: if row.group.is_empty() {
+                version.to_owned()
+            } else {
+                format!("{}/{version}", row.group)
+            },
+            kind: row.name.into(),
+            plural: row.plural.into(),
+        }
+    }
+}
+
+impl Kind {
+    /// The kind's resource at the newest version the API server serves, or
+    /// `None` when every version answers 404 (the CRDs are not installed).
+    pub async fn served_resource(
+        self,
+        client: &kube::Client,
+    ) -> Result<Option<ApiResource>, kube::Error> {
+        for version in self.row().versions {
+            let resource = self.api_resource(version);
+            let api: kube::Api<kube::api::DynamicObject> =
+                kube::Api::all_with(client.clone(), &resource);
+            match api
+                .list_metadata(&kube::api::ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => return Ok(Some(resource)),
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Lowercase, as kubectl names objects ("deployment shop/web").
+        f.write_str(&self.as_str().to_ascii_lowercase())
+    }
+}
+
+/// A typed object of a kind in the table.
+pub trait TableKind {
+    const KIND: Kind;
+}
+
+/// `kube::Resource` for a typed Istio or cert-manager object, from its row:
+/// static, at the newest version, as k8s-openapi types have it. Reads of
+/// an older served version go through [`Kind::api_resource`].
+macro_rules! table_resource {
+    ($($t:ty => $kind:expr),* $(,)?) => {$(
+        impl TableKind for $t {
+            const KIND: Kind = $kind;
+        }
+
+        impl kube::Resource for $t {
+            type DynamicType = ();
+            type Scope = kube::core::NamespaceResourceScope;
+
+            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.row().name.into()
+            }
+            fn group(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.row().group.into()
+            }
+            fn version(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.row().versions[0].into()
+            }
+            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
+                $kind.row().plural.into()
+            }
+            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &self.metadata
+            }
+            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                &mut self.metadata
+            }
+        }
+    )*};
+}
+
+table_resource!(
+    crate::istio::PeerAuthentication => Kind::PeerAuthentication,
+    crate::istio::AuthorizationPolicy => Kind::AuthorizationPolicy,
+    crate::istio::DestinationRule => Kind::DestinationRule,
+    crate::istio::Sidecar => Kind::Sidecar,
+    crate::istio::ServiceEntry => Kind::ServiceEntry,
+    crate::certmanager::Certificate => Kind::Certificate,
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_has_its_row_in_discriminant_order() {
+        assert_eq!(TABLE.len(), Kind::ALL.len());
+        for (index, kind) in Kind::ALL.into_iter().enumerate() {
+            assert_eq!(kind as usize, index);
+            assert_eq!(TABLE[index].kind, kind);
+        }
+    }
+
+    #[test]
+    fn resource_names_are_plural_dot_group() {
+        for row in TABLE {
+            let expected = if row.group.is_empty() {
+                row.plural.to_owned()
+            } else {
+                format!("{}.{}", row.plural, row.group)
+            };
+            assert_eq!(row.resource, expected);
+        }
+    }
+
+    #[test]
+    fn judged_kinds_parse_and_watched_only_kinds_do_not() {
+        assert_eq!(
+            Kind::from_api_version("apps/v1", "Deployment"),
+            Some(Kind::Deployment)
+        );
+        assert_eq!(
+            Kind::from_api_version("networking.istio.io/v1alpha3", "Sidecar"),
+            Some(Kind::Sidecar)
+        );
+        assert_eq!(Kind::from_api_version("apps/v1beta1", "Deployment"), None);
+        assert_eq!(
+            Kind::from_api_version("networking.istio.io/v1", "ServiceEntry"),
+            None
+        );
+        assert!(Kind::PeerAuthentication.is_judged_on(&Operation::Delete));
+        assert!(!Kind::DestinationRule.is_judged_on(&Operation::Delete));
+        assert!(Kind::CronJob.is_workload() && !Kind::Namespace.is_workload());
+    }
+}
