@@ -11,6 +11,8 @@
 //!                    policy (modes, exemptions) ─▶ decision ─▶ response
 //! ```
 //!
+//! `kinds` is the one table of the kinds meshgate knows (API facts, what
+//! is watched and judged); `rules::RULES` the one table of the rules.
 //! [`admission::Reviewer`] owns the whole decision, confirming a denial on
 //! cached posture against the API server; `server` is thin plumbing around
 //! it (read the body, call, answer, log, count). `audit` runs the

@@ -161,8 +161,8 @@ fn entry(rule: RuleId, outcome: Outcome, now: Timestamp) -> ReportResult {
         policy: rule.as_str().to_owned(),
         rule: rule.as_str().to_owned(),
         result: outcome.as_str().to_owned(),
-        severity: severity(rule).to_owned(),
-        category: category(rule).to_owned(),
+        severity: rule.severity().to_owned(),
+        category: rule.category().to_owned(),
         scored: true,
         message: String::new(),
         properties: BTreeMap::new(),
@@ -200,48 +200,6 @@ fn order(outcome: Outcome) -> u8 {
         Outcome::Warn => 1,
         Outcome::Skip => 2,
         Outcome::Pass => 3,
-    }
-}
-
-/// `high`: traffic that bypasses mTLS or the proxy; `medium`: missing
-/// defence in depth; `low`: hygiene.
-pub fn severity(rule: RuleId) -> &'static str {
-    match rule {
-        RuleId::SidecarRequired
-        | RuleId::NoHostNetwork
-        | RuleId::NoInterceptionBypass
-        | RuleId::StrictMtlsRequired
-        | RuleId::PeerAuthenticationStrict
-        | RuleId::AuthorizationNoAllowAll
-        | RuleId::BaselineProtected => "high",
-        RuleId::DefaultDenyRequired
-        | RuleId::DestinationRuleMtls
-        | RuleId::NamespaceMeshEnrolled
-        | RuleId::DedicatedServiceAccount => "medium",
-        RuleId::DenyAllOverridesAllow
-        | RuleId::SidecarEgressLocked
-        | RuleId::ShortLivedCertificates
-        | RuleId::WorkloadCertificates => "low",
-    }
-}
-
-pub fn category(rule: RuleId) -> &'static str {
-    match rule {
-        RuleId::SidecarRequired
-        | RuleId::NoHostNetwork
-        | RuleId::NoInterceptionBypass
-        | RuleId::NamespaceMeshEnrolled
-        | RuleId::SidecarEgressLocked => "Mesh enrolment",
-        RuleId::StrictMtlsRequired
-        | RuleId::PeerAuthenticationStrict
-        | RuleId::DestinationRuleMtls => "mTLS",
-        RuleId::DefaultDenyRequired
-        | RuleId::AuthorizationNoAllowAll
-        | RuleId::DenyAllOverridesAllow
-        | RuleId::BaselineProtected => "Authorization",
-        RuleId::DedicatedServiceAccount
-        | RuleId::ShortLivedCertificates
-        | RuleId::WorkloadCertificates => "Workload identity",
     }
 }
 

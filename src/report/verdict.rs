@@ -98,14 +98,14 @@ pub fn rules_judging(kind: Kind) -> impl Iterator<Item = RuleId> {
     RULES
         .iter()
         .filter(move |rule| match rule.check {
-            Check::Workload(_) => kind.is_workload(),
-            Check::Namespace(_) => kind == Kind::Namespace,
-            Check::PeerAuthentication(_) => kind == Kind::PeerAuthentication,
-            Check::AuthorizationPolicy(_) => kind == Kind::AuthorizationPolicy,
-            Check::DestinationRule(_) => kind == Kind::DestinationRule,
-            Check::Sidecar(_) => kind == Kind::Sidecar,
-            Check::Certificate(_) => kind == Kind::Certificate,
-            Check::Any(_) => false,
+            Some(Check::Workload(_)) => kind.is_workload(),
+            Some(Check::Namespace(_)) => kind == Kind::Namespace,
+            Some(Check::PeerAuthentication(_)) => kind == Kind::PeerAuthentication,
+            Some(Check::AuthorizationPolicy(_)) => kind == Kind::AuthorizationPolicy,
+            Some(Check::DestinationRule(_)) => kind == Kind::DestinationRule,
+            Some(Check::Sidecar(_)) => kind == Kind::Sidecar,
+            Some(Check::Certificate(_)) => kind == Kind::Certificate,
+            Some(Check::Any(_)) | None => false,
         })
         .map(|rule| rule.id)
 }

@@ -2,6 +2,10 @@
 //! findings. No I/O, no clock, no globals: the webhook, `meshgate audit` and
 //! the tests call the very same functions. Each rule lives in a file named
 //! after its id and reports every problem it sees, never just the first.
+//!
+//! Adding a rule: its file, its [`RuleId`] variant and one row in [`RULES`]
+//! (name, summary, severity, category, check, DELETE, posture, cap). The
+//! kinds a rule can read are rows of `crate::kinds`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -71,92 +75,41 @@ impl RuleId {
         RuleId::WorkloadCertificates,
     ];
 
+    /// The rule's row in [`RULES`] (rows are in the enum's order).
+    pub fn row(self) -> &'static Rule {
+        &RULES[self as usize]
+    }
+
     /// The mode a rule runs at when the config does not name it: the global
     /// mode, capped for rules whose findings are advice rather than holes.
     pub fn default_cap(self) -> Mode {
-        match self {
-            RuleId::DenyAllOverridesAllow => Mode::Audit,
-            _ => Mode::Enforce,
-        }
+        self.row().cap
     }
 
     /// Rules that read the cluster's mesh posture (PeerAuthentications and
     /// AuthorizationPolicies): their denials are confirmed against the API
     /// server before they are sent.
     pub fn reads_posture(self) -> bool {
-        matches!(
-            self,
-            RuleId::StrictMtlsRequired | RuleId::DefaultDenyRequired | RuleId::BaselineProtected
-        )
+        self.row().reads_posture
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            RuleId::SidecarRequired => "sidecar-required",
-            RuleId::NoHostNetwork => "no-host-network",
-            RuleId::NoInterceptionBypass => "no-interception-bypass",
-            RuleId::DedicatedServiceAccount => "dedicated-service-account",
-            RuleId::StrictMtlsRequired => "strict-mtls-required",
-            RuleId::DefaultDenyRequired => "default-deny-required",
-            RuleId::PeerAuthenticationStrict => "peer-authentication-strict",
-            RuleId::AuthorizationNoAllowAll => "authorization-no-allow-all",
-            RuleId::DenyAllOverridesAllow => "deny-all-overrides-allow",
-            RuleId::DestinationRuleMtls => "destination-rule-mtls",
-            RuleId::BaselineProtected => "baseline-protected",
-            RuleId::NamespaceMeshEnrolled => "namespace-mesh-enrolled",
-            RuleId::SidecarEgressLocked => "sidecar-egress-locked",
-            RuleId::ShortLivedCertificates => "short-lived-certificates",
-            RuleId::WorkloadCertificates => "workload-certificates",
-        }
+        self.row().name
     }
 
     /// One line for catalogues and SARIF rule descriptions.
     pub fn summary(self) -> &'static str {
-        match self {
-            RuleId::SidecarRequired => {
-                "workloads must run with an Istio sidecar (or in an ambient namespace)"
-            }
-            RuleId::NoHostNetwork => {
-                "workloads must not use the host network, which no proxy intercepts"
-            }
-            RuleId::NoInterceptionBypass => {
-                "workloads must not route traffic around the sidecar's interception"
-            }
-            RuleId::DedicatedServiceAccount => {
-                "workloads need their own service account, hence their own mesh identity"
-            }
-            RuleId::StrictMtlsRequired => {
-                "workloads must only accept mTLS: STRICT PeerAuthentication on every port"
-            }
-            RuleId::DefaultDenyRequired => {
-                "workloads' namespaces must deny by default (allow-nothing AuthorizationPolicy)"
-            }
-            RuleId::PeerAuthenticationStrict => {
-                "PeerAuthentications must not set PERMISSIVE or DISABLE, at any level"
-            }
-            RuleId::AuthorizationNoAllowAll => {
-                "ALLOW AuthorizationPolicies must not allow everything"
-            }
-            RuleId::DenyAllOverridesAllow => {
-                "a DENY-everything policy silently overrides every ALLOW policy"
-            }
-            RuleId::DestinationRuleMtls => {
-                "DestinationRules to in-mesh hosts must keep ISTIO_MUTUAL"
-            }
-            RuleId::BaselineProtected => {
-                "the baseline STRICT and deny-by-default policies cannot be deleted or weakened"
-            }
-            RuleId::NamespaceMeshEnrolled => "namespaces must be enrolled in the mesh",
-            RuleId::SidecarEgressLocked => {
-                "Sidecars must not allow egress to unregistered hosts (ALLOW_ANY)"
-            }
-            RuleId::ShortLivedCertificates => {
-                "workload certificates (cert-manager) must be short-lived and not wildcards"
-            }
-            RuleId::WorkloadCertificates => {
-                "/mutate mounts workload certificates into application containers"
-            }
-        }
+        self.row().summary
+    }
+
+    /// For PolicyReports: `high` for traffic that bypasses mTLS or the
+    /// proxy, `medium` for missing defence in depth, `low` for hygiene.
+    pub fn severity(self) -> &'static str {
+        self.row().severity.as_str()
+    }
+
+    pub fn category(self) -> &'static str {
+        self.row().category
     }
 }
 
@@ -260,77 +213,177 @@ pub enum Check {
 
 pub struct Rule {
     pub id: RuleId,
-    pub check: Check,
+    /// The id users write in configs and read in answers.
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub severity: Severity,
+    pub category: &'static str,
+    /// `None` for the `/mutate` certificate mount, which checks nothing.
+    pub check: Option<Check>,
     /// Whether the rule judges DELETE requests (it receives the old object).
     pub on_delete: bool,
+    /// Whether its findings rest on the posture index (see
+    /// [`RuleId::reads_posture`]).
+    pub reads_posture: bool,
+    /// The highest mode it runs at unless the config names it.
+    pub cap: Mode,
 }
 
-const fn rule(id: RuleId, check: Check) -> Rule {
-    Rule {
-        id,
-        check,
-        on_delete: false,
+/// PolicyReport severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    High,
+    Medium,
+    Low,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+        }
     }
 }
 
-/// The rule table: adding a rule is one line here plus its file.
+const ENROLMENT: &str = "Mesh enrolment";
+const MTLS: &str = "mTLS";
+const AUTHORIZATION: &str = "Authorization";
+const IDENTITY: &str = "Workload identity";
+
+const fn rule(
+    (id, name): (RuleId, &'static str),
+    summary: &'static str,
+    (severity, category): (Severity, &'static str),
+    check: Option<Check>,
+) -> Rule {
+    Rule {
+        id,
+        name,
+        summary,
+        severity,
+        category,
+        check,
+        on_delete: false,
+        reads_posture: false,
+        cap: Mode::Enforce,
+    }
+}
+
+/// The rule table, in [`RuleId`]'s order: adding a rule is its file, its
+/// `RuleId` variant and one row here.
 pub const RULES: &[Rule] = &[
     rule(
-        RuleId::SidecarRequired,
-        Check::Workload(sidecar_required::check),
+        (RuleId::SidecarRequired, "sidecar-required"),
+        "workloads must run with an Istio sidecar (or in an ambient namespace)",
+        (Severity::High, ENROLMENT),
+        Some(Check::Workload(sidecar_required::check)),
     ),
     rule(
-        RuleId::NoHostNetwork,
-        Check::Workload(no_host_network::check),
+        (RuleId::NoHostNetwork, "no-host-network"),
+        "workloads must not use the host network, which no proxy intercepts",
+        (Severity::High, ENROLMENT),
+        Some(Check::Workload(no_host_network::check)),
     ),
     rule(
-        RuleId::NoInterceptionBypass,
-        Check::Workload(no_interception_bypass::check),
+        (RuleId::NoInterceptionBypass, "no-interception-bypass"),
+        "workloads must not route traffic around the sidecar's interception",
+        (Severity::High, ENROLMENT),
+        Some(Check::Workload(no_interception_bypass::check)),
     ),
     rule(
-        RuleId::DedicatedServiceAccount,
-        Check::Workload(dedicated_service_account::check),
-    ),
-    rule(
-        RuleId::StrictMtlsRequired,
-        Check::Workload(strict_mtls_required::check),
-    ),
-    rule(
-        RuleId::DefaultDenyRequired,
-        Check::Workload(default_deny_required::check),
-    ),
-    rule(
-        RuleId::PeerAuthenticationStrict,
-        Check::PeerAuthentication(peer_authentication_strict::check),
-    ),
-    rule(
-        RuleId::AuthorizationNoAllowAll,
-        Check::AuthorizationPolicy(authorization_no_allow_all::check),
-    ),
-    rule(
-        RuleId::DenyAllOverridesAllow,
-        Check::AuthorizationPolicy(deny_all_overrides_allow::check),
-    ),
-    rule(
-        RuleId::DestinationRuleMtls,
-        Check::DestinationRule(destination_rule_mtls::check),
+        (RuleId::DedicatedServiceAccount, "dedicated-service-account"),
+        "workloads need their own service account, hence their own mesh identity",
+        (Severity::Medium, IDENTITY),
+        Some(Check::Workload(dedicated_service_account::check)),
     ),
     Rule {
-        id: RuleId::BaselineProtected,
-        check: Check::Any(baseline_protected::check),
-        on_delete: true,
+        reads_posture: true,
+        ..rule(
+            (RuleId::StrictMtlsRequired, "strict-mtls-required"),
+            "workloads must only accept mTLS: STRICT PeerAuthentication on every port",
+            (Severity::High, MTLS),
+            Some(Check::Workload(strict_mtls_required::check)),
+        )
+    },
+    Rule {
+        reads_posture: true,
+        ..rule(
+            (RuleId::DefaultDenyRequired, "default-deny-required"),
+            "workloads' namespaces must deny by default (allow-nothing AuthorizationPolicy)",
+            (Severity::Medium, AUTHORIZATION),
+            Some(Check::Workload(default_deny_required::check)),
+        )
     },
     rule(
-        RuleId::NamespaceMeshEnrolled,
-        Check::Namespace(namespace_mesh_enrolled::check),
+        (
+            RuleId::PeerAuthenticationStrict,
+            "peer-authentication-strict",
+        ),
+        "PeerAuthentications must not set PERMISSIVE or DISABLE, at any level",
+        (Severity::High, MTLS),
+        Some(Check::PeerAuthentication(peer_authentication_strict::check)),
     ),
     rule(
-        RuleId::SidecarEgressLocked,
-        Check::Sidecar(sidecar_egress_locked::check),
+        (
+            RuleId::AuthorizationNoAllowAll,
+            "authorization-no-allow-all",
+        ),
+        "ALLOW AuthorizationPolicies must not allow everything",
+        (Severity::High, AUTHORIZATION),
+        Some(Check::AuthorizationPolicy(
+            authorization_no_allow_all::check,
+        )),
+    ),
+    Rule {
+        cap: Mode::Audit,
+        ..rule(
+            (RuleId::DenyAllOverridesAllow, "deny-all-overrides-allow"),
+            "a DENY-everything policy silently overrides every ALLOW policy",
+            (Severity::Low, AUTHORIZATION),
+            Some(Check::AuthorizationPolicy(deny_all_overrides_allow::check)),
+        )
+    },
+    rule(
+        (RuleId::DestinationRuleMtls, "destination-rule-mtls"),
+        "DestinationRules to in-mesh hosts must keep ISTIO_MUTUAL",
+        (Severity::Medium, MTLS),
+        Some(Check::DestinationRule(destination_rule_mtls::check)),
+    ),
+    Rule {
+        reads_posture: true,
+        on_delete: true,
+        ..rule(
+            (RuleId::BaselineProtected, "baseline-protected"),
+            "the baseline STRICT and deny-by-default policies cannot be deleted or weakened",
+            (Severity::High, AUTHORIZATION),
+            Some(Check::Any(baseline_protected::check)),
+        )
+    },
+    rule(
+        (RuleId::NamespaceMeshEnrolled, "namespace-mesh-enrolled"),
+        "namespaces must be enrolled in the mesh",
+        (Severity::Medium, ENROLMENT),
+        Some(Check::Namespace(namespace_mesh_enrolled::check)),
     ),
     rule(
-        RuleId::ShortLivedCertificates,
-        Check::Certificate(short_lived_certificates::check),
+        (RuleId::SidecarEgressLocked, "sidecar-egress-locked"),
+        "Sidecars must not allow egress to unregistered hosts (ALLOW_ANY)",
+        (Severity::Low, ENROLMENT),
+        Some(Check::Sidecar(sidecar_egress_locked::check)),
+    ),
+    rule(
+        (RuleId::ShortLivedCertificates, "short-lived-certificates"),
+        "workload certificates (cert-manager) must be short-lived and not wildcards",
+        (Severity::Low, IDENTITY),
+        Some(Check::Certificate(short_lived_certificates::check)),
+    ),
+    rule(
+        (RuleId::WorkloadCertificates, "workload-certificates"),
+        "/mutate mounts workload certificates into application containers",
+        (Severity::Low, IDENTITY),
+        None,
     ),
 ];
 
@@ -344,7 +397,8 @@ pub fn evaluate(object: &Object, ctx: &Context, enabled: impl Fn(RuleId) -> bool
         .filter(|r| r.on_delete || !deleting)
         .filter(|r| enabled(r.id))
     {
-        findings.extend(match (rule.check, object) {
+        let Some(check) = rule.check else { continue };
+        findings.extend(match (check, object) {
             (Check::Workload(check), Object::Workload(o)) => check(o, ctx),
             (Check::Namespace(check), Object::Namespace(o)) => check(o, ctx),
             (Check::PeerAuthentication(check), Object::PeerAuthentication(o)) => check(o, ctx),
@@ -364,14 +418,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_rule_id_round_trips_and_is_in_the_table_once() {
-        for id in RuleId::ALL {
+    fn every_rule_id_round_trips_and_has_its_row_in_order() {
+        assert_eq!(RULES.len(), RuleId::ALL.len());
+        for (index, id) in RuleId::ALL.iter().enumerate() {
             assert_eq!(id.as_str().parse::<RuleId>(), Ok(*id));
-            let expected = usize::from(*id != RuleId::WorkloadCertificates);
+            assert_eq!(*id as usize, index);
+            assert_eq!(RULES[index].id, *id);
             assert_eq!(
-                RULES.iter().filter(|r| r.id == *id).count(),
-                expected,
-                "{id}"
+                RULES[index].check.is_none(),
+                *id == RuleId::WorkloadCertificates
             );
         }
         assert_eq!("Sidecar-Required".parse::<RuleId>(), Err(UnknownRule));
