@@ -97,12 +97,7 @@ async fn after_injection_the_proxy_writes_certificates_the_app_reads() {
     let response = mutate(&server, &review).await;
     let pod = apply_patch(&review, &response);
 
-    let volume = pod["spec"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "istio-certs")
-        .unwrap();
+    let volume = certs_volume(&pod);
     assert_eq!(volume["emptyDir"]["medium"], "Memory");
     assert!(has_mount(app(&pod), true), "{}", app(&pod));
     assert!(has_mount(proxy(&pod), false), "{}", proxy(&pod));
@@ -233,12 +228,7 @@ async fn a_configured_secret_is_mounted_instead_of_the_sidecars_output() {
         ));
     let review = fixture("mutate-pod-create.json");
     let pod = apply_patch(&review, &mutate(&server, &review).await);
-    let volume = pod["spec"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "istio-certs")
-        .unwrap();
+    let volume = certs_volume(&pod);
     assert_eq!(volume["secret"]["secretName"], "productpage-tls");
     assert!(proxy(&pod)["env"]
         .as_array()
@@ -255,4 +245,14 @@ async fn a_configured_secret_is_mounted_instead_of_the_sidecars_output() {
         metrics.value("meshgate_mutations_total", &[("outcome", "patched")]),
         1.0
     );
+}
+
+/// The `istio-certs` volume the patch added.
+fn certs_volume(pod: &Value) -> &Value {
+    pod["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "istio-certs")
+        .expect("the patch adds the istio-certs volume")
 }

@@ -174,6 +174,16 @@ mod tests {
         .unwrap()
     }
 
+    /// The mesh-wide policy in the root namespace.
+    fn mesh_wide(mode: &str) -> [PeerAuthentication; 1] {
+        [pa(
+            "istio-system",
+            "default",
+            T1,
+            json!({"mtls": {"mode": mode}}),
+        )]
+    }
+
     const T1: &str = "2026-01-01T00:00:00Z";
     const T2: &str = "2026-02-01T00:00:00Z";
 
@@ -206,12 +216,7 @@ mod tests {
 
     #[test]
     fn mesh_wide_strict_applies_everywhere() {
-        let root = [pa(
-            "istio-system",
-            "default",
-            T1,
-            json!({"mtls": {"mode": "STRICT"}}),
-        )];
+        let root = mesh_wide("STRICT");
         let m = mode(&root, &[], Some("web"));
         assert!(m.is_strict());
         assert_eq!(
@@ -233,12 +238,7 @@ mod tests {
 
     #[test]
     fn namespace_overrides_mesh_and_workload_overrides_namespace() {
-        let root = [pa(
-            "istio-system",
-            "default",
-            T1,
-            json!({"mtls": {"mode": "STRICT"}}),
-        )];
+        let root = mesh_wide("STRICT");
         let ns = [
             pa("shop", "ns", T1, json!({"mtls": {"mode": "PERMISSIVE"}})),
             pa(
@@ -262,12 +262,7 @@ mod tests {
 
     #[test]
     fn unset_and_missing_mtls_inherit_from_the_parent() {
-        let root = [pa(
-            "istio-system",
-            "default",
-            T1,
-            json!({"mtls": {"mode": "STRICT"}}),
-        )];
+        let root = mesh_wide("STRICT");
         let ns = [
             pa("shop", "ns", T1, json!({"mtls": {"mode": "UNSET"}})),
             pa(
