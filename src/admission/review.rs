@@ -34,6 +34,20 @@ struct Envelope<'a> {
     request: Option<&'a RawValue>,
 }
 
+/// The whole review in one pass: what nearly every body is. Anything this
+/// does not accept is parsed again by [`Envelope`] first, for a precise
+/// error.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OnePass<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(borrow)]
+    request: Option<Request<'a>>,
+}
+
 /// The fields of an `AdmissionRequest` meshgate reads.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -80,8 +94,20 @@ pub fn operation_str(operation: &Operation) -> &'static str {
 /// Parses a request body. Only bodies that are not an AdmissionReview at all
 /// are errors; everything about the object is decided later.
 pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
-    // Envelope first, so a body of another version is named as such rather
-    // than reported as a field error deep inside the request.
+    // One scan of the body for a well-formed v1 review (the object stays
+    // raw until it is decoded as its kind).
+    if let Ok(OnePass {
+        api_version,
+        kind,
+        request: Some(request),
+    }) = serde_json::from_slice::<OnePass>(body)
+    {
+        if api_version == REVIEW_API_VERSION && kind == REVIEW_KIND {
+            return Ok(request);
+        }
+    }
+    // Otherwise the envelope first, so a body of another version is named as
+    // such rather than reported as a field error deep inside the request.
     let envelope: Envelope = serde_json::from_slice(body)?;
     if envelope.api_version != REVIEW_API_VERSION || envelope.kind != REVIEW_KIND {
         return Err(ReviewError::NotAReview {

@@ -6,9 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::{Namespace, Pod, PodSpec, PodTemplateSpec, ReplicationController};
+use k8s_openapi::api::core::v1::{Namespace, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 
@@ -17,6 +15,10 @@ use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sid
 use kube::Resource;
 
 pub use crate::kinds::Kind;
+
+mod lean;
+
+use lean::{CronJobSpec, Lean, LeanMeta, LeanPod, WithOptionalTemplate, WithTemplate};
 
 /// A pod, or the pod a controller's template will create.
 #[derive(Debug, Clone)]
@@ -338,55 +340,41 @@ struct TemplateOf {
 }
 
 fn template_of(kind: Kind, source: impl ObjectSource) -> Result<TemplateOf, serde_json::Error> {
-    let of = |meta, template| TemplateOf {
-        meta,
+    let of = |meta: LeanMeta, template| TemplateOf {
+        meta: meta.into(),
         template,
         job_template_meta: None,
     };
+    let with_template = |spec: Option<WithTemplate>| spec.map(|s| s.template);
+    let with_optional = |spec: Option<WithOptionalTemplate>| spec.and_then(|s| s.template);
     Ok(match kind {
         Kind::Pod => {
-            let pod: Pod = source.decode()?;
+            let pod: LeanPod = source.decode::<LeanPod>()?.checked(kind)?;
             let template = PodTemplateSpec {
                 metadata: None,
                 spec: pod.spec,
             };
             of(pod.metadata, Some(template))
         }
-        Kind::Deployment => {
-            let d: Deployment = source.decode()?;
-            of(d.metadata, d.spec.map(|s| s.template))
+        Kind::Deployment | Kind::StatefulSet | Kind::DaemonSet | Kind::Job => {
+            let object: Lean<WithTemplate> = source.decode::<Lean<_>>()?.checked(kind)?;
+            of(object.metadata, with_template(object.spec))
         }
-        Kind::StatefulSet => {
-            let s: StatefulSet = source.decode()?;
-            of(s.metadata, s.spec.map(|s| s.template))
-        }
-        Kind::DaemonSet => {
-            let d: DaemonSet = source.decode()?;
-            of(d.metadata, d.spec.map(|s| s.template))
-        }
-        Kind::ReplicaSet => {
-            let r: ReplicaSet = source.decode()?;
-            of(r.metadata, r.spec.and_then(|s| s.template))
-        }
-        Kind::Job => {
-            let j: Job = source.decode()?;
-            of(j.metadata, j.spec.map(|s| s.template))
+        Kind::ReplicaSet | Kind::ReplicationController => {
+            let object: Lean<WithOptionalTemplate> = source.decode::<Lean<_>>()?.checked(kind)?;
+            of(object.metadata, with_optional(object.spec))
         }
         Kind::CronJob => {
-            let c: CronJob = source.decode()?;
-            let (job_template_meta, spec) = c
+            let cron: Lean<CronJobSpec> = source.decode::<Lean<_>>()?.checked(kind)?;
+            let (job_template_meta, spec) = cron
                 .spec
                 .map(|s| (s.job_template.metadata, s.job_template.spec))
                 .unwrap_or_default();
             TemplateOf {
-                meta: c.metadata,
-                template: spec.map(|s| s.template),
+                meta: cron.metadata.into(),
+                template: with_template(spec),
                 job_template_meta,
             }
-        }
-        Kind::ReplicationController => {
-            let r: ReplicationController = source.decode()?;
-            of(r.metadata, r.spec.and_then(|s| s.template))
         }
         other => {
             return Err(serde::de::Error::custom(format!(
