@@ -287,6 +287,16 @@ impl Kind {
             .map(|row| row.kind)
     }
 
+    /// Any kind in the table, judged or only watched, at a version it
+    /// serves: what the posture index takes from manifests.
+    pub fn known(api_version: &str, kind: &str) -> Option<Kind> {
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        TABLE
+            .iter()
+            .find(|row| row.name == kind && row.group == group && row.versions.contains(&version))
+            .map(|row| row.kind)
+    }
+
     /// Parses an `apiVersion` string (`apps/v1`, `v1`) and a kind.
     pub fn from_api_version(api_version: &str, kind: &str) -> Option<Kind> {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));

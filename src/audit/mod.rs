@@ -153,9 +153,34 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
         return cluster::audit(args, &config);
     }
     let namespace = args.namespace.as_deref().unwrap_or("default");
-    let manifests = manifest::load_paths(&args.paths)?;
-    let posture = files::index(&manifests, namespace)?;
-    judge_manifests(&manifests, &posture, &config, namespace)
+    let (judged, posture) = read_paths(&args.paths, namespace)?;
+    judge_manifests(&judged, &posture, &config, namespace)
+}
+
+/// One pass over the files: cluster state goes into the posture index, and
+/// each object of a kind meshgate judges is kept trimmed to what the rules
+/// read (the background audit's projection: no managedFields, last-applied
+/// copies, status, resources or probes), so memory follows the judged
+/// objects' trimmed size, not the input's. Other documents are dropped as
+/// they are read.
+fn read_paths(
+    paths: &[std::path::PathBuf],
+    namespace: &str,
+) -> Result<(Vec<Manifest>, PostureIndex), AuditError> {
+    let mut posture = PostureIndex::default();
+    let mut judged = Vec::new();
+    manifest::visit_paths(paths, &mut |mut m| {
+        let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) else {
+            return files::add(&mut posture, m, namespace);
+        };
+        if kind.row().posture {
+            files::add(&mut posture, m.clone(), namespace)?;
+        }
+        crate::background::engine::project(kind, &mut m.value);
+        judged.push(m);
+        Ok(())
+    })?;
+    Ok((judged, posture))
 }
 
 /// Judges every manifest of a kind meshgate judges; others are skipped.

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 
 use std::path::PathBuf;
 
+use crate::kinds::Kind;
 use crate::manifest::{self, Manifest, ManifestError};
 
 use super::PostureIndex;
@@ -59,31 +60,23 @@ pub fn release_freed_heap() {
 /// Indexes one manifest if it is cluster state. Namespaces are applied one
 /// by one: on an index built from scratch that is the same as replacing
 /// them all, and a later document of the same name wins.
-fn add(
+pub fn add(
     index: &mut PostureIndex,
     m: Manifest,
     default_namespace: &str,
 ) -> Result<(), ManifestError> {
-    let group = m.api_version.split_once('/').map_or("", |(g, _)| g);
-    match (group, m.kind.as_str()) {
-        ("", "Namespace") if m.api_version == "v1" => {
-            index.apply_namespace(&decode::<Namespace>(m, None)?)
-        }
-        ("security.istio.io", "PeerAuthentication") => index
-            .peer_authentications
-            .apply(decode(m, Some(default_namespace))?),
-        ("security.istio.io", "AuthorizationPolicy") => index
-            .authorization_policies
-            .apply(decode(m, Some(default_namespace))?),
-        ("networking.istio.io", "DestinationRule") => index
-            .destination_rules
-            .apply(decode(m, Some(default_namespace))?),
-        ("networking.istio.io", "Sidecar") => {
-            index.sidecars.apply(decode(m, Some(default_namespace))?)
-        }
-        ("networking.istio.io", "ServiceEntry") => index
-            .service_entries
-            .apply(decode(m, Some(default_namespace))?),
+    let Some(kind) = Kind::known(&m.api_version, &m.kind).filter(|k| k.row().posture) else {
+        return Ok(());
+    };
+    let ns = Some(default_namespace);
+    match kind {
+        Kind::Namespace => index.apply_namespace(&decode::<Namespace>(m, None)?),
+        Kind::PeerAuthentication => index.peer_authentications.apply(decode(m, ns)?),
+        Kind::AuthorizationPolicy => index.authorization_policies.apply(decode(m, ns)?),
+        Kind::DestinationRule => index.destination_rules.apply(decode(m, ns)?),
+        Kind::Sidecar => index.sidecars.apply(decode(m, ns)?),
+        Kind::ServiceEntry => index.service_entries.apply(decode(m, ns)?),
+        // Only the posture kinds above are indexed (`posture` in the table).
         _ => {}
     }
     Ok(())
