@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use crate::cli::{AuditArgs, OutputFormat};
 use crate::config::{Config, Mode};
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, Manifest, ManifestError, Origin};
 use crate::policy;
 use crate::posture::{files, Enrollment, NamespaceInfo, PostureIndex};
 use crate::rules::{Context, RuleId};
@@ -106,6 +106,9 @@ pub enum AuditError {
     Manifest(#[from] manifest::ManifestError),
     #[error(transparent)]
     Cluster(#[from] cluster::ClusterError),
+    /// Re-encoding a parsed document; cannot happen for parsed JSON.
+    #[error("cannot keep a document: {0}")]
+    Keep(#[from] serde_json::Error),
     #[error("{file}, document {document}: {source}")]
     Decode {
         file: String,
@@ -154,7 +157,7 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
     }
     let namespace = args.namespace.as_deref().unwrap_or("default");
     let (judged, posture) = read_paths(&args.paths, namespace)?;
-    judge_manifests(&judged, &posture, &config, namespace)
+    judge(&judged, &posture, &config, namespace)
 }
 
 /// One pass over the files: cluster state goes into the posture index, and
@@ -166,18 +169,22 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
 fn read_paths(
     paths: &[std::path::PathBuf],
     namespace: &str,
-) -> Result<(Vec<Manifest>, PostureIndex), AuditError> {
+) -> Result<(Vec<Kept>, PostureIndex), AuditError> {
     let mut posture = PostureIndex::default();
     let mut judged = Vec::new();
-    manifest::visit_paths(paths, &mut |mut m| {
+    manifest::visit_paths(paths, &mut |m| {
         let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) else {
             return files::add(&mut posture, m, namespace);
         };
         if kind.row().posture {
             files::add(&mut posture, m.clone(), namespace)?;
         }
-        crate::background::engine::project(kind, &mut m.value);
-        judged.push(m);
+        let origin = m.origin.clone();
+        judged.push(Kept::new(m, kind).map_err(|e| ManifestError::Parse {
+            file: origin.file,
+            document: origin.document,
+            problem: e.to_string(),
+        })?);
         Ok(())
     })?;
     Ok((judged, posture))
@@ -190,6 +197,55 @@ pub fn judge_manifests(
     config: &Config,
     default_namespace: &str,
 ) -> Result<Report, AuditError> {
+    let kept = manifests
+        .iter()
+        .filter_map(|m| {
+            let kind = Kind::from_api_version(&m.api_version, &m.kind)?;
+            Some(Kept::new(m.clone(), kind))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    judge(&kept, posture, config, default_namespace)
+}
+
+/// A judged object as the audit keeps it until the posture is complete:
+/// where it came from, its identity, and its trimmed JSON text (a few KiB,
+/// where the parsed `serde_json::Value` tree of the same object took tens).
+pub struct Kept {
+    origin: Origin,
+    kind: Kind,
+    api_version: String,
+    kind_name: String,
+    namespace: Option<String>,
+    name: String,
+    uid: String,
+    text: Box<serde_json::value::RawValue>,
+}
+
+impl Kept {
+    /// Trims `m` to what the rules read (the background audit's projection:
+    /// no managedFields, last-applied copies, status, resources, probes).
+    pub fn new(mut m: Manifest, kind: Kind) -> Result<Kept, serde_json::Error> {
+        crate::background::engine::project(kind, &mut m.value);
+        let at = |pointer| m.value.pointer(pointer).and_then(serde_json::Value::as_str);
+        Ok(Kept {
+            namespace: m.namespace().map(str::to_owned),
+            name: m.name().to_owned(),
+            uid: at("/metadata/uid").unwrap_or_default().to_owned(),
+            text: serde_json::value::to_raw_value(&m.value)?,
+            origin: m.origin,
+            kind,
+            api_version: m.api_version,
+            kind_name: m.kind,
+        })
+    }
+}
+
+fn judge(
+    kept: &[Kept],
+    posture: &PostureIndex,
+    config: &Config,
+    default_namespace: &str,
+) -> Result<Report, AuditError> {
     let ctx = Context {
         posture,
         config,
@@ -197,39 +253,40 @@ pub fn judge_manifests(
     };
     let mut report = Report::default();
     let mut seen_namespaces = std::collections::BTreeSet::new();
-    for m in manifests {
-        let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) else {
-            continue;
-        };
-        let namespace = m.namespace().unwrap_or(default_namespace);
+    for k in kept {
+        let namespace = k.namespace.as_deref().unwrap_or(default_namespace);
         let object =
-            subject::decode(kind, m.value.clone(), namespace, m.name()).map_err(|source| {
+            subject::decode(k.kind, k.text.as_ref(), namespace, &k.name).map_err(|source| {
                 AuditError::Decode {
-                    file: m.origin.file.clone(),
-                    document: m.origin.document,
+                    file: k.origin.file.clone(),
+                    document: k.origin.document,
                     source,
                 }
             })?;
         report.objects_checked += 1;
         seen_namespaces.insert(object.namespace().to_owned());
         let judgement = policy::judge(&object, &ctx);
-        report
-            .verdicts
-            .push(crate::report::yaml::verdict(m, &object, &judgement, config));
+        report.verdicts.push(crate::report::yaml::verdict(
+            &k.api_version,
+            &k.uid,
+            &object,
+            &judgement,
+            config,
+        ));
         report.exempted += judgement.exempted.len();
         for judged in judgement.findings {
             report.findings.push(Reported {
                 rule: judged.finding.rule,
                 mode: judged.mode,
-                api_version: m.api_version.clone(),
-                kind: m.kind.clone(),
+                api_version: k.api_version.clone(),
+                kind: k.kind_name.clone(),
                 namespace: object.namespace().to_owned(),
                 name: object.name().to_owned(),
                 message: judged.finding.message,
                 fix: judged.finding.fix,
-                file: m.origin.file.clone(),
-                document: m.origin.document,
-                line: m.origin.line,
+                file: k.origin.file.clone(),
+                document: k.origin.document,
+                line: k.origin.line,
             });
         }
     }

@@ -3,7 +3,6 @@
 
 use crate::background::ObjectRef;
 use crate::config::Config;
-use crate::manifest::Manifest;
 use crate::policy::Judgement;
 use crate::subject::{Kind, Object};
 
@@ -11,14 +10,15 @@ use super::{build, writer, Flavor, ObjectVerdict};
 
 /// The verdict of one object read from a manifest.
 pub fn verdict(
-    manifest: &Manifest,
+    api_version: &str,
+    uid: &str,
     object: &Object,
     judgement: &Judgement,
     config: &Config,
 ) -> ObjectVerdict {
     let kind = object.kind();
     let reference = ObjectRef {
-        api_version: manifest.api_version.clone(),
+        api_version: api_version.to_owned(),
         kind,
         // Namespaces are cluster-scoped: their results go to the
         // ClusterPolicyReport.
@@ -28,10 +28,7 @@ pub fn verdict(
             object.namespace().to_owned()
         },
         name: object.name().to_owned(),
-        uid: manifest.value["metadata"]["uid"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
+        uid: uid.to_owned(),
     };
     ObjectVerdict::from_judgement(reference, judgement, config)
 }
