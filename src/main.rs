@@ -59,7 +59,14 @@ fn init_logging(format: LogFormat) {
         .with_env_filter(filter)
         .with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // The review span once per line ("span"), not again as a one-entry
+        // "spans" list: the formatter re-parses each span's fields for every
+        // line, and the decision line is written once per review.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }

@@ -136,16 +136,19 @@ pub struct Reviewed {
 impl Reviewed {
     /// The response body. The API server reads `patch` as base64 (Go's
     /// encoding of `[]byte`); kube-core serializes its `Vec<u8>` as an array
-    /// of numbers (kube-rs/kube#1781), so it is re-encoded here.
-    pub fn to_json(&self) -> serde_json::Value {
+    /// of numbers (kube-rs/kube#1781), so a patch is re-encoded here. Without
+    /// one (every `/validate` answer) the review is written out directly.
+    pub fn to_body(&self) -> Vec<u8> {
         use base64::Engine;
+        let patch = self.review.response.as_ref().and_then(|r| r.patch.as_ref());
+        let Some(patch) = patch else {
+            return serde_json::to_vec(&self.review).unwrap_or_default();
+        };
         let mut value = serde_json::to_value(&self.review).unwrap_or_default();
-        if let Some(patch) = &self.review.response.as_ref().and_then(|r| r.patch.clone()) {
-            value["response"]["patch"] = base64::engine::general_purpose::STANDARD
-                .encode(patch)
-                .into();
-        }
-        value
+        value["response"]["patch"] = base64::engine::general_purpose::STANDARD
+            .encode(patch)
+            .into();
+        serde_json::to_vec(&value).unwrap_or_default()
     }
 }
 

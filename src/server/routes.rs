@@ -178,7 +178,11 @@ fn answer(
             reviewed
                 .span
                 .in_scope(|| log_decision(endpoint, record, elapsed.as_secs_f64() * 1000.0));
-            Json(reviewed.to_json()).into_response()
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                reviewed.to_body(),
+            )
+                .into_response()
         }
         Err(error) => {
             tracing::warn!(endpoint, %error, "rejected a body that is not an AdmissionReview");
