@@ -81,7 +81,6 @@ fn owner(api_version: &str, kind: &str, name: &str) -> Value {
 static ALLOCATOR: meshgate::allocator::Allocator = meshgate::allocator::Allocator;
 
 fn main() {
-    meshgate::allocator::return_freed_memory_promptly();
     let args: Vec<usize> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -156,7 +155,7 @@ fn main() {
     let first = started.elapsed();
     let snapshot = engine.snapshot(true);
     let peak = rss_kib("VmHWM:") / 1024;
-    meshgate::posture::files::release_freed_heap();
+    meshgate::allocator::release_freed_memory();
     println!(
         "objects: {objects} ({namespaces} namespaces, {} policies, {} pods); reported verdicts: {}",
         namespaces * 3,

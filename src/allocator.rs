@@ -4,24 +4,26 @@
 //! large heap of the posture index and the background audit: at 10,000
 //! namespaces a review took 1.9x as long as next to a small heap, with
 //! mimalloc the same (docs/benchmarks-background.md).
+//!
+//! mimalloc keeps freed pages for its default purge delay (10 ms) before
+//! returning them to the OS, and purges only when the thread that freed them
+//! allocates again. Purging at once (delay 0) made the request path pay a
+//! page fault and an `madvise` for memory it was about to reuse: /mutate
+//! cost 166 µs instead of 84 at 16 connections, the 85 KB pod 541 instead
+//! of 243 (docs/benchmarks.md). So the delay stays, and the threads that
+//! free a large peak and then go idle (the `--state-from` load, the
+//! background audit's passes) hand it back with [`release_freed_memory`].
 
 pub use mimalloc::MiMalloc as Allocator;
 
-/// `mi_option_purge_delay` in mimalloc.h (v3): how long freed memory stays
-/// committed. Not exported by `libmimalloc-sys`.
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
-/// Returns freed memory to the OS at once. By default (10 ms) mimalloc
-/// purges only when the thread that freed the memory allocates again, so the
-/// peak of a cache sync or a `--state-from` load stayed resident once the
-/// threads went idle: 225 MiB held instead of 204 for the background audit of
-/// 110,000 objects, 244 instead of 62 for `serve --state-from` with 10,000
-/// namespaces. Reviews measured no slower. Call before starting threads.
-pub fn return_freed_memory_promptly() {
-    // SAFETY: mi_option_set only stores an integer option; any value is
-    // valid for this option, and it is called before other threads exist.
+/// Returns the memory this thread freed to the OS now, rather than when it
+/// next allocates: after the `--state-from` load, 244 MiB stayed resident
+/// instead of 62 with 10,000 namespaces. Costs a walk of this thread's heap.
+pub fn release_freed_memory() {
+    // SAFETY: mi_collect takes no pointers; it collects the calling
+    // thread's heap, which any thread may do at any time.
     #[allow(unsafe_code)]
     unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        libmimalloc_sys::mi_collect(true);
     }
 }

@@ -13,7 +13,6 @@ use meshgate::cli::{Cli, Command, LogFormat};
 static ALLOCATOR: meshgate::allocator::Allocator = meshgate::allocator::Allocator;
 
 fn main() -> ExitCode {
-    meshgate::allocator::return_freed_memory_promptly();
     let cli = Cli::parse();
     match cli.command {
         Command::Audit(args) => meshgate::audit::run(&args),

@@ -100,6 +100,9 @@ impl Runner {
                 let mut engine = self.engine;
                 let (engine, change) = match tokio::task::spawn_blocking(move || {
                     let change = engine.judge(&posture);
+                    // This blocking-pool thread may idle next: its garbage
+                    // goes back to the OS now.
+                    crate::allocator::release_freed_memory();
                     (engine, change)
                 })
                 .await

@@ -34,27 +34,8 @@ pub fn index_paths(
 ) -> Result<PostureIndex, ManifestError> {
     let mut index = PostureIndex::default();
     manifest::visit_paths(paths, &mut |m| add(&mut index, m, default_namespace))?;
-    release_freed_heap();
+    crate::allocator::release_freed_memory();
     Ok(index)
-}
-
-/// Hands the heap pages freed after parsing back to the kernel. glibc keeps
-/// them otherwise (about half the RSS of a 30,000-policy state), and the
-/// chart's memory limit counts them.
-pub fn release_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // The crate denies unsafe code; this call is the one exception.
-        // SAFETY: glibc's malloc_trim has no preconditions; it only returns
-        // free memory at the top and inside the arenas to the kernel.
-        #[allow(unsafe_code)]
-        unsafe {
-            malloc_trim(0)
-        };
-    }
 }
 
 /// Indexes one manifest if it is cluster state. Namespaces are applied one

@@ -216,6 +216,9 @@ impl Feed<'_> {
             let results = background::runner::spawn_static(engine, self.posture.clone());
             self.posture_metrics.attach(results);
         }
+        // The parse garbage of the whole state goes back to the OS now: this
+        // thread serves next, and may not allocate much for a while.
+        crate::allocator::release_freed_memory();
         Ok((
             Arc::new(CacheSync::all_synced(&reflector::all())),
             None,
