@@ -69,6 +69,96 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
 /// Hands every manifest of every path to `visit`, one document at a time,
 /// so a caller that keeps only an index never holds all documents at once.
 pub fn visit_paths(paths: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), ManifestError> {
+    for source in sources(paths)? {
+        visit_text(&source.name(), &source.text()?, visit)?;
+    }
+    Ok(())
+}
+
+/// [`visit_paths`] with the parsing spread over `workers` threads: each
+/// file's manifests go through `map` on a worker, and `merge` receives what
+/// it made in file and document order, on the calling thread, so the result
+/// (and the first error reported) does not depend on the threads. Files are
+/// taken a bounded batch at a time: what waits to be merged stays small.
+pub fn map_paths<T: Send>(
+    paths: &[PathBuf],
+    workers: usize,
+    map: &(dyn Fn(Manifest) -> Result<T, ManifestError> + Sync),
+    merge: &mut dyn FnMut(T) -> Result<(), ManifestError>,
+) -> Result<(), ManifestError> {
+    let sources = sources(paths)?;
+    let workers = workers.clamp(1, sources.len().max(1));
+    let parse = |source: &Source| -> Result<Vec<T>, ManifestError> {
+        let mut made = Vec::new();
+        visit_text(&source.name(), &source.text()?, &mut |m| {
+            made.push(map(m)?);
+            Ok(())
+        })?;
+        Ok(made)
+    };
+    for batch in sources.chunks(workers * 8) {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let mut parsed: Vec<(usize, Result<Vec<T>, ManifestError>)> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(source) = batch.get(i) else { break };
+                            done.push((i, parse(source)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                // A worker only panics on a bug; resume it here, as a
+                // single-threaded read would have panicked.
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        parsed.sort_unstable_by_key(|(i, _)| *i);
+        for (_, made) in parsed {
+            for item in made? {
+                merge(item)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One input: stdin (read up front, once) or a file.
+enum Source {
+    Stdin(String),
+    File(PathBuf),
+}
+
+impl Source {
+    fn name(&self) -> String {
+        match self {
+            Source::Stdin(_) => "-".to_owned(),
+            Source::File(path) => path.display().to_string(),
+        }
+    }
+
+    fn text(&self) -> Result<std::borrow::Cow<'_, str>, ManifestError> {
+        match self {
+            Source::Stdin(text) => Ok(text.as_str().into()),
+            Source::File(path) => std::fs::read_to_string(path)
+                .map(Into::into)
+                .map_err(|source| ManifestError::Read {
+                    path: path.display().to_string(),
+                    source,
+                }),
+        }
+    }
+}
+
+/// Every input of `paths` in order: `-` is stdin, directories are walked.
+fn sources(paths: &[PathBuf]) -> Result<Vec<Source>, ManifestError> {
+    let mut sources = Vec::new();
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
@@ -78,18 +168,12 @@ pub fn visit_paths(paths: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), Manif
                     path: "-".into(),
                     source,
                 })?;
-            visit_text("-", &text, visit)?;
+            sources.push(Source::Stdin(text));
             continue;
         }
-        for file in collect_files(path)? {
-            let text = std::fs::read_to_string(&file).map_err(|source| ManifestError::Read {
-                path: file.display().to_string(),
-                source,
-            })?;
-            visit_text(&file.display().to_string(), &text, visit)?;
-        }
+        sources.extend(collect_files(path)?.into_iter().map(Source::File));
     }
-    Ok(())
+    Ok(sources)
 }
 
 /// What [`visit_paths`] and [`visit_text`] call with each manifest.
@@ -322,6 +406,42 @@ mod tests {
         let m = parse_text("x.json", text).unwrap();
         let lines: Vec<_> = m.iter().map(|m| m.origin.line).collect();
         assert_eq!(lines, [1, 3, 4]);
+    }
+
+    /// Enough files for several batches on several workers, one broken
+    /// file late in the set: the parallel read must see what the serial one
+    /// sees, in the same order, and report the same (first) error.
+    #[test]
+    fn parallel_reading_keeps_file_and_document_order_and_the_first_error() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..70 {
+            let text = format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: ns-{i}}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p-{i}, namespace: ns-{i}}}\n"
+            );
+            std::fs::write(dir.path().join(format!("{i:03}.yaml")), text).unwrap();
+        }
+        let paths = [dir.path().to_owned()];
+        let identity = |m: &Manifest| (m.origin.clone(), m.kind.clone(), m.name().to_owned());
+        let serial: Vec<_> = load_paths(&paths).unwrap().iter().map(identity).collect();
+        assert_eq!(serial.len(), 140);
+        for workers in [1, 3, 8] {
+            let mut parallel = Vec::new();
+            map_paths(&paths, workers, &|m| Ok(identity(&m)), &mut |i| {
+                parallel.push(i);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(parallel, serial, "{workers} workers");
+        }
+
+        std::fs::write(dir.path().join("050.yaml"), "kind: [unclosed\n").unwrap();
+        std::fs::write(dir.path().join("060.yaml"), "{not json").unwrap();
+        let serial_error = load_paths(&paths).unwrap_err().to_string();
+        let parallel_error = map_paths(&paths, 8, &|m| Ok(m), &mut |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(serial_error.contains("050.yaml"), "{serial_error}");
+        assert_eq!(parallel_error, serial_error);
     }
 
     #[test]

@@ -172,22 +172,44 @@ fn read_paths(
 ) -> Result<(Vec<Kept>, PostureIndex), AuditError> {
     let mut posture = PostureIndex::default();
     let mut judged = Vec::new();
-    manifest::visit_paths(paths, &mut |m| {
-        let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) else {
-            return files::add(&mut posture, m, namespace);
-        };
-        if kind.row().posture {
-            files::add(&mut posture, m.clone(), namespace)?;
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    manifest::map_paths(paths, workers, &read, &mut |read| {
+        if let Some(m) = read.posture {
+            files::add(&mut posture, m, namespace)?;
         }
-        let origin = m.origin.clone();
-        judged.push(Kept::new(m, kind).map_err(|e| ManifestError::Parse {
-            file: origin.file,
-            document: origin.document,
-            problem: e.to_string(),
-        })?);
+        judged.extend(read.judged);
         Ok(())
     })?;
     Ok((judged, posture))
+}
+
+/// What the audit keeps of one manifest: cluster state for the index, the
+/// trimmed object to judge, or both.
+struct Read {
+    posture: Option<Manifest>,
+    judged: Option<Kept>,
+}
+
+/// Runs on the reading threads: the trimming and serialising of judged
+/// objects is spread with the parsing.
+fn read(m: Manifest) -> Result<Read, ManifestError> {
+    let Some(kind) = Kind::from_api_version(&m.api_version, &m.kind) else {
+        return Ok(Read {
+            posture: Some(m),
+            judged: None,
+        });
+    };
+    let posture = kind.row().posture.then(|| m.clone());
+    let origin = m.origin.clone();
+    let kept = Kept::new(m, kind).map_err(|e| ManifestError::Parse {
+        file: origin.file,
+        document: origin.document,
+        problem: e.to_string(),
+    })?;
+    Ok(Read {
+        posture,
+        judged: Some(kept),
+    })
 }
 
 /// Judges every manifest of a kind meshgate judges; others are skipped.
@@ -251,43 +273,37 @@ fn judge(
         config,
         operation: crate::rules::Operation::Create,
     };
+    // Objects are judged independently: contiguous shares on every core,
+    // put back together in input order.
+    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let share = kept.len().div_ceil(workers).max(1);
+    let shares: Vec<Result<Vec<JudgedObject>, AuditError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = kept
+            .chunks(share)
+            .map(|chunk| {
+                let ctx = &ctx;
+                s.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|k| judge_one(k, ctx, default_namespace))
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
     let mut report = Report::default();
     let mut seen_namespaces = std::collections::BTreeSet::new();
-    for k in kept {
-        let namespace = k.namespace.as_deref().unwrap_or(default_namespace);
-        let object =
-            subject::decode(k.kind, k.text.as_ref(), namespace, &k.name).map_err(|source| {
-                AuditError::Decode {
-                    file: k.origin.file.clone(),
-                    document: k.origin.document,
-                    source,
-                }
-            })?;
-        report.objects_checked += 1;
-        seen_namespaces.insert(object.namespace().to_owned());
-        let judgement = policy::judge(&object, &ctx);
-        report.verdicts.push(crate::report::yaml::verdict(
-            &k.api_version,
-            &k.uid,
-            &object,
-            &judgement,
-            config,
-        ));
-        report.exempted += judgement.exempted.len();
-        for judged in judgement.findings {
-            report.findings.push(Reported {
-                rule: judged.finding.rule,
-                mode: judged.mode,
-                api_version: k.api_version.clone(),
-                kind: k.kind_name.clone(),
-                namespace: object.namespace().to_owned(),
-                name: object.name().to_owned(),
-                message: judged.finding.message,
-                fix: judged.finding.fix,
-                file: k.origin.file.clone(),
-                document: k.origin.document,
-                line: k.origin.line,
-            });
+    for share in shares {
+        for judged in share? {
+            report.objects_checked += 1;
+            report.exempted += judged.exempted;
+            report.verdicts.push(judged.verdict);
+            report.findings.extend(judged.findings);
+            seen_namespaces.insert(judged.namespace);
         }
     }
     seen_namespaces.extend(posture.namespaces().map(|(name, _)| name.to_owned()));
@@ -297,6 +313,56 @@ fn judge(
         .map(|ns| namespace_posture(posture, config, ns))
         .collect();
     Ok(report)
+}
+
+/// One object's share of the report.
+struct JudgedObject {
+    namespace: String,
+    verdict: crate::report::ObjectVerdict,
+    findings: Vec<Reported>,
+    exempted: usize,
+}
+
+fn judge_one(
+    k: &Kept,
+    ctx: &Context<'_>,
+    default_namespace: &str,
+) -> Result<JudgedObject, AuditError> {
+    let namespace = k.namespace.as_deref().unwrap_or(default_namespace);
+    let object =
+        subject::decode(k.kind, k.text.as_ref(), namespace, &k.name).map_err(|source| {
+            AuditError::Decode {
+                file: k.origin.file.clone(),
+                document: k.origin.document,
+                source,
+            }
+        })?;
+    let judgement = policy::judge(&object, ctx);
+    let verdict =
+        crate::report::yaml::verdict(&k.api_version, &k.uid, &object, &judgement, ctx.config);
+    let findings = judgement
+        .findings
+        .into_iter()
+        .map(|judged| Reported {
+            rule: judged.finding.rule,
+            mode: judged.mode,
+            api_version: k.api_version.clone(),
+            kind: k.kind_name.clone(),
+            namespace: object.namespace().to_owned(),
+            name: object.name().to_owned(),
+            message: judged.finding.message,
+            fix: judged.finding.fix,
+            file: k.origin.file.clone(),
+            document: k.origin.document,
+            line: k.origin.line,
+        })
+        .collect();
+    Ok(JudgedObject {
+        namespace: object.namespace().to_owned(),
+        verdict,
+        findings,
+        exempted: judgement.exempted.len(),
+    })
 }
 
 fn namespace_posture(posture: &PostureIndex, config: &Config, name: String) -> NamespacePosture {
