@@ -19,7 +19,8 @@
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
 //! over every object already in the cluster, and exports the posture metrics;
 //! `report` turns verdicts into bounded PolicyReports, written by the replica
-//! `leader` elects. `allocator` is the global allocator the binary installs.
+//! `leader` elects. `allocator` is the global allocator the binary installs;
+//! `parallel` spreads the audit's parsing and judging over the cores.
 
 // Library and binary code returns errors rather than panicking; tests may
 // unwrap (clippy.toml). Set here, not in Cargo.toml's [lints], which would
@@ -40,6 +41,7 @@ pub mod kinds;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;
+pub mod parallel;
 pub mod policy;
 pub mod posture;
 pub mod report;

@@ -87,7 +87,7 @@ pub fn map_paths<T: Send>(
     merge: &mut dyn FnMut(T) -> Result<(), ManifestError>,
 ) -> Result<(), ManifestError> {
     let sources = sources(paths)?;
-    let workers = workers.clamp(1, sources.len().max(1));
+    let workers = workers.max(1);
     let parse = |source: &Source| -> Result<Vec<T>, ManifestError> {
         let mut made = Vec::new();
         visit_text(&source.name(), &source.text()?, &mut |m| {
@@ -96,31 +96,8 @@ pub fn map_paths<T: Send>(
         })?;
         Ok(made)
     };
-    for batch in sources.chunks(workers * 8) {
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let mut parsed: Vec<(usize, Result<Vec<T>, ManifestError>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..workers)
-                .map(|_| {
-                    s.spawn(|| {
-                        let mut done = Vec::new();
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(source) = batch.get(i) else { break };
-                            done.push((i, parse(source)));
-                        }
-                        done
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                // A worker only panics on a bug; resume it here, as a
-                // single-threaded read would have panicked.
-                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        parsed.sort_unstable_by_key(|(i, _)| *i);
-        for (_, made) in parsed {
+    for batch in sources.chunks(workers * BATCH_PER_WORKER) {
+        for made in crate::parallel::map_in_order(batch, workers, &parse) {
             for item in made? {
                 merge(item)?;
             }
@@ -128,6 +105,10 @@ pub fn map_paths<T: Send>(
     }
     Ok(())
 }
+
+/// Files per worker read ahead of the merge: enough to even out files of
+/// different sizes, few enough that what waits to be merged stays small.
+const BATCH_PER_WORKER: usize = 8;
 
 /// One input: stdin (read up front, once) or a file.
 enum Source {

@@ -172,8 +172,7 @@ fn read_paths(
 ) -> Result<(Vec<Kept>, PostureIndex), AuditError> {
     let mut posture = PostureIndex::default();
     let mut judged = Vec::new();
-    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    manifest::map_paths(paths, workers, &read, &mut |read| {
+    manifest::map_paths(paths, crate::parallel::cores(), &read, &mut |read| {
         if let Some(m) = read.posture {
             files::add(&mut posture, m, namespace)?;
         }
@@ -273,38 +272,19 @@ fn judge(
         config,
         operation: crate::rules::Operation::Create,
     };
-    // Objects are judged independently: contiguous shares on every core,
-    // put back together in input order.
-    let workers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    let share = kept.len().div_ceil(workers).max(1);
-    let shares: Vec<Result<Vec<JudgedObject>, AuditError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = kept
-            .chunks(share)
-            .map(|chunk| {
-                let ctx = &ctx;
-                s.spawn(move || {
-                    chunk
-                        .iter()
-                        .map(|k| judge_one(k, ctx, default_namespace))
-                        .collect()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+    // Objects are judged independently, on every core, in input order.
+    let judged = crate::parallel::map_in_order(kept, crate::parallel::cores(), &|k| {
+        judge_one(k, &ctx, default_namespace)
     });
     let mut report = Report::default();
     let mut seen_namespaces = std::collections::BTreeSet::new();
-    for share in shares {
-        for judged in share? {
-            report.objects_checked += 1;
-            report.exempted += judged.exempted;
-            report.verdicts.push(judged.verdict);
-            report.findings.extend(judged.findings);
-            seen_namespaces.insert(judged.namespace);
-        }
+    for judged in judged {
+        let judged = judged?;
+        report.objects_checked += 1;
+        report.exempted += judged.exempted;
+        report.verdicts.push(judged.verdict);
+        report.findings.extend(judged.findings);
+        seen_namespaces.insert(judged.namespace);
     }
     seen_namespaces.extend(posture.namespaces().map(|(name, _)| name.to_owned()));
     report.namespaces = seen_namespaces

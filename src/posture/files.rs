@@ -34,7 +34,6 @@ pub fn index_paths(
 ) -> Result<PostureIndex, ManifestError> {
     let mut index = PostureIndex::default();
     manifest::visit_paths(paths, &mut |m| add(&mut index, m, default_namespace))?;
-    crate::allocator::release_freed_memory();
     Ok(index)
 }
 
