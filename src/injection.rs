@@ -10,7 +10,7 @@ mod iptables;
 
 pub use iptables::{interception_settings, proxy_ids, Found, Setting, Source};
 
-use k8s_openapi::api::core::v1::Container;
+use crate::subject::ContainerView;
 
 use crate::posture::{labels, Enrollment, NamespaceInfo};
 use crate::subject::Workload;
@@ -177,7 +177,7 @@ pub fn gateway_role(w: &Workload) -> Option<GatewayRole> {
 
 /// Istio's templates leave `command` to the proxyv2 image's entrypoint,
 /// `pilot-agent`; another command would not read the args at all.
-fn runs_pilot_agent(c: &Container) -> bool {
+fn runs_pilot_agent(c: &ContainerView) -> bool {
     match c.command.as_deref().unwrap_or_default() {
         [] => true,
         [one] => one.rsplit('/').next() == Some("pilot-agent"),

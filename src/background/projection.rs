@@ -94,7 +94,7 @@ fn trim_container(container: &mut Map<String, Value>) {
     let istio_own = container
         .get("name")
         .and_then(Value::as_str)
-        .is_some_and(|name| name.starts_with("istio-"));
+        .is_some_and(crate::subject::is_istio_container);
     if !istio_own {
         container.remove("env");
     }

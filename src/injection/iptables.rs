@@ -6,7 +6,7 @@
 //! mesh-wide values write only the flags. Flag names follow
 //! `tools/istio-iptables/pkg/cmd/root.go`.
 
-use k8s_openapi::api::core::v1::Container;
+use crate::subject::ContainerView;
 
 use super::{INIT_CONTAINER, PROXY_UID, VALIDATION_CONTAINER};
 use crate::subject::Workload;
@@ -197,7 +197,7 @@ pub fn proxy_ids(w: &Workload) -> (Vec<i64>, Vec<i64>) {
     (uids, gids)
 }
 
-fn istio_init_containers(w: &Workload) -> impl Iterator<Item = &Container> {
+fn istio_init_containers(w: &Workload) -> impl Iterator<Item = &ContainerView> {
     w.spec
         .init_containers
         .iter()
@@ -208,7 +208,7 @@ fn istio_init_containers(w: &Workload) -> impl Iterator<Item = &Container> {
 /// The flags a container's `istio-iptables` sees: its environment first
 /// (`FOO_BAR` for `--foo-bar`), then its command line, which overrides it.
 /// Each entry: (meaning, flag as written, value).
-fn parse(c: &Container) -> Vec<(Key, String, String)> {
+fn parse(c: &ContainerView) -> Vec<(Key, String, String)> {
     let mut out = env_flags(c);
     let tokens: Vec<&str> = c
         .command
@@ -246,7 +246,7 @@ fn parse(c: &Container) -> Vec<(Key, String, String)> {
     last
 }
 
-fn env_flags(c: &Container) -> Vec<(Key, String, String)> {
+fn env_flags(c: &ContainerView) -> Vec<(Key, String, String)> {
     c.env
         .iter()
         .flatten()
@@ -293,15 +293,15 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::EnvVar;
 
-    fn init(args: &[&str]) -> Container {
-        Container {
+    fn init(args: &[&str]) -> ContainerView {
+        ContainerView {
             name: INIT_CONTAINER.into(),
             args: Some(args.iter().map(|a| (*a).to_owned()).collect()),
             ..Default::default()
         }
     }
 
-    fn settings(c: &Container) -> Vec<(Key, String, String)> {
+    fn settings(c: &ContainerView) -> Vec<(Key, String, String)> {
         parse(c)
     }
 

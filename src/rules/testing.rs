@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Namespace, PodSpec, SecurityContext};
+use k8s_openapi::api::core::v1::{Namespace, SecurityContext};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::posture::PostureIndex;
 use crate::rules::{Context, Finding, Operation, RuleId};
-use crate::subject::{Kind, Workload};
+use crate::subject::{ContainerView, Kind, PodSpecView, Workload};
 
 /// An Istio or cert-manager object `namespace/name` with `spec`, created at
 /// a fixed time (Istio's tie-break between policies reads it).
@@ -39,7 +39,7 @@ fn workload(kind: Kind, name: &str) -> Workload {
         name: name.into(),
         pod_meta: ObjectMeta::default(),
         job_template_meta: None,
-        spec: PodSpec {
+        spec: PodSpecView {
             containers: vec![container("app")],
             service_account_name: Some(format!("{name}-sa")),
             ..Default::default()
@@ -79,10 +79,9 @@ pub fn ambient_shop() -> World {
     World::with_namespaces(&[namespace("shop", &[("istio.io/dataplane-mode", "ambient")])])
 }
 
-pub fn container(name: &str) -> Container {
-    Container {
+pub fn container(name: &str) -> ContainerView {
+    ContainerView {
         name: name.into(),
-        image: Some("registry.example/app:1".into()),
         ..Default::default()
     }
 }

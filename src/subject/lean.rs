@@ -1,15 +1,22 @@
 //! What decoding a workload builds: its metadata without `managedFields`
 //! (k8s-openapi decodes them into `serde_json::Value` trees no rule reads,
 //! about half the decoding time of a pod a real API server sends) and its
-//! pod template. Every other field is skipped by serde without being built.
+//! pod template as a [`PodSpecView`]. Every other field is skipped by serde
+//! without being built.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
+use super::pod::PodSpecView;
 use super::Kind;
+
+/// kubectl's copy of the whole object as last applied: as large as the
+/// object, full of escaped quotes, and read by no rule.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The metadata fields a workload's judgement reads.
 #[derive(Debug, Default, Deserialize)]
@@ -19,7 +26,47 @@ pub struct LeanMeta {
     pub generate_name: Option<String>,
     pub namespace: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "annotations_read_by_rules")]
     pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// The annotations without [`LAST_APPLIED`], whose value is skipped unbuilt.
+fn annotations_read_by_rules<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct Annotations;
+    impl<'de> Visitor<'de> for Annotations {
+        type Value = Option<BTreeMap<String, String>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a map of strings to strings")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut annotations = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if key == LAST_APPLIED {
+                    map.next_value::<IgnoredAny>()?;
+                } else {
+                    annotations.insert(key, map.next_value()?);
+                }
+            }
+            Ok(Some(annotations))
+        }
+    }
+    deserializer.deserialize_option(Annotations)
 }
 
 impl From<LeanMeta> for ObjectMeta {
@@ -69,17 +116,25 @@ impl<S> Lean<S> {
     }
 }
 
+/// A pod template: the pod's metadata and spec.
+#[derive(Debug, Default, Deserialize)]
+pub struct TemplateView {
+    #[serde(default)]
+    pub metadata: Option<LeanMeta>,
+    pub spec: Option<PodSpecView>,
+}
+
 /// A controller's spec: the pod template is required (Deployment,
 /// StatefulSet, DaemonSet, Job), as k8s-openapi has it.
 #[derive(Debug, Deserialize)]
 pub struct WithTemplate {
-    pub template: PodTemplateSpec,
+    pub template: TemplateView,
 }
 
 /// ReplicaSets and ReplicationControllers may leave the template out.
 #[derive(Debug, Deserialize)]
 pub struct WithOptionalTemplate {
-    pub template: Option<PodTemplateSpec>,
+    pub template: Option<TemplateView>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -90,20 +145,20 @@ pub struct CronJobSpec {
 
 #[derive(Debug, Deserialize)]
 pub struct JobTemplate {
-    pub metadata: Option<ObjectMeta>,
+    pub metadata: Option<LeanMeta>,
     pub spec: Option<WithTemplate>,
 }
 
-pub type LeanPod = Lean<PodSpec>;
+pub type LeanPod = Lean<PodSpecView>;
 
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
     use k8s_openapi::api::batch::v1::{CronJob, Job};
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
     use serde_json::Value;
 
-    use crate::subject::{decode, Object, Workload};
+    use crate::subject::{decode, is_istio_container, ContainerView, Object, Workload};
 
     use super::*;
 
@@ -128,6 +183,51 @@ mod tests {
         }
     }
 
+    /// What the view should hold of a container k8s-openapi decoded in full.
+    fn container_view(c: &Container) -> ContainerView {
+        ContainerView {
+            name: c.name.clone(),
+            command: c.command.clone(),
+            args: c.args.clone(),
+            env: c.env.clone().filter(|_| is_istio_container(&c.name)),
+            security_context: c.security_context.clone(),
+            restart_policy: c.restart_policy.clone(),
+            volume_mounts: c.volume_mounts.clone(),
+        }
+    }
+
+    /// The view holds what the rules read of `full`, the same values.
+    fn assert_view_of(view: &PodSpecView, full: &PodSpec, file: &str) {
+        let views = |list: &[Container]| list.iter().map(container_view).collect::<Vec<_>>();
+        assert_eq!(view.containers, views(&full.containers), "{file}");
+        assert_eq!(
+            view.init_containers,
+            full.init_containers.as_deref().map(views),
+            "{file}"
+        );
+        assert_eq!(view.host_network, full.host_network, "{file}");
+        assert_eq!(
+            view.service_account_name, full.service_account_name,
+            "{file}"
+        );
+        assert_eq!(view.service_account, full.service_account, "{file}");
+        assert_eq!(view.security_context, full.security_context, "{file}");
+        let volumes = view.volumes.as_ref().map(|list| {
+            list.iter()
+                .map(|v| v.decoded().expect("a volume decodes"))
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(volumes, full.volumes, "{file}");
+        for (v, decoded) in view
+            .volumes
+            .iter()
+            .flatten()
+            .zip(full.volumes.iter().flatten())
+        {
+            assert_eq!(v.name, decoded.name, "{file}");
+        }
+    }
+
     /// The lean decode reads what the full k8s-openapi decode reads, on
     /// what a real API server sends (managedFields, last-applied copies,
     /// status and all).
@@ -144,11 +244,12 @@ mod tests {
             let full: Pod = serde_json::from_value(object.clone()).unwrap();
             let lean = workload(Kind::Pod, &object);
             assert_eq!(lean.pod_meta.labels, full.metadata.labels, "{file}");
-            assert_eq!(
-                lean.pod_meta.annotations, full.metadata.annotations,
-                "{file}"
-            );
-            assert_eq!(Some(lean.spec), full.spec, "{file}");
+            let mut annotations = full.metadata.annotations.clone();
+            if let Some(a) = annotations.as_mut() {
+                a.remove(LAST_APPLIED);
+            }
+            assert_eq!(lean.pod_meta.annotations, annotations, "{file}");
+            assert_view_of(&lean.spec, full.spec.as_ref().unwrap(), file);
             assert_eq!(Some(lean.name), full.metadata.name, "{file}");
         }
         let templates: [(&str, Kind, TemplateOfFull); 5] = [
@@ -188,7 +289,7 @@ mod tests {
             let object = captured(file);
             let template = full_template(object.clone()).unwrap();
             let lean = workload(kind, &object);
-            assert_eq!(Some(lean.spec), template.spec, "{file}");
+            assert_view_of(&lean.spec, template.spec.as_ref().unwrap(), file);
             assert_eq!(Some(lean.pod_meta), template.metadata, "{file}");
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use k8s_openapi::api::core::v1::{Namespace, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 
@@ -17,8 +17,12 @@ use kube::Resource;
 pub use crate::kinds::Kind;
 
 mod lean;
+mod pod;
 
-use lean::{CronJobSpec, Lean, LeanMeta, LeanPod, WithOptionalTemplate, WithTemplate};
+use lean::{
+    CronJobSpec, Lean, LeanMeta, LeanPod, TemplateView, WithOptionalTemplate, WithTemplate,
+};
+pub use pod::{is_istio_container, ContainerView, PodSpecView, VolumeView};
 
 /// A pod, or the pod a controller's template will create.
 #[derive(Debug, Clone)]
@@ -31,7 +35,7 @@ pub struct Workload {
     /// A CronJob's `spec.jobTemplate.metadata`: `istioctl kube-inject`
     /// writes its injection mark there rather than on the pod template.
     pub job_template_meta: Option<ObjectMeta>,
-    pub spec: PodSpec,
+    pub spec: PodSpecView,
 }
 
 impl Workload {
@@ -318,7 +322,7 @@ fn decode_workload(
     let pod_meta = if kind == Kind::Pod {
         meta
     } else {
-        template.metadata.unwrap_or_default()
+        template.metadata.unwrap_or_default().into()
     };
     Ok(Workload {
         kind,
@@ -334,7 +338,7 @@ fn decode_workload(
 struct TemplateOf {
     meta: ObjectMeta,
     /// A pod is its own template (its metadata stays in `meta`).
-    template: Option<PodTemplateSpec>,
+    template: Option<TemplateView>,
     /// A CronJob's `spec.jobTemplate.metadata`.
     job_template_meta: Option<ObjectMeta>,
 }
@@ -350,7 +354,7 @@ fn template_of(kind: Kind, source: impl ObjectSource) -> Result<TemplateOf, serd
     Ok(match kind {
         Kind::Pod => {
             let pod: LeanPod = source.decode::<LeanPod>()?.checked(kind)?;
-            let template = PodTemplateSpec {
+            let template = TemplateView {
                 metadata: None,
                 spec: pod.spec,
             };
@@ -373,7 +377,7 @@ fn template_of(kind: Kind, source: impl ObjectSource) -> Result<TemplateOf, serd
             TemplateOf {
                 meta: cron.metadata.into(),
                 template: with_template(spec),
-                job_template_meta,
+                job_template_meta: job_template_meta.map(Into::into),
             }
         }
         other => {

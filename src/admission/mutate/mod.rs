@@ -13,13 +13,13 @@ use std::collections::BTreeMap;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, SecretVolumeSource, Volume, VolumeMount,
+    EmptyDirVolumeSource, EnvVar, SecretVolumeSource, Volume, VolumeMount,
 };
 use serde_json::{json, Map, Value};
 
 use crate::config::{CertificateSource, WorkloadCertificates};
 use crate::injection::PROXY_CONTAINER;
-use crate::subject::Workload;
+use crate::subject::{ContainerView, Workload};
 
 pub const PROXY_CONFIG: &str = "proxy.istio.io/config";
 pub const USER_VOLUME_MOUNT: &str = "sidecar.istio.io/userVolumeMount";
@@ -165,7 +165,7 @@ fn volume_ops(
     match pod.spec.volumes.as_ref() {
         None => Ok(vec![add(&["spec", "volumes"], json!([to_value(&desired)]))]),
         Some(volumes) => match volumes.iter().find(|v| v.name == *name) {
-            Some(existing) if *existing == desired => Ok(Vec::new()),
+            Some(existing) if existing.decoded().is_ok_and(|v| v == desired) => Ok(Vec::new()),
             Some(_) => Err(format!(
                 "a different volume named \"{name}\" already exists; workload certificates not mounted"
             )),
@@ -220,7 +220,7 @@ enum MountState {
     Conflict(String),
 }
 
-fn mount_state(container: &Container, name: &str, path: &str) -> MountState {
+fn mount_state(container: &ContainerView, name: &str, path: &str) -> MountState {
     let mounts = container.volume_mounts.as_deref().unwrap_or_default();
     if mounts
         .iter()
@@ -269,7 +269,7 @@ fn sidecar_ops(pod: &Workload, name: &str, path: &str) -> Result<Vec<PatchOperat
 fn proxy_container_ops(
     list: &str,
     index: usize,
-    proxy: &Container,
+    proxy: &ContainerView,
     name: &str,
     path: &str,
 ) -> Result<Vec<PatchOperation>, String> {
