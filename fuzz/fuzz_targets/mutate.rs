@@ -8,20 +8,20 @@
 use libfuzzer_sys::fuzz_target;
 use meshgate::admission::review;
 use meshgate::subject::Kind;
-use meshgate_fuzz::{check_envelope, reviewer, unusable};
+use meshgate_fuzz::{check_envelope, raw, reviewer, unusable};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(reviewed) = reviewer().mutate(data) else {
         return;
     };
     let allowed = check_envelope(data, &reviewed);
-    let req = review::parse(data).expect("an answered body parses");
+    let req = review::parse_raw(data).expect("an answered body parses");
     let gvk = &req.kind;
     let pod_create = Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind) == Some(Kind::Pod)
         && req.operation_str() == "CREATE"
         && req.sub_resource.as_deref().is_none_or(str::is_empty);
     let why = if pod_create {
-        unusable(&req, Kind::Pod, req.object)
+        unusable(&req, Kind::Pod, raw(&req.object))
     } else {
         None
     };

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 use meshgate::admission::review;
 use meshgate::subject::Kind;
-use meshgate_fuzz::{check_envelope, reviewer, unusable, Judged};
+use meshgate_fuzz::{check_envelope, raw, reviewer, unusable, Judged};
 
 fuzz_target!(|data: &[u8]| {
     // Without a confirmer the review never waits: one poll completes it.
@@ -15,15 +15,15 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let allowed = check_envelope(data, &reviewed);
-    let req = review::parse(data).expect("an answered body parses");
-    if let Judged::Field(kind, raw) = judged(&req) {
-        if let Some(why) = unusable(&req, kind, raw) {
+    let req = review::parse_raw(data).expect("an answered body parses");
+    if let Judged::Field(kind, object) = judged(&req) {
+        if let Some(why) = unusable(&req, kind, object) {
             assert!(!allowed, "allowed a {kind:?} whose object is {why}");
         }
         // An UPDATE's old object the API server would never send (not an
         // object) is refused too; one that merely fails to decode is not.
         if req.operation_str() == "UPDATE" {
-            if let Some(old) = req.old_object {
+            if let Some(old) = raw(&req.old_object) {
                 if !old.get().trim_start().starts_with('{') {
                     assert!(
                         !allowed,
@@ -49,9 +49,9 @@ fn judged<'a>(req: &review::Request<'a>) -> Judged<'a> {
         }
     }
     match req.operation_str() {
-        "CREATE" | "UPDATE" => Judged::Field(kind, req.object),
+        "CREATE" | "UPDATE" => Judged::Field(kind, raw(&req.object)),
         "DELETE" if matches!(kind, Kind::PeerAuthentication | Kind::AuthorizationPolicy) => {
-            Judged::Field(kind, req.old_object)
+            Judged::Field(kind, raw(&req.old_object))
         }
         _ => Judged::Nothing,
     }

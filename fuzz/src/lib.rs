@@ -42,7 +42,9 @@ pub enum Judged<'a> {
 }
 
 /// Why the judged object cannot be used, read independently of the
-/// reviewer's own decoding path; `None` when it decodes in place.
+/// reviewer's own decoding path (the review parsed with
+/// [`review::parse_raw`], the object decoded alone, not in the same pass as
+/// the review); `None` when it decodes in place.
 pub fn unusable(req: &review::Request, kind: Kind, raw: Option<&RawValue>) -> Option<String> {
     let Some(raw) = raw else {
         return Some("missing".into());
@@ -58,6 +60,11 @@ pub fn unusable(req: &review::Request, kind: Kind, raw: Option<&RawValue>) -> Op
         }
         Ok(_) => None,
     }
+}
+
+/// A field of a request parsed with [`review::parse_raw`]: always raw.
+pub fn raw<'a>(field: &Option<review::ObjectField<'a>>) -> Option<&'a RawValue> {
+    field.as_ref().map(|f| f.raw().expect("parse_raw keeps objects raw"))
 }
 
 /// Checks what holds for every answer, `/validate` or `/mutate`: the body

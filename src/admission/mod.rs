@@ -187,11 +187,11 @@ impl Reviewer {
     /// posture, and confirms a denial that rests on it against the API
     /// server.
     pub async fn validate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let req = review::parse(body)?;
+        let mut req = review::parse(body)?;
         let mut record = Record::of(&req);
         let span = record.span(&req);
         let response = self
-            .decide(&req, &mut record)
+            .decide(&mut req, &mut record)
             .instrument(span.clone())
             .await;
         record.outcome = Outcome::of(&response);
@@ -205,10 +205,10 @@ impl Reviewer {
     /// `POST /mutate`: mounts workload certificates into application
     /// containers. It never denies: validation is `/validate`'s job.
     pub fn mutate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let req = review::parse(body)?;
+        let mut req = review::parse(body)?;
         let mut record = Record::of(&req);
         let span = record.span(&req);
-        let response = span.in_scope(|| mutate::review(self, &req, &mut record));
+        let response = span.in_scope(|| mutate::review(self, &mut req, &mut record));
         if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {
             record.outcome = Outcome::Warned;
         }

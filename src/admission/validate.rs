@@ -11,6 +11,7 @@ use crate::posture::PostureIndex;
 use crate::rules::{self, Context};
 use crate::subject::{self, Kind, Object};
 
+use super::review::ObjectField;
 use super::{response, review, Record, Reviewer};
 
 /// The objects of a judged request, decoded.
@@ -35,7 +36,7 @@ impl Subject {
 impl Reviewer {
     pub(super) async fn decide(
         &self,
-        req: &review::Request<'_>,
+        req: &mut review::Request<'_>,
         record: &mut Record,
     ) -> AdmissionResponse {
         let subject = match judged_subject(req) {
@@ -213,7 +214,7 @@ fn cached_stands(uid: &str, cached: &Decision, error: &ConfirmError) -> bool {
 /// What a request asks to judge: `None` for kinds, subresources and
 /// operations meshgate lets through unread; an error for objects that cannot
 /// be judged.
-fn judged_subject(req: &review::Request) -> Result<Option<Subject>, (Kind, Unusable)> {
+fn judged_subject(req: &mut review::Request) -> Result<Option<Subject>, (Kind, Unusable)> {
     let gvk = &req.kind;
     let Some(kind) = Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind) else {
         return Ok(None);
@@ -231,9 +232,9 @@ fn judged_subject(req: &review::Request) -> Result<Option<Subject>, (Kind, Unusa
         return Ok(None);
     }
     let target = if deleting {
-        (req.old_object, "oldObject")
+        (req.old_object.take(), "oldObject")
     } else {
-        (req.object, "object")
+        (req.object.take(), "object")
     };
     let object = under_review(req, kind, target).map_err(|why| (kind, why))?;
     let old = old_object(req, kind).map_err(|why| (kind, why))?;
@@ -248,11 +249,12 @@ fn judged_subject(req: &review::Request) -> Result<Option<Subject>, (Kind, Unusa
 /// An old object that does not decode only means nothing counts as
 /// pre-existing: stricter, never looser. One the API server would never
 /// send (not an object, another namespace) is refused.
-fn old_object(req: &review::Request, kind: Kind) -> Result<Option<Object>, Unusable> {
-    let (Operation::Update, Some(raw)) = (&req.operation, req.old_object) else {
+fn old_object(req: &mut review::Request, kind: Kind) -> Result<Option<Object>, Unusable> {
+    if req.operation != Operation::Update || req.old_object.is_none() {
         return Ok(None);
-    };
-    match under_review(req, kind, (Some(raw), "oldObject")) {
+    }
+    let old = req.old_object.take();
+    match under_review(req, kind, (old, "oldObject")) {
         Ok(old) => Ok(Some(old)),
         Err(why @ (Unusable::NotAnObject(_) | Unusable::Misplaced(_))) => Err(why),
         Err(_) => Ok(None),
@@ -280,14 +282,29 @@ pub(super) enum Unusable {
 pub(super) fn under_review(
     req: &review::Request,
     kind: Kind,
-    (raw, field): (Option<&serde_json::value::RawValue>, &'static str),
+    (value, field): (Option<ObjectField>, &'static str),
 ) -> Result<Object, Unusable> {
-    let raw = raw.ok_or(Unusable::Missing(req.operation_str(), field))?;
-    if subject::object_text(raw.get()).is_err() {
-        return Err(Unusable::NotAnObject(field));
-    }
+    let value = value.ok_or(Unusable::Missing(req.operation_str(), field))?;
     let namespace = req.namespace.as_deref().unwrap_or_default();
-    let object = subject::decode(kind, raw, namespace, &req.name)?;
+    let object = match value {
+        ObjectField::Raw(raw) => {
+            if subject::object_text(raw.get()).is_err() {
+                return Err(Unusable::NotAnObject(field));
+            }
+            subject::decode(kind, raw, namespace, &req.name)?
+        }
+        // Both kinds come from the request's `kind`.
+        ObjectField::Workload(workload) if workload.kind() == kind => {
+            Object::Workload(workload.place(namespace, &req.name))
+        }
+        ObjectField::Workload(workload) => {
+            return Err(Unusable::Misplaced(format!(
+                "the {field} was read as a {}, not a {}",
+                workload.kind().as_str(),
+                kind.as_str()
+            )))
+        }
+    };
     if kind != Kind::Namespace && object.namespace() != namespace {
         return Err(Unusable::Misplaced(format!(
             "the {field} names namespace {:?} but the request is for namespace {namespace:?}",

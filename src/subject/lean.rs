@@ -96,7 +96,7 @@ pub struct Lean<S> {
 impl<S> Lean<S> {
     /// k8s-openapi types refuse a stated `apiVersion` or `kind` other than
     /// their own; so does this.
-    pub fn checked(self, kind: Kind) -> Result<Self, serde_json::Error> {
+    pub fn checked<E: serde::de::Error>(self, kind: Kind) -> Result<Self, E> {
         if self.api_version.is_some() || self.kind.is_some() {
             let row = kind.row();
             let own_api_version = match row.group {

@@ -19,7 +19,7 @@ use super::Outcome;
 /// allow here would let it through where /validate is not installed.
 pub(in crate::admission) fn review(
     reviewer: &Reviewer,
-    req: &review::Request,
+    req: &mut review::Request,
     record: &mut Record,
 ) -> AdmissionResponse {
     let allow = response::allow(&req.uid);
@@ -29,7 +29,8 @@ pub(in crate::admission) fn review(
     if !is_pod_create {
         return allow;
     }
-    let object = match under_review(req, Kind::Pod, (req.object, "object")) {
+    let pod = req.object.take();
+    let object = match under_review(req, Kind::Pod, (pod, "object")) {
         Ok(object) => object,
         Err(why) => return refuse(req, Kind::Pod, &why),
     };
