@@ -1,42 +1,17 @@
-//! The trimmed projection the background audit keeps of pods and pod
-//! controllers. Clusters hold many pods, so the engine stores only what the
-//! rules read: metadata without `managedFields`, and a pod spec without the
-//! parts no rule looks at (volumes, resources, probes, scheduling, status).
-//! Environment variables are kept on Istio's own containers only: the
-//! interception rules read `istio-init`'s flags from them.
+//! The trimmed projection the background audit (and `meshgate audit`) keeps
+//! of pods and pod controllers. Clusters hold many pods, so the engine
+//! stores only what the rules read: metadata without `managedFields` or
+//! kubectl's last-applied copy, and of the pod spec only the fields of
+//! [`crate::subject::PodSpecView`] a rule reads (the same lists, so a field
+//! added to the view for a rule is kept here too). Environment variables
+//! are kept on `istio-init` and `istio-validation` only: the interception
+//! rules read `istio-iptables`' flags from them.
 
 use serde_json::{Map, Value};
 
-/// Pod spec fields no rule reads.
-const DROPPED_POD_SPEC: &[&str] = &[
-    "volumes",
-    "affinity",
-    "tolerations",
-    "nodeSelector",
-    "topologySpreadConstraints",
-    "schedulingGates",
-    "readinessGates",
-    "resourceClaims",
-    "overhead",
-    "imagePullSecrets",
-    "hostAliases",
-];
-
-/// Container fields no rule reads.
-const DROPPED_CONTAINER: &[&str] = &[
-    "volumeMounts",
-    "volumeDevices",
-    "resources",
-    "resizePolicy",
-    "livenessProbe",
-    "readinessProbe",
-    "startupProbe",
-    "lifecycle",
-    "envFrom",
-    "terminationMessagePath",
-    "terminationMessagePolicy",
-    "workingDir",
-];
+use crate::subject::{
+    rules_read_env_of, CONTAINER_FIELDS_READ_BY_RULES, POD_SPEC_FIELDS_READ_BY_RULES,
+};
 
 /// Trims a pod or controller in place. `spec_path` leads from the object to
 /// its pod spec (`["spec"]` for a pod, `["spec", "template", "spec"]` for a
@@ -74,9 +49,7 @@ fn trim_metadata(meta: &mut Map<String, Value>) {
 }
 
 fn trim_pod_spec(spec: &mut Map<String, Value>) {
-    for key in DROPPED_POD_SPEC {
-        spec.remove(*key);
-    }
+    spec.retain(|key, _| POD_SPEC_FIELDS_READ_BY_RULES.contains(&key.as_str()));
     for list in ["containers", "initContainers", "ephemeralContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             containers
@@ -88,14 +61,12 @@ fn trim_pod_spec(spec: &mut Map<String, Value>) {
 }
 
 fn trim_container(container: &mut Map<String, Value>) {
-    for key in DROPPED_CONTAINER {
-        container.remove(*key);
-    }
-    let istio_own = container
+    container.retain(|key, _| CONTAINER_FIELDS_READ_BY_RULES.contains(&key.as_str()));
+    let env_is_read = container
         .get("name")
         .and_then(Value::as_str)
-        .is_some_and(crate::subject::is_istio_container);
-    if !istio_own {
+        .is_some_and(rules_read_env_of);
+    if !env_is_read {
         container.remove("env");
     }
 }
@@ -192,10 +163,8 @@ mod tests {
             pod.pointer("/spec/containers/0/securityContext/runAsUser"),
             Some(&json!(1337))
         );
-        assert_eq!(
-            pod.pointer("/spec/containers/0/ports/0/containerPort"),
-            Some(&json!(8080))
-        );
+        assert!(pod.pointer("/spec/containers/0/ports").is_none());
+        assert!(pod.pointer("/spec/containers/0/image").is_none());
         assert!(pod.pointer("/metadata/ownerReferences").is_some());
     }
 
@@ -218,6 +187,61 @@ mod tests {
             deployment.pointer("/spec/template/spec/containers/0/name"),
             Some(&json!("app"))
         );
+    }
+
+    /// Decoding the projection of what a real API server sends gives the
+    /// rules the same view as decoding the whole object.
+    #[test]
+    fn the_projection_keeps_everything_the_rules_read() {
+        use crate::subject::{decode, Kind, Object, Workload};
+        let decoded = |kind, object: Value| match decode(kind, object, "default", "") {
+            Ok(Object::Workload(w)) => w,
+            other => panic!("{other:?}"),
+        };
+        // What only the mutation reads is not projected.
+        let read_by_rules = |mut w: Workload| {
+            w.spec.volumes = None;
+            let spec = &mut w.spec;
+            let containers = spec
+                .containers
+                .iter_mut()
+                .chain(spec.init_containers.iter_mut().flatten());
+            for c in containers.chain(spec.ephemeral_containers.iter_mut().flatten()) {
+                c.volume_mounts = None;
+                if !rules_read_env_of(&c.name) {
+                    c.env = None;
+                }
+            }
+            format!("{w:?}")
+        };
+        for (file, kind) in [
+            ("pod-create-injected.json", Kind::Pod),
+            ("pod-create-server-side-apply.json", Kind::Pod),
+            ("deployment-create.json", Kind::Deployment),
+            ("statefulset-create.json", Kind::StatefulSet),
+            ("daemonset-create.json", Kind::DaemonSet),
+            ("job-create.json", Kind::Job),
+            ("cronjob-create.json", Kind::CronJob),
+        ] {
+            let path = format!(
+                "{}/tests/fixtures/admission/{file}",
+                env!("CARGO_MANIFEST_DIR")
+            );
+            let review: Value =
+                serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+            let object = review["request"]["object"].clone();
+            let mut projected = object.clone();
+            trim(&mut projected, kind.row().pod_spec.unwrap());
+            assert!(
+                projected.to_string().len() < object.to_string().len() / 2,
+                "{file}"
+            );
+            assert_eq!(
+                read_by_rules(decoded(kind, projected)),
+                read_by_rules(decoded(kind, object)),
+                "{file}"
+            );
+        }
     }
 
     #[test]

@@ -22,7 +22,10 @@ mod pod;
 use lean::{
     CronJobSpec, Lean, LeanMeta, LeanPod, TemplateView, WithOptionalTemplate, WithTemplate,
 };
-pub use pod::{is_istio_container, ContainerView, PodSpecView, VolumeView};
+pub use pod::{
+    is_istio_container, rules_read_env_of, ContainerView, PodSpecView, VolumeView,
+    CONTAINER_FIELDS_READ_BY_RULES, POD_SPEC_FIELDS_READ_BY_RULES,
+};
 
 /// A pod, or the pod a controller's template will create.
 #[derive(Debug, Clone)]

@@ -14,6 +14,37 @@ use k8s_openapi::api::core::v1::{
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// The [`PodSpecView`] fields the rules read: all but `volumes`, which only
+/// the mutation reads. The background audit and `meshgate audit` keep only
+/// these of the pods they hold (`background::projection`).
+pub const POD_SPEC_FIELDS_READ_BY_RULES: &[&str] = &[
+    "containers",
+    "initContainers",
+    "ephemeralContainers",
+    "hostNetwork",
+    "serviceAccountName",
+    "serviceAccount",
+    "securityContext",
+];
+
+/// The [`ContainerView`] fields the rules read: all but `volumeMounts`
+/// (the mutation's), `env` only where [`rules_read_env_of`] says.
+pub const CONTAINER_FIELDS_READ_BY_RULES: &[&str] = &[
+    "name",
+    "command",
+    "args",
+    "env",
+    "securityContext",
+    "restartPolicy",
+];
+
+/// The rules read the environment of the containers that run
+/// `istio-iptables` (its flags); the mutation also reads `istio-proxy`'s.
+pub fn rules_read_env_of(container: &str) -> bool {
+    container == crate::injection::INIT_CONTAINER
+        || container == crate::injection::VALIDATION_CONTAINER
+}
+
 /// Istio's injector names its containers `istio-proxy`, `istio-init` and
 /// `istio-validation`; only their environment is read (the interception
 /// flags, the proxy's `OUTPUT_CERTS`). An application's environment, often
