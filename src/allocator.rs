@@ -13,6 +13,13 @@
 //! of 243 (docs/benchmarks.md). So the delay stays, and the threads that
 //! free a large peak and then go idle (the `--state-from` load, the
 //! background audit's passes) hand it back with [`release_freed_memory`].
+//!
+//! Built with mimalloc's `no_thp` feature: it then never asks the kernel for
+//! transparent huge pages, with which touching one byte of a 2 MiB range
+//! made all of it resident. An idle `meshgate serve` held 16.3 MiB with
+//! them and 10.3 without; `meshgate audit` on 30,000 objects peaked at
+//! 150-160 MiB with them and 120-133 without, and spent less time in page
+//! faults.
 
 pub use mimalloc::MiMalloc as Allocator;
 

@@ -108,7 +108,7 @@ pub fn map_paths<T: Send>(
 
 /// Files per worker read ahead of the merge: enough to even out files of
 /// different sizes, few enough that what waits to be merged stays small.
-const BATCH_PER_WORKER: usize = 8;
+const BATCH_PER_WORKER: usize = 64;
 
 /// One input: stdin (read up front, once) or a file.
 enum Source {
