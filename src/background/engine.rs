@@ -59,8 +59,9 @@ pub enum PostureChange {
 }
 
 /// One object. Held as its trimmed JSON text and decoded again for each
-/// judgement: a decoded pod (k8s-openapi's `PodSpec` and `Container`s) takes
-/// about ten times the memory of its text, and clusters hold many pods.
+/// judgement: a decoded pod (its security contexts are k8s-openapi types,
+/// mostly empty options inline) takes several times the memory of its
+/// text, and clusters hold many pods.
 struct Stored {
     source: Box<RawValue>,
     /// The namespace the object is judged in (a Namespace's own name).
