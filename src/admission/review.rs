@@ -11,7 +11,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
-use crate::subject::{Kind, UnplacedWorkload, WorkloadSeed};
+use crate::subject::{once, Kind, UnplacedWorkload, WorkloadSeed};
 
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 pub const REVIEW_KIND: &str = "AdmissionReview";
@@ -134,14 +134,6 @@ impl<'de> DeserializeSeed<'de> for RequestSeed {
 }
 
 struct RequestVisitor(RequestSeed);
-
-/// Sets a field once: a repeated key is an error, as in derived structs.
-fn once<T, E: de::Error>(slot: &mut Option<T>, value: T, name: &'static str) -> Result<(), E> {
-    if slot.replace(value).is_some() {
-        return Err(E::duplicate_field(name));
-    }
-    Ok(())
-}
 
 impl<'de> Visitor<'de> for RequestVisitor {
     type Value = Request<'de>;

@@ -11,7 +11,10 @@
 use k8s_openapi::api::core::v1::{
     EnvVar, PodSecurityContext, SecurityContext, Volume, VolumeMount,
 };
-use serde::Deserialize;
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 /// The [`PodSpecView`] fields the rules read: all but `volumes`, which only
@@ -69,8 +72,7 @@ pub struct PodSpecView {
 }
 
 /// A container, init container or ephemeral container.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(try_from = "ContainerFields")]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ContainerView {
     pub name: String,
     pub command: Option<Vec<String>>,
@@ -83,36 +85,107 @@ pub struct ContainerView {
     pub volume_mounts: Option<Vec<VolumeMount>>,
 }
 
-/// What is read of a container as it arrives: the environment kept as text
-/// until the name says whose it is.
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ContainerFields {
-    name: String,
-    command: Option<Vec<String>>,
-    args: Option<Vec<String>>,
-    env: Option<Box<RawValue>>,
-    security_context: Option<SecurityContext>,
-    restart_policy: Option<String>,
-    volume_mounts: Option<Vec<VolumeMount>>,
+#[serde(field_identifier, rename_all = "camelCase")]
+enum ContainerField {
+    Name,
+    Command,
+    Args,
+    Env,
+    SecurityContext,
+    RestartPolicy,
+    VolumeMounts,
+    #[serde(other)]
+    Other,
 }
 
-impl TryFrom<ContainerFields> for ContainerView {
-    type Error = serde_json::Error;
+/// Sets a field once: a repeated key is an error, as in derived structs.
+pub(crate) fn once<T, E: de::Error>(
+    slot: &mut Option<T>,
+    value: T,
+    name: &'static str,
+) -> Result<(), E> {
+    if slot.replace(value).is_some() {
+        return Err(E::duplicate_field(name));
+    }
+    Ok(())
+}
 
-    fn try_from(fields: ContainerFields) -> Result<Self, Self::Error> {
-        let env = match fields.env {
-            Some(raw) if is_istio_container(&fields.name) => serde_json::from_str(raw.get())?,
-            _ => None,
+/// By hand rather than derived, for `env`: the API server writes `name`
+/// first, so an application's variables are skipped unbuilt and uncopied.
+/// Only an `env` that comes before the name is kept as text until the name
+/// says whose it is.
+impl<'de> Deserialize<'de> for ContainerView {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ContainerVisitor)
+    }
+}
+
+struct ContainerVisitor;
+
+impl<'de> Visitor<'de> for ContainerVisitor {
+    type Value = ContainerView;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a container")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ContainerView, A::Error> {
+        let (mut name, mut command, mut args, mut security_context) = (None, None, None, None);
+        let (mut restart_policy, mut volume_mounts, mut env, mut env_before_name) =
+            (None, None, None, None);
+        while let Some(field) = map.next_key()? {
+            match field {
+                ContainerField::Name => once(&mut name, map.next_value::<String>()?, "name")?,
+                ContainerField::Command => once(&mut command, map.next_value()?, "command")?,
+                ContainerField::Args => once(&mut args, map.next_value()?, "args")?,
+                ContainerField::SecurityContext => {
+                    once(&mut security_context, map.next_value()?, "securityContext")?
+                }
+                ContainerField::RestartPolicy => {
+                    once(&mut restart_policy, map.next_value()?, "restartPolicy")?
+                }
+                ContainerField::VolumeMounts => {
+                    once(&mut volume_mounts, map.next_value()?, "volumeMounts")?
+                }
+                ContainerField::Env if env_before_name.is_some() => {
+                    return Err(de::Error::duplicate_field("env"))
+                }
+                ContainerField::Env => match name.as_deref() {
+                    Some(name) if is_istio_container(name) => {
+                        once(&mut env, map.next_value()?, "env")?
+                    }
+                    Some(_) => once(
+                        &mut env,
+                        map.next_value::<IgnoredAny>().map(|_| None)?,
+                        "env",
+                    )?,
+                    None => once(
+                        &mut env_before_name,
+                        map.next_value::<Option<Box<RawValue>>>()?,
+                        "env",
+                    )?,
+                },
+                ContainerField::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
+        let env = match env_before_name.flatten() {
+            Some(raw) if is_istio_container(&name) => {
+                serde_json::from_str(raw.get()).map_err(de::Error::custom)?
+            }
+            _ => env.flatten(),
         };
         Ok(ContainerView {
-            name: fields.name,
-            command: fields.command,
-            args: fields.args,
+            name,
+            command: command.flatten(),
+            args: args.flatten(),
             env,
-            security_context: fields.security_context,
-            restart_policy: fields.restart_policy,
-            volume_mounts: fields.volume_mounts,
+            security_context: security_context.flatten(),
+            restart_policy: restart_policy.flatten(),
+            volume_mounts: volume_mounts.flatten(),
         })
     }
 }
@@ -167,6 +240,39 @@ mod tests {
         let proxy_env = spec.containers[1].env.as_deref().unwrap();
         assert_eq!(proxy_env[0].name, "OUTPUT_CERTS");
         assert_eq!(proxy_env[0].value.as_deref(), Some("/certs"));
+    }
+
+    /// Written as text: `json!` sorts keys, which puts `env` before `name`.
+    fn containers(text: &str) -> Result<Vec<ContainerView>, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    #[test]
+    fn the_environment_is_read_for_istio_containers_wherever_the_name_comes() {
+        let name_first = containers(
+            r#"[{"name": "app", "env": [{"name": "A", "value": "1"}]},
+                {"name": "istio-proxy", "env": [{"name": "OUTPUT_CERTS", "value": "/c"}]}]"#,
+        )
+        .unwrap();
+        let env_first = containers(
+            r#"[{"env": [{"name": "A", "value": "1"}], "name": "app"},
+                {"env": [{"name": "OUTPUT_CERTS", "value": "/c"}], "name": "istio-proxy"}]"#,
+        )
+        .unwrap();
+        for read in [name_first, env_first] {
+            assert_eq!(read[0].env, None);
+            assert_eq!(read[1].env.as_deref().unwrap()[0].name, "OUTPUT_CERTS");
+        }
+        // An application's env is skipped whatever it holds, once named.
+        assert!(containers(r#"[{"name": "app", "env": 7}]"#).is_ok());
+        for twice in [
+            r#"[{"env": [], "name": "istio-proxy", "env": []}]"#,
+            r#"[{"name": "app", "env": [], "env": []}]"#,
+            r#"[{"name": "app", "name": "istio-proxy"}]"#,
+        ] {
+            let error = containers(twice).unwrap_err().to_string();
+            assert!(error.contains("duplicate field"), "{twice}: {error}");
+        }
     }
 
     #[test]
