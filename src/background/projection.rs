@@ -10,7 +10,7 @@
 use serde_json::{Map, Value};
 
 use crate::subject::{
-    rules_read_env_of, CONTAINER_FIELDS_READ_BY_RULES, POD_SPEC_FIELDS_READ_BY_RULES,
+    rules_read_env_of, CONTAINER_FIELDS_READ_BY_RULES, LAST_APPLIED, POD_SPEC_FIELDS_READ_BY_RULES,
 };
 
 /// Trims a pod or controller in place. `spec_path` leads from the object to
@@ -42,9 +42,8 @@ pub fn trim_metadata_only(object: &mut Value) {
 
 fn trim_metadata(meta: &mut Map<String, Value>) {
     meta.remove("managedFields");
-    // kubectl's copy of the whole last-applied object: as large as the object.
     if let Some(annotations) = meta.get_mut("annotations").and_then(Value::as_object_mut) {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        annotations.remove(LAST_APPLIED);
     }
 }
 

@@ -15,8 +15,9 @@ use super::pod::PodSpecView;
 use super::Kind;
 
 /// kubectl's copy of the whole object as last applied: as large as the
-/// object, full of escaped quotes, and read by no rule.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// object, full of escaped quotes, and read by no rule. Neither the decode
+/// nor the background projection keeps it.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The metadata fields a workload's judgement reads.
 #[derive(Debug, Default, Deserialize)]

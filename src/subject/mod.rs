@@ -20,6 +20,7 @@ mod lean;
 mod pod;
 mod workload;
 
+pub use lean::LAST_APPLIED;
 pub(crate) use pod::once;
 pub use pod::{
     is_istio_container, rules_read_env_of, ContainerView, PodSpecView, VolumeView,
