@@ -1,0 +1,101 @@
+//! The release pipeline publishes what the chart and the README promise: the
+//! image the chart pulls by default, at the chart's appVersion, which is the
+//! crate's version; CLI archives named `meshgate-<version>-<target>.tar.gz`.
+//! actionlint checks the workflow's syntax (scripts/lint-workflows.sh, run by
+//! .ci/run); this test checks that it agrees with the rest of the repository.
+
+use std::path::Path;
+
+use serde_yaml_ng::Value;
+
+fn yaml(path: &str) -> Value {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn str_at<'a>(value: &'a Value, path: &[&str]) -> &'a str {
+    let mut at = value;
+    for key in path {
+        at = &at[*key];
+    }
+    at.as_str()
+        .unwrap_or_else(|| panic!("{} is not a string: {at:?}", path.join(".")))
+}
+
+#[test]
+fn the_release_publishes_the_image_the_chart_pulls_by_default() {
+    let release = yaml(".github/workflows/release.yml");
+    let values = yaml("charts/meshgate/values.yaml");
+    assert_eq!(
+        str_at(&release, &["env", "IMAGE"]),
+        str_at(&values, &["image", "repository"]),
+        "release.yml pushes the image the chart's values.yaml pulls"
+    );
+    let build = &release["jobs"]["image"]["steps"]
+        .as_sequence()
+        .expect("image job steps")
+        .iter()
+        .find(|step| step["id"].as_str() == Some("build"))
+        .expect("a step with id build")["with"];
+    assert_eq!(
+        str_at(build, &["platforms"]),
+        "linux/amd64,linux/arm64",
+        "multi-arch image"
+    );
+    assert_eq!(
+        str_at(build, &["tags"]),
+        "${{ env.IMAGE }}:${{ needs.version.outputs.version }}",
+        "the image is tagged with the version the chart's appVersion names"
+    );
+}
+
+#[test]
+fn the_chart_app_version_is_the_crate_version() {
+    let chart = yaml("charts/meshgate/Chart.yaml");
+    assert_eq!(
+        str_at(&chart, &["appVersion"]),
+        env!("CARGO_PKG_VERSION"),
+        "the chart's default image tag is its appVersion: keep it equal to Cargo.toml's version"
+    );
+}
+
+#[test]
+fn cli_archives_are_built_for_the_documented_targets_and_signed_steps_exist() {
+    let release = yaml(".github/workflows/release.yml");
+    let targets: Vec<&str> = release["jobs"]["cli"]["strategy"]["matrix"]["include"]
+        .as_sequence()
+        .expect("cli matrix")
+        .iter()
+        .map(|row| str_at(row, &["target"]))
+        .collect();
+    assert_eq!(
+        targets,
+        ["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"]
+    );
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".github/workflows/release.yml"),
+    )
+    .expect("release.yml");
+    for needle in [
+        r#"name="meshgate-$VERSION-$TARGET""#,
+        "cosign sign --yes \"$IMAGE@$DIGEST\"",
+        "cosign attest --yes --type spdxjson",
+        "helm push",
+        "SHA256SUMS",
+    ] {
+        assert!(text.contains(needle), "release.yml lacks {needle}");
+    }
+    // Every third-party action is pinned by commit, not by a movable tag.
+    for line in text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- uses:") || l.trim_start().starts_with("uses:"))
+    {
+        let reference = line.split('@').nth(1).unwrap_or_default();
+        let sha = reference.split_whitespace().next().unwrap_or_default();
+        assert!(
+            sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()),
+            "action not pinned by commit: {line}"
+        );
+    }
+}
