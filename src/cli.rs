@@ -26,8 +26,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTPS admission webhook server.
     Serve(ServeArgs),
-    /// Run the rules on manifest files (CI); exit 1 on enforce-level findings.
+    /// Run the rules on manifest files or a live cluster (CI); exit 1 on
+    /// findings at the --fail-on level.
+    #[command(after_help = AUDIT_EXIT_CODES)]
     Audit(AuditArgs),
+    /// List the rule catalogue: id, severity, category, where it runs, docs.
+    Rules(RulesArgs),
     /// Delete meshgate's webhook configurations (the chart's pre-delete hook).
     RemoveWebhooks(RemoveWebhooksArgs),
 }
@@ -122,6 +126,15 @@ pub struct ServeArgs {
     pub max_connections: usize,
 }
 
+/// `meshgate audit --help` ends with these.
+const AUDIT_EXIT_CODES: &str = "\
+Exit codes:
+  0  no finding at the --fail-on level (or --fail-on none)
+  1  at least one finding at the --fail-on level: an enforce-level finding
+     by default, any finding with --fail-on audit
+  2  the audit could not run: unreadable input, an invalid config, a
+     malformed object, or an input with no object of a kind meshgate judges";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -129,6 +142,66 @@ pub enum OutputFormat {
     Sarif,
     /// wgpolicyk8s.io PolicyReports as multi-document YAML, for `kubectl apply`.
     Policyreport,
+    /// openreports.io Reports as multi-document YAML.
+    Openreports,
+}
+
+/// Which findings fail the run (exit 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailOn {
+    /// Findings of rules in enforce mode (what the webhook would deny).
+    Enforce,
+    /// Any finding, audit-mode ones included (what the webhook would warn about).
+    Audit,
+    /// None: report only.
+    None,
+}
+
+/// Colour in the text output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    /// Only when stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    Always,
+    Never,
+}
+
+/// A minimum severity, for `--severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeverityArg {
+    Low,
+    Medium,
+    High,
+}
+
+impl SeverityArg {
+    pub fn admits(self, severity: crate::rules::Severity) -> bool {
+        use crate::rules::Severity;
+        let rank = |s: Severity| match s {
+            Severity::Low => 0,
+            Severity::Medium => 1,
+            Severity::High => 2,
+        };
+        let floor = match self {
+            SeverityArg::Low => Severity::Low,
+            SeverityArg::Medium => Severity::Medium,
+            SeverityArg::High => Severity::High,
+        };
+        rank(severity) >= rank(floor)
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RulesArgs {
+    /// text (a table) or json.
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
+    pub output: RulesOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RulesOutput {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -136,14 +209,33 @@ pub struct AuditArgs {
     /// YAML policy config, the same file the server uses.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    #[arg(long, value_enum, default_value = "text")]
+    #[arg(short = 'o', long, value_enum, default_value = "text")]
     pub output: OutputFormat,
+    /// Which findings fail the run with exit status 1.
+    #[arg(long, value_enum, default_value = "enforce")]
+    pub fail_on: FailOn,
+    /// Report (and fail on) only these rules; repeatable.
+    #[arg(long = "rule", value_name = "RULE", value_parser = parse_rule)]
+    pub rules: Vec<crate::rules::RuleId>,
+    /// Report (and fail on) only findings of rules at this severity or above.
+    #[arg(long, value_enum, value_name = "SEVERITY")]
+    pub severity: Option<SeverityArg>,
+    /// Text output: the findings only, without the namespace posture and
+    /// the summary line.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Colour in the text output.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub color: ColorChoice,
     /// On files: the namespace of objects that do not name one (default:
     /// `default`). With `--cluster`: audit only this namespace (default: all).
     #[arg(short = 'n', long)]
     pub namespace: Option<String>,
-    /// Read the objects from a live cluster (read-only) instead of files.
-    #[arg(long, conflicts_with = "paths")]
+    /// Read the objects from a live cluster (read-only). With files: judge
+    /// the files' objects against the cluster's state, each file object
+    /// replacing the live object of the same kind, namespace and name (the
+    /// change as it would be applied).
+    #[arg(long)]
     pub cluster: bool,
     /// The kubeconfig for `--cluster` (default: KUBECONFIG, ~/.kube/config,
     /// or in-cluster).
@@ -159,6 +251,17 @@ pub struct AuditArgs {
     /// Manifest files or directories; `-` reads stdin.
     #[arg(required_unless_present = "cluster", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+/// A rule id of the catalogue (`meshgate rules`).
+fn parse_rule(text: &str) -> Result<crate::rules::RuleId, String> {
+    text.parse().map_err(|_| {
+        let known: Vec<&str> = crate::rules::RuleId::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        format!("unknown rule; the rules are {}", known.join(", "))
+    })
 }
 
 /// A flag's Go duration (`500ms`, `5s`, `2m`, `1m30s`), read by the same

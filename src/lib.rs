@@ -31,6 +31,7 @@ pub mod admission;
 pub mod allocator;
 pub mod audit;
 pub mod background;
+pub mod catalogue;
 pub mod certmanager;
 pub mod cli;
 pub mod config;

@@ -16,6 +16,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Audit(args) => meshgate::audit::run(&args),
+        Command::Rules(args) => meshgate::catalogue::run(&args),
         Command::RemoveWebhooks(args) => {
             init_logging(LogFormat::Text);
             match tokio::runtime::Runtime::new() {

@@ -140,3 +140,92 @@ async fn audit_cluster_agrees_with_the_audit_of_the_applied_files() {
     assert!(yaml.contains("namespace: bookinfo"), "{yaml}");
     assert!(yaml.contains("policy: no-host-network"), "{yaml}");
 }
+
+/// A Deployment that meets every rule in `bookinfo` (enrolled, STRICT,
+/// deny-by-default), but only if the namespace's state is known.
+const CLEAN_WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: bookinfo}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      serviceAccountName: web
+      containers: [{name: web, image: web:1}]
+";
+
+/// The change that turns mesh-wide mTLS PERMISSIVE.
+const PERMISSIVE_ROOT: &str = "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: istio-system}
+spec: {mtls: {mode: PERMISSIVE}}
+";
+
+#[tokio::test]
+async fn audit_cluster_with_files_judges_the_change_against_the_live_state() {
+    let Some(env) = envtest::start("audit_cluster_with_files") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_istio_crds(&client).await;
+    env.kubectl(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: istio-system}\n",
+    );
+    env.kubectl(&["apply", "-f", NAMESPACES], "");
+    env.kubectl(&["apply", "-f", "-"], AGENT);
+    let kubeconfig = env.kubeconfig().to_string_lossy().into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yaml");
+    std::fs::write(&web, CLEAN_WEB).unwrap();
+    let change = dir.path().join("permissive.yaml");
+    std::fs::write(&change, PERMISSIVE_ROOT).unwrap();
+    let web = web.to_str().unwrap();
+
+    // Alone, the file's namespace is unknown: its posture cannot be verified.
+    let alone = meshgate(&["audit", "-o", "json", web]);
+    assert_eq!(alone.status.code(), Some(1), "{}", alone.stdout);
+
+    // Against the cluster: bookinfo is enrolled, STRICT and deny-by-default,
+    // and only the file's object is judged (not the cluster's agent).
+    let live = meshgate(&[
+        "audit",
+        "--cluster",
+        "--kubeconfig",
+        &kubeconfig,
+        "-o",
+        "json",
+        web,
+    ]);
+    let report: Value = serde_json::from_str(&live.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", live.stdout, live.stderr));
+    assert_eq!(report["summary"]["objectsChecked"], 1, "{report}");
+    assert_eq!(report["findings"], serde_json::json!([]), "{report}");
+    assert_eq!(live.status.code(), Some(0), "{}", live.stderr);
+
+    // With a change that replaces the root PeerAuthentication: the workload
+    // is judged as the cluster would be after the apply.
+    let changed = meshgate(&[
+        "audit",
+        "--cluster",
+        "--kubeconfig",
+        &kubeconfig,
+        "-o",
+        "json",
+        web,
+        change.to_str().unwrap(),
+    ]);
+    let found = findings(&changed, &["bookinfo", "istio-system"]);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.0 == "strict-mtls-required" && f.4 == "web"),
+        "{found:?}"
+    );
+    assert!(
+        found.iter().any(|f| f.0 == "peer-authentication-strict"),
+        "{found:?}"
+    );
+    assert!(!found.iter().any(|f| f.4 == "agent"), "{found:?}");
+}

@@ -125,12 +125,30 @@ pub fn audit(
     args: &crate::cli::AuditArgs,
     config: &crate::config::Config,
 ) -> Result<super::Report, super::AuditError> {
+    let manifests = read(args, config)?;
+    let posture = crate::posture::files::index(&manifests, "default")?;
+    let judged: Vec<Manifest> = match args.namespace.as_deref() {
+        Some(ns) => manifests
+            .into_iter()
+            .filter(|m| m.namespace() == Some(ns) || (m.kind == "Namespace" && m.name() == ns))
+            .collect(),
+        None => manifests,
+    };
+    super::judge_manifests(&judged, &posture, config, "default")
+}
+
+/// Every object of the cluster (of `-n` and the mesh root namespace, with
+/// `-n`) that meshgate judges or indexes.
+pub fn read(
+    args: &crate::cli::AuditArgs,
+    config: &crate::config::Config,
+) -> Result<Vec<Manifest>, ClusterError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ClusterError::Runtime)?;
     let namespace = args.namespace.as_deref();
-    let manifests = runtime.block_on(async {
+    runtime.block_on(async {
         let client = client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
         let mut manifests = manifests(&client, namespace).await?;
         // Mesh-wide policies in the root namespace decide a namespace's
@@ -139,17 +157,8 @@ pub fn audit(
             let root = manifests_in_root(&client, &config.mesh_root_namespace).await?;
             manifests.extend(root);
         }
-        Ok::<_, ClusterError>(manifests)
-    })?;
-    let posture = crate::posture::files::index(&manifests, "default")?;
-    let judged: Vec<Manifest> = match namespace {
-        Some(ns) => manifests
-            .into_iter()
-            .filter(|m| m.namespace() == Some(ns) || (m.kind == "Namespace" && m.name() == ns))
-            .collect(),
-        None => manifests,
-    };
-    super::judge_manifests(&judged, &posture, config, "default")
+        Ok(manifests)
+    })
 }
 
 /// The Istio policies of the mesh root namespace.

@@ -9,11 +9,13 @@ use crate::config::{Config, Mode};
 use crate::manifest::{self, Manifest, ManifestError, Origin};
 use crate::policy;
 use crate::posture::{files, Enrollment, NamespaceInfo, PostureIndex};
+use crate::report::Flavor;
 use crate::rules::{Context, RuleId};
 use crate::subject::{self, Kind};
 
 pub mod cluster;
 pub mod output;
+pub mod select;
 
 /// One finding on one object, with where the object came from.
 #[derive(Debug, Clone)]
@@ -119,25 +121,27 @@ pub enum AuditError {
 
 pub fn run(args: &AuditArgs) -> ExitCode {
     match audit(args) {
-        Ok(report) => {
+        Ok(mut report) => {
+            select::Selection::of(args).apply(&mut report);
             let text = match args.output {
-                OutputFormat::Text => output::text(&report),
+                OutputFormat::Text => output::text(&report, output::TextStyle::of(args)),
                 OutputFormat::Json => output::json(&report),
                 OutputFormat::Sarif => output::sarif(&report),
-                OutputFormat::Policyreport => crate::report::yaml::policy_reports(&report.verdicts),
+                OutputFormat::Policyreport => {
+                    crate::report::yaml::policy_reports(&report.verdicts, Flavor::Wgpolicy)
+                }
+                OutputFormat::Openreports => {
+                    crate::report::yaml::policy_reports(&report.verdicts, Flavor::OpenReports)
+                }
             };
             print!("{text}");
+            let status = select::exit_status(&report, args.fail_on);
             if report.objects_checked == 0 {
-                // An empty or mistyped input must not pass a CI gate.
                 eprintln!(
                     "meshgate audit: checked 0 objects: the input holds no object of a kind meshgate judges"
                 );
-                ExitCode::from(2)
-            } else if report.count(Mode::Enforce) > 0 {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
             }
+            ExitCode::from(status)
         }
         Err(error) => {
             eprintln!("meshgate audit: {error}");
@@ -152,12 +156,46 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
         None => Config::default(),
     }
     .with_own_namespace(&args.own_namespace);
-    if args.cluster {
-        return cluster::audit(args, &config);
-    }
     let namespace = args.namespace.as_deref().unwrap_or("default");
-    let (judged, posture) = read_paths(&args.paths, namespace)?;
-    judge(&judged, &posture, &config, namespace)
+    match (args.cluster, args.paths.is_empty()) {
+        (true, true) => cluster::audit(args, &config),
+        (true, false) => {
+            let live = cluster::read(args, &config)?;
+            let change = manifest::load_paths(&args.paths)?;
+            judge_change(live, change, &config, namespace)
+        }
+        (false, _) => {
+            let (judged, posture) = read_paths(&args.paths, namespace)?;
+            judge(&judged, &posture, &config, namespace)
+        }
+    }
+}
+
+/// `--cluster` with files: the files' objects judged against the live
+/// state, each replacing the live object it names (as `kubectl apply`
+/// would), so a change that removes a namespace's STRICT policy is judged
+/// without it.
+fn judge_change(
+    live: Vec<Manifest>,
+    change: Vec<Manifest>,
+    config: &Config,
+    namespace: &str,
+) -> Result<Report, AuditError> {
+    let identity = |m: &Manifest| {
+        (
+            m.kind.clone(),
+            m.namespace().unwrap_or(namespace).to_owned(),
+            m.name().to_owned(),
+        )
+    };
+    let replaced: std::collections::HashSet<_> = change.iter().map(identity).collect();
+    let mut state: Vec<Manifest> = live
+        .into_iter()
+        .filter(|m| !replaced.contains(&identity(m)))
+        .collect();
+    state.extend(change.iter().cloned());
+    let posture = files::index(&state, namespace)?;
+    judge_manifests(&change, &posture, config, namespace)
 }
 
 /// One pass over the files: cluster state goes into the posture index, and

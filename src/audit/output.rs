@@ -10,7 +10,43 @@ use super::{NamespacePosture, Report, Reported};
 use crate::config::Mode;
 use crate::rules::RuleId;
 
-pub fn text(report: &Report) -> String {
+/// How the text output looks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TextStyle {
+    /// ANSI colours: DENY red, WARN yellow, objects bold.
+    pub color: bool,
+    /// Findings only: no namespace posture, no summary line.
+    pub quiet: bool,
+}
+
+impl TextStyle {
+    pub fn of(args: &crate::cli::AuditArgs) -> Self {
+        use crate::cli::ColorChoice;
+        use std::io::IsTerminal;
+        let color = match args.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            // https://no-color.org
+            ColorChoice::Auto => {
+                std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+            }
+        };
+        TextStyle {
+            color,
+            quiet: args.quiet,
+        }
+    }
+
+    fn paint(self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+}
+
+pub fn text(report: &Report, style: TextStyle) -> String {
     let mut out = String::new();
     let mut current: Option<(&str, usize, &str, &str, &str)> = None;
     for f in &report.findings {
@@ -32,18 +68,24 @@ pub fn text(report: &Report) -> String {
             };
             let _ = writeln!(
                 out,
-                "{object} ({}:{}, document {})",
-                f.file, f.line, f.document
+                "{} ({}:{}, document {})",
+                style.paint("1", &object),
+                f.file,
+                f.line,
+                f.document
             );
             current = Some(key);
         }
         let mark = if f.mode == Mode::Enforce {
-            "DENY "
+            style.paint("1;31", "DENY")
         } else {
-            "WARN "
+            style.paint("1;33", "WARN")
         };
-        let _ = writeln!(out, "  {mark}[{}] {}", f.rule, f.message);
+        let _ = writeln!(out, "  {mark} [{}] {}", f.rule, f.message);
         let _ = writeln!(out, "        fix: {}", f.fix);
+    }
+    if style.quiet {
+        return out;
     }
     if !report.findings.is_empty() {
         out.push('\n');
@@ -124,6 +166,7 @@ fn finding_json(f: &Reported) -> serde_json::Value {
 }
 
 pub fn sarif(report: &Report) -> String {
+    let base = std::env::current_dir().ok();
     let used: BTreeSet<RuleId> = report.findings.iter().map(|f| f.rule).collect();
     let rules: Vec<_> = RuleId::ALL
         .iter()
@@ -132,7 +175,14 @@ pub fn sarif(report: &Report) -> String {
                 "id": r.as_str(),
                 "name": r.as_str(),
                 "shortDescription": {"text": r.summary()},
-                "helpUri": format!("https://github.com/meshgate/meshgate#{}", r.as_str()),
+                "helpUri": r.doc_url(),
+                "defaultConfiguration": {"level": sarif_level(r.default_cap())},
+                "properties": {
+                    // GitHub code scanning ranks alerts by this CVSS-like score.
+                    "security-severity": security_severity(r.row().severity),
+                    "tags": ["security", r.category()],
+                    "problem.severity": r.severity(),
+                },
             })
         })
         .collect();
@@ -147,7 +197,7 @@ pub fn sarif(report: &Report) -> String {
                 "message": {"text": format!("{} Fix: {}", f.message, f.fix)},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": f.file},
+                        "artifactLocation": artifact(&f.file, base.as_deref()),
                         "region": {"startLine": f.line}
                     },
                     "logicalLocations": [{
@@ -165,10 +215,12 @@ pub fn sarif(report: &Report) -> String {
             "tool": {"driver": {
                 "name": "meshgate",
                 "version": env!("CARGO_PKG_VERSION"),
+                "semanticVersion": env!("CARGO_PKG_VERSION"),
                 "informationUri": "https://github.com/meshgate/meshgate",
                 "rules": rules,
             }},
             "results": results,
+            "originalUriBaseIds": {"%SRCROOT%": {"uri": base.as_deref().map(|b| format!("file://{}/", b.display()))}},
             "properties": {"rulesWithFindings": used.iter().map(|r| r.as_str()).collect::<Vec<_>>()}
         }]
     });
@@ -176,4 +228,41 @@ pub fn sarif(report: &Report) -> String {
         "{}\n",
         serde_json::to_string_pretty(&value).unwrap_or_default()
     )
+}
+
+fn sarif_level(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Enforce => "error",
+        Mode::Audit => "warning",
+        Mode::Off => "none",
+    }
+}
+
+/// GitHub's `security-severity` bands: over 7.0 high, 4.0 to 6.9 medium,
+/// under 4.0 low.
+fn security_severity(severity: crate::rules::Severity) -> &'static str {
+    match severity {
+        crate::rules::Severity::High => "8.0",
+        crate::rules::Severity::Medium => "5.5",
+        crate::rules::Severity::Low => "3.0",
+    }
+}
+
+/// A file as code-scanning UIs want it: relative to the checkout (the
+/// working directory) when it lies under it, with `%SRCROOT%` as its base;
+/// stdin and `cluster:` origins as they are.
+fn artifact(file: &str, base: Option<&std::path::Path>) -> serde_json::Value {
+    let path = std::path::Path::new(file);
+    let relative = match base {
+        Some(base) if path.is_absolute() => path.strip_prefix(base).ok(),
+        _ if path.is_relative() && !file.contains(':') && file != "-" => Some(path),
+        _ => None,
+    };
+    match relative {
+        Some(rel) => {
+            let uri = rel.to_string_lossy().trim_start_matches("./").to_owned();
+            json!({"uri": uri, "uriBaseId": "%SRCROOT%"})
+        }
+        None => json!({"uri": file}),
+    }
 }

@@ -1,4 +1,4 @@
-//! `meshgate audit --output policyreport`: the reports as multi-document
+//! `meshgate audit --output policyreport|openreports`: the reports as multi-document
 //! YAML a user can `kubectl apply`.
 
 use crate::background::ObjectRef;
@@ -33,14 +33,9 @@ pub fn verdict(
     ObjectVerdict::from_judgement(reference, judgement, config)
 }
 
-/// The wgpolicyk8s.io reports for `verdicts`, as YAML documents.
-pub fn policy_reports(verdicts: &[ObjectVerdict]) -> String {
-    let reports = build::reports(
-        verdicts,
-        Flavor::Wgpolicy,
-        writer::now(),
-        build::Bounds::default(),
-    );
+/// The reports of `flavor` for `verdicts`, as YAML documents.
+pub fn policy_reports(verdicts: &[ObjectVerdict], flavor: Flavor) -> String {
+    let reports = build::reports(verdicts, flavor, writer::now(), build::Bounds::default());
     let mut text = String::new();
     for report in reports {
         text.push_str("---\n");

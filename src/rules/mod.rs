@@ -111,7 +111,16 @@ impl RuleId {
     pub fn category(self) -> &'static str {
         self.row().category
     }
+
+    /// The rule's page in the documentation (`docs/src/rules/<id>.md`),
+    /// linked from SARIF, denials and `meshgate rules`.
+    pub fn doc_url(self) -> String {
+        format!("{DOCS_URL}/rules/{}.html", self.as_str())
+    }
 }
+
+/// Where the documentation book (`docs/`) is published.
+pub const DOCS_URL: &str = "https://meshgate.github.io/meshgate";
 
 impl fmt::Display for RuleId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
