@@ -7,86 +7,8 @@
 
 use super::*;
 
-/// Every knob of this module set at once, with blocks shaped as users write
-/// them (copied from Kubernetes documentation examples).
-const KNOBS: &str = r#"
-logLevel: info,meshgate::background=debug
-extraArgs: [--max-connections=512]
-extraEnv:
-  - {name: HTTPS_PROXY, value: "http://proxy.corp:3128"}
-  - name: GOMAXPROCS
-    valueFrom: {resourceFieldRef: {resource: limits.cpu}}
-extraVolumes:
-  - name: extra-ca
-    configMap: {name: corp-ca}
-extraVolumeMounts:
-  - {name: extra-ca, mountPath: /etc/corp-ca, readOnly: true}
-probes:
-  liveness: {periodSeconds: 20, timeoutSeconds: 5, failureThreshold: 6}
-  readiness: {initialDelaySeconds: 2, periodSeconds: 3}
-  startup: {enabled: true, periodSeconds: 1, failureThreshold: 60}
-updateStrategy:
-  type: RollingUpdate
-  rollingUpdate: {maxUnavailable: 1, maxSurge: 25%}
-topologySpreadConstraints:
-  - maxSkew: 1
-    topologyKey: topology.kubernetes.io/zone
-    whenUnsatisfiable: DoNotSchedule
-    minDomains: 2
-  - maxSkew: 2
-    topologyKey: kubernetes.io/hostname
-    whenUnsatisfiable: ScheduleAnyway
-    labelSelector: {matchLabels: {team: platform}}
-priorityClassName: system-node-critical
-priorityClassQuota: {pods: 7}
-resources:
-  requests: {cpu: 250m, memory: 200Mi, ephemeral-storage: 1Gi}
-  limits: {memory: 512Mi, example.com/dongle: 1}
-securityContext:
-  seLinuxOptions: {level: "s0:c123,c456"}
-podSecurityContext:
-  supplementalGroups: [4000]
-  fsGroupChangePolicy: OnRootMismatch
-tolerations:
-  - {key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}
-  - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 30}
-affinity:
-  podAntiAffinity:
-    preferredDuringSchedulingIgnoredDuringExecution:
-      - weight: 100
-        podAffinityTerm:
-          topologyKey: kubernetes.io/hostname
-          labelSelector: {matchLabels: {app.kubernetes.io/name: meshgate}}
-autoscaling:
-  enabled: true
-  minReplicas: 3
-  maxReplicas: 9
-  targetCPUUtilizationPercentage: 70
-  targetMemoryUtilizationPercentage: 85
-  behavior:
-    scaleDown:
-      stabilizationWindowSeconds: 300
-      policies: [{type: Pods, value: 1, periodSeconds: 60}]
-networkPolicy:
-  enabled: true
-  webhookFrom:
-    - ipBlock: {cidr: 10.0.0.0/24, except: [10.0.0.128/25]}
-  metricsFrom:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: monitoring}}
-      podSelector: {matchLabels: {app.kubernetes.io/name: prometheus}}
-webhook:
-  objectSelector:
-    matchExpressions: [{key: meshgate.io/ignore, operator: DoesNotExist}]
-  annotations: {example.com/owner: platform}
-metrics:
-  serviceMonitor:
-    enabled: true
-    scrapeTimeout: 10s
-    relabelings:
-      - {sourceLabels: [__meta_kubernetes_pod_node_name], targetLabel: node, action: replace}
-    metricRelabelings:
-      - {sourceLabels: [__name__], regex: "go_.*", action: drop}
-"#;
+/// Every knob of this module set at once (see the file's header).
+const KNOBS: &str = include_str!("../fixtures/chart/knobs-values.yaml");
 
 /// Appended to KNOBS where the API server has matchConditions (1.28+).
 const EXTRA_CONDITIONS: &str = r#"
@@ -291,7 +213,11 @@ fn log_level_extra_args_env_and_volumes_reach_the_container() {
     );
     let args = strings(&c["args"]);
     assert_eq!(args.first(), Some(&"serve"));
-    assert_eq!(args.last(), Some(&"--max-connections=512"), "appended last");
+    assert_eq!(
+        args[args.len() - 2..],
+        ["--max-body-bytes=8388608", "--tls-reload-interval=10s"],
+        "appended last"
+    );
 
     let mount = c["volumeMounts"]
         .as_array()
@@ -394,7 +320,7 @@ fn priority_class_defaults_to_system_cluster_critical_with_a_quota() {
         "ResourceQuota",
         &format!("{FULLNAME}-critical-pods"),
     );
-    assert_eq!(quota["spec"]["hard"]["pods"], "7");
+    assert_eq!(quota["spec"]["hard"]["pods"], "12");
 
     for values in [
         "priorityClassName: ''",
@@ -409,6 +335,21 @@ fn priority_class_defaults_to_system_cluster_critical_with_a_quota() {
     }
     let unset = render("priorityClassName: ''", NEWER);
     assert!(pod_spec(&unset).get("priorityClassName").is_none());
+
+    // A quota the replicas would outgrow stalls rollouts and scale-ups.
+    for (values, most) in [
+        ("{replicaCount: 20}", 20),
+        ("{autoscaling: {enabled: true, maxReplicas: 25}}", 25),
+    ] {
+        let err = render_error(values);
+        assert!(
+            err.contains(&format!(
+                "priorityClassQuota.pods (20) must exceed the most replicas ({most})"
+            )),
+            "{err}"
+        );
+    }
+    assert!(kinds(&render("{replicaCount: 19}", NEWER)).contains("ResourceQuota"));
 }
 
 #[test]
@@ -568,4 +509,40 @@ fn service_monitor_scrape_timeout_and_relabelings_are_applied() {
     assert_eq!(endpoint["relabelings"][0]["targetLabel"], "node");
     assert_eq!(endpoint["metricRelabelings"][0]["action"], "drop");
     assert_eq!(endpoint["metricRelabelings"][0]["regex"], "go_.*");
+}
+
+/// The server's own parser accepts the rendered command line: extraArgs are
+/// real `meshgate serve` flags, and repeating one the chart sets is refused
+/// (so it fails at start, visibly, instead of one value silently winning).
+#[test]
+fn the_server_parses_the_rendered_command_line() {
+    use clap::Parser as _;
+    use meshgate::cli::{Cli, Command as CliCommand};
+
+    let parse = |values: &str| {
+        let docs = render(values, NEWER);
+        let args: Vec<String> = strings(&container(&docs)["args"])
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        Cli::try_parse_from(std::iter::once("meshgate".to_owned()).chain(args))
+    };
+    for values in ["", KNOBS] {
+        let cli = parse(values).unwrap_or_else(|e| panic!("rendered args rejected: {e}"));
+        assert!(matches!(cli.command, CliCommand::Serve(_)));
+    }
+    let CliCommand::Serve(serve) = parse(KNOBS).unwrap().command else {
+        unreachable!("checked above")
+    };
+    assert_eq!(serve.max_body_bytes, 8 * 1024 * 1024);
+    assert_eq!(
+        serve.tls_reload_interval,
+        std::time::Duration::from_secs(10)
+    );
+
+    let err = parse("extraArgs: [--max-connections=5]").unwrap_err();
+    assert!(
+        err.to_string().contains("--max-connections"),
+        "a repeated flag is refused: {err}"
+    );
 }
