@@ -21,6 +21,8 @@ use serde_json::{json, Value};
 // Further chart tests, in their own files to keep this one readable.
 #[path = "chart/knobs.rs"]
 mod knobs;
+#[path = "chart/kubernetes_blocks.rs"]
+mod kubernetes_blocks;
 #[path = "chart/values_docs.rs"]
 mod values_docs;
 
