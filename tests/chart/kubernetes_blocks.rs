@@ -69,7 +69,7 @@ fn user_blocks_pass_helm_lint_and_the_kubernetes_schemas_strictly() {
 #[test]
 fn schema_rejects_typos_inside_kubernetes_blocks_naming_the_key() {
     let cases = [
-        ("resources: {limits: {memroy: 1Gi}}", "memroy"),
+        ("resources: {limits: {memroy: 1Gi}}", "at '/resources/limits': additional properties 'memroy' not allowed"),
         ("resources: {limit: {memory: 1Gi}}", "'limit' not allowed"),
         ("resources: {limits: {memory: lots}}", "/resources/limits/memory"),
         ("securityContext: {readOnlyRootFileSystem: true}", "'readOnlyRootFileSystem' not allowed"),
