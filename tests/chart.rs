@@ -18,6 +18,14 @@ use meshgate::background::feed::background_resources;
 use meshgate::posture::watched::watched_resources;
 use serde_json::{json, Value};
 
+// Further chart tests, in their own files to keep this one readable.
+#[path = "chart/knobs.rs"]
+mod knobs;
+#[path = "chart/kubernetes_blocks.rs"]
+mod kubernetes_blocks;
+#[path = "chart/values_docs.rs"]
+mod values_docs;
+
 const RELEASE: &str = "mg";
 const NAMESPACE: &str = "meshgate-test";
 /// `meshgate.fullname` for RELEASE: the Service, Deployment, webhook

@@ -197,6 +197,11 @@ namespaceSelector:
         {{- range .skip }}
         - {{ . | quote }}
         {{- end }}
+{{- with $root.Values.webhook.objectSelector }}
+# webhook.objectSelector: labels the requester writes (see values.yaml).
+objectSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- if semverCompare ">=1.28-0" $root.Capabilities.KubeVersion.Version }}
 # matchConditions (CEL, beta and on by default since Kubernetes 1.28) skip
 # requests that are safe to skip, and nothing else:
@@ -223,5 +228,10 @@ matchConditions:
   - name: not-namespace-deletion
     expression: "!(request.operation == 'DELETE' && request.userInfo.username in ['system:serviceaccount:kube-system:namespace-controller', 'system:kube-controller-manager'])"
 {{- end }}
+{{- with include "meshgate.extraMatchConditions" $root }}
+  {{- . | nindent 2 }}
+{{- end }}
+{{- else }}
+{{- $_ := include "meshgate.extraMatchConditions" $root }}
 {{- end }}
 {{- end }}
