@@ -49,8 +49,17 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MESHGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = match tracing_subscriber::EnvFilter::try_from_env("MESHGATE_LOG") {
+        Ok(filter) => filter,
+        Err(error) => {
+            // Unset is the normal case; a filter that does not parse is a
+            // mistake to say out loud, not to hide behind the default.
+            if std::env::var_os("MESHGATE_LOG").is_some() {
+                eprintln!("meshgate: MESHGATE_LOG is not a valid log filter ({error}): logging at info");
+            }
+            tracing_subscriber::EnvFilter::new("info")
+        }
+    };
     // Colour codes only on a terminal: in files and log collectors they are
     // noise. NO_COLOR (https://no-color.org) turns them off anyway.
     use std::io::IsTerminal;
