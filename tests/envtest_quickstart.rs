@@ -85,10 +85,13 @@ fn steps(page: &str) -> Vec<Step> {
             continue;
         }
         match fence.as_deref() {
-            Some("sh") if !line.trim().is_empty() => steps.push(Step {
-                command: line.trim().to_owned(),
-                shown: None,
-            }),
+            Some("sh") if !line.trim().is_empty() => {
+                assert!(!line.ends_with('\\'), "one command per line: {line}");
+                steps.push(Step {
+                    command: line.trim().to_owned(),
+                    shown: None,
+                });
+            }
             Some("text") if after_sh => {
                 if let Some(shown) = steps.last_mut().and_then(|s| s.shown.as_mut()) {
                     shown.push(line.to_owned());
