@@ -197,6 +197,13 @@ struct Pod {
     log: common::Lines,
 }
 
+impl Pod {
+    fn log_tail(&self) -> String {
+        let log = self.log.lock().unwrap();
+        log[log.len().saturating_sub(20)..].join("\n")
+    }
+}
+
 impl Drop for Pod {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -388,7 +395,7 @@ async fn assert_new_web_denied_in_legacy(client: &Client) {
 /// Runs one step; read-only `kubectl get` steps are run again until they
 /// show what the page shows (the background audit writes its reports a
 /// moment after a change, and a reader would run them again too).
-fn run_step(step: &Step, command: &str, kubeconfig: &Path, home: &Path) -> String {
+fn run_step(step: &Step, command: &str, kubeconfig: &Path, home: &Path) -> Result<(), String> {
     let retried = command.starts_with("kubectl get ") && step.shown.is_some();
     let deadline = Instant::now() + REPORT_BOUND;
     loop {
@@ -399,14 +406,14 @@ fn run_step(step: &Step, command: &str, kubeconfig: &Path, home: &Path) -> Strin
             .as_ref()
             .is_none_or(|shown| shows(shown, &output));
         if succeeded != expects_failure(step) && matches {
-            return output;
+            return Ok(());
         }
         if !retried || Instant::now() > deadline {
-            panic!(
-                "{command:?}: {} and its output differs from the page's.\npage:\n{}\nreal:\n{output}",
+            return Err(format!(
+                "{command:?} {} and its output differs from the page's.\npage:\n{}\nreal:\n{output}",
                 if succeeded { "succeeded" } else { "failed" },
                 step.shown.as_deref().unwrap_or_default().join("\n"),
-            );
+            ));
         }
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -446,7 +453,10 @@ async fn every_command_of_the_quickstart_runs_and_shows_what_the_page_shows() {
         } else {
             step.command.clone()
         };
-        run_step(step, &command, &env.kubeconfig(), dir.path());
+        if let Err(failure) = run_step(step, &command, &env.kubeconfig(), dir.path()) {
+            let log = pod.as_ref().map(Pod::log_tail).unwrap_or_default();
+            panic!("{failure}\nmeshgate's log (last lines):\n{log}");
+        }
         if step.command.starts_with("helm install ") {
             let mut started = start_pod(&client, &env, port, dir.path()).await;
             wait_ready(&mut started, port, &ca.pem).await;
