@@ -2,140 +2,44 @@
 //! command of the page, in order and verbatim, against a real kube-apiserver
 //! (envtest) with the built `meshgate` serving the webhooks.
 //!
-//! The page's convention, which this test relies on:
-//! - every non-blank line of a ```` ```sh ```` block is one command, run with
-//!   `bash -c` from the repository root;
-//! - a ```` ```text ```` block right after a ```` ```sh ```` block shows the
-//!   output of that block's last command (stdout and stderr, as a terminal
-//!   shows them): each of its lines must be a line of the real output, in
-//!   order (the page may leave lines out; ages such as `3s` match any age).
-//!   A shown `Error from server` means the command must fail; otherwise it
-//!   must succeed;
-//! - what prepares the cluster (kind, `istioctl install`) sits in a
-//!   ```` ```console ```` block, which is not run: envtest has Istio's CRDs
-//!   (tests/fixtures/istio-crds.yaml) and an `istio-system` namespace instead.
+//! The page's convention is in `quickstart/page.rs`: every line of a
+//! ```` ```sh ```` block is run with `bash -c` from the repository root, and
+//! a ```` ```text ```` block after one is compared with its real output. What
+//! prepares the cluster (kind, `istioctl install`) sits in a
+//! ```` ```console ```` block, which is not run: envtest gets Istio's CRDs
+//! (tests/fixtures/istio-crds.yaml) and an `istio-system` namespace instead.
 //!
 //! envtest has no kubelet, so the chart's pods never run. The one adaptation,
 //! to the `helm install` command only (and asserted here, so the page's
 //! command cannot change shape unnoticed): `--wait` is dropped, and the
 //! certificate values make the webhooks trust a certificate for 127.0.0.1.
-//! Then the test does what the pods would: it runs the built binary with the
-//! installed Deployment's arguments and environment and the installed
-//! ConfigMap's config, on loopback, and points the installed webhook
-//! configurations at it (`url:` instead of the Service, which the API server
-//! cannot reach here).
+//! Then the test does what the pods would (`quickstart/release.rs`).
 
 mod common;
 mod envtest;
+mod quickstart;
 
 use std::io::Read as _;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
-};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
+
+use quickstart::page::{expects_failure, shows, steps, Step};
+use quickstart::release;
 
 const PAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/src/quickstart.md");
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// The page's install command, as this test expects it.
 const HELM_INSTALL: &str = "helm install meshgate charts/meshgate -n meshgate --create-namespace --set policyReports.installCRDs=true --wait";
-const RELEASE: &str = "meshgate";
 /// Where the page's commands may take a while on a loaded 2-core machine.
 const COMMAND_BOUND: Duration = Duration::from_secs(60);
 /// Reports are written about a second after a change; room for load.
 const REPORT_BOUND: Duration = Duration::from_secs(30);
-
-/// One command of the page and the output it shows, if any.
-#[derive(Debug, PartialEq)]
-struct Step {
-    command: String,
-    shown: Option<Vec<String>>,
-}
-
-/// The page's steps, by the convention in the module documentation.
-fn steps(page: &str) -> Vec<Step> {
-    let mut steps: Vec<Step> = Vec::new();
-    let mut fence: Option<String> = None;
-    // Whether the last block closed was a sh block, with only blank lines since.
-    let mut after_sh = false;
-    for line in page.lines() {
-        if let Some(info) = line.trim_start().strip_prefix("```") {
-            match fence.take() {
-                Some(closed) => after_sh = closed == "sh",
-                None => {
-                    let info = info.trim().to_owned();
-                    if info == "text" && after_sh {
-                        let last = steps.last_mut().expect("a sh block before");
-                        assert!(last.shown.is_none(), "two outputs for {:?}", last.command);
-                        last.shown = Some(Vec::new());
-                    }
-                    if info != "text" || !after_sh {
-                        after_sh = false;
-                    }
-                    fence = Some(info);
-                }
-            }
-            continue;
-        }
-        match fence.as_deref() {
-            Some("sh") if !line.trim().is_empty() => {
-                assert!(!line.ends_with('\\'), "one command per line: {line}");
-                steps.push(Step {
-                    command: line.trim().to_owned(),
-                    shown: None,
-                });
-            }
-            Some("text") if after_sh => {
-                if let Some(shown) = steps.last_mut().and_then(|s| s.shown.as_mut()) {
-                    shown.push(line.to_owned());
-                }
-            }
-            None if !line.trim().is_empty() => after_sh = false,
-            _ => {}
-        }
-    }
-    assert!(fence.is_none(), "an unclosed code block in the page");
-    steps
-}
-
-/// A line as compared: whitespace collapsed, ages (`3s`, `2m10s`) as `AGE`.
-fn normalized(line: &str) -> String {
-    let is_age = |word: &str| {
-        !word.is_empty()
-            && word.chars().next().is_some_and(|c| c.is_ascii_digit())
-            && word
-                .chars()
-                .all(|c| c.is_ascii_digit() || "smhd".contains(c))
-            && word.chars().last().is_some_and(|c| "smhd".contains(c))
-    };
-    line.split_whitespace()
-        .map(|word| if is_age(word) { "AGE" } else { word })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Whether every shown line is a line of `output`, in order.
-fn shows(shown: &[String], output: &str) -> bool {
-    let mut actual = output.lines().map(normalized);
-    shown
-        .iter()
-        .map(|l| normalized(l))
-        .filter(|l| !l.is_empty())
-        .all(|want| actual.any(|got| got == want))
-}
-
-fn expects_failure(step: &Step) -> bool {
-    step.shown
-        .as_ref()
-        .is_some_and(|lines| lines.iter().any(|l| l.contains("Error from server")))
-}
 
 /// The page's `helm install`, adapted for envtest (module documentation).
 fn adapted_helm_install(command: &str, ca_file: &Path) -> String {
@@ -189,179 +93,6 @@ fn run(command: &str, kubeconfig: &Path, home: &Path) -> (bool, String) {
         .read_to_string(&mut output)
         .unwrap();
     (status.success(), output)
-}
-
-/// The built binary in the role of the chart's pod.
-struct Pod {
-    child: Child,
-    log: common::Lines,
-}
-
-impl Pod {
-    fn log_tail(&self) -> String {
-        let log = self.log.lock().unwrap();
-        log[log.len().saturating_sub(20)..].join("\n")
-    }
-}
-
-impl Drop for Pod {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `meshgate` with the installed Deployment's arguments and
-/// environment, on `port` with the test's certificate and the installed
-/// ConfigMap's config, as a pod of the release would run.
-async fn start_pod(client: &Client, env: &envtest::Envtest, port: u16, dir: &Path) -> Pod {
-    let deployment = Api::<Deployment>::namespaced(client.clone(), RELEASE)
-        .get(RELEASE)
-        .await
-        .unwrap();
-    let spec = deployment.spec.unwrap().template.spec.unwrap();
-    // The ConfigMap the pod mounts as its config.
-    let config_map = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == "config")
-        .and_then(|v| v.config_map.as_ref())
-        .map(|c| c.name.clone())
-        .expect("a config volume from a ConfigMap");
-    let config_map = Api::<ConfigMap>::namespaced(client.clone(), RELEASE)
-        .get(&config_map)
-        .await
-        .unwrap();
-    let config = dir.join("config.yaml");
-    std::fs::write(&config, &config_map.data.unwrap()["config.yaml"]).unwrap();
-    let container = &spec.containers[0];
-    let mut command = Command::new(common::BIN);
-    for arg in container.args.clone().unwrap_or_default() {
-        let (flag, _) = arg.split_once('=').unwrap_or((&arg, ""));
-        let local = match flag {
-            "--listen" => format!("127.0.0.1:{port}"),
-            "--metrics-listen" => "127.0.0.1:0".to_owned(),
-            "--tls-cert" => dir.join("tls.crt").display().to_string(),
-            "--tls-key" => dir.join("tls.key").display().to_string(),
-            "--config" => config.display().to_string(),
-            _ => {
-                command.arg(arg);
-                continue;
-            }
-        };
-        command.arg(format!("{flag}={local}"));
-    }
-    command
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap());
-    command.env("KUBECONFIG", env.kubeconfig());
-    for var in container.env.clone().unwrap_or_default() {
-        let value = match (var.value, var.value_from) {
-            (Some(value), _) => value,
-            (None, Some(from)) => match from.field_ref.map(|f| f.field_path).as_deref() {
-                Some("metadata.namespace") => RELEASE.to_owned(),
-                Some("metadata.name") => "meshgate-envtest".to_owned(),
-                other => panic!("env {} from {other:?}: teach the test", var.name),
-            },
-            (None, None) => String::new(),
-        };
-        command.env(var.name, value);
-    }
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start meshgate");
-    let log = common::collect_lines(child.stdout.take().unwrap());
-    let _stderr = common::collect_lines(child.stderr.take().unwrap());
-    Pod { child, log }
-}
-
-/// Waits, as `helm install --wait` would, until the pod is ready (caches
-/// synced).
-async fn wait_ready(pod: &mut Pod, port: u16, ca_pem: &str) {
-    let client = common::https_client(ca_pem);
-    let deadline = Instant::now() + COMMAND_BOUND;
-    loop {
-        let ready = client
-            .get(format!("https://127.0.0.1:{port}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            return;
-        }
-        if let Ok(Some(status)) = pod.child.try_wait() {
-            panic!(
-                "meshgate exited with {status}: {:?}",
-                pod.log.lock().unwrap()
-            );
-        }
-        assert!(Instant::now() < deadline, "meshgate not ready in time");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The installed webhooks, pointed at the pod on loopback instead of the
-/// Service. They keep the caBundle the adapted install gave them.
-async fn point_webhooks_at(client: &Client, port: u16, ca_pem: &str) {
-    let local = |config: &mut WebhookClientConfig| {
-        let service = config.service.take().expect("a Service client config");
-        assert_eq!(
-            (service.namespace.as_str(), service.name.as_str()),
-            (RELEASE, RELEASE)
-        );
-        let ca = config.ca_bundle.as_ref().map(|b| b.0.as_slice());
-        assert_eq!(
-            ca,
-            Some(ca_pem.trim().as_bytes()),
-            "the caBundle of --set-file"
-        );
-        config.url = Some(format!(
-            "https://127.0.0.1:{port}{}",
-            service.path.unwrap_or_default()
-        ));
-    };
-    let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let mut config = validating.get(RELEASE).await.unwrap();
-    config
-        .webhooks
-        .iter_mut()
-        .flatten()
-        .for_each(|w| local(&mut w.client_config));
-    validating
-        .replace(RELEASE, &PostParams::default(), &config)
-        .await
-        .unwrap();
-    let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
-    let mut config = mutating.get(RELEASE).await.unwrap();
-    config
-        .webhooks
-        .iter_mut()
-        .flatten()
-        .for_each(|w| local(&mut w.client_config));
-    mutating
-        .replace(RELEASE, &PostParams::default(), &config)
-        .await
-        .unwrap();
-    // The API server loads webhook configurations asynchronously: wait until
-    // meshgate answers (an unenrolled namespace, dry run, is denied).
-    let probe: Namespace = serde_json::from_value(json!({"metadata": {"name": "probe"}})).unwrap();
-    let dry_run = PostParams {
-        dry_run: true,
-        ..Default::default()
-    };
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let deadline = Instant::now() + COMMAND_BOUND;
-    loop {
-        match namespaces.create(&dry_run, &probe).await {
-            Err(kube::Error::Api(e)) if e.message.contains("meshgate denied") => return,
-            other => assert!(Instant::now() < deadline, "webhooks not called: {other:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// What the page says after the switch: a new workload like web is now
@@ -454,13 +185,13 @@ async fn every_command_of_the_quickstart_runs_and_shows_what_the_page_shows() {
             step.command.clone()
         };
         if let Err(failure) = run_step(step, &command, &env.kubeconfig(), dir.path()) {
-            let log = pod.as_ref().map(Pod::log_tail).unwrap_or_default();
+            let log = pod.as_ref().map(release::Pod::log_tail).unwrap_or_default();
             panic!("{failure}\nmeshgate's log (last lines):\n{log}");
         }
         if step.command.starts_with("helm install ") {
-            let mut started = start_pod(&client, &env, port, dir.path()).await;
-            wait_ready(&mut started, port, &ca.pem).await;
-            point_webhooks_at(&client, port, &ca.pem).await;
+            let mut started = release::start_pod(&client, &env, port, dir.path()).await;
+            release::wait_ready(&mut started, port, &ca.pem).await;
+            release::point_webhooks_at(&client, port, &ca.pem).await;
             pod = Some(started);
         }
     }
@@ -509,32 +240,4 @@ fn check_claims(steps: &[Step]) {
         "the page switches legacy to enforce"
     );
     assert!(shown("fail sidecar-required Deployment/web"));
-}
-
-#[test]
-fn the_page_convention_is_read_as_documented() {
-    let page = "Intro\n```console\nkind create cluster\n```\n\n```sh\nkubectl a\n\nkubectl b\n```\n\n\
-                ```text\nout 1\n```\nProse.\n```sh\nkubectl c\n```\nProse.\n```text\nnot an output\n```\n";
-    assert_eq!(
-        steps(page),
-        [
-            Step {
-                command: "kubectl a".into(),
-                shown: None
-            },
-            Step {
-                command: "kubectl b".into(),
-                shown: Some(vec!["out 1".into()])
-            },
-            Step {
-                command: "kubectl c".into(),
-                shown: None
-            },
-        ]
-    );
-    assert!(shows(
-        &["meshgate 1 0  5s".into()],
-        "NAME PASS\nmeshgate   1   0   2m10s\n"
-    ));
-    assert!(!shows(&["b".into(), "a".into()], "a\nb\n"));
 }
