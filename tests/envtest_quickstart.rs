@@ -197,10 +197,10 @@ async fn every_command_of_the_quickstart_runs_and_shows_what_the_page_shows() {
             panic!("{failure}\nmeshgate's log (last lines):\n{log}");
         }
         if step.command.starts_with("helm install ") {
-            let mut started = release::start_pod(&client, &env, port, dir.path()).await;
-            release::wait_ready(&mut started, port, &ca.pem).await;
+            let mut meshgate = release::start_pod(&client, &env, port, dir.path()).await;
+            release::wait_ready(&mut meshgate, port, &ca.pem).await;
             release::point_webhooks_at(&client, port, &ca.pem).await;
-            pod = Some(started);
+            pod = Some(meshgate);
         }
     }
     assert!(pod.is_some(), "the page installs meshgate");
