@@ -20,8 +20,8 @@ pub fn verdict(
     let reference = ObjectRef {
         api_version: api_version.to_owned(),
         kind,
-        // Namespaces are cluster-scoped: their results go to the
-        // ClusterPolicyReport.
+        // Namespaces are cluster-scoped: their reports are
+        // ClusterPolicyReports.
         namespace: if kind == Kind::Namespace {
             String::new()
         } else {
@@ -35,7 +35,7 @@ pub fn verdict(
 
 /// The reports of `flavor` for `verdicts`, as YAML documents.
 pub fn policy_reports(verdicts: &[ObjectVerdict], flavor: Flavor) -> String {
-    let reports = build::reports(verdicts, flavor, writer::now(), build::Bounds::default());
+    let reports = build::reports(verdicts, flavor, writer::now());
     let mut text = String::new();
     for report in reports {
         text.push_str("---\n");
