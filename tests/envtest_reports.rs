@@ -315,61 +315,89 @@ async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
     follower.stop().await.unwrap();
 }
 
-/// `meshgate audit --output policyreport` on fixture manifests: the YAML is
-/// accepted by a real API server with the CRDs installed (server-side dry
-/// run, so the CRD schema validates it), and applies for real too.
+/// `meshgate audit --output policyreport|openreports` on fixture manifests:
+/// one report per object, each result about that object only, the same
+/// names on every run; the YAML is accepted by a real API server with the
+/// chart's (upstream) CRDs installed (server-side dry run, so the CRD schema
+/// validates it), and applies for real too.
 #[tokio::test]
 async fn audit_policyreport_output_applies_with_kubectl() {
     let Some(env) = envtest::start("audit_policyreport_output_applies_with_kubectl") else {
         return;
     };
     let client = env.client().await;
-    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
     let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/");
     let namespaces = format!("{fixtures}state/namespaces.yaml");
     let workloads = format!("{fixtures}workloads");
-    let output = common::run_cli(
-        &["audit", "--output", "policyreport", &namespaces, &workloads],
-        Duration::from_secs(60),
-    );
-    assert!(
-        output.status.code().is_some_and(|c| c <= 1),
-        "{}",
-        output.stderr
-    );
-    let yaml = output.stdout;
-    assert!(yaml.contains("kind: ClusterPolicyReport"), "{yaml}");
-    assert!(yaml.contains("kind: PolicyReport"), "{yaml}");
+    for (output, crds, kinds) in [
+        (
+            "policyreport",
+            "wgpolicyk8s.yaml",
+            ("ClusterPolicyReport", "PolicyReport"),
+        ),
+        (
+            "openreports",
+            "openreports.yaml",
+            ("ClusterReport", "Report"),
+        ),
+    ] {
+        envtest::install_report_crds(&client, crds).await;
+        let audit = || {
+            let run = common::run_cli(
+                &["audit", "-o", output, &namespaces, &workloads],
+                Duration::from_secs(60),
+            );
+            assert!(run.status.code().is_some_and(|c| c <= 1), "{}", run.stderr);
+            run.stdout
+        };
+        let yaml = audit();
+        let reports: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+            .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+            .collect();
+        let mut scopes = std::collections::BTreeSet::new();
+        for report in &reports {
+            let scope = &report["scope"];
+            assert!(
+                report["kind"] == kinds.0 || report["kind"] == kinds.1,
+                "{report}"
+            );
+            assert!(
+                scopes.insert(scope.to_string()),
+                "one report per object: {report}"
+            );
+            for result in report["results"].as_array().unwrap() {
+                assert_eq!(result["resources"], serde_json::json!([scope]), "{report}");
+            }
+        }
+        assert!(reports.len() > 5, "{yaml}");
+        assert!(reports.iter().any(|r| r["kind"] == kinds.0), "{yaml}");
+        let names = |yaml: &str| -> Vec<String> {
+            yaml.lines()
+                .filter(|l| l.starts_with("  name: meshgate-"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(names(&yaml), names(&audit()), "deterministic names");
 
-    // The reports' namespaces must exist for namespaced objects.
-    for doc in serde_yaml_ng::Deserializer::from_str(&yaml) {
-        let report: serde_json::Value = serde::Deserialize::deserialize(doc).unwrap();
-        if let Some(ns) = report["metadata"]["namespace"].as_str() {
-            let _ = Api::<Namespace>::all(client.clone())
-                .create(
-                    &PostParams::default(),
-                    &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}})).unwrap(),
-                )
-                .await;
+        // The reports' namespaces must exist for namespaced objects.
+        for report in &reports {
+            if let Some(ns) = report["metadata"]["namespace"].as_str() {
+                let _ = Api::<Namespace>::all(client.clone())
+                    .create(
+                        &PostParams::default(),
+                        &serde_json::from_value(serde_json::json!({"metadata": {"name": ns}}))
+                            .unwrap(),
+                    )
+                    .await;
+            }
         }
-    }
-    env.kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml);
-    let applied = env.kubectl(&["apply", "-f", "-"], &yaml);
-    assert!(
-        applied.contains("clusterpolicyreport.wgpolicyk8s.io/meshgate-"),
-        "{applied}"
-    );
-    // One report per object, each with its object as scope.
-    let listed = env.kubectl(&["get", "policyreports", "-A", "-o", "json"], "");
-    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
-    let items = listed["items"].as_array().unwrap();
-    assert!(items.len() > 1, "{listed}");
-    for report in items {
-        let scope = &report["scope"];
-        assert!(scope["name"].is_string(), "{report}");
-        for result in report["results"].as_array().unwrap() {
-            assert_eq!(result["resources"], serde_json::json!([scope]), "{report}");
-        }
+        env.kubectl(&["apply", "--dry-run=server", "-f", "-"], &yaml);
+        let applied = env.kubectl(&["apply", "-f", "-"], &yaml);
+        assert_eq!(
+            applied.matches(" created").count(),
+            reports.len(),
+            "{applied}"
+        );
     }
 }
 

@@ -67,14 +67,13 @@ pub fn report(verdict: &ObjectVerdict, flavor: Flavor, now: Timestamp) -> Report
 }
 
 /// `meshgate-<uid>`; for an object without a uid (read from a file), a
-/// hash of its identity, so the name stays deterministic.
+/// hash of its kind, namespace and name, so the name stays deterministic.
 pub fn report_name(object: &ObjectRef) -> String {
     if !object.uid.is_empty() {
         return format!("{REPORT_NAME_PREFIX}{}", object.uid.to_ascii_lowercase());
     }
     let identity = format!(
-        "{}/{}/{}/{}",
-        object.api_version,
+        "{}/{}/{}",
         object.kind.as_str(),
         object.namespace,
         object.name
