@@ -521,3 +521,115 @@ async fn reports_for_ten_thousand_objects() {
     assert_eq!(done.updated, 1, "{done:?}");
     println!("one object changed: {:.1?}", started.elapsed());
 }
+
+/// kube-controller-manager running only the garbage collector against
+/// `env` (from ../shared/cluster, unpacked there or here); stopped on drop.
+struct GarbageCollector(std::process::Child);
+
+impl GarbageCollector {
+    fn start(env: &envtest::Envtest) -> Option<GarbageCollector> {
+        let unpacked = std::fs::read_dir("/var/tmp/shared-cluster")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|dir| dir.path().join("kube-controller-manager"))
+            .find(|binary| binary.is_file());
+        let binary = match unpacked {
+            Some(binary) => binary,
+            None => {
+                let packed = envtest::envtest_dir()?
+                    .parent()?
+                    .join("cluster/kube-controller-manager.xz");
+                let binary = env.state_dir().join("kube-controller-manager");
+                let file = std::fs::File::create(&binary).ok()?;
+                let unpacked = std::process::Command::new("xz")
+                    .arg("-dc")
+                    .arg(&packed)
+                    .stdout(file)
+                    .status()
+                    .ok()?;
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).ok()?;
+                unpacked.success().then_some(binary)?
+            }
+        };
+        let log = std::fs::File::create(env.state_dir().join("controller-manager.log")).ok()?;
+        let child = std::process::Command::new(binary)
+            .arg(format!("--kubeconfig={}", env.kubeconfig().display()))
+            .args([
+                "--secure-port=0",
+                "--leader-elect=false",
+                "--controllers=garbagecollector",
+            ])
+            .stdout(log.try_clone().ok()?)
+            .stderr(log)
+            .spawn()
+            .ok()?;
+        Some(GarbageCollector(child))
+    }
+}
+
+impl Drop for GarbageCollector {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The owner reference works: with meshgate not running, Kubernetes'
+/// garbage collector deletes an object's report when the object goes.
+#[tokio::test]
+async fn the_garbage_collector_deletes_a_report_with_its_object() {
+    use k8s_openapi::api::apps::v1::Deployment;
+
+    let Some(env) = envtest::start("the_garbage_collector_deletes_a_report_with_its_object") else {
+        return;
+    };
+    let Some(_collector) = GarbageCollector::start(&env) else {
+        eprintln!("SKIPPED: no kube-controller-manager from ../shared/cluster");
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::create_namespace(&client, "shop", serde_json::json!({})).await;
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "shop");
+    let web: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}
+    }))
+    .unwrap();
+    let web = deployments
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let uid = web.metadata.uid.unwrap();
+    let mut verdict = verdict("shop", Kind::Deployment, "web", Outcome::Fail);
+    verdict.reference.api_version = "apps/v1".into();
+    verdict.reference.uid = uid.clone();
+    let writer = Writer::new(client.clone(), Flavor::Wgpolicy);
+    let done = writer.reconcile(&build(&[verdict], 100)).await.unwrap();
+    assert_eq!(done.created, 1);
+    let reports = namespaced_reports(&client, "shop");
+    let name = format!("meshgate-{uid}");
+    assert!(reports.get_opt(&name).await.unwrap().is_some());
+
+    deployments
+        .delete("web", &Default::default())
+        .await
+        .unwrap();
+    common::eventually(
+        "the garbage collector to delete the report",
+        Duration::from_secs(90),
+        || async {
+            reports
+                .get_opt(&name)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+}
