@@ -58,6 +58,13 @@ async fn host_network_fails(client: &Client) -> Option<(usize, String)> {
                     report.data["scope"]["uid"].as_str()?
                 ))
             );
+            // Owned by the pod, so the garbage collector deletes it with it.
+            let owner = &report.metadata.owner_references.as_ref()?[0];
+            assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Pod", "agent"));
+            assert_eq!(
+                Some(owner.uid.as_str()),
+                report.data["scope"]["uid"].as_str()
+            );
             agent = report.metadata.resource_version.clone();
         }
     }
