@@ -1,7 +1,7 @@
 //! Two `meshgate serve` processes against a real kube-apiserver: one wins
-//! the Lease and writes the PolicyReports; the report follows a change in
-//! place; when the writer goes, the other takes over and the reports stay
-//! right.
+//! the Lease and writes the PolicyReports, one per object; a new object gets
+//! its own report and the others stay untouched; when the writer goes, the
+//! other takes over and the reports stay right.
 
 mod common;
 mod envtest;
@@ -32,21 +32,43 @@ fn writes(server: &Server) -> usize {
         .count()
 }
 
-fn shop_report(client: &Client) -> Api<DynamicObject> {
+fn shop_reports(client: &Client) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("wgpolicyk8s.io", "v1alpha2", "PolicyReport");
     let resource = ApiResource::from_gvk_with_plural(&gvk, "policyreports");
     Api::namespaced_with(client.clone(), "shop", &resource)
 }
 
-/// The shop report's `no-host-network` fail count, once it exists.
+/// The `no-host-network` fails over shop's reports, and the resource
+/// version of the first pod's report (`agent`), once it exists.
 async fn host_network_fails(client: &Client) -> Option<(usize, String)> {
-    let report = shop_report(client).get_opt("meshgate").await.ok()??;
-    let fails = report.data["results"]
-        .as_array()?
-        .iter()
-        .filter(|r| r["policy"] == "no-host-network" && r["result"] == "fail")
-        .count();
-    Some((fails, report.metadata.uid.clone()?))
+    let reports = shop_reports(client).list(&Default::default()).await.ok()?;
+    let mut fails = 0;
+    let mut agent = None;
+    for report in &reports {
+        let results = report.data["results"].as_array()?;
+        fails += results
+            .iter()
+            .filter(|r| r["policy"] == "no-host-network" && r["result"] == "fail")
+            .count();
+        if report.data["scope"]["name"] == "agent" {
+            assert_eq!(
+                report.metadata.name,
+                Some(format!(
+                    "meshgate-{}",
+                    report.data["scope"]["uid"].as_str()?
+                ))
+            );
+            // Owned by the pod, so the garbage collector deletes it with it.
+            let owner = &report.metadata.owner_references.as_ref()?[0];
+            assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Pod", "agent"));
+            assert_eq!(
+                Some(owner.uid.as_str()),
+                report.data["scope"]["uid"].as_str()
+            );
+            agent = report.metadata.resource_version.clone();
+        }
+    }
+    Some((fails, agent?))
 }
 
 fn pod(name: &str, host_network: bool) -> Pod {
@@ -74,7 +96,7 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
         .unwrap();
 
     let serves = [start(&env.kubeconfig()), start(&env.kubeconfig())];
-    let (_, uid) = eventually(
+    let (_, version) = eventually(
         "the shop report with the host-network pod",
         REPORT_BOUND,
         || async {
@@ -85,17 +107,17 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
     )
     .await;
 
-    // A second violating pod: the same report, updated in place.
+    // A second violating pod: its own report; the first one's is untouched.
     pods.create(&PostParams::default(), &pod("agent-2", true))
         .await
         .unwrap();
-    let (_, same_uid) = eventually("the report to show both pods", REPORT_BOUND, || async {
+    let (_, same_version) = eventually("the reports to show both pods", REPORT_BOUND, || async {
         host_network_fails(&client)
             .await
             .filter(|(fails, _)| *fails == 2)
     })
     .await;
-    assert_eq!(same_uid, uid, "updated in place, not recreated");
+    assert_eq!(same_version, version, "an unchanged report is not written");
 
     let writers: Vec<usize> = serves.iter().map(writes).collect();
     assert_eq!(

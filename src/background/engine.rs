@@ -370,6 +370,7 @@ impl Engine {
                 self.reported(stored).map(|judgement| Verdict {
                     object: stored.reference.clone(),
                     judgement,
+                    through_owner: self.owner_judgement(stored).is_some(),
                 })
             });
             let same = match (self.verdicts.get(k), &next) {
@@ -401,12 +402,7 @@ impl Engine {
     /// already reports; `None` when that leaves nothing.
     fn reported(&self, stored: &Stored) -> Option<Judgement> {
         let raw = stored.raw.as_ref()?;
-        let owner_raw = stored
-            .controller
-            .as_ref()
-            .and_then(|k| self.objects.get(k))
-            .and_then(|owner| owner.raw.as_ref());
-        let Some(owner_raw) = owner_raw else {
+        let Some(owner_raw) = self.owner_judgement(stored) else {
             return Some(raw.clone());
         };
         let findings: Vec<_> = raw
@@ -434,6 +430,15 @@ impl Engine {
             exempted,
             exempt_namespace: raw.exempt_namespace,
         })
+    }
+
+    /// The judgement of `stored`'s controller, when the engine holds it.
+    fn owner_judgement(&self, stored: &Stored) -> Option<&Judgement> {
+        stored
+            .controller
+            .as_ref()
+            .and_then(|k| self.objects.get(k))
+            .and_then(|owner| owner.raw.as_ref())
     }
 
     pub fn snapshot(&self, complete: bool) -> Snapshot {

@@ -220,6 +220,10 @@ fn a_pod_that_drifted_from_its_template_is_reported_with_the_drift() {
     assert!(pod_rules.contains(&RuleId::NoHostNetwork));
     let rs_rules = rules_of(&engine, &key(Kind::ReplicaSet, "shop", "web-5d")).unwrap_or_default();
     assert!(pod_rules.is_disjoint(&rs_rules));
+    // Marked, so its report has the drift only (no passes).
+    let verdicts = engine.snapshot(true).verdicts;
+    assert!(verdicts[&key(Kind::Pod, "shop", "web-5d-a")].through_owner);
+    assert!(!verdicts[&key(Kind::ReplicaSet, "shop", "web-5d")].through_owner);
 }
 
 #[test]

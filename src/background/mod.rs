@@ -50,6 +50,9 @@ pub struct ObjectRef {
 pub struct Verdict {
     pub object: ObjectRef,
     pub judgement: Judgement,
+    /// Reported through its controller: `judgement` holds only what the
+    /// owner does not report, so the rest is neither pass nor fail here.
+    pub through_owner: bool,
 }
 
 /// Every reported verdict at one moment. Cheap to clone: the map is shared.

@@ -1,172 +1,143 @@
-//! Verdicts to reports: pure, deterministic (same verdicts, same reports,
-//! so the writer sees no change) and bounded in size.
+//! Verdicts to reports, the way Kyverno (1.10 and later) writes them and
+//! Policy Reporter reads them: pure and deterministic (same verdicts, same
+//! reports, so the writer sees no change).
 //!
-//! Size bound: etcd refuses objects over 1.5 MiB, and a namespace can hold
-//! thousands of pods. So:
-//! - `pass` results are one per rule, listing at most
-//!   [`Bounds::resources_per_result`] objects (the count is in
-//!   `properties.objects`);
-//! - `fail`, `warn` and `skip` results are one per object and rule for the
-//!   first [`Bounds::detailed_results`] (fail first, then warn, then skip;
-//!   by rule and object within), and the rest one per rule and outcome, each
-//!   listing at most [`Bounds::resources_per_result`] objects with the count
-//!   in `properties.objects`;
-//! - `summary` always counts every object and rule, cut or not.
-//!
-//! With the defaults a 10,000-pod namespace in which every pod fails every
-//! rule stays under 0.5 MiB (tested below).
+//! - **One report per judged object**: a `PolicyReport` in the object's
+//!   namespace, a `ClusterPolicyReport` for a Namespace. Named from the
+//!   object's uid (`meshgate-<uid>`: Kyverno names its report the bare uid,
+//!   so the prefix keeps the two apart on a cluster running both).
+//! - **`scope`** is the object; an **owner reference** to it lets the
+//!   garbage collector delete the report with the object.
+//! - **One result per rule**, listing the object as its single resource:
+//!   Policy Reporter reads the first resource of a result (the `scope` when
+//!   there is none), so every result counts exactly one object.
+//! - `summary` counts the results. A report has one result per rule that
+//!   judges the object's kind, so its size is bounded by the catalogue.
 
 use std::collections::BTreeMap;
 
-use super::types::{Flavor, Report, ReportResult, ResourceRef, Summary, Timestamp};
+use super::types::{Flavor, OwnerReference, Report, ReportResult, ResourceRef, Summary, Timestamp};
 use super::verdict::{ObjectVerdict, Outcome, RuleResult};
-use super::SOURCE;
+use super::{REPORT_NAME_PREFIX, SOURCE};
 use crate::background::ObjectRef;
-use crate::rules::RuleId;
 
-#[derive(Debug, Clone, Copy)]
-pub struct Bounds {
-    pub detailed_results: usize,
-    pub resources_per_result: usize,
-}
-
-impl Default for Bounds {
-    fn default() -> Self {
-        Bounds {
-            detailed_results: 500,
-            resources_per_result: 50,
-        }
-    }
-}
-
-/// One report per namespace with judged objects, and a cluster-scoped one
-/// for Namespaces (if any were judged). Sorted: cluster report first, then
-/// by namespace.
+/// One report per verdict with results (objects in exempt namespaces have
+/// none), sorted by namespace (cluster reports first) and name.
 pub fn reports<'a>(
     verdicts: impl IntoIterator<Item = &'a ObjectVerdict>,
     flavor: Flavor,
     now: Timestamp,
-    bounds: Bounds,
 ) -> Vec<Report> {
-    let mut by_namespace: BTreeMap<&str, Vec<(&ObjectRef, &RuleResult)>> = BTreeMap::new();
-    for verdict in verdicts {
-        for result in &verdict.results {
-            by_namespace
-                .entry(verdict.reference.namespace.as_str())
-                .or_default()
-                .push((&verdict.reference, result));
-        }
-    }
-    by_namespace
+    let mut reports: Vec<Report> = verdicts
         .into_iter()
-        .map(|(namespace, results)| {
-            let scope = (!namespace.is_empty()).then_some(namespace);
-            report(flavor, scope, results, now, bounds)
-        })
-        .collect()
-}
-
-fn report(
-    flavor: Flavor,
-    namespace: Option<&str>,
-    mut results: Vec<(&ObjectRef, &RuleResult)>,
-    now: Timestamp,
-    bounds: Bounds,
-) -> Report {
-    let mut report = Report::empty(flavor, namespace);
-    report.summary = summary(&results);
-    results.sort_by(|(a_ref, a), (b_ref, b)| {
-        (
-            order(a.outcome),
-            a.rule,
-            a_ref.kind.as_str(),
-            &a_ref.name,
-            &a.message,
-        )
-            .cmp(&(
-                order(b.outcome),
-                b.rule,
-                b_ref.kind.as_str(),
-                &b_ref.name,
-                &b.message,
-            ))
+        .filter(|verdict| !verdict.results.is_empty())
+        .map(|verdict| report(verdict, flavor, now))
+        .collect();
+    reports.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
     });
-    let (passes, findings): (Vec<_>, Vec<_>) = results
-        .into_iter()
-        .partition(|(_, r)| r.outcome == Outcome::Pass);
-
-    let detailed = findings.len().min(bounds.detailed_results);
-    for (object, result) in &findings[..detailed] {
-        let mut entry = entry(result.rule, result.outcome, now);
-        entry.message = result.message.clone();
-        if !result.fix.is_empty() {
-            entry.properties.insert("fix".into(), result.fix.clone());
-        }
-        entry.resources.push(reference(object));
-        report.results.push(entry);
-    }
-    report.results.extend(aggregated(
-        &findings[detailed..],
-        now,
-        bounds,
-        "more objects, not listed one by one to bound the report's size",
-    ));
-    report
-        .results
-        .extend(aggregated(&passes, now, bounds, "objects pass"));
-    report
+    reports
 }
 
-/// One result per rule and outcome for `results` (already sorted).
-fn aggregated(
-    results: &[(&ObjectRef, &RuleResult)],
-    now: Timestamp,
-    bounds: Bounds,
-    what: &str,
-) -> Vec<ReportResult> {
-    let mut groups: Vec<ReportResult> = Vec::new();
-    let mut counts: Vec<usize> = Vec::new();
-    for (object, result) in results {
-        let same = groups.last().is_some_and(|g| {
-            g.policy == result.rule.as_str() && g.result == result.outcome.as_str()
+/// The report about one object.
+pub fn report(verdict: &ObjectVerdict, flavor: Flavor, now: Timestamp) -> Report {
+    let object = &verdict.reference;
+    let namespace = (!object.namespace.is_empty()).then_some(object.namespace.as_str());
+    let mut report = Report::empty(flavor, namespace, &report_name(object));
+    report.scope = Some(reference(object));
+    // The API server refuses an owner reference without a uid (an object
+    // read from a file has none): such a report has no owner.
+    if !object.uid.is_empty() {
+        report.metadata.owner_references.push(OwnerReference {
+            api_version: object.api_version.clone(),
+            kind: object.kind.as_str().to_owned(),
+            name: object.name.clone(),
+            uid: object.uid.clone(),
+            controller: false,
+            block_owner_deletion: false,
         });
-        if !same {
-            groups.push(entry(result.rule, result.outcome, now));
-            counts.push(0);
-        }
-        if let (Some(group), Some(count)) = (groups.last_mut(), counts.last_mut()) {
-            *count += 1;
-            if group.resources.len() < bounds.resources_per_result {
-                group.resources.push(reference(object));
-            }
-        }
     }
-    for (group, count) in groups.iter_mut().zip(counts) {
-        group.properties.insert("objects".into(), count.to_string());
-        group.message = if count > group.resources.len() {
-            format!(
-                "{count} {what} (the first {} listed)",
-                group.resources.len()
-            )
-        } else {
-            format!("{count} {what}")
-        };
-    }
-    groups
+    let merged = per_rule(&verdict.results);
+    report.summary = summary(&merged);
+    report.results = merged
+        .iter()
+        .map(|result| entry(object, result, now))
+        .collect();
+    report
 }
 
-fn entry(rule: RuleId, outcome: Outcome, now: Timestamp) -> ReportResult {
+/// `meshgate-<uid>`; for an object without a uid (read from a file), a
+/// hash of its kind, namespace and name, so the name stays deterministic.
+pub fn report_name(object: &ObjectRef) -> String {
+    if !object.uid.is_empty() {
+        return format!("{REPORT_NAME_PREFIX}{}", object.uid.to_ascii_lowercase());
+    }
+    let identity = format!(
+        "{}/{}/{}",
+        object.kind.as_str(),
+        object.namespace,
+        object.name
+    );
+    format!("{REPORT_NAME_PREFIX}{:016x}", fnv1a(identity.as_bytes()))
+}
+
+/// FNV-1a, 64 bits: stable across Rust releases, unlike `DefaultHasher`.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A rule can find several things wrong with one object: they make one
+/// result, with the most severe outcome and every message. Sorted by
+/// outcome (fail first), then rule.
+fn per_rule(results: &[RuleResult]) -> Vec<RuleResult> {
+    let mut by_rule: BTreeMap<_, RuleResult> = BTreeMap::new();
+    for result in results {
+        by_rule
+            .entry(result.rule)
+            .and_modify(|merged| merge(merged, result))
+            .or_insert_with(|| result.clone());
+    }
+    let mut merged: Vec<RuleResult> = by_rule.into_values().collect();
+    merged.sort_by_key(|r| (order(r.outcome), r.rule));
+    merged
+}
+
+fn merge(into: &mut RuleResult, other: &RuleResult) {
+    if order(other.outcome) < order(into.outcome) {
+        into.outcome = other.outcome;
+    }
+    for (text, more) in [
+        (&mut into.message, &other.message),
+        (&mut into.fix, &other.fix),
+    ] {
+        if !more.is_empty() && !text.split("; ").any(|part| part == more) {
+            if !text.is_empty() {
+                text.push_str("; ");
+            }
+            text.push_str(more);
+        }
+    }
+}
+
+fn entry(object: &ObjectRef, result: &RuleResult, now: Timestamp) -> ReportResult {
+    let rule = result.rule;
+    let mut properties = BTreeMap::new();
+    if !result.fix.is_empty() {
+        properties.insert("fix".to_owned(), result.fix.clone());
+    }
     ReportResult {
         source: SOURCE.to_owned(),
         policy: rule.as_str().to_owned(),
         rule: rule.as_str().to_owned(),
-        result: outcome.as_str().to_owned(),
+        result: result.outcome.as_str().to_owned(),
         severity: rule.severity().to_owned(),
         category: rule.category().to_owned(),
         scored: true,
-        message: String::new(),
-        properties: BTreeMap::new(),
-        resources: Vec::new(),
+        message: result.message.clone(),
+        properties,
+        resources: vec![reference(object)],
         timestamp: now,
     }
 }
@@ -181,9 +152,9 @@ fn reference(object: &ObjectRef) -> ResourceRef {
     }
 }
 
-fn summary(results: &[(&ObjectRef, &RuleResult)]) -> Summary {
+fn summary(results: &[RuleResult]) -> Summary {
     let mut summary = Summary::default();
-    for (_, result) in results {
+    for result in results {
         match result.outcome {
             Outcome::Pass => summary.pass += 1,
             Outcome::Fail => summary.fail += 1,
@@ -206,20 +177,21 @@ fn order(outcome: Outcome) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rules::RuleId;
     use crate::subject::Kind;
 
-    fn object(namespace: &str, kind: Kind, name: &str) -> ObjectRef {
+    fn object(namespace: &str, kind: Kind, name: &str, uid: &str) -> ObjectRef {
         ObjectRef {
-            api_version: if kind == Kind::Namespace {
-                "v1"
-            } else {
+            api_version: if kind == Kind::Deployment {
                 "apps/v1"
+            } else {
+                "v1"
             }
             .into(),
             kind,
             namespace: namespace.into(),
             name: name.into(),
-            uid: format!("0000-{name}"),
+            uid: uid.into(),
         }
     }
 
@@ -236,24 +208,32 @@ mod tests {
         seconds: 1_700_000_000,
         nanos: 0,
     };
+    const WEB_UID: &str = "6f1c2a3b-0d4e-4f50-9a61-7b8c9d0e1f2a";
+
+    fn web() -> ObjectVerdict {
+        ObjectVerdict {
+            reference: object("shop", Kind::Deployment, "web", WEB_UID),
+            results: vec![
+                result(RuleId::SidecarRequired, Outcome::Pass),
+                result(RuleId::StrictMtlsRequired, Outcome::Warn),
+                result(RuleId::NoHostNetwork, Outcome::Skip),
+                result(RuleId::DefaultDenyRequired, Outcome::Fail),
+            ],
+        }
+    }
 
     #[test]
-    fn one_report_per_namespace_and_one_for_the_cluster_with_the_findings_in_full() {
-        let verdicts = vec![
-            ObjectVerdict {
-                reference: object("", Kind::Namespace, "shop"),
-                results: vec![result(RuleId::NamespaceMeshEnrolled, Outcome::Fail)],
-            },
-            ObjectVerdict {
-                reference: object("shop", Kind::Deployment, "web"),
-                results: vec![
-                    result(RuleId::SidecarRequired, Outcome::Pass),
-                    result(RuleId::StrictMtlsRequired, Outcome::Warn),
-                    result(RuleId::NoHostNetwork, Outcome::Skip),
-                ],
-            },
-        ];
-        let reports = reports(&verdicts, Flavor::Wgpolicy, NOW, Bounds::default());
+    fn one_report_per_object_with_one_result_per_rule_about_that_object() {
+        let namespace = ObjectVerdict {
+            reference: object(
+                "",
+                Kind::Namespace,
+                "shop",
+                "1d2e3f40-5a6b-4c7d-8e9f-a0b1c2d3e4f5",
+            ),
+            results: vec![result(RuleId::NamespaceMeshEnrolled, Outcome::Fail)],
+        };
+        let reports = reports(&[web(), namespace], Flavor::Wgpolicy, NOW);
         assert_eq!(reports.len(), 2);
         let (cluster, shop) = (&reports[0], &reports[1]);
         assert_eq!(cluster.kind, "ClusterPolicyReport");
@@ -262,86 +242,124 @@ mod tests {
         assert_eq!(shop.kind, "PolicyReport");
         assert_eq!(shop.metadata.namespace.as_deref(), Some("shop"));
         assert_eq!(
-            shop.summary,
-            Summary {
-                pass: 1,
-                warn: 1,
-                skip: 1,
-                ..Summary::default()
-            }
-        );
-        let warn = &shop.results[0];
-        assert_eq!(
-            (
-                warn.policy.as_str(),
-                warn.result.as_str(),
-                warn.source.as_str()
-            ),
-            ("strict-mtls-required", "warn", "meshgate")
-        );
-        assert_eq!(warn.properties["fix"], "fix strict-mtls-required");
-        assert_eq!(warn.resources[0].name, "web");
-        assert_eq!(warn.resources[0].uid, "0000-web");
-        assert_eq!(shop.results.last().map(|r| r.result.as_str()), Some("pass"));
-        assert_eq!(
             shop.metadata.labels["app.kubernetes.io/managed-by"],
             "meshgate"
         );
-
-        let open = super::reports(&verdicts, Flavor::OpenReports, NOW, Bounds::default());
-        assert_eq!(open[1].api_version, "openreports.io/v1alpha1");
         assert_eq!(
-            (open[0].kind.as_str(), open[1].kind.as_str()),
-            ("ClusterReport", "Report")
+            shop.summary,
+            Summary {
+                pass: 1,
+                fail: 1,
+                warn: 1,
+                skip: 1,
+                error: 0,
+            }
+        );
+        let outcomes: Vec<(&str, &str)> = shop
+            .results
+            .iter()
+            .map(|r| (r.policy.as_str(), r.result.as_str()))
+            .collect();
+        assert_eq!(
+            outcomes,
+            [
+                ("default-deny-required", "fail"),
+                ("strict-mtls-required", "warn"),
+                ("no-host-network", "skip"),
+                ("sidecar-required", "pass"),
+            ]
+        );
+        let scope = shop.scope.clone().unwrap();
+        assert_eq!(
+            (scope.api_version.as_str(), scope.kind.as_str()),
+            ("apps/v1", "Deployment")
+        );
+        assert_eq!(
+            (scope.namespace.as_str(), scope.name.as_str()),
+            ("shop", "web")
+        );
+        assert_eq!(scope.uid, WEB_UID);
+        for result in &shop.results {
+            // Exactly the report's object: what Policy Reporter counts.
+            assert_eq!(result.resources, std::slice::from_ref(&scope));
+            assert_eq!(result.source, "meshgate");
+        }
+        assert_eq!(
+            shop.results[0].properties["fix"],
+            "fix default-deny-required"
         );
     }
 
     #[test]
-    fn a_ten_thousand_pod_namespace_stays_far_below_the_etcd_limit() {
-        let failing = [
-            RuleId::SidecarRequired,
-            RuleId::StrictMtlsRequired,
-            RuleId::DefaultDenyRequired,
+    fn the_report_is_named_from_the_uid_and_owned_by_its_object() {
+        let report = report(&web(), Flavor::Wgpolicy, NOW);
+        assert_eq!(report.metadata.name, format!("meshgate-{WEB_UID}"));
+        assert_eq!(
+            report.metadata.owner_references,
+            [OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+                uid: WEB_UID.into(),
+                controller: false,
+                block_owner_deletion: false,
+            }]
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            json["metadata"]["ownerReferences"][0]["blockOwnerDeletion"],
+            false
+        );
+        assert_eq!(json["scope"]["uid"], WEB_UID);
+
+        // Read from a file, without a uid: a stable name from the object's
+        // identity, and no owner (the API server would refuse one).
+        let mut from_file = web();
+        from_file.reference.uid.clear();
+        let first = super::report(&from_file, Flavor::Wgpolicy, NOW);
+        let again = super::report(&from_file, Flavor::Wgpolicy, NOW);
+        assert_eq!(first.metadata.name, again.metadata.name);
+        let hash = first.metadata.name.strip_prefix("meshgate-").unwrap();
+        assert_eq!(hash.len(), 16);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+        assert!(first.metadata.owner_references.is_empty());
+        from_file.reference.name = "api".into();
+        let other = super::report(&from_file, Flavor::Wgpolicy, NOW);
+        assert_ne!(other.metadata.name, first.metadata.name);
+    }
+
+    #[test]
+    fn several_findings_of_one_rule_make_one_result_with_the_worst_outcome() {
+        let mut verdict = web();
+        verdict.results = vec![
+            result(RuleId::DedicatedServiceAccount, Outcome::Warn),
+            RuleResult {
+                message: "second finding".into(),
+                ..result(RuleId::DedicatedServiceAccount, Outcome::Fail)
+            },
         ];
-        let verdicts: Vec<ObjectVerdict> = (0..10_000)
-            .map(|i| ObjectVerdict {
-                reference: ObjectRef {
-                    api_version: "v1".into(),
-                    kind: Kind::Pod,
-                    namespace: "big".into(),
-                    name: format!("web-7d9c8b6f5-{i:05}"),
-                    uid: format!("3f0c1d2e-0000-4000-8000-{i:012}"),
-                },
-                results: failing
-                    .iter()
-                    .map(|rule| result(*rule, Outcome::Fail))
-                    .chain([
-                        result(RuleId::NoHostNetwork, Outcome::Pass),
-                        result(RuleId::DedicatedServiceAccount, Outcome::Pass),
-                    ])
-                    .collect(),
-            })
-            .collect();
-        let reports = reports(&verdicts, Flavor::Wgpolicy, NOW, Bounds::default());
-        let big = &reports[0];
-        let size = serde_json::to_vec(big).unwrap().len();
-        eprintln!("10,000-pod report: {size} bytes");
-        assert!(size < 512 * 1024, "{size} bytes");
-        assert_eq!(big.summary.fail, 30_000);
-        assert_eq!(big.summary.pass, 20_000);
-        // 500 detailed, the rest of the 3 rules aggregated, 2 pass rules.
-        assert_eq!(big.results.len(), 500 + 3 + 2);
-        let objects: u64 = big
-            .results
-            .iter()
-            .filter(|r| r.result == "fail")
-            .map(|r| {
-                r.properties
-                    .get("objects")
-                    .map_or(1, |n| n.parse().unwrap())
-            })
-            .sum();
-        assert_eq!(objects, 30_000);
+        let report = report(&verdict, Flavor::Wgpolicy, NOW);
+        assert_eq!(report.results.len(), 1);
+        assert_eq!(report.results[0].result, "fail");
+        assert_eq!(
+            report.results[0].message,
+            "dedicated-service-account is warn for this object; second finding"
+        );
+        assert_eq!(
+            report.results[0].properties["fix"],
+            "fix dedicated-service-account"
+        );
+        assert_eq!(report.summary.fail, 1);
+    }
+
+    #[test]
+    fn objects_without_results_get_no_report_and_openreports_has_its_kinds() {
+        let mut exempt = web();
+        exempt.results.clear();
+        assert!(reports(&[exempt], Flavor::Wgpolicy, NOW).is_empty());
+        let open = reports(&[web()], Flavor::OpenReports, NOW);
+        assert_eq!(open[0].api_version, "openreports.io/v1alpha1");
+        assert_eq!(open[0].kind, "Report");
     }
 
     #[test]
@@ -349,19 +367,19 @@ mod tests {
         let verdicts: Vec<ObjectVerdict> = ["b", "a", "c"]
             .iter()
             .map(|name| ObjectVerdict {
-                reference: object("shop", Kind::Deployment, name),
+                reference: object("shop", Kind::Pod, name, &format!("uid-{name}")),
                 results: vec![result(RuleId::SidecarRequired, Outcome::Fail)],
             })
             .collect();
-        let first = reports(&verdicts, Flavor::Wgpolicy, NOW, Bounds::default());
+        let first = reports(&verdicts, Flavor::Wgpolicy, NOW);
         let reversed: Vec<_> = verdicts.iter().rev().cloned().collect();
         let later = Timestamp {
             seconds: NOW.seconds + 60,
             nanos: 0,
         };
-        let second = reports(&reversed, Flavor::Wgpolicy, later, Bounds::default());
+        let second = reports(&reversed, Flavor::Wgpolicy, later);
         assert_ne!(first, second);
-        assert!(first[0].same_content(&second[0]));
-        assert_eq!(first[0].results[0].resources[0].name, "a");
+        assert!(first.iter().zip(&second).all(|(a, b)| a.same_content(b)));
+        assert_eq!(first[0].metadata.name, "meshgate-uid-a");
     }
 }

@@ -3,10 +3,10 @@
 //!
 //! ```text
 //! policy::Judgement ─▶ ObjectVerdict (per object, per rule: pass/fail/warn/skip)
-//!                          │ build::reports (pure, bounded in size)
+//!                          │ build::reports (pure)
 //!                          ▼
-//!                  PolicyReport per namespace, ClusterPolicyReport
-//!                          │ writer (leader only)
+//!          one PolicyReport per object (ClusterPolicyReport per Namespace)
+//!                          │ writer (leader only, writes only what changed)
 //!                          ▼
 //!                     API server
 //! ```
@@ -23,7 +23,7 @@ pub mod verdict;
 pub mod writer;
 pub mod yaml;
 
-pub use build::{reports, Bounds};
+pub use build::reports;
 pub use types::{Flavor, Report, ReportResult, Summary};
 pub use verdict::{ObjectVerdict, Outcome, RuleResult};
 
@@ -31,6 +31,5 @@ pub use verdict::{ObjectVerdict, Outcome, RuleResult};
 pub const SOURCE: &str = "meshgate";
 /// Label on every report meshgate writes: how the writer finds its own.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Every report meshgate writes has this name (one per namespace, one
-/// cluster-scoped).
-pub const REPORT_NAME: &str = "meshgate";
+/// Every report meshgate writes is named this followed by its object's uid.
+pub const REPORT_NAME_PREFIX: &str = "meshgate-";

@@ -86,8 +86,16 @@ impl ObjectVerdict {
         ObjectVerdict { reference, results }
     }
 
+    /// As [`Self::from_judgement`]; an object reported through its
+    /// controller (a pod that drifted from its template) gets only its own
+    /// findings: what it passes, and what its owner fails, are reported at
+    /// the owner, and a `pass` here would contradict the owner's `fail`.
     pub fn from_background(verdict: &Verdict, config: &Config) -> Self {
-        Self::from_judgement(verdict.object.clone(), &verdict.judgement, config)
+        let mut object = Self::from_judgement(verdict.object.clone(), &verdict.judgement, config);
+        if verdict.through_owner {
+            object.results.retain(|r| r.outcome != Outcome::Pass);
+        }
+        object
     }
 }
 
@@ -164,6 +172,37 @@ mod tests {
         assert_eq!(outcome(RuleId::PeerAuthenticationStrict), None);
         let skip = verdict.results.iter().find(|r| r.outcome == Outcome::Skip);
         assert!(skip.is_some_and(|r| r.message.contains("ticket 42")));
+    }
+
+    #[test]
+    fn an_object_reported_through_its_owner_has_its_own_findings_and_no_passes() {
+        let judgement = Judgement {
+            findings: vec![Judged {
+                finding: Finding::new(RuleId::SidecarRequired, "no sidecar", "inject"),
+                mode: Mode::Enforce,
+            }],
+            ..Judgement::default()
+        };
+        let config = Config::default();
+        let mut verdict = Verdict {
+            object: pod("shop", "web-7d9c8b6f5-x2x4q"),
+            judgement,
+            through_owner: true,
+        };
+        let drifted = ObjectVerdict::from_background(&verdict, &config);
+        let outcomes: Vec<_> = drifted
+            .results
+            .iter()
+            .map(|r| (r.rule, r.outcome))
+            .collect();
+        assert_eq!(outcomes, [(RuleId::SidecarRequired, Outcome::Fail)]);
+
+        verdict.through_owner = false;
+        let standalone = ObjectVerdict::from_background(&verdict, &config);
+        assert!(standalone
+            .results
+            .iter()
+            .any(|r| r.outcome == Outcome::Pass));
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Writes the desired reports to the API server: creates missing ones,
 //! replaces those whose content changed (timestamps aside: no churn), and
-//! deletes meshgate's reports (found by the managed-by label) of namespaces
-//! that no longer have judged objects.
+//! deletes meshgate's reports (found by the managed-by label) of objects
+//! that are no longer judged.
+//!
+//! API-server load: with one report per object a cluster holds thousands.
+//! A full reconcile lists them (in pages); after that the writer remembers
+//! what the server holds (name, content fingerprint, resource version) and
+//! writes only the difference, so an unchanged pass sends no request at all.
+//! Replaces carry the remembered resource version: a report changed behind
+//! the writer's back fails with a conflict, and the next round lists again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +20,7 @@ use kube::api::{
 };
 use kube::Client;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::types::{Flavor, Report, Timestamp};
 use super::{build, ObjectVerdict, MANAGED_BY_LABEL, SOURCE};
@@ -27,23 +35,43 @@ pub enum WriteError {
     Json(#[from] serde_json::Error),
 }
 
-/// Report writes in flight at once: enough to write thousands of namespaces'
-/// reports in seconds, few enough that the API server's priority and
-/// fairness never sees meshgate as a flood.
+/// Report writes in flight at once: enough to write thousands of reports in
+/// seconds, few enough that the API server's priority and fairness never
+/// sees meshgate as a flood.
 const WRITES_IN_FLIGHT: usize = 16;
+/// Reports per list page: bounds the size of one response.
+const LIST_PAGE: u32 = 500;
+
+/// A report's (namespace, name).
+type Key = (Option<String>, String);
+
+/// What the API server holds of meshgate's reports, as the writer last
+/// listed or wrote them: content fingerprint and resource version by key.
+#[derive(Debug, Default)]
+pub struct Known(BTreeMap<Key, (u64, Option<String>)>);
+
+impl Known {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 enum Write<'a> {
     Create(&'a Report),
     /// With the stored report's resource version.
     Replace(&'a Report, Option<String>),
-    Delete(Option<String>, String),
+    Delete(Key),
 }
 
 enum Written {
-    Created,
-    Replaced,
-    Deleted,
-    AlreadyGone,
+    /// With the new resource version.
+    Created(Key, u64, Option<String>),
+    Replaced(Key, u64, Option<String>),
+    Deleted(Key),
 }
 
 /// What one reconciliation did.
@@ -55,9 +83,23 @@ pub struct Reconciled {
     pub deleted: usize,
 }
 
+impl Reconciled {
+    /// Whether anything was written.
+    pub fn wrote(&self) -> bool {
+        self.created + self.updated + self.deleted > 0
+    }
+}
+
 pub struct Writer {
     client: Client,
     flavor: Flavor,
+}
+
+fn key(report: &Report) -> Key {
+    (
+        report.metadata.namespace.clone(),
+        report.metadata.name.clone(),
+    )
 }
 
 impl Writer {
@@ -75,34 +117,40 @@ impl Writer {
         }
     }
 
-    /// Makes the API server hold exactly `desired` among meshgate's reports.
-    /// Writes run `WRITES_IN_FLIGHT` at a time (one namespace's report each;
-    /// 10,000 namespaces one after the other would take minutes). A failed
-    /// write does not stop the others; the first error is returned once all
-    /// were tried, and the next reconcile re-lists and writes only what
-    /// still differs.
+    /// Makes the API server hold exactly `desired` among meshgate's reports,
+    /// after listing what it holds.
     pub async fn reconcile(&self, desired: &[Report]) -> Result<Reconciled, WriteError> {
-        let mut existing = self.existing().await?;
-        let mut writes = Vec::new();
+        let mut known = self.list().await?;
+        self.reconcile_known(&mut known, desired).await
+    }
+
+    /// Writes the difference between `known` and `desired`, without
+    /// listing, and updates `known` with what it wrote. Writes run
+    /// `WRITES_IN_FLIGHT` at a time. A failed write does not stop the
+    /// others; the first error is returned once all were tried, and `known`
+    /// is then unreliable: the caller lists again.
+    pub async fn reconcile_known(
+        &self,
+        known: &mut Known,
+        desired: &[Report],
+    ) -> Result<Reconciled, WriteError> {
         let mut done = Reconciled::default();
-        for report in desired {
-            let key = (
-                report.metadata.namespace.clone(),
-                report.metadata.name.clone(),
-            );
-            match existing.remove(&key) {
-                Some((stored, _)) if stored.same_content(report) => done.unchanged += 1,
+        let mut stale: BTreeMap<&Key, ()> = known.0.keys().map(|k| (k, ())).collect();
+        let mut writes = Vec::new();
+        let keys: Vec<Key> = desired.iter().map(key).collect();
+        for (report, key) in desired.iter().zip(&keys) {
+            stale.remove(key);
+            match known.0.get(key) {
+                Some((fingerprint, _)) if *fingerprint == report.fingerprint() => {
+                    done.unchanged += 1
+                }
                 Some((_, resource_version)) => {
-                    writes.push(Write::Replace(report, resource_version))
+                    writes.push(Write::Replace(report, resource_version.clone()))
                 }
                 None => writes.push(Write::Create(report)),
             }
         }
-        writes.extend(
-            existing
-                .into_keys()
-                .map(|(namespace, name)| Write::Delete(namespace, name)),
-        );
+        writes.extend(stale.into_keys().map(|k| Write::Delete(k.clone())));
         // Collected first: a closure inside the stream makes the future
         // too general for tokio::spawn (rust-lang/rust#102211).
         let pending: Vec<_> = writes.into_iter().map(|write| self.write(write)).collect();
@@ -110,10 +158,18 @@ impl Writer {
         let mut first_error = None;
         while let Some(outcome) = outcomes.next().await {
             match outcome {
-                Ok(Written::Created) => done.created += 1,
-                Ok(Written::Replaced) => done.updated += 1,
-                Ok(Written::Deleted) => done.deleted += 1,
-                Ok(Written::AlreadyGone) => {}
+                Ok(Written::Created(key, fingerprint, version)) => {
+                    done.created += 1;
+                    known.0.insert(key, (fingerprint, version));
+                }
+                Ok(Written::Replaced(key, fingerprint, version)) => {
+                    done.updated += 1;
+                    known.0.insert(key, (fingerprint, version));
+                }
+                Ok(Written::Deleted(key)) => {
+                    done.deleted += 1;
+                    known.0.remove(&key);
+                }
                 Err(error) => {
                     first_error.get_or_insert(error);
                 }
@@ -129,51 +185,71 @@ impl Writer {
         match write {
             Write::Create(report) => {
                 let object: DynamicObject = serde_json::from_value(serde_json::to_value(report)?)?;
-                self.api(report.metadata.namespace.as_deref())
+                let created = self
+                    .api(report.metadata.namespace.as_deref())
                     .create(&PostParams::default(), &object)
                     .await?;
-                Ok(Written::Created)
+                let version = created.metadata.resource_version;
+                Ok(Written::Created(key(report), report.fingerprint(), version))
             }
             Write::Replace(report, resource_version) => {
                 let mut object: DynamicObject =
                     serde_json::from_value(serde_json::to_value(report)?)?;
                 object.metadata.resource_version = resource_version;
-                self.api(report.metadata.namespace.as_deref())
+                let replaced = self
+                    .api(report.metadata.namespace.as_deref())
                     .replace(&report.metadata.name, &PostParams::default(), &object)
                     .await?;
-                Ok(Written::Replaced)
+                let version = replaced.metadata.resource_version;
+                Ok(Written::Replaced(
+                    key(report),
+                    report.fingerprint(),
+                    version,
+                ))
             }
-            Write::Delete(namespace, name) => {
+            Write::Delete(key) => {
                 match self
-                    .api(namespace.as_deref())
-                    .delete(&name, &DeleteParams::default())
+                    .api(key.0.as_deref())
+                    .delete(&key.1, &DeleteParams::default())
                     .await
                 {
-                    Ok(_) => Ok(Written::Deleted),
-                    // Gone already (its namespace was deleted): nothing to do.
-                    Err(kube::Error::Api(status)) if status.code == 404 => Ok(Written::AlreadyGone),
+                    Ok(_) => Ok(Written::Deleted(key)),
+                    // Gone already (the garbage collector deleted it with
+                    // its object, or its namespace went): nothing to do.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {
+                        Ok(Written::Deleted(key))
+                    }
                     Err(e) => Err(e.into()),
                 }
             }
         }
     }
 
-    /// meshgate's stored reports by (namespace, name), with their resource
-    /// versions.
-    async fn existing(
-        &self,
-    ) -> Result<BTreeMap<(Option<String>, String), (Report, Option<String>)>, WriteError> {
-        let selector = ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={SOURCE}"));
-        let mut found = BTreeMap::new();
+    /// meshgate's stored reports, listed in pages of `LIST_PAGE`.
+    pub async fn list(&self) -> Result<Known, WriteError> {
+        let mut found = Known::default();
         for api in [self.api(None), self.namespaced_all()] {
-            for object in api.list(&selector).await? {
-                let resource_version = object.metadata.resource_version.clone();
-                let name = object.metadata.name.clone().unwrap_or_default();
-                let namespace = object.metadata.namespace.clone();
-                // A report that does not parse as ours is replaced.
-                let report = serde_json::from_value::<Report>(serde_json::to_value(&object)?)
-                    .unwrap_or_else(|_| Report::empty(self.flavor, namespace.as_deref()));
-                found.insert((namespace, name), (report, resource_version));
+            let mut params = ListParams::default()
+                .labels(&format!("{MANAGED_BY_LABEL}={SOURCE}"))
+                .limit(LIST_PAGE);
+            loop {
+                let page = api.list(&params).await?;
+                for object in &page.items {
+                    let name = object.metadata.name.clone().unwrap_or_default();
+                    let namespace = object.metadata.namespace.clone();
+                    // A report that does not parse as ours gets a
+                    // fingerprint nothing matches: it is replaced.
+                    let fingerprint = serde_json::to_value(object)
+                        .ok()
+                        .and_then(|value| serde_json::from_value::<Report>(value).ok())
+                        .map_or(0, |report| report.fingerprint());
+                    let version = object.metadata.resource_version.clone();
+                    found.0.insert((namespace, name), (fingerprint, version));
+                }
+                match page.metadata.continue_.filter(|token| !token.is_empty()) {
+                    Some(token) => params = params.continue_token(&token),
+                    None => break,
+                }
             }
         }
         Ok(found)
@@ -204,16 +280,21 @@ pub fn now() -> Timestamp {
 /// makes one write.
 const SETTLE: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_secs(10);
+/// The writer lists the stored reports again this often, to repair what was
+/// changed or deleted behind its back (by hand, by another replica).
+const RESYNC: Duration = Duration::from_secs(600);
 
 /// Writes the background audit's results while `leader` is true: once on
-/// becoming leader, then on every change. Returns when the results stop.
+/// becoming leader, then on every change, and a full resync every `RESYNC`.
+/// Returns when the results stop.
 pub async fn run(
     writer: Writer,
     config: Arc<Config>,
     mut results: Results,
     mut leader: watch::Receiver<bool>,
 ) {
-    let mut last_written: Option<Vec<Report>> = None;
+    // What the server holds, and when it was last listed.
+    let mut known: Option<(Known, Instant)> = None;
     loop {
         let snapshot = results.snapshot();
         if *leader.borrow_and_update() && snapshot.complete {
@@ -222,28 +303,31 @@ pub async fn run(
                 .values()
                 .map(|v| ObjectVerdict::from_background(v, &config))
                 .collect();
-            let desired = build::reports(&verdicts, writer.flavor, now(), build::Bounds::default());
-            let unchanged = last_written
-                .as_ref()
-                .is_some_and(|last| same_reports(last, &desired));
-            if !unchanged {
-                match writer.reconcile(&desired).await {
-                    Ok(done) => {
+            let desired = build::reports(&verdicts, writer.flavor, now());
+            if known.as_ref().is_some_and(|(_, at)| at.elapsed() >= RESYNC) {
+                known = None;
+            }
+            match write_known(&writer, known.take(), &desired).await {
+                Ok((done, state)) => {
+                    if done.wrote() {
                         tracing::info!(?done, reports = desired.len(), "policy reports written");
-                        last_written = Some(desired);
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot write policy reports; retrying");
-                        tokio::time::sleep(RETRY).await;
-                        continue;
-                    }
+                    known = Some(state);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot write policy reports; retrying");
+                    tokio::time::sleep(RETRY).await;
+                    continue;
                 }
             }
         } else if !*leader.borrow() {
-            // Another replica may write meanwhile: check the server again
-            // when this one leads again.
-            last_written = None;
+            // Another replica may write meanwhile: list again when this one
+            // leads again.
+            known = None;
         }
+        let resync = known
+            .as_ref()
+            .map_or(Instant::now() + RESYNC, |(_, at)| *at + RESYNC);
         tokio::select! {
             changed = results.changed() => {
                 if changed.is_err() {
@@ -256,13 +340,21 @@ pub async fn run(
                     return;
                 }
             }
+            () = tokio::time::sleep_until(resync) => {}
         }
     }
 }
 
-fn same_reports(a: &[Report], b: &[Report]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(a, b)| a.metadata.namespace == b.metadata.namespace && a.same_content(b))
+/// Writes `desired` against `known` (listing first when there is none).
+async fn write_known(
+    writer: &Writer,
+    known: Option<(Known, Instant)>,
+    desired: &[Report],
+) -> Result<(Reconciled, (Known, Instant)), WriteError> {
+    let (mut state, listed_at) = match known {
+        Some(known) => known,
+        None => (writer.list().await?, Instant::now()),
+    };
+    let done = writer.reconcile_known(&mut state, desired).await?;
+    Ok((done, (state, listed_at)))
 }
