@@ -61,7 +61,22 @@ pub fn steps(page: &str) -> Vec<Step> {
     steps
 }
 
-/// A line as compared: whitespace collapsed, ages (`3s`, `2m10s`) as `AGE`.
+/// `meshgate-<uid>`: a report's name, different on every run.
+fn is_report_name(word: &str) -> bool {
+    word.strip_prefix("meshgate-").is_some_and(|uid| {
+        uid.len() == 36
+            && uid.char_indices().all(|(i, c)| {
+                if [8, 13, 18, 23].contains(&i) {
+                    c == '-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            })
+    })
+}
+
+/// A line as compared: whitespace collapsed, ages (`3s`, `2m10s`) as `AGE`,
+/// report names (`meshgate-<uid>`) as `REPORT`.
 fn normalized(line: &str) -> String {
     let is_age = |word: &str| {
         !word.is_empty()
@@ -72,7 +87,15 @@ fn normalized(line: &str) -> String {
             && word.chars().last().is_some_and(|c| "smhd".contains(c))
     };
     line.split_whitespace()
-        .map(|word| if is_age(word) { "AGE" } else { word })
+        .map(|word| {
+            if is_age(word) {
+                "AGE"
+            } else if is_report_name(word) {
+                "REPORT"
+            } else {
+                word
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
