@@ -90,6 +90,8 @@ pub struct Report {
     pub namespaces: Vec<NamespacePosture>,
     /// Every judged object's per-rule results, for PolicyReports.
     pub verdicts: Vec<crate::report::ObjectVerdict>,
+    /// Inputs skipped while reading directories, shown on stderr.
+    pub skipped: Vec<manifest::Note>,
 }
 
 impl Report {
@@ -120,6 +122,9 @@ pub enum AuditError {
 pub fn run(args: &AuditArgs) -> ExitCode {
     match audit(args) {
         Ok(report) => {
+            for note in &report.skipped {
+                eprintln!("meshgate audit: note: {note}");
+            }
             let text = match args.output {
                 OutputFormat::Text => output::text(&report),
                 OutputFormat::Json => output::json(&report),
@@ -156,8 +161,10 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
         return cluster::audit(args, &config);
     }
     let namespace = args.namespace.as_deref().unwrap_or("default");
-    let (judged, posture) = read_paths(&args.paths, namespace)?;
-    judge(&judged, &posture, &config, namespace)
+    let (judged, posture, skipped) = read_paths(&args.paths, namespace)?;
+    let mut report = judge(&judged, &posture, &config, namespace)?;
+    report.skipped = skipped;
+    Ok(report)
 }
 
 /// One pass over the files: cluster state goes into the posture index, and
@@ -165,21 +172,21 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
 /// read (the background audit's projection: no managedFields, last-applied
 /// copies, status, resources or probes), so memory follows the judged
 /// objects' trimmed size, not the input's. Other documents are dropped as
-/// they are read.
+/// they are read. Also returns what the reading skipped.
 fn read_paths(
     paths: &[std::path::PathBuf],
     namespace: &str,
-) -> Result<(Vec<Kept>, PostureIndex), AuditError> {
+) -> Result<(Vec<Kept>, PostureIndex, Vec<manifest::Note>), AuditError> {
     let mut posture = PostureIndex::default();
     let mut judged = Vec::new();
-    manifest::map_paths(paths, crate::parallel::cores(), &read, &mut |read| {
+    let skipped = manifest::map_paths(paths, crate::parallel::cores(), &read, &mut |read| {
         if let Some(m) = read.posture {
             files::add(&mut posture, m, namespace)?;
         }
         judged.extend(read.judged);
         Ok(())
     })?;
-    Ok((judged, posture))
+    Ok((judged, posture, skipped))
 }
 
 /// What the audit keeps of one manifest: cluster state for the index, the
