@@ -163,6 +163,7 @@ pub struct Metrics {
     watch_restarts: Family<ResourceLabels, Counter>,
     connections_open: Gauge,
     connections_shed: Family<ReasonLabels, Counter>,
+    election: crate::leader::ElectionMetrics,
 }
 
 /// The counters of one watched resource, handed to its watcher.
@@ -203,6 +204,7 @@ impl Metrics {
             watch_restarts: Family::default(),
             connections_open: Gauge::default(),
             connections_shed: Family::default(),
+            election: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("meshgate");
         r.register(
@@ -260,8 +262,28 @@ impl Metrics {
             "Connections the server closed, by reason (a timeout of one phase, or evicted at the connection cap)",
             metrics.connections_shed.clone(),
         );
+        r.register(
+            "leader_election_failing",
+            "1 while this replica cannot take part in the PolicyReport writer's leader election (Lease namespace missing, Lease refused, API server away); it retries with backoff",
+            metrics.election.failing.clone(),
+        );
+        r.register(
+            "leader_election_failures",
+            "Failed attempts to create, read or renew the PolicyReport writer's Lease",
+            metrics.election.failures.clone(),
+        );
+        r.register(
+            "leader_election_leading",
+            "1 while this replica leads and writes the PolicyReports",
+            metrics.election.leading.clone(),
+        );
         metrics.init_series();
         metrics
+    }
+
+    /// The leader election's series, handed to the elector.
+    pub fn election(&self) -> crate::leader::ElectionMetrics {
+        self.election.clone()
     }
 
     /// The watch counters of `resource`, created at zero so that a rate or

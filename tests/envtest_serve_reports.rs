@@ -123,3 +123,77 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
     .await;
     assert!(writes(&serves[follower]) > 0);
 }
+
+const ELECTION_FAILING: &str = "leader election failing: no policy reports from this replica until it works; retrying with backoff (needs the namespace, and get/create/update/patch on leases there)";
+const ELECTION_WORKS: &str = "leader election works again; competing to write policy reports";
+
+fn logged(server: &Server, message: &str) -> usize {
+    server
+        .log_entries()
+        .iter()
+        .filter(|v| v["message"] == message)
+        .count()
+}
+
+/// The Lease's namespace does not exist when `serve` starts (the issue: one
+/// error, then no reports for good while `/readyz` said ready). The
+/// election retries with backoff, the metrics say it fails, and once the
+/// namespace exists the reports appear without a restart.
+#[tokio::test]
+async fn reports_start_once_the_lease_namespace_exists_without_a_restart() {
+    let Some(env) = envtest::start("envtest_serve_reports_lease_namespace") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_istio_crds(&client).await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::create_namespace(&client, "shop", json!({"istio-injection": "enabled"})).await;
+    Api::<Pod>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &pod("agent", true))
+        .await
+        .unwrap();
+
+    let mut serve = start(&env.kubeconfig());
+    eventually("the election to fail", REPORT_BOUND, || async {
+        let metrics = serve.metrics().await;
+        (metrics.value("meshgate_leader_election_failing", &[]) == 1.0
+            && metrics.value("meshgate_leader_election_failures_total", &[]) >= 2.0)
+            .then_some(())
+    })
+    .await;
+    // Still no report a few retries later: nothing writes them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(host_network_fails(&client).await.is_none());
+    let metrics = serve.metrics().await;
+    assert_eq!(metrics.value("meshgate_leader_election_leading", &[]), 0.0);
+    let failures = metrics.value("meshgate_leader_election_failures_total", &[]);
+    assert_eq!(
+        logged(&serve, ELECTION_FAILING),
+        1,
+        "said once, not per retry"
+    );
+
+    envtest::create_namespace(&client, "meshgate", json!({})).await;
+    // The longest backoff (30 s, jittered) plus the writer's settling.
+    eventually(
+        "the shop report after the namespace appeared",
+        Duration::from_secs(30) + REPORT_BOUND,
+        || async {
+            host_network_fails(&client)
+                .await
+                .filter(|(fails, _)| *fails == 1)
+        },
+    )
+    .await;
+    assert!(serve.is_running(), "the same process, not a restart");
+    let metrics = serve.metrics().await;
+    assert_eq!(metrics.value("meshgate_leader_election_failing", &[]), 0.0);
+    assert_eq!(metrics.value("meshgate_leader_election_leading", &[]), 1.0);
+    assert!(metrics.value("meshgate_leader_election_failures_total", &[]) >= failures);
+    assert_eq!(logged(&serve, ELECTION_FAILING), 1);
+    assert_eq!(logged(&serve, ELECTION_WORKS), 1, "recovery logged once");
+    eprintln!(
+        "lease namespace: {failures} failed attempts before it existed, {} error line",
+        logged(&serve, ELECTION_FAILING)
+    );
+}

@@ -194,6 +194,7 @@ impl Feed<'_> {
                 results,
                 args.own_namespace.clone(),
                 args.policy_report_api,
+                self.metrics.election(),
             )),
             _ => None,
         };
