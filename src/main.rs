@@ -47,9 +47,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// kube-client logs, without context, every failed HTTP request at ERROR
+/// (its trace layer, `failed with error ...`: 157 lines in 70 s of an API
+/// server outage) and every watch stream the API server cut at WARN (`eof
+/// in poll`, one per watch per restart). Each such failure reaches meshgate,
+/// which logs it once per outage and counts it, so those lines are off
+/// unless `MESHGATE_LOG` asks for them; the client's TLS module (CA bundle
+/// reloads) still logs.
+const DEFAULT_LOG_FILTER: &str =
+    "info,kube_client::client=error,kube_client::client::builder=off,kube_client::client::tls=info";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MESHGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     // Colour codes only on a terminal: in files and log collectors they are
     // noise. NO_COLOR (https://no-color.org) turns them off anyway.
     use std::io::IsTerminal;

@@ -161,6 +161,8 @@ pub struct Metrics {
     mutations: Family<OutcomeLabels, Counter>,
     watch_errors: Family<ResourceLabels, Counter>,
     watch_restarts: Family<ResourceLabels, Counter>,
+    background_watch_errors: Family<ResourceLabels, Counter>,
+    background_watch_restarts: Family<ResourceLabels, Counter>,
     connections_open: Gauge,
     connections_shed: Family<ReasonLabels, Counter>,
     election: crate::leader::ElectionMetrics,
@@ -202,6 +204,8 @@ impl Metrics {
             mutations: Family::default(),
             watch_errors: Family::default(),
             watch_restarts: Family::default(),
+            background_watch_errors: Family::default(),
+            background_watch_restarts: Family::default(),
             connections_open: Gauge::default(),
             connections_shed: Family::default(),
             election: Default::default(),
@@ -253,6 +257,16 @@ impl Metrics {
             metrics.watch_restarts.clone(),
         );
         r.register(
+            "background_watch_errors",
+            "Failed list/watch calls of the background audit's watches, by watched resource",
+            metrics.background_watch_errors.clone(),
+        );
+        r.register(
+            "background_watch_restarts",
+            "Background audit watches re-established (with a full re-list) after being lost, by watched resource",
+            metrics.background_watch_restarts.clone(),
+        );
+        r.register(
             "connections_open",
             "Open webhook connections",
             metrics.connections_open.clone(),
@@ -293,6 +307,18 @@ impl Metrics {
         WatchCounters {
             errors: self.watch_errors.get_or_create(&labels).clone(),
             restarts: self.watch_restarts.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// The background audit's watch counters of `resource`, created at 0.
+    pub fn background_watch_counters(&self, resource: &'static str) -> WatchCounters {
+        let labels = ResourceLabels { resource };
+        WatchCounters {
+            errors: self.background_watch_errors.get_or_create(&labels).clone(),
+            restarts: self
+                .background_watch_restarts
+                .get_or_create(&labels)
+                .clone(),
         }
     }
 

@@ -184,8 +184,13 @@ impl Feed<'_> {
         tracing::info!("watching the cluster for posture");
         if self.config.background_audit.enabled {
             let (c, p, s) = (self.config.clone(), self.posture.clone(), sync.clone());
-            self.posture_metrics
-                .attach(background::feed::spawn(client.clone(), c, p, s));
+            self.posture_metrics.attach(background::feed::spawn(
+                client.clone(),
+                c,
+                p,
+                s,
+                self.metrics,
+            ));
         }
         let report_task = match self.posture_metrics.results() {
             Some(results) if args.policy_reports => Some(crate::report::serve::spawn(
