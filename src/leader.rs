@@ -104,9 +104,14 @@ async fn compete(
         };
         match built {
             Ok(manager) => {
-                health.works();
-                let outcome =
-                    follow(&manager, &leading, &metrics, &mut stopped, &mut backoff).await;
+                let mut follower = Follower {
+                    manager: &manager,
+                    leading: &leading,
+                    metrics: &metrics,
+                    health: &mut health,
+                    settle: lease.duration,
+                };
+                let outcome = follower.follow(&mut stopped, &mut backoff).await;
                 // Failing or stopped, this replica no longer writes.
                 let _ = leading.send(false);
                 metrics.leading.set(0);
@@ -131,23 +136,47 @@ async fn compete(
     }
 }
 
-/// Publishes every change of leadership until the manager fails (`Err`) or
-/// the elector is stopped (`Ok`). Progress resets the backoff.
-async fn follow(
-    manager: &LeaseManager,
-    leading: &watch::Sender<bool>,
-    metrics: &ElectionMetrics,
-    stopped: &mut oneshot::Receiver<()>,
-    backoff: &mut Duration,
-) -> Result<(), kube_lease_manager::LeaseManagerError> {
-    loop {
-        tokio::select! {
-            _ = &mut *stopped => return Ok(()),
-            changed = manager.changed() => {
-                let leads = changed?;
-                *backoff = MIN_BACKOFF;
-                metrics.leading.set(i64::from(leads));
-                let _ = leading.send(leads);
+/// One manager's run.
+struct Follower<'a> {
+    manager: &'a LeaseManager,
+    leading: &'a watch::Sender<bool>,
+    metrics: &'a ElectionMetrics,
+    health: &'a mut Health,
+    /// How long a manager must run without error to count as working when
+    /// leadership does not change meanwhile (a follower's usual state).
+    settle: Duration,
+}
+
+impl Follower<'_> {
+    /// Publishes every change of leadership until the manager fails (`Err`)
+    /// or the elector is stopped (`Ok`). Election counts as working at the
+    /// first change or after `settle` without error, not when the manager
+    /// is built: a Lease that can be created but not renewed would
+    /// otherwise log a recovery and a failure on every retry.
+    async fn follow(
+        &mut self,
+        stopped: &mut oneshot::Receiver<()>,
+        backoff: &mut Duration,
+    ) -> Result<(), kube_lease_manager::LeaseManagerError> {
+        let settled = tokio::time::sleep(self.settle);
+        tokio::pin!(settled);
+        let mut works = false;
+        loop {
+            tokio::select! {
+                _ = &mut *stopped => return Ok(()),
+                () = &mut settled, if !works => {
+                    works = true;
+                    self.health.works();
+                }
+                changed = self.manager.changed() => {
+                    let leads = changed?;
+                    if !std::mem::replace(&mut works, true) {
+                        self.health.works();
+                    }
+                    *backoff = MIN_BACKOFF;
+                    self.metrics.leading.set(i64::from(leads));
+                    let _ = self.leading.send(leads);
+                }
             }
         }
     }
@@ -200,7 +229,7 @@ impl Health {
             %error,
             namespace = %self.namespace,
             lease = %self.name,
-            "leader election failing: no policy reports from this replica until it works; retrying with backoff (needs the namespace, and get/create/update/patch on leases there)"
+            "leader election failing: no policy reports from this replica until it works; retrying with backoff (needs the namespace, and get/create/patch on leases there)"
         );
     }
 
