@@ -140,7 +140,7 @@ async fn watch_kind(
                 counters.errors.inc();
                 // Said once: the API server may be away for a while.
                 if !std::mem::replace(&mut said_unreachable, true) {
-                    tracing::warn!(kind = %kind, %error, "background audit: cannot probe the API; retrying every 2s");
+                    tracing::warn!(kind = %kind, %error, "background audit: cannot probe the API; retrying");
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;

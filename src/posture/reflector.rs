@@ -316,7 +316,7 @@ pub async fn watch_istio<T: IstioKind>(
                 counters.errors.inc();
                 // Said once: the API server may be away for a while.
                 if !std::mem::replace(&mut said_unreachable, true) {
-                    tracing::warn!(resource = T::resource(), %error, "cannot probe the API; retrying every 2s");
+                    tracing::warn!(resource = T::resource(), %error, "cannot probe the API; retrying");
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
