@@ -10,14 +10,16 @@
 
 use std::net::SocketAddr;
 
-use socket2::{SockFilter, SockRef};
+use socket2::SockRef;
 use tokio::net::{TcpListener, TcpStream};
 
 /// Classic BPF `ret #0`: keep nothing of any packet.
-const DROP_ALL: [SockFilter; 1] = [SockFilter::new(0x06, 0, 0, 0)];
+#[cfg(target_os = "linux")]
+const DROP_ALL: [socket2::SockFilter; 1] = [socket2::SockFilter::new(0x06, 0, 0, 0)];
 
 /// Stops the kernel from completing new handshakes on `listener`. Returns
 /// false if it could not (the caller closes anyway, as it did before).
+#[cfg(target_os = "linux")]
 pub fn stop_handshakes(listener: &TcpListener) -> bool {
     match SockRef::from(listener).attach_filter(&DROP_ALL) {
         Ok(()) => true,
@@ -26,6 +28,13 @@ pub fn stop_handshakes(listener: &TcpListener) -> bool {
             false
         }
     }
+}
+
+/// Socket filters are Linux's (where meshgate runs); elsewhere the
+/// listener just closes.
+#[cfg(not(target_os = "linux"))]
+pub fn stop_handshakes(_listener: &TcpListener) -> bool {
+    false
 }
 
 /// Every connection already queued on `listener`, without waiting for new
