@@ -48,6 +48,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// kube-client logs, without context, every failed HTTP request at ERROR
+/// (its trace layer, `failed with error ...`: 157 lines in 70 s of an API
+/// server outage) and every watch stream the API server cut at WARN (`eof
+/// in poll`, one per watch per restart). Each such failure reaches meshgate,
+/// which logs it once per outage and counts it, so those lines are off
+/// unless `MESHGATE_LOG` asks for them; the client's TLS module (CA bundle
+/// reloads) still logs.
+const DEFAULT_LOG_FILTER: &str =
+    "info,kube_client::client=error,kube_client::client::builder=off,kube_client::client::tls=info";
+
 fn init_logging(format: LogFormat) {
     let filter = match tracing_subscriber::EnvFilter::try_from_env("MESHGATE_LOG") {
         Ok(filter) => filter,
@@ -55,9 +65,9 @@ fn init_logging(format: LogFormat) {
             // Unset is the normal case; a filter that does not parse is a
             // mistake to say out loud, not to hide behind the default.
             if std::env::var_os("MESHGATE_LOG").is_some() {
-                eprintln!("meshgate: MESHGATE_LOG is not a valid log filter ({error}): logging at info");
+                eprintln!("meshgate: MESHGATE_LOG is not a valid log filter ({error}): using the default filter");
             }
-            tracing_subscriber::EnvFilter::new("info")
+            tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)
         }
     };
     // Colour codes only on a terminal: in files and log collectors they are

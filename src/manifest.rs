@@ -3,10 +3,14 @@
 //! `serve --state-from`.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 use serde_json::Value;
+
+mod walk;
+pub use walk::Note;
+use walk::{Found, Walk};
 
 /// Where a document came from: the file (`-` for stdin), its 1-based
 /// document number and the line it starts on.
@@ -68,9 +72,14 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Manifest>, ManifestError> {
 
 /// Hands every manifest of every path to `visit`, one document at a time,
 /// so a caller that keeps only an index never holds all documents at once.
+/// What was skipped is logged.
 pub fn visit_paths(paths: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), ManifestError> {
-    for source in sources(paths)? {
-        visit_text(&source.name(), &source.text()?, visit)?;
+    let (sources, mut notes) = sources(paths)?;
+    for source in sources {
+        source.visit(visit, &mut notes)?;
+    }
+    for note in notes {
+        tracing::warn!(path = %note.path, skipped = %note.skipped, "manifest input skipped");
     }
     Ok(())
 }
@@ -80,30 +89,37 @@ pub fn visit_paths(paths: &[PathBuf], visit: &mut Visit<'_>) -> Result<(), Manif
 /// it made in file and document order, on the calling thread, so the result
 /// (and the first error reported) does not depend on the threads. Files are
 /// taken a bounded batch at a time: what waits to be merged stays small.
+/// Returns what was skipped, in the same order.
 pub fn map_paths<T: Send>(
     paths: &[PathBuf],
     workers: usize,
     map: &(dyn Fn(Manifest) -> Result<T, ManifestError> + Sync),
     merge: &mut dyn FnMut(T) -> Result<(), ManifestError>,
-) -> Result<(), ManifestError> {
-    let sources = sources(paths)?;
+) -> Result<Vec<Note>, ManifestError> {
+    let (sources, mut notes) = sources(paths)?;
     let workers = workers.max(1);
-    let parse = |source: &Source| -> Result<Vec<T>, ManifestError> {
-        let mut made = Vec::new();
-        visit_text(&source.name(), &source.text()?, &mut |m| {
-            made.push(map(m)?);
-            Ok(())
-        })?;
-        Ok(made)
+    type Made<T> = Result<(Vec<T>, Vec<Note>), ManifestError>;
+    let parse = |source: &Source| -> Made<T> {
+        let (mut made, mut notes) = (Vec::new(), Vec::new());
+        source.visit(
+            &mut |m| {
+                made.push(map(m)?);
+                Ok(())
+            },
+            &mut notes,
+        )?;
+        Ok((made, notes))
     };
     for batch in sources.chunks(workers * BATCH_PER_WORKER) {
         for made in crate::parallel::map_in_order(batch, workers, &parse) {
-            for item in made? {
+            let (made, skipped) = made?;
+            notes.extend(skipped);
+            for item in made {
                 merge(item)?;
             }
         }
     }
-    Ok(())
+    Ok(notes)
 }
 
 /// Files per worker read ahead of the merge: enough to even out files of
@@ -113,33 +129,46 @@ const BATCH_PER_WORKER: usize = 64;
 /// One input: stdin (read up front, once) or a file.
 enum Source {
     Stdin(String),
-    File(PathBuf),
+    File(Found),
 }
 
 impl Source {
     fn name(&self) -> String {
         match self {
             Source::Stdin(_) => "-".to_owned(),
-            Source::File(path) => path.display().to_string(),
+            Source::File(found) => found.path.display().to_string(),
         }
     }
 
     fn text(&self) -> Result<std::borrow::Cow<'_, str>, ManifestError> {
         match self {
             Source::Stdin(text) => Ok(text.as_str().into()),
-            Source::File(path) => std::fs::read_to_string(path)
+            Source::File(found) => std::fs::read_to_string(&found.path)
                 .map(Into::into)
                 .map_err(|source| ManifestError::Read {
-                    path: path.display().to_string(),
+                    path: found.path.display().to_string(),
                     source,
                 }),
         }
     }
+
+    /// Hands every manifest to `visit`. In a file found in a directory, a
+    /// document that is not a Kubernetes object is skipped into `notes`;
+    /// in one named on the command line (or stdin) it is an error.
+    fn visit(&self, visit: &mut Visit<'_>, notes: &mut Vec<Note>) -> Result<(), ManifestError> {
+        let skip = match self {
+            Source::File(found) if found.in_directory => Some(notes),
+            _ => None,
+        };
+        visit_text_skipping(&self.name(), &self.text()?, visit, skip)
+    }
 }
 
-/// Every input of `paths` in order: `-` is stdin, directories are walked.
-fn sources(paths: &[PathBuf]) -> Result<Vec<Source>, ManifestError> {
+/// Every input of `paths` in order: `-` is stdin, directories are walked;
+/// and what the walk skipped.
+fn sources(paths: &[PathBuf]) -> Result<(Vec<Source>, Vec<Note>), ManifestError> {
     let mut sources = Vec::new();
+    let mut walk = Walk::default();
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
@@ -152,44 +181,14 @@ fn sources(paths: &[PathBuf]) -> Result<Vec<Source>, ManifestError> {
             sources.push(Source::Stdin(text));
             continue;
         }
-        sources.extend(collect_files(path)?.into_iter().map(Source::File));
+        walk.add(path)?;
+        sources.extend(walk.files.drain(..).map(Source::File));
     }
-    Ok(sources)
+    Ok((sources, walk.notes))
 }
 
 /// What [`visit_paths`] and [`visit_text`] call with each manifest.
 pub type Visit<'a> = dyn FnMut(Manifest) -> Result<(), ManifestError> + 'a;
-
-/// A named file is read whatever its extension; inside directories only
-/// `.yaml`, `.yml` and `.json` files are.
-fn collect_files(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let read_err = |source| ManifestError::Read {
-        path: path.display().to_string(),
-        source,
-    };
-    let meta = std::fs::metadata(path).map_err(read_err)?;
-    if !meta.is_dir() {
-        return Ok(vec![path.to_owned()]);
-    }
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(read_err)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(read_err)?;
-    entries.sort();
-    let mut files = Vec::new();
-    for entry in entries {
-        if entry.is_dir() {
-            files.extend(collect_files(&entry)?);
-        } else if matches!(
-            entry.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            files.push(entry);
-        }
-    }
-    Ok(files)
-}
 
 /// Parses one file's text: a JSON value (or several), or YAML documents.
 pub fn parse_text(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
@@ -204,12 +203,32 @@ pub fn parse_text(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError
 /// [`parse_text`], handing each manifest to `visit` as soon as its
 /// document is parsed.
 pub fn visit_text(file: &str, text: &str, visit: &mut Visit<'_>) -> Result<(), ManifestError> {
+    visit_text_skipping(file, text, visit, None)
+}
+
+/// [`visit_text`]; with `skip`, documents that are not Kubernetes objects
+/// are noted there instead of failing the read.
+fn visit_text_skipping(
+    file: &str,
+    text: &str,
+    visit: &mut Visit<'_>,
+    mut skip: Option<&mut Vec<Note>>,
+) -> Result<(), ManifestError> {
     let mut document = |index: usize, line: usize, value: Value| {
         let origin = Origin {
             file: file.to_owned(),
             document: index + 1,
             line,
         };
+        if let Some(notes) = skip.as_deref_mut() {
+            if let Some(why) = not_an_object(&value) {
+                notes.push(Note {
+                    path: file.to_owned(),
+                    skipped: format!("document {}: {why}", index + 1),
+                });
+                return Ok(());
+            }
+        }
         flatten(origin, value, visit)
     };
     let trimmed = text.trim_start();
@@ -307,6 +326,23 @@ impl<'a> LineCounter<'a> {
             self.offset = target;
         }
         self.line
+    }
+}
+
+/// Why a document does not even claim to be a Kubernetes object: a
+/// mapping with neither `apiVersion` nor `kind` (Helm values, a
+/// kustomization without them, meshgate's config), or a scalar. One with
+/// either field claims to be an object and is read as one: malformed, it is
+/// an error, never skipped.
+fn not_an_object(value: &Value) -> Option<&'static str> {
+    match value {
+        Value::Object(map) if !map.contains_key("apiVersion") && !map.contains_key("kind") => {
+            Some("not a Kubernetes object (no apiVersion or kind)")
+        }
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => {
+            Some("not a Kubernetes object (a scalar)")
+        }
+        _ => None,
     }
 }
 
@@ -423,6 +459,48 @@ mod tests {
             .to_string();
         assert!(serial_error.contains("050.yaml"), "{serial_error}");
         assert_eq!(parallel_error, serial_error);
+    }
+
+    /// In a walked directory, YAML that is not a Kubernetes object is
+    /// skipped with a note; named, it is an error; and a document that has
+    /// one of apiVersion and kind is an error either way.
+    #[test]
+    fn non_objects_are_skipped_only_inside_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n";
+        std::fs::write(dir.path().join("pod.yaml"), pod).unwrap();
+        let values = dir.path().join("values.yaml");
+        std::fs::write(&values, "replicaCount: 2\n---\njust text\n").unwrap();
+        let paths = [dir.path().to_owned()];
+        let mut read = Vec::new();
+        let notes = map_paths(&paths, 2, &|m| Ok(m.kind), &mut |k| {
+            read.push(k);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read, ["Pod"]);
+        let notes: Vec<String> = notes.iter().map(ToString::to_string).collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].ends_with(
+                "values.yaml: document 1: not a Kubernetes object (no apiVersion or kind)"
+            ),
+            "{notes:?}"
+        );
+
+        let e = map_paths(&[values], 2, &|m| Ok(m), &mut |_| Ok(())).unwrap_err();
+        assert!(
+            e.to_string().contains("apiVersion and kind are required"),
+            "{e}"
+        );
+
+        std::fs::write(
+            dir.path().join("half.yaml"),
+            "kind: Deployment\nmetadata: {name: d}\n",
+        )
+        .unwrap();
+        let e = map_paths(&paths, 2, &|m| Ok(m), &mut |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("half.yaml, document 1"), "{e}");
     }
 
     #[test]

@@ -161,8 +161,11 @@ pub struct Metrics {
     mutations: Family<OutcomeLabels, Counter>,
     watch_errors: Family<ResourceLabels, Counter>,
     watch_restarts: Family<ResourceLabels, Counter>,
+    background_watch_errors: Family<ResourceLabels, Counter>,
+    background_watch_restarts: Family<ResourceLabels, Counter>,
     connections_open: Gauge,
     connections_shed: Family<ReasonLabels, Counter>,
+    election: crate::leader::ElectionMetrics,
 }
 
 /// The counters of one watched resource, handed to its watcher.
@@ -201,8 +204,11 @@ impl Metrics {
             mutations: Family::default(),
             watch_errors: Family::default(),
             watch_restarts: Family::default(),
+            background_watch_errors: Family::default(),
+            background_watch_restarts: Family::default(),
             connections_open: Gauge::default(),
             connections_shed: Family::default(),
+            election: Default::default(),
         };
         let r = registry.sub_registry_with_prefix("meshgate");
         r.register(
@@ -251,6 +257,16 @@ impl Metrics {
             metrics.watch_restarts.clone(),
         );
         r.register(
+            "background_watch_errors",
+            "Failed list/watch calls of the background audit's watches, by watched resource",
+            metrics.background_watch_errors.clone(),
+        );
+        r.register(
+            "background_watch_restarts",
+            "Background audit watches re-established (with a full re-list) after being lost, by watched resource",
+            metrics.background_watch_restarts.clone(),
+        );
+        r.register(
             "connections_open",
             "Open webhook connections",
             metrics.connections_open.clone(),
@@ -260,8 +276,28 @@ impl Metrics {
             "Connections the server closed, by reason (a timeout of one phase, or evicted at the connection cap)",
             metrics.connections_shed.clone(),
         );
+        r.register(
+            "leader_election_failing",
+            "1 while this replica cannot take part in the PolicyReport writer's leader election (Lease namespace missing, Lease refused, API server away); it retries with backoff",
+            metrics.election.failing.clone(),
+        );
+        r.register(
+            "leader_election_failures",
+            "Failed attempts to create, read or renew the PolicyReport writer's Lease",
+            metrics.election.failures.clone(),
+        );
+        r.register(
+            "leader_election_leading",
+            "1 while this replica leads and writes the PolicyReports",
+            metrics.election.leading.clone(),
+        );
         metrics.init_series();
         metrics
+    }
+
+    /// The leader election's series, handed to the elector.
+    pub fn election(&self) -> crate::leader::ElectionMetrics {
+        self.election.clone()
     }
 
     /// The watch counters of `resource`, created at zero so that a rate or
@@ -271,6 +307,18 @@ impl Metrics {
         WatchCounters {
             errors: self.watch_errors.get_or_create(&labels).clone(),
             restarts: self.watch_restarts.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// The background audit's watch counters of `resource`, created at 0.
+    pub fn background_watch_counters(&self, resource: &'static str) -> WatchCounters {
+        let labels = ResourceLabels { resource };
+        WatchCounters {
+            errors: self.background_watch_errors.get_or_create(&labels).clone(),
+            restarts: self
+                .background_watch_restarts
+                .get_or_create(&labels)
+                .clone(),
         }
     }
 

@@ -149,3 +149,133 @@ fn yaml_line_numbers_stay_linear_in_the_number_of_documents() {
     assert_eq!(report["findings"][0]["line"], 80_001, "{report}");
     assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
 }
+
+/// A directory of manifests as a repository holds them: an enrolled
+/// namespace with a workload, plus what is not a Kubernetes object.
+fn manifest_tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("app")).unwrap();
+    std::fs::write(
+        root.join("app/namespace.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  labels: {istio-injection: enabled}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("app/deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx}]\n",
+    )
+    .unwrap();
+    // Helm values, a kustomization without apiVersion/kind, meshgate's
+    // own config: none is a Kubernetes object.
+    std::fs::write(
+        root.join("values.yaml"),
+        "replicaCount: 2\nimage: {tag: v1}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("app/kustomization.yaml"),
+        "resources: [namespace.yaml, deployment.yaml]\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/meshgate.yaml"),
+        root.join("meshgate.yaml"),
+    )
+    .unwrap();
+    dir
+}
+
+fn objects_checked(o: &Exited) -> serde_json::Value {
+    let report: serde_json::Value = serde_json::from_str(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}\n{}", o.stdout, o.stderr));
+    report["summary"]["objectsChecked"].clone()
+}
+
+#[test]
+fn a_directory_with_symlink_loops_is_read_once() {
+    let tree = manifest_tree();
+    let root = tree.path();
+    std::os::unix::fs::symlink(".", root.join("x")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("app/up")).unwrap();
+    let o = run_cli(
+        &["audit", "--output", "json", root.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(objects_checked(&o), 2, "{}", o.stderr);
+    // 1: the workload's findings; a failed read would be 2.
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    for skipped in [
+        "app/up: directory already read",
+        "/x: directory already read",
+        "values.yaml: document 1: not a Kubernetes object",
+        "kustomization.yaml: document 1: not a Kubernetes object",
+        "meshgate.yaml: document 1: not a Kubernetes object",
+    ] {
+        assert!(o.stderr.contains(skipped), "{skipped:?} in\n{}", o.stderr);
+    }
+    assert_eq!(o.stderr.lines().count(), 5, "{}", o.stderr);
+}
+
+#[test]
+fn a_fifo_in_a_directory_is_skipped_not_waited_on() {
+    let tree = manifest_tree();
+    let fifo = tree.path().join("app/pipe.yaml");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    // run_cli fails the test if the audit still runs after the timeout:
+    // before, it blocked forever opening the FIFO.
+    let o = run_cli(
+        &["audit", "--output", "json", tree.path().to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(objects_checked(&o), 2, "{}", o.stderr);
+    // 1: the workload's findings; a failed read would be 2.
+    assert_eq!(o.status.code(), Some(1), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("pipe.yaml: not a regular file (a FIFO, socket or device)"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn what_is_named_or_claims_to_be_an_object_is_still_an_error() {
+    let tree = manifest_tree();
+    // Named on the command line, a values file is a mistake: exit 2.
+    let values = tree.path().join("values.yaml");
+    let o = run_cli(
+        &["audit", values.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", o.stdout);
+    assert!(
+        o.stderr
+            .contains("values.yaml, document 1: not a Kubernetes object"),
+        "{}",
+        o.stderr
+    );
+    // In a directory, a document with a kind but no apiVersion claims to be
+    // an object: it is not skipped, or a broken Deployment would pass.
+    std::fs::write(
+        tree.path().join("app/broken.yaml"),
+        "kind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  template:\n    spec: {hostNetwork: true, containers: [{name: web, image: nginx}]}\n",
+    )
+    .unwrap();
+    let o = run_cli(
+        &["audit", tree.path().to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", o.stdout);
+    assert!(
+        o.stderr.contains(
+            "broken.yaml, document 1: not a Kubernetes object: apiVersion and kind are required"
+        ),
+        "{}",
+        o.stderr
+    );
+}

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, PostParams};
 use kube::Client;
 use meshgate::background::ObjectRef;
-use meshgate::leader::Elector;
+use meshgate::leader::{ElectionMetrics, Elector, Lease};
 use meshgate::report::writer::{Reconciled, Writer};
 use meshgate::report::{build, Flavor, ObjectVerdict, Outcome, RuleResult};
 use meshgate::rules::RuleId;
@@ -281,15 +281,13 @@ async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
     let start = |identity: &'static str| {
         let client = client.clone();
         async move {
-            Elector::start(
-                client,
-                "meshgate",
-                "meshgate-reports",
-                identity,
-                lease_duration,
-            )
-            .await
-            .unwrap()
+            let lease = Lease {
+                namespace: "meshgate".into(),
+                name: "meshgate-reports".into(),
+                identity: identity.into(),
+                duration: lease_duration,
+            };
+            Elector::spawn(client, lease, ElectionMetrics::default())
         }
     };
     let (a, b) = tokio::join!(start("replica-a"), start("replica-b"));
@@ -303,7 +301,7 @@ async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (leader, follower) = if a.is_leader() { (a, b) } else { (b, a) };
-    leader.stop().await.unwrap();
+    leader.stop().await;
     // Within the lease duration (and a moment for a loaded machine).
     let took = wait_for(
         "the follower to take over",
@@ -312,7 +310,7 @@ async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
     )
     .await;
     eprintln!("takeover after {took:?}");
-    follower.stop().await.unwrap();
+    follower.stop().await;
 }
 
 /// `meshgate audit --output policyreport|openreports` on fixture manifests:

@@ -145,3 +145,215 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
     .await;
     assert!(writes(&serves[follower]) > 0);
 }
+
+const ELECTION_FAILING: &str = "leader election failing: no policy reports from this replica until it works; retrying with backoff (needs the namespace, and get/create/patch on leases there)";
+const ELECTION_WORKS: &str = "leader election works again; competing to write policy reports";
+
+fn logged(server: &Server, message: &str) -> usize {
+    server
+        .log_entries()
+        .iter()
+        .filter(|v| v["message"] == message)
+        .count()
+}
+
+/// The Lease's namespace does not exist when `serve` starts (the issue: one
+/// error, then no reports for good while `/readyz` said ready). The
+/// election retries with backoff, the metrics say it fails, and once the
+/// namespace exists the reports appear without a restart.
+#[tokio::test]
+async fn reports_start_once_the_lease_namespace_exists_without_a_restart() {
+    let Some(env) = envtest::start("envtest_serve_reports_lease_namespace") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_istio_crds(&client).await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::create_namespace(&client, "shop", json!({"istio-injection": "enabled"})).await;
+    Api::<Pod>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &pod("agent", true))
+        .await
+        .unwrap();
+
+    let mut serve = start(&env.kubeconfig());
+    eventually("the election to fail", REPORT_BOUND, || async {
+        let metrics = serve.metrics().await;
+        (metrics.value("meshgate_leader_election_failing", &[]) == 1.0
+            && metrics.value("meshgate_leader_election_failures_total", &[]) >= 2.0)
+            .then_some(())
+    })
+    .await;
+    // Still no report a few retries later: nothing writes them.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(host_network_fails(&client).await.is_none());
+    let metrics = serve.metrics().await;
+    assert_eq!(metrics.value("meshgate_leader_election_leading", &[]), 0.0);
+    let failures = metrics.value("meshgate_leader_election_failures_total", &[]);
+    assert_eq!(
+        logged(&serve, ELECTION_FAILING),
+        1,
+        "said once, not per retry"
+    );
+
+    envtest::create_namespace(&client, "meshgate", json!({})).await;
+    // The longest backoff (30 s, jittered) plus the writer's settling.
+    eventually(
+        "the shop report after the namespace appeared",
+        Duration::from_secs(30) + REPORT_BOUND,
+        || async {
+            host_network_fails(&client)
+                .await
+                .filter(|(fails, _)| *fails == 1)
+        },
+    )
+    .await;
+    assert!(serve.is_running(), "the same process, not a restart");
+    let metrics = serve.metrics().await;
+    assert_eq!(metrics.value("meshgate_leader_election_failing", &[]), 0.0);
+    assert_eq!(metrics.value("meshgate_leader_election_leading", &[]), 1.0);
+    assert!(metrics.value("meshgate_leader_election_failures_total", &[]) >= failures);
+    assert_eq!(logged(&serve, ELECTION_FAILING), 1);
+    assert_eq!(logged(&serve, ELECTION_WORKS), 1, "recovery logged once");
+    eprintln!(
+        "lease namespace: {failures} failed attempts before it existed, {} error line",
+        logged(&serve, ELECTION_FAILING)
+    );
+}
+
+/// The envtest kubeconfig, acting as `user` (RBAC applies to it).
+fn kubeconfig_as(env: &envtest::Envtest, user: &str) -> std::path::PathBuf {
+    let admin = std::fs::read_to_string(env.kubeconfig()).unwrap();
+    assert!(admin.contains("\n  user:\n"), "{admin}");
+    let path = env.state_dir().join(format!("kubeconfig-{user}"));
+    std::fs::write(
+        &path,
+        admin.replacen("\n  user:\n", &format!("\n  user:\n    as: {user}\n"), 1),
+    )
+    .unwrap();
+    path
+}
+
+/// Everything `serve` reads and writes, but of Leases in `meshgate` only
+/// `verbs`.
+async fn grant(client: &Client, user: &str, lease_verbs: &[&str]) {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    use kube::api::{Patch, PatchParams};
+    let apply = PatchParams::apply("meshgate-test").force();
+    let everything_else: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": "meshgate-but-leases"},
+        "rules": [{"apiGroups": ["", "apps", "batch", "security.istio.io", "networking.istio.io",
+                                 "wgpolicyk8s.io", "openreports.io", "cert-manager.io"],
+                   "resources": ["*"], "verbs": ["*"]}]
+    }))
+    .unwrap();
+    let subjects = json!([{"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}]);
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "meshgate-but-leases"},
+        "roleRef": {"kind": "ClusterRole", "name": "meshgate-but-leases", "apiGroup": "rbac.authorization.k8s.io"},
+        "subjects": subjects
+    }))
+    .unwrap();
+    let leases: Role = serde_json::from_value(json!({
+        "metadata": {"name": "leases", "namespace": "meshgate"},
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": lease_verbs}]
+    }))
+    .unwrap();
+    let lease_binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "leases", "namespace": "meshgate"},
+        "roleRef": {"kind": "Role", "name": "leases", "apiGroup": "rbac.authorization.k8s.io"},
+        "subjects": subjects
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(client.clone())
+        .patch(
+            "meshgate-but-leases",
+            &apply,
+            &Patch::Apply(&everything_else),
+        )
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch("meshgate-but-leases", &apply, &Patch::Apply(&binding))
+        .await
+        .unwrap();
+    Api::<Role>::namespaced(client.clone(), "meshgate")
+        .patch("leases", &apply, &Patch::Apply(&leases))
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), "meshgate")
+        .patch("leases", &apply, &Patch::Apply(&lease_binding))
+        .await
+        .unwrap();
+}
+
+/// RBAC lets `serve` create the Lease but not take it (no `patch`): every
+/// attempt fails after a successful start, which must neither stop the
+/// retries nor log a recovery and a failure per retry. Once the Role allows
+/// it, the reports appear without a restart.
+#[tokio::test]
+async fn reports_start_once_rbac_lets_the_lease_be_taken_without_a_restart() {
+    let Some(env) = envtest::start("envtest_serve_reports_lease_rbac") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_istio_crds(&client).await;
+    envtest::install_report_crds(&client, "wgpolicyk8s.yaml").await;
+    envtest::create_namespace(&client, "meshgate", json!({})).await;
+    envtest::create_namespace(&client, "shop", json!({"istio-injection": "enabled"})).await;
+    Api::<Pod>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &pod("agent", true))
+        .await
+        .unwrap();
+    let user = "meshgate-lease-test";
+    grant(&client, user, &["get", "create"]).await;
+
+    let mut serve = Server::start(Options::default().kubeconfig(kubeconfig_as(&env, user)));
+    eventually("a few refused attempts", REPORT_BOUND, || async {
+        let metrics = serve.metrics().await;
+        (metrics.value("meshgate_leader_election_failures_total", &[]) >= 3.0).then_some(())
+    })
+    .await;
+    assert!(host_network_fails(&client).await.is_none());
+    let metrics = serve.metrics().await;
+    assert_eq!(metrics.value("meshgate_leader_election_failing", &[]), 1.0);
+    assert_eq!(
+        logged(&serve, ELECTION_FAILING),
+        1,
+        "said once, not per retry"
+    );
+    assert_eq!(
+        logged(&serve, ELECTION_WORKS),
+        0,
+        "a Lease created but not taken is no recovery"
+    );
+    let failing = serve
+        .log_entries()
+        .into_iter()
+        .find(|v| v["message"] == ELECTION_FAILING)
+        .unwrap();
+    assert!(
+        failing["error"].as_str().unwrap().contains("forbidden"),
+        "{failing}"
+    );
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), "meshgate");
+    let lease = leases.get_opt("meshgate-reports").await.unwrap();
+    assert!(lease.is_some(), "created, just not taken");
+
+    grant(&client, user, &["get", "create", "patch"]).await;
+    eventually(
+        "the shop report once the Lease can be taken",
+        Duration::from_secs(30) + REPORT_BOUND,
+        || async {
+            host_network_fails(&client)
+                .await
+                .filter(|(fails, _)| *fails == 1)
+        },
+    )
+    .await;
+    assert!(serve.is_running(), "the same process, not a restart");
+    let metrics = serve.metrics().await;
+    assert_eq!(metrics.value("meshgate_leader_election_failing", &[]), 0.0);
+    assert_eq!(logged(&serve, ELECTION_FAILING), 1);
+    assert_eq!(logged(&serve, ELECTION_WORKS), 1, "recovery logged once");
+}

@@ -92,6 +92,8 @@ pub struct Report {
     pub namespaces: Vec<NamespacePosture>,
     /// Every judged object's per-rule results, for PolicyReports.
     pub verdicts: Vec<crate::report::ObjectVerdict>,
+    /// Inputs skipped while reading directories, shown on stderr.
+    pub skipped: Vec<manifest::Note>,
 }
 
 impl Report {
@@ -122,6 +124,11 @@ pub enum AuditError {
 pub fn run(args: &AuditArgs) -> ExitCode {
     match audit(args) {
         Ok(mut report) => {
+            if !args.quiet {
+                for note in &report.skipped {
+                    eprintln!("meshgate audit: note: {note}");
+                }
+            }
             select::Selection::of(args).apply(&mut report);
             let text = match args.output {
                 OutputFormat::Text => output::text(&report, output::TextStyle::of(args)),
@@ -165,8 +172,10 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
             judge_change(live, change, &config, namespace)
         }
         (false, _) => {
-            let (judged, posture) = read_paths(&args.paths, namespace)?;
-            judge(&judged, &posture, &config, namespace)
+            let (judged, posture, skipped) = read_paths(&args.paths, namespace)?;
+            let mut report = judge(&judged, &posture, &config, namespace)?;
+            report.skipped = skipped;
+            Ok(report)
         }
     }
 }
@@ -203,21 +212,21 @@ fn judge_change(
 /// read (the background audit's projection: no managedFields, last-applied
 /// copies, status, resources or probes), so memory follows the judged
 /// objects' trimmed size, not the input's. Other documents are dropped as
-/// they are read.
+/// they are read. Also returns what the reading skipped.
 fn read_paths(
     paths: &[std::path::PathBuf],
     namespace: &str,
-) -> Result<(Vec<Kept>, PostureIndex), AuditError> {
+) -> Result<(Vec<Kept>, PostureIndex, Vec<manifest::Note>), AuditError> {
     let mut posture = PostureIndex::default();
     let mut judged = Vec::new();
-    manifest::map_paths(paths, crate::parallel::cores(), &read, &mut |read| {
+    let skipped = manifest::map_paths(paths, crate::parallel::cores(), &read, &mut |read| {
         if let Some(m) = read.posture {
             files::add(&mut posture, m, namespace)?;
         }
         judged.extend(read.judged);
         Ok(())
     })?;
-    Ok((judged, posture))
+    Ok((judged, posture, skipped))
 }
 
 /// What the audit keeps of one manifest: cluster state for the index, the

@@ -14,7 +14,9 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
+use crate::metrics::{Metrics, WatchCounters};
 use crate::posture::reflector::CacheSync;
+use crate::posture::watch_link::{relists_by_itself, Failure, Messages, WatchLink};
 use crate::posture::watched::WatchedResource;
 use crate::posture::SharedPosture;
 use crate::subject::Kind;
@@ -47,10 +49,12 @@ pub fn spawn(
     config: Arc<Config>,
     posture: SharedPosture,
     posture_sync: Arc<CacheSync>,
+    metrics: &Metrics,
 ) -> Results {
     let (changes, receiver) = mpsc::channel(1024);
     for kind in watched_kinds() {
-        tokio::spawn(watch_kind(client.clone(), kind, changes.clone()));
+        let counters = metrics.background_watch_counters(kind.row().resource);
+        tokio::spawn(watch_kind(client.clone(), kind, changes.clone(), counters));
     }
     let watched = watched_kinds().count();
     let (results_tx, results_rx) = watch::channel(Arc::new(Snapshot::default()));
@@ -96,9 +100,24 @@ fn m_namespace_missing(object: &Value) -> bool {
         .is_none_or(str::is_empty)
 }
 
-/// Watches one kind into `changes`; tells `synced` after each full list.
-async fn watch_kind(client: Client, kind: Kind, changes: mpsc::Sender<Change>) {
+/// What the background audit's watches log: one line when a watch is lost
+/// and one when it is back, as the posture watches do.
+const BACKGROUND_WATCH: Messages = Messages {
+    cannot_list: "background audit: cannot list; retrying",
+    lost: "background audit: watch lost; verdicts kept until it is re-established",
+    back: "background audit: watch re-established; objects re-listed",
+    synced: "background audit: objects listed",
+};
+
+/// Watches one kind into `changes`; tells the engine after each full list.
+async fn watch_kind(
+    client: Client,
+    kind: Kind,
+    changes: mpsc::Sender<Change>,
+    counters: WatchCounters,
+) {
     let mut said_missing = false;
+    let mut said_unreachable = false;
     loop {
         let resource = match kind.served_resource(&client).await {
             Ok(Some(resource)) => resource,
@@ -118,51 +137,84 @@ async fn watch_kind(client: Client, kind: Kind, changes: mpsc::Sender<Change>) {
                 continue;
             }
             Err(error) => {
-                tracing::warn!(kind = %kind, %error, "background audit: cannot probe the API; retrying");
+                counters.errors.inc();
+                // Said once: the API server may be away for a while.
+                if !std::mem::replace(&mut said_unreachable, true) {
+                    tracing::warn!(kind = %kind, %error, "background audit: cannot probe the API; retrying");
+                }
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 continue;
             }
         };
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        let mut stream = watcher::watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut present = BTreeSet::new();
-        while let Some(event) = stream.next().await {
-            let change = match event {
-                Ok(Event::Init) => {
-                    present.clear();
-                    continue;
+        let connect = || {
+            watcher::watcher(api.clone(), watcher::Config::default())
+                .default_backoff()
+                .boxed()
+        };
+        let mut link = WatchLink::new(kind.row().resource, counters.clone(), BACKGROUND_WATCH);
+        if !feed_events(kind, &resource, connect, &mut link, &changes).await {
+            return;
+        }
+    }
+}
+
+/// Feeds one kind's watch events to the engine until the stream ends
+/// (true) or the engine is gone (false). A lost watch is replaced by a
+/// fresh one, whose list tells the engine what is present now.
+async fn feed_events<S>(
+    kind: Kind,
+    resource: &ApiResource,
+    mut connect: impl FnMut() -> S,
+    link: &mut WatchLink,
+    changes: &mpsc::Sender<Change>,
+) -> bool
+where
+    S: futures::Stream<Item = Result<Event<DynamicObject>, watcher::Error>> + Unpin,
+{
+    let mut stream = connect();
+    let mut present = BTreeSet::new();
+    while let Some(event) = stream.next().await {
+        let change = match event {
+            Ok(Event::Init) => {
+                present.clear();
+                continue;
+            }
+            Ok(Event::InitApply(object)) => {
+                let change = applied(kind, resource, object);
+                if let Some(Change::Applied { object, .. }) = &change {
+                    present.insert(key_of(kind, object));
                 }
-                Ok(Event::InitApply(object)) => {
-                    let change = applied(kind, &resource, object);
-                    if let Some(Change::Applied { object, .. }) = &change {
-                        present.insert(key_of(kind, object));
-                    }
-                    change
-                }
-                Ok(Event::InitDone) => Some(Change::Listed {
+                change
+            }
+            Ok(Event::InitDone) => {
+                link.listed(present.len());
+                Some(Change::Listed {
                     kind,
                     present: std::mem::take(&mut present),
-                }),
-                Ok(Event::Apply(object)) => applied(kind, &resource, object),
-                Ok(Event::Delete(object)) => Some(Change::Deleted {
-                    kind,
-                    namespace: object.metadata.namespace.clone().unwrap_or_default(),
-                    name: object.metadata.name.clone().unwrap_or_default(),
-                }),
-                Err(error) => {
-                    tracing::warn!(kind = %kind, %error, "background audit: watch error; retrying");
-                    continue;
+                })
+            }
+            Ok(Event::Apply(object)) => applied(kind, resource, object),
+            Ok(Event::Delete(object)) => Some(Change::Deleted {
+                kind,
+                namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                name: object.metadata.name.clone().unwrap_or_default(),
+            }),
+            Err(error) => {
+                if link.failed(&error) == Failure::Lost && !relists_by_itself(&error) {
+                    stream = connect();
+                    present.clear();
                 }
-            };
-            if let Some(change) = change {
-                if changes.send(change).await.is_err() {
-                    return;
-                }
+                continue;
+            }
+        };
+        if let Some(change) = change {
+            if changes.send(change).await.is_err() {
+                return false;
             }
         }
     }
+    true
 }
 
 fn key_of(kind: Kind, object: &Value) -> String {

@@ -21,6 +21,7 @@ pub mod confirm;
 pub mod files;
 pub mod mtls;
 pub mod reflector;
+pub mod watch_link;
 pub mod watched;
 
 pub use authz::AuthzIndex;

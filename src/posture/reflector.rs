@@ -13,7 +13,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
@@ -28,6 +28,8 @@ use crate::istio::{
     AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
 };
 use crate::metrics::{Metrics, WatchCounters};
+
+use super::watch_link::{relists_by_itself, Failure, Messages, WatchLink};
 
 use super::{Availability, PostureIndex, SharedPosture, Store};
 use crate::kinds::{Kind, TableKind, TABLE};
@@ -240,6 +242,14 @@ async fn apply_namespace_events<S>(
     .await;
 }
 
+/// What the posture watches log (`tests/envtest_outage.rs` counts them).
+const POSTURE_WATCH: Messages = Messages {
+    cannot_list: "cannot list; retrying",
+    lost: "watch lost; answering from the cache until it is re-established",
+    back: "watch re-established; cache re-listed",
+    synced: "cache synced",
+};
+
 /// How long to wait before looking again for CRDs that were not installed.
 const MISSING_RETRY: Duration = Duration::from_secs(30);
 
@@ -250,6 +260,7 @@ pub async fn watch_istio<T: IstioKind>(
     sync: Arc<CacheSync>,
     counters: WatchCounters,
 ) {
+    let mut said_unreachable = false;
     loop {
         match T::KIND.served_resource(&client).await {
             Ok(Some(resource)) => {
@@ -303,7 +314,10 @@ pub async fn watch_istio<T: IstioKind>(
             }
             Err(error) => {
                 counters.errors.inc();
-                tracing::warn!(resource = T::resource(), %error, "cannot probe the API; retrying");
+                // Said once: the API server may be away for a while.
+                if !std::mem::replace(&mut said_unreachable, true) {
+                    tracing::warn!(resource = T::resource(), %error, "cannot probe the API; retrying");
+                }
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -347,34 +361,17 @@ async fn apply_events<K, S>(
 {
     let mut stream = connect();
     let mut relist: Vec<K> = Vec::new();
-    let mut synced = false;
-    // Since when the watch has been down, if it is.
-    let mut lost: Option<Instant> = None;
+    let mut link = WatchLink::new(resource, counters.clone(), POSTURE_WATCH);
     while let Some(event) = stream.next().await {
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                counters.errors.inc();
-                if lost.is_some() {
-                    // Retried with backoff; one line per outage is enough.
-                    tracing::debug!(%error, resource, "watch still down, retrying");
-                    continue;
-                }
-                lost = Some(Instant::now());
-                if !synced {
-                    tracing::warn!(%error, resource, "cannot list; retrying");
-                    continue;
-                }
-                sync.mark_lost(resource, true);
-                tracing::warn!(%error, resource, "watch lost; answering from the cache until it is re-established");
-                // 410 Gone: the API server no longer has our resourceVersion
-                // (compaction, or an API server restarted while we were
-                // reconnecting); the watcher re-lists on this very stream.
-                // Any other loss: resuming from the last resourceVersion
-                // could miss what was compacted meanwhile, so list afresh.
-                if !matches!(&error, watcher::Error::WatchError(status) if status.code == 410) {
-                    stream = connect();
-                    relist.clear();
+                if link.failed(&error) == Failure::Lost {
+                    sync.mark_lost(resource, true);
+                    if !relists_by_itself(&error) {
+                        stream = connect();
+                        relist.clear();
+                    }
                 }
                 continue;
             }
@@ -387,19 +384,7 @@ async fn apply_events<K, S>(
                 write(posture, |index| replace(index, std::mem::take(&mut relist)));
                 sync.mark_synced(resource, Availability::Present);
                 sync.mark_lost(resource, false);
-                match lost.take() {
-                    Some(since) if synced => {
-                        counters.restarts.inc();
-                        tracing::info!(
-                            resource,
-                            objects,
-                            down_seconds = since.elapsed().as_secs_f64(),
-                            "watch re-established; cache re-listed"
-                        );
-                    }
-                    _ => tracing::info!(resource, objects, "cache synced"),
-                }
-                synced = true;
+                link.listed(objects);
             }
             Event::Apply(object) => write(posture, |index| apply(index, object)),
             Event::Delete(object) => write(posture, |index| delete(index, object)),

@@ -12,7 +12,7 @@ use super::types::Flavor;
 use super::writer::{self, Writer};
 use crate::background::Results;
 use crate::config::Config;
-use crate::leader::{self, Elector};
+use crate::leader::{self, ElectionMetrics, Elector, Lease};
 
 /// How long a leader that stopped renewing keeps the lease.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -24,33 +24,25 @@ pub struct ReportTask {
     task: JoinHandle<()>,
 }
 
-/// Starts the writer in the background. `namespace` holds the Lease.
+/// Starts the writer in the background. `namespace` holds the Lease; the
+/// election retries until it works (see [`crate::leader`]).
 pub fn spawn(
     client: Client,
     config: Arc<Config>,
     results: Results,
     namespace: String,
     flavor: Flavor,
+    metrics: ElectionMetrics,
 ) -> ReportTask {
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let identity = leader::identity();
-        let elector = match Elector::start(
-            client.clone(),
-            &namespace,
-            leader::LEASE_NAME,
-            &identity,
-            LEASE_DURATION,
-        )
-        .await
-        {
-            Ok(elector) => elector,
-            Err(error) => {
-                tracing::error!(%error, "cannot take part in leader election; not writing policy reports");
-                return;
-            }
+        let lease = Lease {
+            namespace,
+            name: leader::LEASE_NAME.to_owned(),
+            identity: leader::identity(),
+            duration: LEASE_DURATION,
         };
-        tracing::info!(%identity, lease = leader::LEASE_NAME, "competing to write policy reports");
+        let elector = Elector::spawn(client.clone(), lease, metrics);
         let writing = writer::run(
             Writer::new(client, flavor),
             config,
@@ -61,9 +53,7 @@ pub fn spawn(
             () = writing => {}
             _ = stopped => {}
         }
-        if let Err(error) = elector.stop().await {
-            tracing::warn!(%error, "cannot release the lease; it runs out by itself");
-        }
+        elector.stop().await;
     });
     ReportTask { stop, task }
 }

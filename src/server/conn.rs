@@ -90,6 +90,8 @@ pub struct ConnState {
     since_ms: AtomicU64,
     served: AtomicBool,
     evict: Notify,
+    /// Told when the first request begins.
+    first_request: Notify,
 }
 
 /// Every open connection, for the cap.
@@ -175,13 +177,24 @@ impl Registration {
     /// Marks a request in flight until the guard is dropped.
     pub fn begin(&self) -> RequestGuard {
         self.state.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.state.served.store(true, Ordering::Relaxed);
+        if !self.state.served.swap(true, Ordering::AcqRel) {
+            self.state.first_request.notify_one();
+        }
         self.state
             .since_ms
             .store(self.tracker.now_ms(), Ordering::Relaxed);
         RequestGuard {
             state: self.state.clone(),
             tracker: self.tracker.clone(),
+        }
+    }
+
+    /// Resolves once the connection's first request has begun (at once if
+    /// it has). The permit `notify_one` stores makes the check-then-wait
+    /// race free.
+    pub async fn first_request(&self) {
+        if !self.state.served.load(Ordering::Acquire) {
+            self.state.first_request.notified().await;
         }
     }
 

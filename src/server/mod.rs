@@ -29,6 +29,7 @@ use crate::posture::reflector::{self, CacheSync};
 use crate::posture::{files, SharedPosture};
 use conn::{Shed, Timeouts, Tracker};
 
+mod closing;
 pub mod conn;
 pub mod routes;
 pub mod tls;
@@ -183,8 +184,13 @@ impl Feed<'_> {
         tracing::info!("watching the cluster for posture");
         if self.config.background_audit.enabled {
             let (c, p, s) = (self.config.clone(), self.posture.clone(), sync.clone());
-            self.posture_metrics
-                .attach(background::feed::spawn(client.clone(), c, p, s));
+            self.posture_metrics.attach(background::feed::spawn(
+                client.clone(),
+                c,
+                p,
+                s,
+                self.metrics,
+            ));
         }
         let report_task = match self.posture_metrics.results() {
             Some(results) if args.policy_reports => Some(crate::report::serve::spawn(
@@ -193,6 +199,7 @@ impl Feed<'_> {
                 results,
                 args.own_namespace.clone(),
                 args.policy_report_api,
+                self.metrics.election(),
             )),
             _ => None,
         };
@@ -251,8 +258,10 @@ enum Phase {
 /// unready and HTTP/1 answers carry `Connection: close` for the drain delay,
 /// while new connections are still accepted: the API server keeps sending
 /// reviews until the endpoint removal reaches it. After the delay the
-/// listener closes, idle connections are closed, HTTP/2 ones get GOAWAY, and
-/// in-flight reviews get the grace period to finish.
+/// listener stops completing handshakes, the connections already queued are
+/// taken, and it closes; idle connections are closed, HTTP/2 ones get
+/// GOAWAY, connections that have not had a request yet get that one answered
+/// first, and in-flight reviews get the grace period to finish.
 async fn serve_tls(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -289,19 +298,7 @@ async fn serve_tls(
         tokio::time::sleep(drain_delay).await;
     };
     tokio::pin!(stop);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(error) => {
-                    // Usually EMFILE: back off briefly instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut stop => break,
-        };
+    let accepted = |stream: TcpStream, peer: SocketAddr| {
         // Reviews are small request/response exchanges: send them at once.
         let _ = stream.set_nodelay(true);
         let conn = Conn {
@@ -318,6 +315,33 @@ async fn serve_tls(
             builder.clone(),
             phase_rx.clone(),
         ));
+    };
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(error) => {
+                    // Usually EMFILE: back off briefly instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        accepted(stream, peer);
+    }
+    // No connection the kernel completed is dropped: new handshakes stop,
+    // the queued connections are served, then the socket closes.
+    if closing::stop_handshakes(&listener) {
+        let queued = closing::queued(&listener);
+        tracing::debug!(
+            connections = queued.len(),
+            "queued connections taken before closing"
+        );
+        for (stream, peer) in queued {
+            accepted(stream, peer);
+        }
     }
     drop(listener);
     drop(phase_rx);
@@ -373,7 +397,12 @@ impl Conn {
         };
         let conn = builder.serve_connection(TokioIo::new(tls), service);
         tokio::pin!(conn);
-        let mut stopping = false;
+        // A connection is closed at shutdown only once it has had its first
+        // request: one accepted just before the listener closed carries a
+        // request its client already sent, and closing it unread would lose
+        // that review. A silent one is bounded by the request-head timeout.
+        let mut stopping = *phase.borrow_and_update() == Phase::Stopping;
+        let mut close_after_first = stopping;
         loop {
             let (deadline, why) = this.registration.deadline(&this.timeouts);
             tokio::select! {
@@ -390,9 +419,15 @@ impl Conn {
                 }
                 changed = phase.changed(), if !stopping => {
                     if changed.is_err() || *phase.borrow() == Phase::Stopping {
-                        conn.as_mut().graceful_shutdown();
                         stopping = true;
+                        close_after_first = true;
                     }
+                }
+                () = this.registration.first_request(), if close_after_first => {
+                    // HTTP/1: no keep-alive after this answer; HTTP/2: a
+                    // GOAWAY that still covers the streams already read.
+                    conn.as_mut().graceful_shutdown();
+                    close_after_first = false;
                 }
                 () = tokio::time::sleep_until(deadline) => {
                     // The phase may have moved on while the timer ran.
