@@ -847,7 +847,12 @@ fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
     assert_eq!(hooks.len(), 4, "ServiceAccount, ClusterRole, binding, Job");
     for hook in &hooks {
         let annotations = &hook["metadata"]["annotations"];
-        assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{hook}");
+        // Again after the release's resources are gone: a report written
+        // between the two runs goes too.
+        assert_eq!(
+            annotations["helm.sh/hook"], "pre-delete,post-delete",
+            "{hook}"
+        );
         assert_eq!(
             annotations["helm.sh/hook-delete-policy"],
             "before-hook-creation,hook-succeeded"
@@ -864,6 +869,16 @@ fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
             "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
             "resourceNames": [FULLNAME],
             "verbs": ["get", "delete"],
+        }, {
+            // The command deletes only meshgate's (by label); RBAC cannot
+            // select by label.
+            "apiGroups": ["wgpolicyk8s.io"],
+            "resources": ["policyreports", "clusterpolicyreports"],
+            "verbs": ["list", "delete"],
+        }, {
+            "apiGroups": ["openreports.io"],
+            "resources": ["reports", "clusterreports"],
+            "verbs": ["list", "delete"],
         }])
     );
     let binding = find(&docs, "ClusterRoleBinding", &hook_name);
@@ -881,7 +896,10 @@ fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
     );
     let c = &pod["containers"][0];
     assert_eq!(c["image"], container(&docs)["image"]);
-    assert_eq!(c["args"], json!(["remove-webhooks", "--name", FULLNAME]));
+    assert_eq!(
+        c["args"],
+        json!(["remove-webhooks", "--name", FULLNAME, "--policy-reports"])
+    );
     assert_eq!(c["securityContext"], container(&docs)["securityContext"]);
     assert_eq!(
         pod["securityContext"],
@@ -1485,6 +1503,14 @@ fn report_crds_are_installed_only_when_asked_for_the_chosen_api() {
         let mut crds: Vec<&str> = docs
             .iter()
             .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .inspect(|d| {
+                // Other tools' reports live in them: uninstall keeps them.
+                assert_eq!(
+                    d["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+                    "{}",
+                    d["metadata"]["name"]
+                )
+            })
             .map(|d| d["metadata"]["name"].as_str().unwrap())
             .collect();
         crds.sort();
