@@ -1,0 +1,468 @@
+//! Kubernetes Events (`events.k8s.io/v1`, through kube-runtime's
+//! [`Recorder`], which aggregates repeats into a series) on what meshgate
+//! finds, so `kubectl describe` and event exporters see it, not only the log.
+//!
+//! ```text
+//! /validate (admitted with audit-mode findings) ─ try_send ─┐ bounded queue:
+//!                                                          │ full = dropped, counted
+//! background audit results ─ transitions (leader only) ────┤
+//!                                                          ▼
+//!                            token bucket (events.maxPerMinute, burst) ─▶ Recorder
+//! ```
+//!
+//! The webhook never waits on an Event: it queues the review's body (a
+//! reference-counted buffer, no copy) and answers. The worker reads the
+//! object's name and uid from it. Background Events are told by one replica,
+//! the holder of the Lease `meshgate-events`, and only on a transition:
+//! newly failing (a rule the object did not violate before) or newly passing
+//! (no violation left).
+
+pub mod describe;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Client;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::admission::{Outcome, Reviewed};
+use crate::background::{Results, Verdict};
+use crate::config::{ConfigError, Mode};
+use crate::leader::{self, Elector};
+
+use describe::Transition;
+
+/// The Lease whose holder tells the background audit's transitions.
+pub const EVENTS_LEASE: &str = "meshgate-events";
+/// Admitted reviews waiting for their Event; past it they are dropped.
+const QUEUE: usize = 256;
+/// Bound on one Event write (create, or patch of a series).
+const WRITE_BOUND: Duration = Duration::from_secs(5);
+const LEASE_DURATION: Duration = Duration::from_secs(15);
+
+/// `events` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawEvents {
+    enabled: Option<bool>,
+    max_per_minute: Option<u32>,
+    burst: Option<u32>,
+}
+
+/// Validated `events` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSettings {
+    pub enabled: bool,
+    /// Events written per minute at most, on average (token bucket).
+    pub max_per_minute: u32,
+    /// Events written at once after a quiet spell.
+    pub burst: u32,
+}
+
+impl RawEvents {
+    pub(crate) fn validate(self) -> Result<EventSettings, ConfigError> {
+        let max_per_minute = self.max_per_minute.unwrap_or(60);
+        if !(1..=6000).contains(&max_per_minute) {
+            return Err(ConfigError::invalid(
+                "events.maxPerMinute",
+                "must be 1 to 6000",
+            ));
+        }
+        let burst = self.burst.unwrap_or(20);
+        if !(1..=1000).contains(&burst) {
+            return Err(ConfigError::invalid("events.burst", "must be 1 to 1000"));
+        }
+        Ok(EventSettings {
+            enabled: self.enabled.unwrap_or(true),
+            max_per_minute,
+            burst,
+        })
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EmittedLabels {
+    source: &'static str,
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DroppedLabels {
+    reason: &'static str,
+}
+
+const SOURCES: [&str; 2] = ["admission", "background"];
+const DROP_REASONS: [&str; 3] = ["queue_full", "rate_limited", "write_failed"];
+
+/// `meshgate_events_emitted_total` and `meshgate_events_dropped_total`,
+/// every series at 0 from start-up.
+#[derive(Clone, Debug, Default)]
+pub struct EventMetrics {
+    emitted: Family<EmittedLabels, Counter>,
+    dropped: Family<DroppedLabels, Counter>,
+}
+
+impl EventMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = EventMetrics::default();
+        for source in SOURCES {
+            for r#type in ["Warning", "Normal"] {
+                let _ = metrics
+                    .emitted
+                    .get_or_create(&EmittedLabels { source, r#type });
+            }
+        }
+        for reason in DROP_REASONS {
+            let _ = metrics.dropped.get_or_create(&DroppedLabels { reason });
+        }
+        let r = registry.sub_registry_with_prefix("meshgate");
+        r.register(
+            "events_emitted",
+            "Kubernetes Events written, by source (admission, background) and type",
+            metrics.emitted.clone(),
+        );
+        r.register(
+            "events_dropped",
+            "Events not written: queue full, over the rate limit, or the write failed",
+            metrics.dropped.clone(),
+        );
+        metrics
+    }
+
+    fn dropped(&self, reason: &'static str) {
+        self.dropped.get_or_create(&DroppedLabels { reason }).inc();
+    }
+}
+
+/// A token bucket: `burst` at once, then `per_minute` a minute.
+#[derive(Debug)]
+struct Limiter {
+    capacity: f64,
+    per_second: f64,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Limiter {
+    fn new(settings: &EventSettings, now: Instant) -> Self {
+        Limiter {
+            capacity: f64::from(settings.burst),
+            per_second: f64::from(settings.max_per_minute) / 60.0,
+            tokens: f64::from(settings.burst),
+            last: now,
+        }
+    }
+
+    fn try_take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// An admitted review waiting for its Event.
+struct Admitted {
+    body: Bytes,
+    warnings: Vec<String>,
+}
+
+/// The webhook's side: queues admitted reviews with audit-mode findings.
+#[derive(Clone)]
+pub struct AdmissionEvents {
+    queue: mpsc::Sender<Admitted>,
+    metrics: EventMetrics,
+}
+
+impl AdmissionEvents {
+    /// Queues an Event for `reviewed` if it was admitted with audit-mode
+    /// findings; never waits (a full queue drops it, counted). Dry runs get
+    /// none: their object is never stored.
+    pub fn offer(&self, body: &Bytes, reviewed: &Reviewed) {
+        let record = &reviewed.record;
+        let wanted = record.outcome == Outcome::Warned
+            && !record.dry_run
+            && record.kind.is_some()
+            && record
+                .violations
+                .iter()
+                .any(|(_, mode)| *mode == Mode::Audit);
+        if !wanted {
+            return;
+        }
+        let warnings = reviewed
+            .review
+            .response
+            .as_ref()
+            .and_then(|r| r.warnings.clone())
+            .unwrap_or_default();
+        let admitted = Admitted {
+            body: body.clone(),
+            warnings,
+        };
+        if self.queue.try_send(admitted).is_err() {
+            self.metrics.dropped("queue_full");
+        }
+    }
+}
+
+/// The worker, waiting for a client: created before the cluster is reached
+/// so the webhook's handle exists from the start.
+pub struct Starter {
+    settings: EventSettings,
+    metrics: EventMetrics,
+    admitted: mpsc::Receiver<Admitted>,
+}
+
+/// The webhook's handle and the worker to start, when Events are enabled.
+pub fn new(settings: &EventSettings, metrics: EventMetrics) -> Option<(AdmissionEvents, Starter)> {
+    if !settings.enabled {
+        return None;
+    }
+    let (queue, admitted) = mpsc::channel(QUEUE);
+    let handle = AdmissionEvents {
+        queue,
+        metrics: metrics.clone(),
+    };
+    let starter = Starter {
+        settings: settings.clone(),
+        metrics,
+        admitted,
+    };
+    Some((handle, starter))
+}
+
+impl Starter {
+    /// Starts writing Events: admitted reviews' at once, the background
+    /// audit's (`results`) while this replica holds [`EVENTS_LEASE`] in
+    /// `namespace`.
+    pub fn start(self, client: Client, results: Option<Results>, namespace: String) {
+        tokio::spawn(async move {
+            let identity = leader::identity();
+            let reporter = Reporter {
+                controller: "meshgate".into(),
+                instance: Some(identity.clone()),
+            };
+            let leading = match &results {
+                Some(_) => {
+                    let started = Elector::start(
+                        client.clone(),
+                        &namespace,
+                        EVENTS_LEASE,
+                        &identity,
+                        LEASE_DURATION,
+                    )
+                    .await;
+                    match started {
+                        Ok(elector) => Some(elector),
+                        Err(error) => {
+                            tracing::error!(%error, lease = EVENTS_LEASE, "cannot take part in leader election; no background audit events");
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            tracing::info!(
+                background = leading.is_some(),
+                lease = EVENTS_LEASE,
+                "recording Kubernetes events"
+            );
+            let worker = Worker {
+                recorder: Recorder::new(client, reporter),
+                limiter: Limiter::new(&self.settings, Instant::now()),
+                metrics: self.metrics,
+                failing: false,
+            };
+            let background = results.zip(leading);
+            worker.run(self.admitted, background).await;
+        });
+    }
+}
+
+struct Worker {
+    recorder: Recorder,
+    limiter: Limiter,
+    metrics: EventMetrics,
+    /// The last write failed (logged once until one works).
+    failing: bool,
+}
+
+type Verdicts = Arc<std::collections::BTreeMap<String, Arc<Verdict>>>;
+
+impl Worker {
+    async fn run(
+        mut self,
+        mut admitted: mpsc::Receiver<Admitted>,
+        background: Option<(Results, Elector)>,
+    ) {
+        let (mut results, leading, _elector) = match background {
+            Some((results, elector)) => (Some(results), Some(elector.leading()), Some(elector)),
+            None => (None, None, None),
+        };
+        // What was last told (or, while not leading, last seen): only
+        // changes from it become Events.
+        let mut baseline: Option<Verdicts> = None;
+        loop {
+            tokio::select! {
+                next = admitted.recv() => match next {
+                    Some(review) => self.admitted(review).await,
+                    None => return,
+                },
+                changed = changed(&mut results) => {
+                    if changed.is_err() {
+                        results = None;
+                        continue;
+                    }
+                    let Some(snapshot) = results.as_ref().map(Results::snapshot) else { continue };
+                    if !snapshot.complete {
+                        continue;
+                    }
+                    let is_leader = leading.as_ref().is_some_and(|l| *l.borrow());
+                    if let (true, Some(before)) = (is_leader, &baseline) {
+                        let before = before.clone();
+                        self.transitions(&before, &snapshot.verdicts).await;
+                    }
+                    baseline = Some(snapshot.verdicts.clone());
+                }
+            }
+        }
+    }
+
+    async fn admitted(&mut self, review: Admitted) {
+        let Some(reference) = describe::admitted_reference(&review.body) else {
+            tracing::debug!("an admitted review names no object; no event");
+            return;
+        };
+        let event = Event {
+            type_: EventType::Warning,
+            reason: describe::REASON_VIOLATION.into(),
+            note: Some(describe::admission_note(&review.warnings)),
+            action: describe::ACTION_ADMIT.into(),
+            secondary: None,
+        };
+        self.write("admission", event, &reference).await;
+    }
+
+    async fn transitions(&mut self, before: &Verdicts, after: &Verdicts) {
+        for (verdict, transition) in describe::transitions(before, after) {
+            let type_ = match transition {
+                Transition::Failing => EventType::Warning,
+                Transition::Passing { .. } => EventType::Normal,
+            };
+            let reason = match transition {
+                Transition::Failing => describe::REASON_VIOLATION,
+                Transition::Passing { .. } => describe::REASON_RESOLVED,
+            };
+            let event = Event {
+                type_,
+                reason: reason.into(),
+                note: Some(describe::background_note(&verdict.judgement, &transition)),
+                action: describe::ACTION_AUDIT.into(),
+                secondary: None,
+            };
+            let reference = describe::reference(&verdict.object);
+            self.write("background", event, &reference).await;
+        }
+    }
+
+    /// Writes one Event within the rate limit and [`WRITE_BOUND`].
+    async fn write(&mut self, source: &'static str, event: Event, reference: &ObjectReference) {
+        if !self.limiter.try_take(Instant::now()) {
+            self.metrics.dropped("rate_limited");
+            return;
+        }
+        let written = tokio::time::timeout(WRITE_BOUND, self.recorder.publish(&event, reference));
+        let error = match written.await {
+            Ok(Ok(())) => {
+                let r#type = match event.type_ {
+                    EventType::Warning => "Warning",
+                    EventType::Normal => "Normal",
+                };
+                let labels = EmittedLabels { source, r#type };
+                self.metrics.emitted.get_or_create(&labels).inc();
+                if std::mem::take(&mut self.failing) {
+                    tracing::info!("writing events again");
+                }
+                return;
+            }
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no answer within {WRITE_BOUND:?}"),
+        };
+        self.metrics.dropped("write_failed");
+        // One line when writes start failing, one when they work again:
+        // an API server outage must not flood the log.
+        if !std::mem::replace(&mut self.failing, true) {
+            tracing::warn!(%error, "cannot write events; dropping them until a write works");
+        }
+    }
+}
+
+/// Resolves when the results change; never without results.
+async fn changed(results: &mut Option<Results>) -> Result<(), watch::error::RecvError> {
+    match results {
+        Some(results) => results.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_allows_a_burst_then_the_rate() {
+        let settings = EventSettings {
+            enabled: true,
+            max_per_minute: 60,
+            burst: 3,
+        };
+        let start = Instant::now();
+        let mut limiter = Limiter::new(&settings, start);
+        let taken = (0..10).filter(|_| limiter.try_take(start)).count();
+        assert_eq!(taken, 3);
+        // One a second afterwards.
+        assert!(!limiter.try_take(start + Duration::from_millis(500)));
+        assert!(limiter.try_take(start + Duration::from_millis(1000)));
+        assert!(!limiter.try_take(start + Duration::from_millis(1100)));
+        // A long quiet spell refills the burst, no more.
+        let later = start + Duration::from_secs(3600);
+        assert_eq!((0..10).filter(|_| limiter.try_take(later)).count(), 3);
+    }
+
+    #[test]
+    fn events_are_on_by_default_and_configurable() {
+        use crate::config::Config;
+        let config = Config::from_yaml("").unwrap();
+        assert_eq!(
+            config.events,
+            EventSettings {
+                enabled: true,
+                max_per_minute: 60,
+                burst: 20
+            }
+        );
+        let config =
+            Config::from_yaml("events: {enabled: false, maxPerMinute: 600, burst: 5}\n").unwrap();
+        assert!(!config.events.enabled);
+        assert_eq!(config.events.max_per_minute, 600);
+        let err = |yaml: &str| Config::from_yaml(yaml).unwrap_err().to_string();
+        assert!(err("events: {maxPerMinute: 0}\n").contains("events.maxPerMinute"));
+        assert!(err("events: {burst: 100000}\n").contains("events.burst"));
+        assert!(err("events: {rate: 1}\n").contains("rate"));
+    }
+}
