@@ -29,8 +29,12 @@ const EVENT_BOUND: Duration = Duration::from_secs(60);
 const CONFIG: &str = "mode: off\nrules: {no-host-network: audit}\n";
 
 fn deployment(host_network: bool) -> Deployment {
+    named_deployment("web", host_network)
+}
+
+fn named_deployment(name: &str, host_network: bool) -> Deployment {
     serde_json::from_value(json!({
-        "metadata": {"name": "web", "namespace": "shop"},
+        "metadata": {"name": name, "namespace": "shop"},
         "spec": {
             "selector": {"matchLabels": {"app": "web"}},
             "template": {
@@ -105,11 +109,11 @@ async fn wait_for_event(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn findings_become_events_on_the_object() {
-    let Some(env) = envtest::start("envtest_events") else {
-        return;
-    };
+/// A control plane with meshgate serving `config` (its /validate
+/// registered for Deployments in `shop`), once it holds the events Lease and
+/// its background audit has completed a first pass.
+async fn setup(test: &str, config: &str) -> Option<(envtest::Envtest, Client, Server)> {
+    let env = envtest::start(test)?;
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
     envtest::create_namespace(&client, "meshgate", json!({})).await;
@@ -118,7 +122,7 @@ async fn findings_become_events_on_the_object() {
     let meshgate = Server::start(
         Options::default()
             .kubeconfig(env.kubeconfig())
-            .config(CONFIG),
+            .config(config),
     );
     // This replica tells the background audit's transitions once it holds
     // the Lease.
@@ -140,21 +144,36 @@ async fn findings_become_events_on_the_object() {
         .create(&PostParams::default(), &webhook(&meshgate))
         .await
         .unwrap();
+    Some((env, client, meshgate))
+}
 
-    // Admitted in audit mode with a finding: an Event on the Deployment,
-    // named by the uid the API server stored it under.
+/// Creates `deployment` once the webhook answers (the API server may take a
+/// moment to use a new configuration).
+async fn create(client: &Client, deployment: &Deployment) -> Deployment {
     let deployments = Api::<Deployment>::namespaced(client.clone(), "shop");
-    let created = eventually(
+    eventually(
         "the webhook to admit the Deployment",
         EVENT_BOUND,
         || async {
             deployments
-                .create(&PostParams::default(), &deployment(true))
+                .create(&PostParams::default(), deployment)
                 .await
                 .ok()
         },
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn findings_become_events_on_the_object() {
+    let Some((_env, client, meshgate)) = setup("envtest_events", CONFIG).await else {
+        return;
+    };
+
+    // Admitted in audit mode with a finding: an Event on the Deployment,
+    // named by the uid the API server stored it under.
+    let deployments = Api::<Deployment>::namespaced(client.clone(), "shop");
+    let created = create(&client, &deployment(true)).await;
     let uid = created.uid().unwrap();
     let (admitted_uid, note) =
         wait_for_event(&client, "the admission Event", |t, reason, action| {
@@ -217,5 +236,46 @@ async fn findings_become_events_on_the_object() {
         0.0,
         "{}",
         meshgate.stderr()
+    );
+}
+
+/// A flood of findings: the token bucket (here 3 at once, then 1 a minute)
+/// lets a few Events through, drops the rest and counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_findings_is_rate_limited() {
+    let config = format!("{CONFIG}events: {{maxPerMinute: 1, burst: 3}}\n");
+    let Some((_env, client, meshgate)) = setup("envtest_events_flood", &config).await else {
+        return;
+    };
+    const FLOOD: usize = 12;
+    for i in 0..FLOOD {
+        create(&client, &named_deployment(&format!("web-{i}"), true)).await;
+    }
+    // Every admission and every background transition is either written or
+    // dropped as over the limit.
+    let metrics = eventually("every Event to be decided", EVENT_BOUND, || async {
+        let metrics = meshgate.metrics().await;
+        let emitted = metrics.value("meshgate_events_emitted_total", &[]);
+        let limited = metrics.value(
+            "meshgate_events_dropped_total",
+            &[("reason", "rate_limited")],
+        );
+        (emitted + limited >= (2 * FLOOD) as f64).then_some(metrics)
+    })
+    .await;
+    let emitted = metrics.value("meshgate_events_emitted_total", &[]);
+    assert!((3.0..=4.0).contains(&emitted), "emitted {emitted}");
+    let stored = Api::<Event>::namespaced(client.clone(), "shop")
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_controller.as_deref() == Some("meshgate"))
+        .count();
+    assert_eq!(stored as f64, emitted);
+    assert_eq!(
+        metrics.value("meshgate_events_dropped_total", &[("reason", "queue_full")]),
+        0.0
     );
 }

@@ -19,6 +19,7 @@
 
 pub mod describe;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ use describe::Transition;
 pub const EVENTS_LEASE: &str = "meshgate-events";
 /// Admitted reviews waiting for their Event; past it they are dropped.
 const QUEUE: usize = 256;
+/// Bytes of review bodies waiting at most: a queue of 4 MiB bodies must not
+/// hold a gigabyte.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Bound on one Event write (create, or patch of a series).
 const WRITE_BOUND: Duration = Duration::from_secs(5);
 const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -185,6 +189,8 @@ struct Admitted {
 #[derive(Clone)]
 pub struct AdmissionEvents {
     queue: mpsc::Sender<Admitted>,
+    /// Body bytes queued and not yet handled by the worker.
+    queued_bytes: Arc<AtomicUsize>,
     metrics: EventMetrics,
 }
 
@@ -210,11 +216,18 @@ impl AdmissionEvents {
             .as_ref()
             .and_then(|r| r.warnings.clone())
             .unwrap_or_default();
+        let size = body.len();
+        if self.queued_bytes.fetch_add(size, Ordering::AcqRel) + size > QUEUE_BYTES {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
+            self.metrics.dropped("queue_full");
+            return;
+        }
         let admitted = Admitted {
             body: body.clone(),
             warnings,
         };
         if self.queue.try_send(admitted).is_err() {
+            self.queued_bytes.fetch_sub(size, Ordering::AcqRel);
             self.metrics.dropped("queue_full");
         }
     }
@@ -226,6 +239,7 @@ pub struct Starter {
     settings: EventSettings,
     metrics: EventMetrics,
     admitted: mpsc::Receiver<Admitted>,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 /// The webhook's handle and the worker to start, when Events are enabled.
@@ -234,14 +248,17 @@ pub fn new(settings: &EventSettings, metrics: EventMetrics) -> Option<(Admission
         return None;
     }
     let (queue, admitted) = mpsc::channel(QUEUE);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
     let handle = AdmissionEvents {
         queue,
+        queued_bytes: queued_bytes.clone(),
         metrics: metrics.clone(),
     };
     let starter = Starter {
         settings: settings.clone(),
         metrics,
         admitted,
+        queued_bytes,
     };
     Some((handle, starter))
 }
@@ -287,6 +304,7 @@ impl Starter {
                 limiter: Limiter::new(&self.settings, Instant::now()),
                 metrics: self.metrics,
                 failing: false,
+                queued_bytes: self.queued_bytes,
             };
             let background = results.zip(leading);
             worker.run(self.admitted, background).await;
@@ -300,6 +318,7 @@ struct Worker {
     metrics: EventMetrics,
     /// The last write failed (logged once until one works).
     failing: bool,
+    queued_bytes: Arc<AtomicUsize>,
 }
 
 type Verdicts = Arc<std::collections::BTreeMap<String, Arc<Verdict>>>;
@@ -344,7 +363,11 @@ impl Worker {
     }
 
     async fn admitted(&mut self, review: Admitted) {
-        let Some(reference) = describe::admitted_reference(&review.body) else {
+        let reference = describe::admitted_reference(&review.body);
+        self.queued_bytes
+            .fetch_sub(review.body.len(), Ordering::AcqRel);
+        drop(review.body);
+        let Some(reference) = reference else {
             tracing::debug!("an admitted review names no object; no event");
             return;
         };
