@@ -68,6 +68,15 @@ exemptions:
             &[("rule", "no-host-network")],
         ),
         ("meshgate_connections_shed_total", &[("reason", "evicted")]),
+        ("meshgate_events_dropped_total", &[("reason", "queue_full")]),
+        (
+            "meshgate_events_dropped_total",
+            &[("reason", "rate_limited")],
+        ),
+        (
+            "meshgate_events_dropped_total",
+            &[("reason", "write_failed")],
+        ),
         (
             "meshgate_connections_shed_total",
             &[("reason", "idle_timeout")],
