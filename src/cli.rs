@@ -32,7 +32,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// List the rule catalogue: id, severity, category, where it runs, docs.
     Rules(RulesArgs),
-    /// Delete meshgate's webhook configurations (the chart's pre-delete hook).
+    /// Delete meshgate's webhook configurations and, with `--policy-reports`,
+    /// the reports meshgate wrote (the chart's uninstall hook).
     RemoveWebhooks(RemoveWebhooksArgs),
 }
 
@@ -41,6 +42,11 @@ pub struct RemoveWebhooksArgs {
     /// Name of the Validating- and MutatingWebhookConfiguration.
     #[arg(long)]
     pub name: String,
+    /// Also delete every PolicyReport, ClusterPolicyReport, Report and
+    /// ClusterReport labelled `app.kubernetes.io/managed-by=meshgate`, and no
+    /// other tool's.
+    #[arg(long)]
+    pub policy_reports: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -86,7 +86,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
         ConfigError::Invalid {
             field: field.into(),
             problem: problem.into(),
@@ -114,6 +114,8 @@ struct RawConfig {
     certificates: RawCertificates,
     #[serde(default)]
     background_audit: RawBackgroundAudit,
+    #[serde(default)]
+    events: crate::events::RawEvents,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +169,8 @@ pub struct Config {
     /// by `short-lived-certificates`.
     pub certificate_issuers: Vec<IssuerRef>,
     pub background_audit: BackgroundAudit,
+    /// Kubernetes Events on findings (`events`).
+    pub events: crate::events::EventSettings,
 }
 
 /// `backgroundAudit`: judging what already runs, in `serve`.
@@ -281,6 +285,7 @@ impl RawConfig {
             workload_certificates,
             certificates,
             background_audit,
+            events,
         } = self;
         let rules = rule_modes(rules)?;
         let mesh_root_namespace = mesh_root_namespace_or_default(mesh_root_namespace)?;
@@ -295,8 +300,10 @@ impl RawConfig {
         let workload_certificates = workload_certificates.validate()?;
         let (certificate_issuers, max_certificate_duration) = certificates.validate()?;
         let background_audit = background_audit.validate()?;
+        let events = events.validate()?;
         Ok(Config {
             background_audit,
+            events,
             mode: mode.unwrap_or(Mode::Enforce),
             rules,
             mesh_root_namespace,

@@ -19,7 +19,8 @@
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
 //! over every object already in the cluster, and exports the posture metrics;
 //! `report` turns verdicts into bounded PolicyReports, written by the replica
-//! `leader` elects. `allocator` is the global allocator the binary installs;
+//! `leader` elects; `events` tells findings to the cluster as Kubernetes
+//! Events. `allocator` is the global allocator the binary installs;
 //! `parallel` spreads the audit's parsing and judging over the cores.
 
 // Library and binary code returns errors rather than panicking; tests may
@@ -36,6 +37,7 @@ pub mod certmanager;
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod events;
 pub mod injection;
 pub mod istio;
 pub mod kinds;

@@ -68,6 +68,15 @@ exemptions:
             &[("rule", "no-host-network")],
         ),
         ("meshgate_connections_shed_total", &[("reason", "evicted")]),
+        ("meshgate_events_dropped_total", &[("reason", "queue_full")]),
+        (
+            "meshgate_events_dropped_total",
+            &[("reason", "rate_limited")],
+        ),
+        (
+            "meshgate_events_dropped_total",
+            &[("reason", "write_failed")],
+        ),
         (
             "meshgate_connections_shed_total",
             &[("reason", "idle_timeout")],
@@ -243,4 +252,166 @@ fn the_connection_cap_alert_fires_when_connections_are_shed() {
         }],
     });
     promtool(dir.path(), &rules, case).unwrap();
+}
+
+// ---------------------------------------------------------- latency, runbooks
+
+/// The `le` bounds of the validate endpoint's latency histogram.
+fn latency_bounds(metrics: &Metrics) -> Vec<f64> {
+    metrics
+        .0
+        .lines()
+        .filter(|l| l.starts_with("meshgate_admission_duration_seconds_bucket{"))
+        .filter(|l| l.contains("endpoint=\"validate\""))
+        .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+        .filter(|le| *le != "+Inf")
+        .map(|le| le.parse().unwrap())
+        .collect()
+}
+
+/// The webhook timeout can be 30 s: the histogram must still tell 5 s from
+/// 25 s, and keep its resolution where reviews are (well under 1 ms).
+#[tokio::test]
+async fn the_latency_histogram_reaches_the_longest_webhook_timeout() {
+    let server = Server::start(Options::default());
+    server.review(fixture("pod-create-plain.json")).await;
+    let bounds = latency_bounds(&server.metrics().await);
+    assert_eq!(bounds.last(), Some(&30.0), "{bounds:?}");
+    assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");
+    let sub_millisecond = bounds.iter().filter(|b| **b < 0.001).count();
+    assert!(sub_millisecond >= 5, "{bounds:?}");
+    // Every timeout the chart allows above 1 s (1..=30) has a bound at most
+    // 5 s below it, so "close to the timeout" is measurable.
+    for timeout in 2..=30 {
+        let timeout = f64::from(timeout);
+        assert!(
+            bounds.iter().any(|b| *b < timeout && timeout - *b <= 5.0),
+            "no bound near {timeout}s: {bounds:?}"
+        );
+    }
+}
+
+/// GitHub's heading anchor: lower case, spaces to dashes, punctuation dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every alert links to a runbook section that exists, and every section
+/// says what the alert means, what it breaks, how to diagnose and mitigate.
+#[test]
+fn every_alert_has_a_runbook_url_to_a_section_of_docs_runbooks_md() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_chart_rules(&dir.path().join("rules.json"));
+    let runbooks =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbooks.md"))
+            .unwrap();
+    let sections: Vec<(String, &str)> = runbooks
+        .split("\n## ")
+        .skip(1)
+        .map(|s| {
+            let (heading, body) = s.split_once('\n').unwrap();
+            (anchor(heading), body)
+        })
+        .collect();
+    let rules = spec["groups"][0]["rules"].as_array().unwrap();
+    assert!(rules.len() >= 8, "{rules:?}");
+    for rule in rules {
+        let alert = rule["alert"].as_str().unwrap();
+        let url = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+        let (page, fragment) = url.split_once('#').unwrap();
+        assert!(page.ends_with("/docs/runbooks.md"), "{alert}: {url}");
+        assert_eq!(fragment, alert.to_lowercase(), "{alert}: {url}");
+        let (_, body) = sections
+            .iter()
+            .find(|(a, _)| a == fragment)
+            .unwrap_or_else(|| panic!("{alert}: no section #{fragment} in docs/runbooks.md"));
+        for part in [
+            "**Meaning.**",
+            "**Impact.**",
+            "**Diagnosis.**",
+            "**Mitigation.**",
+        ] {
+            assert!(body.contains(part), "{alert}'s runbook has no {part}");
+        }
+    }
+}
+
+/// Latency histogram samples (one a minute, `minutes + 1` of them) of
+/// `per_minute` reviews each, all in the bucket whose upper bound is `upper`.
+fn latency_series(upper: f64, per_minute: u32, minutes: u32) -> Vec<Value> {
+    const BOUNDS: [&str; 6] = ["0.0005", "0.001", "2", "3", "30", "+Inf"];
+    BOUNDS
+        .iter()
+        .map(|le| {
+            let holds = le.parse::<f64>().unwrap_or(f64::INFINITY) >= upper;
+            let values: Vec<String> = (0..=minutes)
+                .map(|m| if holds { m * per_minute } else { 0 }.to_string())
+                .collect();
+            serde_json::json!({
+                "series": series(
+                    "meshgate_admission_duration_seconds_bucket",
+                    &format!("endpoint=\"validate\",le=\"{le}\""),
+                ),
+                "values": values.join(" "),
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn the_latency_alert_fires_when_p99_nears_the_webhook_timeout() {
+    if !tool_present("promtool", "the chart's alert rules") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules.json");
+    // webhook.timeoutSeconds 5 (the default), ratio 0.5: fires above 2.5 s.
+    let spec = write_chart_rules(&rules);
+    let mut expected = annotations(&spec, "MeshgateAdmissionLatencyHigh");
+    // Every review in (2 s, 3 s]: p99 interpolates to 2.99 s.
+    let description = expected["description"]
+        .as_str()
+        .unwrap()
+        .replace("{{ $value | humanizeDuration }}", "2.99s");
+    expected["description"] = description.into();
+    let slow = serde_json::json!({
+        "interval": "1m",
+        "input_series": latency_series(3.0, 60, 30),
+        "alert_rule_test": [{
+            // Pending: above the limit for less than 10 minutes.
+            "eval_time": "5m",
+            "alertname": "MeshgateAdmissionLatencyHigh",
+            "exp_alerts": [],
+        }, {
+            "eval_time": "20m",
+            "alertname": "MeshgateAdmissionLatencyHigh",
+            "exp_alerts": [{
+                "exp_labels": {"severity": "critical"},
+                "exp_annotations": expected,
+            }],
+        }],
+    });
+    promtool(dir.path(), &rules, slow).unwrap();
+    // Reviews in (0.5 ms, 1 ms]: far from the timeout, silent.
+    let fast = serde_json::json!({
+        "interval": "1m",
+        "input_series": latency_series(0.001, 6000, 30),
+        "alert_rule_test": [{
+            "eval_time": "30m",
+            "alertname": "MeshgateAdmissionLatencyHigh",
+            "exp_alerts": [],
+        }],
+    });
+    promtool(dir.path(), &rules, fast).unwrap();
 }

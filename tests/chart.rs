@@ -577,7 +577,10 @@ fn webhooks_have_safe_defaults() {
     let docs = render("", NEWER);
     for (_, hook) in all_webhooks(&docs) {
         assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
-        assert_eq!(hook["sideEffects"], "None");
+        // /validate records Events (never on a dry run).
+        let validates = hook["clientConfig"]["service"]["path"] == "/validate";
+        let effects = if validates { "NoneOnDryRun" } else { "None" };
+        assert_eq!(hook["sideEffects"], effects);
         assert_eq!(hook["timeoutSeconds"], 5);
     }
     let mutating = webhook(&docs, MUTATE);
@@ -750,8 +753,12 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
 
     for kube_version in KUBE_VERSIONS {
         // The report writer's rights are checked in
-        // policy_reports_rbac_is_exactly_the_reports_and_the_lease.
-        let docs = render("policyReports: {enabled: false}\n", kube_version);
+        // policy_reports_rbac_is_exactly_the_reports_and_the_lease, the
+        // events' in events_rbac_is_create_and_patch_on_events_and_a_lease.
+        let docs = render(
+            "policyReports: {enabled: false}\nevents: {enabled: false}\n",
+            kube_version,
+        );
         for kind in ["Role", "RoleBinding"] {
             assert!(
                 !kinds(&docs).contains(kind),
@@ -814,9 +821,12 @@ fn granted(role: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
 fn rbac_drops_the_background_kinds_when_the_audit_is_off() {
     let docs = render("backgroundAudit:\n  enabled: false\n", NEWER);
     let role = find(&docs, "ClusterRole", FULLNAME);
+    // Events stay: admitted reviews still get them.
+    let events = ("events.k8s.io".to_owned(), "events".to_owned());
     let expected: BTreeSet<(String, String)> = watched_resources()
         .iter()
         .map(|w| (w.api_group.to_owned(), w.resource.to_owned()))
+        .chain([events])
         .collect();
     assert_eq!(granted(role).into_keys().collect::<BTreeSet<_>>(), expected);
     assert_eq!(rendered_config(&docs)["backgroundAudit"]["enabled"], false);
@@ -855,7 +865,12 @@ fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
     assert_eq!(hooks.len(), 4, "ServiceAccount, ClusterRole, binding, Job");
     for hook in &hooks {
         let annotations = &hook["metadata"]["annotations"];
-        assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{hook}");
+        // Again after the release's resources are gone: a report written
+        // between the two runs goes too.
+        assert_eq!(
+            annotations["helm.sh/hook"], "pre-delete,post-delete",
+            "{hook}"
+        );
         assert_eq!(
             annotations["helm.sh/hook-delete-policy"],
             "before-hook-creation,hook-succeeded"
@@ -872,6 +887,16 @@ fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
             "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
             "resourceNames": [FULLNAME],
             "verbs": ["get", "delete"],
+        }, {
+            // The command deletes only meshgate's (by label); RBAC cannot
+            // select by label.
+            "apiGroups": ["wgpolicyk8s.io"],
+            "resources": ["policyreports", "clusterpolicyreports"],
+            "verbs": ["list", "delete"],
+        }, {
+            "apiGroups": ["openreports.io"],
+            "resources": ["reports", "clusterreports"],
+            "verbs": ["list", "delete"],
         }])
     );
     let binding = find(&docs, "ClusterRoleBinding", &hook_name);
@@ -889,7 +914,10 @@ fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
     );
     let c = &pod["containers"][0];
     assert_eq!(c["image"], container(&docs)["image"]);
-    assert_eq!(c["args"], json!(["remove-webhooks", "--name", FULLNAME]));
+    assert_eq!(
+        c["args"],
+        json!(["remove-webhooks", "--name", FULLNAME, "--policy-reports"])
+    );
     assert_eq!(c["securityContext"], container(&docs)["securityContext"]);
     assert_eq!(
         pod["securityContext"],
@@ -1092,6 +1120,7 @@ fn config_map_holds_exactly_the_policy_values() {
             "mode": "enforce",
             "rules": {},
             "backgroundAudit": {"enabled": true, "interval": "10m"},
+            "events": {"enabled": true, "maxPerMinute": 60, "burst": 20},
             "meshRootNamespace": "istio-system",
             "exemptNamespaces": ["kube-system", "kube-public", "kube-node-lease", "istio-system", "cert-manager"],
             "exemptions": [],
@@ -1125,6 +1154,7 @@ whileSyncing: allow
 workloadCertificates: {secretName: workload-tls, mountPath: /var/run/tls}
 shortLivedCertificates: {maxDuration: 12h}
 backgroundAudit: {enabled: false, interval: 5m}
+events: {enabled: false, maxPerMinute: 600, burst: 5}
 "#;
     let docs = render(values, NEWER);
     assert_eq!(
@@ -1133,6 +1163,7 @@ backgroundAudit: {enabled: false, interval: 5m}
             "mode": "audit",
             "rules": {"dedicated-service-account": "enforce", "short-lived-certificates": "off"},
             "backgroundAudit": {"enabled": false, "interval": "5m"},
+            "events": {"enabled": false, "maxPerMinute": 600, "burst": 5},
             "meshRootNamespace": "istio-config",
             "exemptNamespaces": ["kube-system", "monitoring"],
             "exemptions": [
@@ -1464,8 +1495,12 @@ fn policy_reports_rbac_is_exactly_the_reports_and_the_lease() {
         assert!(!kinds(&docs).contains("CustomResourceDefinition"));
     }
 
-    // Off: no writer rights, no Lease role, and the flag tells serve.
-    let docs = render("policyReports: {enabled: false}\n", NEWER);
+    // Off (and no events, which elect on a Lease too): no writer rights,
+    // no Lease role, and the flag tells serve.
+    let docs = render(
+        "policyReports: {enabled: false}\nevents: {enabled: false}\n",
+        NEWER,
+    );
     assert!(!kinds(&docs).contains("Role"));
     let env = deployment(&docs)["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
     assert!(
@@ -1493,9 +1528,44 @@ fn report_crds_are_installed_only_when_asked_for_the_chosen_api() {
         let mut crds: Vec<&str> = docs
             .iter()
             .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .inspect(|d| {
+                // Other tools' reports live in them: uninstall keeps them.
+                assert_eq!(
+                    d["metadata"]["annotations"]["helm.sh/resource-policy"], "keep",
+                    "{}",
+                    d["metadata"]["name"]
+                )
+            })
             .map(|d| d["metadata"]["name"].as_str().unwrap())
             .collect();
         crds.sort();
         assert_eq!(crds, names, "{values}");
     }
+}
+
+#[test]
+fn events_rbac_is_create_and_patch_on_events_and_a_lease() {
+    let events = ("events.k8s.io".to_owned(), "events".to_owned());
+    let docs = render("policyReports: {enabled: false}\n", NEWER);
+    let role = find(&docs, "ClusterRole", FULLNAME);
+    assert_eq!(
+        granted(role)[&events],
+        ["create", "patch"].map(String::from).into()
+    );
+    // The background events' election Lease.
+    let lease_role = find(&docs, "Role", &format!("{FULLNAME}-leader"));
+    assert_eq!(lease_role["rules"][0]["resources"], json!(["leases"]));
+    assert_eq!(rendered_config(&docs)["events"]["enabled"], true);
+
+    let docs = render(
+        "policyReports: {enabled: false}\nevents: {enabled: false}\n",
+        NEWER,
+    );
+    let role = find(&docs, "ClusterRole", FULLNAME);
+    assert!(!granted(role).contains_key(&events));
+    assert!(try_find(&docs, "Role", &format!("{FULLNAME}-leader")).is_none());
+    assert_eq!(rendered_config(&docs)["events"]["enabled"], false);
+
+    let err = render_error("events: {maxPerMinute: 0}");
+    assert!(err.contains("/events/maxPerMinute"), "{err}");
 }

@@ -466,7 +466,10 @@ async fn the_uninstall_hook_removes_exactly_the_webhook_configurations() {
             }
             "Job" => {
                 let args = &doc["spec"]["template"]["spec"]["containers"][0]["args"];
-                assert_eq!(args, &json!(["remove-webhooks", "--name", "meshgate"]));
+                assert_eq!(
+                    args,
+                    &json!(["remove-webhooks", "--name", "meshgate", "--policy-reports"])
+                );
             }
             other => panic!("unexpected {other} in the hook"),
         }

@@ -59,6 +59,11 @@ pub async fn run(
     let config = load_config(&args)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let event_metrics = crate::events::EventMetrics::register(&mut registry);
+    // Events need an API server: none with --state-from.
+    let (admission_events, events) = crate::events::new(&config.events, event_metrics)
+        .filter(|_| args.state_from.is_empty())
+        .unzip();
     metrics.init_exemptions(&config);
     let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
     let posture_metrics = PostureMetrics::new(config.clone(), posture.clone());
@@ -82,7 +87,7 @@ pub async fn run(
         posture_metrics: &posture_metrics,
     };
     let (sync, confirmer, report_task) = if args.state_from.is_empty() {
-        feed.watch_cluster(&args).await?
+        feed.watch_cluster(&args, events).await?
     } else {
         feed.read_files(&args.state_from)?
     };
@@ -120,6 +125,7 @@ pub async fn run(
         sync,
         max_body_bytes: args.max_body_bytes,
         draining: draining.clone(),
+        events: admission_events,
     });
     let timeouts = Timeouts {
         handshake: args.tls_handshake_timeout,
@@ -172,7 +178,11 @@ type Source = (
 impl Feed<'_> {
     /// Watchers fill the posture; denials on it are confirmed against the
     /// API server; the background audit's results become PolicyReports.
-    async fn watch_cluster(&self, args: &ServeArgs) -> Result<Source, StartError> {
+    async fn watch_cluster(
+        &self,
+        args: &ServeArgs,
+        events: Option<crate::events::Starter>,
+    ) -> Result<Source, StartError> {
         let client = kube::Client::try_default().await?;
         let sync = Arc::new(CacheSync::new(&reflector::all()));
         reflector::spawn_all(
@@ -203,6 +213,10 @@ impl Feed<'_> {
             )),
             _ => None,
         };
+        if let Some(events) = events {
+            let results = self.posture_metrics.results();
+            events.start(client.clone(), results, args.own_namespace.clone());
+        }
         let confirmer = Arc::new(Confirmer::new(client, args.confirm_timeout));
         Ok((sync, Some(confirmer), report_task))
     }

@@ -29,6 +29,8 @@ pub struct AppState {
     /// Set on SIGTERM: `/readyz` answers 503 so the endpoint is removed
     /// while reviews are still served.
     pub draining: Arc<AtomicBool>,
+    /// Queues Events for reviews admitted with audit-mode findings.
+    pub events: Option<crate::events::AdmissionEvents>,
 }
 
 /// The webhook router (served over TLS).
@@ -115,6 +117,9 @@ async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body)
         Err(answer) => return answer,
     };
     let reviewed = state.reviewer.validate(&bytes).await;
+    if let (Some(events), Ok(reviewed)) = (&state.events, &reviewed) {
+        events.offer(&bytes, reviewed);
+    }
     answer(&state, "validate", started, reviewed)
 }
 

@@ -109,7 +109,8 @@ ones), each already checked by values.schema.json.
       "whileSyncing" .Values.whileSyncing
       "workloadCertificates" .Values.workloadCertificates
       "certificates" .Values.shortLivedCertificates
-      "backgroundAudit" .Values.backgroundAudit }}
+      "backgroundAudit" .Values.backgroundAudit
+      "events" .Values.events }}
 {{- if .Values.clusterDomain }}
 {{- $_ := set $config "clusterDomain" .Values.clusterDomain }}
 {{- end }}
@@ -173,7 +174,9 @@ The parts every webhook shares. Called with (dict "root" $ "path" "/validate"
 {{- define "meshgate.webhookCommon" -}}
 {{- $root := .root -}}
 admissionReviewVersions: [v1]
-sideEffects: None
+{{- /* /validate records an Event for an object admitted with audit-mode
+       findings, never for a dry run. */}}
+sideEffects: {{ and (eq .path "/validate") $root.Values.events.enabled | ternary "NoneOnDryRun" "None" }}
 timeoutSeconds: {{ $root.Values.webhook.timeoutSeconds }}
 clientConfig:
   service:

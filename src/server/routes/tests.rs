@@ -49,6 +49,7 @@ fn router_with(sync: CacheSync) -> (Router, AppState, Registry) {
         sync,
         max_body_bytes: LIMIT,
         draining: Arc::new(AtomicBool::new(false)),
+        events: None,
     };
     (webhook(state.clone()), state, registry)
 }
