@@ -35,6 +35,8 @@ pub struct Lease {
     pub identity: String,
     /// How long a silent leader holds it.
     pub duration: Duration,
+    /// What the leader writes, for the log lines ("policy reports").
+    pub purpose: &'static str,
 }
 
 /// What the elector exposes (`meshgate_leader_election_*`).
@@ -203,6 +205,7 @@ async fn manager(
 struct Health {
     namespace: String,
     name: String,
+    purpose: &'static str,
     metrics: ElectionMetrics,
     failing_since: Option<Instant>,
 }
@@ -212,6 +215,7 @@ impl Health {
         Health {
             namespace: lease.namespace.clone(),
             name: lease.name.clone(),
+            purpose: lease.purpose,
             metrics,
             failing_since: None,
         }
@@ -229,7 +233,8 @@ impl Health {
             %error,
             namespace = %self.namespace,
             lease = %self.name,
-            "leader election failing: no policy reports from this replica until it works; retrying with backoff (needs the namespace, and get/create/patch on leases there)"
+            "leader election failing: no {} from this replica until it works; retrying with backoff (needs the namespace, and get/create/patch on leases there)",
+            self.purpose
         );
     }
 
@@ -240,12 +245,14 @@ impl Health {
                 namespace = %self.namespace,
                 lease = %self.name,
                 failing_seconds = since.elapsed().as_secs_f64(),
-                "leader election works again; competing to write policy reports"
+                "leader election works again; competing to write {}",
+                self.purpose
             ),
             None => tracing::info!(
                 namespace = %self.namespace,
                 lease = %self.name,
-                "competing to write policy reports"
+                "competing to write {}",
+                self.purpose
             ),
         }
     }

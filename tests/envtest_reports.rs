@@ -286,6 +286,7 @@ async fn of_two_electors_one_leads_and_the_other_takes_over_when_it_stops() {
                 name: "meshgate-reports".into(),
                 identity: identity.into(),
                 duration: lease_duration,
+                purpose: "policy reports",
             };
             Elector::spawn(client, lease, ElectionMetrics::default())
         }

@@ -213,6 +213,7 @@ impl Starter {
                     name: EVENTS_LEASE.to_owned(),
                     identity: identity.clone(),
                     duration: LEASE_DURATION,
+                    purpose: "background audit events",
                 };
                 Elector::spawn(client.clone(), lease, leader::ElectionMetrics::default())
             });

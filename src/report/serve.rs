@@ -41,6 +41,7 @@ pub fn spawn(
             name: leader::LEASE_NAME.to_owned(),
             identity: leader::identity(),
             duration: LEASE_DURATION,
+            purpose: "policy reports",
         };
         let elector = Elector::spawn(client.clone(), lease, metrics);
         let writing = writer::run(
