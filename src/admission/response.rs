@@ -99,17 +99,10 @@ pub fn from_decision(
 }
 
 /// One line naming every violated rule; the details of each violation
-/// follow while they fit in [`MESSAGE_BUDGET`], then a count of the rest.
+/// (with the rule's documentation page) follow while they fit in
+/// [`MESSAGE_BUDGET`], then a count of the rest.
 fn denial_message(subject: &str, denied: &[Judged], omitted: &mut Omitted) -> String {
-    let parts: Vec<String> = denied
-        .iter()
-        .map(|j| {
-            single_line(&format!(
-                "[{}] {}; fix: {}",
-                j.finding.rule, j.finding.message, j.finding.fix
-            ))
-        })
-        .collect();
+    let parts: Vec<String> = denied.iter().map(|j| detail(&j.finding)).collect();
     let subject = single_line(subject);
     let full = format!("meshgate denied {subject}: {}", parts.join(" | "));
     if full.len() <= MESSAGE_BUDGET {
@@ -165,6 +158,18 @@ fn warning_text(subject: &str, w: &Warned) -> String {
     single_line(&format!(
         "{tag} {subject}: {}: {}; fix: {}",
         f.rule, f.message, f.fix
+    ))
+}
+
+/// One violation in full, as the denial shows it and the log keeps what
+/// was cut: the rule, the field, the fix and the rule's documentation page.
+fn detail(f: &crate::rules::Finding) -> String {
+    single_line(&format!(
+        "[{}] {}; fix: {} ({})",
+        f.rule,
+        f.message,
+        f.fix,
+        f.rule.doc_url()
     ))
 }
 
@@ -271,11 +276,7 @@ fn annotation_value(messages: &[(String, &Judged)], omitted: &mut Omitted) -> St
             continue;
         }
         for (_, judged) in &messages[i..] {
-            let f = &judged.finding;
-            omitted.push(&single_line(&format!(
-                "[{}] {}; fix: {}",
-                f.rule, f.message, f.fix
-            )));
+            omitted.push(&detail(&judged.finding));
         }
         if i == 0 {
             value = truncate(message, ANNOTATION_BUDGET - 40);
@@ -319,7 +320,7 @@ mod tests {
         let m = &r.result.message;
         assert!(
             m.starts_with(
-                "meshgate denied pod shop/web: [sidecar-required] no sidecar; fix: do the fix"
+                "meshgate denied pod shop/web: [sidecar-required] no sidecar; fix: do the fix (https://meshgate.github.io/meshgate/rules/sidecar-required.html)"
             ),
             "{m}"
         );
@@ -392,7 +393,8 @@ mod tests {
             m.starts_with("meshgate denied pod shop/web: 41 violations of no-interception-bypass, sidecar-required: [no-interception-bypass] container app-00"),
             "{m}"
         );
-        let shown = m.matches("[no-interception-bypass]").count();
+        // Every violation shown carries its fix.
+        let shown = m.matches("; fix: ").count();
         assert!(
             m.ends_with(&format!(
                 "| ... {} more not shown; see meshgate's log",
@@ -413,15 +415,24 @@ mod tests {
         );
         // What either channel cut is kept, once each, for the log: the
         // annotation keeps only app-00, the message the first few.
-        assert_eq!(omitted.texts.len(), 40);
+        let unique: std::collections::BTreeSet<_> = omitted.texts.iter().collect();
+        assert_eq!(unique.len(), omitted.texts.len(), "each cut text once");
+        for i in 3..40 {
+            let app = format!("[no-interception-bypass] container app-{i:02}");
+            assert!(omitted.texts.iter().any(|t| t.starts_with(&app)), "{app}");
+        }
         assert!(omitted
             .texts
             .iter()
             .any(|t| t.starts_with("[no-interception-bypass] container app-39")));
-        assert!(omitted
-            .texts
-            .iter()
-            .any(|t| t.starts_with("[sidecar-required] no sidecar")));
+        // The short violation is shown or kept, never lost.
+        assert!(
+            m.contains("[sidecar-required] no sidecar")
+                || omitted
+                    .texts
+                    .iter()
+                    .any(|t| t.starts_with("[sidecar-required] no sidecar"))
+        );
         assert!(!omitted.texts.iter().any(|t| t.contains("app-00")));
     }
 
