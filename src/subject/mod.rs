@@ -23,8 +23,8 @@ mod workload;
 pub use lean::LAST_APPLIED;
 pub(crate) use pod::once;
 pub use pod::{
-    is_istio_container, rules_read_env_of, ContainerView, PodSpecView, VolumeView,
-    CONTAINER_FIELDS_READ_BY_RULES, POD_SPEC_FIELDS_READ_BY_RULES,
+    is_istio_container, rules_read_env, rules_read_lifecycle_of, ContainerView, PodSpecView,
+    VolumeView, CONTAINER_FIELDS_READ_BY_RULES, POD_SPEC_FIELDS_READ_BY_RULES,
 };
 use workload::decode_workload;
 pub use workload::{UnplacedWorkload, WorkloadSeed};
