@@ -178,7 +178,7 @@ impl<T: de::DeserializeOwned> IstioOnly<T> {
     fn finish<E: de::Error>(self, container: &str) -> Result<Option<T>, E> {
         match self.before_name.flatten() {
             Some(raw) if is_istio_container(container) => {
-                serde_json::from_str(raw.get()).map_err(de::Error::custom)
+                crate::strict::from_str(raw.get()).map_err(de::Error::custom)
             }
             _ => Ok(self.value.flatten()),
         }
@@ -243,7 +243,7 @@ pub struct VolumeView {
 impl VolumeView {
     /// The volume as k8s-openapi types it.
     pub fn decoded(&self) -> Result<Volume, serde_json::Error> {
-        serde_json::from_str(self.definition.get())
+        crate::strict::from_str(self.definition.get())
     }
 }
 
@@ -255,7 +255,8 @@ impl TryFrom<Box<RawValue>> for VolumeView {
         struct Named {
             name: String,
         }
-        let Named { name } = serde_json::from_str(crate::subject::object_text(definition.get())?)?;
+        let Named { name } =
+            crate::strict::from_str(crate::subject::object_text(definition.get())?)?;
         Ok(VolumeView { name, definition })
     }
 }
