@@ -157,6 +157,34 @@ mod tests {
         assert_eq!(own_inbound_ports(&w), [15090, 15021, 16000]);
     }
 
+    /// The background audit judges trimmed copies: they keep what the
+    /// status port is read from.
+    #[test]
+    fn the_background_projection_keeps_the_status_port() {
+        use crate::subject::{decode, Kind, Object};
+        let path = format!(
+            "{}/tests/fixtures/istio/injector/status_params.yaml.injected",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut object = crate::manifest::parse_text("f", &text)
+            .unwrap()
+            .remove(0)
+            .value;
+        crate::background::projection::trim(&mut object, &["spec", "template", "spec"]);
+        let proxy = &object["spec"]["template"]["spec"]["initContainers"][1];
+        assert_eq!(proxy["name"], "istio-proxy");
+        assert_eq!(
+            proxy["env"].as_array().map(Vec::len),
+            Some(1),
+            "PROXY_CONFIG only"
+        );
+        let Ok(Object::Workload(w)) = decode(Kind::Deployment, object, "shop", "") else {
+            panic!("the projection decodes");
+        };
+        assert_eq!(status_port(&w), Some(123));
+    }
+
     #[test]
     fn an_application_named_istio_proxy_does_not_name_the_status_port() {
         let mut w = injected("status_params");
