@@ -59,14 +59,6 @@ impl GatewayRole {
             GatewayRole::Agentgateway => "agentgateway",
         }
     }
-
-    /// The pod's one container, which is the proxy.
-    pub fn container(self) -> &'static str {
-        match self {
-            GatewayRole::Router | GatewayRole::Waypoint => PROXY_CONTAINER,
-            GatewayRole::Agentgateway => AGENTGATEWAY_CONTAINER,
-        }
-    }
 }
 
 /// What Istio puts in a pod's traffic path.
