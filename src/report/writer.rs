@@ -171,7 +171,7 @@ impl Writer {
                 let name = object.metadata.name.clone().unwrap_or_default();
                 let namespace = object.metadata.namespace.clone();
                 // A report that does not parse as ours is replaced.
-                let report = serde_json::from_value::<Report>(serde_json::to_value(&object)?)
+                let report = crate::strict::from_value::<Report>(serde_json::to_value(&object)?)
                     .unwrap_or_else(|_| Report::empty(self.flavor, namespace.as_deref()));
                 found.insert((namespace, name), (report, resource_version));
             }
