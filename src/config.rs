@@ -240,7 +240,7 @@ impl Config {
         let raw: RawConfig = if text.trim().is_empty() {
             RawConfig::default()
         } else {
-            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
+            crate::strict::from_yaml(text).map_err(|source| ConfigError::Parse {
                 path: "<inline>".into(),
                 source,
             })?

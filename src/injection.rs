@@ -7,8 +7,12 @@
 //! explains the choices to users.
 
 mod iptables;
+mod ports;
 
 pub use iptables::{interception_settings, proxy_ids, Found, Setting, Source};
+pub use ports::{
+    own_inbound_ports, status_port, DEFAULT_STATUS_PORT, PROXY_CONFIG_ENV, STATUS_PORT_ANNOTATION,
+};
 
 use crate::subject::ContainerView;
 
@@ -26,14 +30,15 @@ pub const INJECT: &str = "sidecar.istio.io/inject";
 /// The injection templates the injector applies, comma-separated.
 pub const TEMPLATES: &str = "inject.istio.io/templates";
 pub const PROXY_UID: i64 = 1337;
-/// The proxy's own ports (agent status, health, Envoy stats), which Istio
-/// itself excludes from interception.
-pub const PROXY_PORTS: &[&str] = &["15020", "15021", "15090"];
 /// Proxyless gRPC: the application talks xDS itself and no Envoy sits in
 /// its traffic path.
 const PROXYLESS_TEMPLATES: &[&str] = &["grpc-simple", "grpc-agent"];
 const GATEWAY_TEMPLATE: &str = "gateway";
 const SIDECAR_TEMPLATE: &str = "sidecar";
+
+/// The one container of istiod's Deployments for the `istio-agentgateway`
+/// and `istio-agentgateway-waypoint` classes.
+pub const AGENTGATEWAY_CONTAINER: &str = "agentgateway";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayRole {
@@ -41,6 +46,9 @@ pub enum GatewayRole {
     Router,
     /// `pilot-agent proxy waypoint`: an ambient waypoint.
     Waypoint,
+    /// istiod's agentgateway, a gateway or a waypoint: its pod does not say
+    /// which (only its labels do, and those are not evidence).
+    Agentgateway,
 }
 
 impl GatewayRole {
@@ -48,6 +56,7 @@ impl GatewayRole {
         match self {
             GatewayRole::Router => "gateway",
             GatewayRole::Waypoint => "waypoint",
+            GatewayRole::Agentgateway => "agentgateway",
         }
     }
 }
@@ -110,6 +119,7 @@ pub fn istio_containers(w: &Workload) -> &'static [&'static str] {
         Proxy::Sidecar | Proxy::OffPath(_) => {
             &[PROXY_CONTAINER, INIT_CONTAINER, VALIDATION_CONTAINER]
         }
+        Proxy::Gateway(GatewayRole::Agentgateway) => &[AGENTGATEWAY_CONTAINER],
         Proxy::Gateway(_) => &[PROXY_CONTAINER],
         Proxy::None => &[],
     }
@@ -152,35 +162,53 @@ pub fn templates(w: &Workload) -> Vec<&str> {
     }
 }
 
-/// The trusted signal for "this pod is a gateway or waypoint": its only
-/// container is `istio-proxy` running Istio's agent as `proxy router` or
-/// `proxy waypoint`, as istiod's gateway and waypoint Deployments, the
-/// gateway Helm chart (after injection) and the injector's gateway template
-/// all produce. Labels are not evidence: any application can copy them.
+/// The trusted signal for "this pod is a gateway or waypoint": the pod's
+/// shape, as istiod's gateway and waypoint Deployments, the gateway Helm
+/// chart (after injection) and the injector's gateway template produce it.
+/// Its only container is either `istio-proxy` running Istio's agent as
+/// `proxy router` or `proxy waypoint`, or `agentgateway` running its image's
+/// entrypoint with `--config` (istiod's agentgateway classes); no native
+/// sidecar runs beside it. Labels and owners are not evidence: any
+/// application can copy them, and a Pod's owner is its ReplicaSet.
 pub fn gateway_role(w: &Workload) -> Option<GatewayRole> {
     let [proxy] = w.spec.containers.as_slice() else {
         return None;
     };
-    if proxy.name != PROXY_CONTAINER || !runs_pilot_agent(proxy) {
+    if has_native_sidecar(w) {
         return None;
     }
     let args = proxy.args.as_deref().unwrap_or_default();
-    match (
-        args.first().map(String::as_str),
-        args.get(1).map(String::as_str),
-    ) {
-        (Some("proxy"), Some("router")) => Some(GatewayRole::Router),
-        (Some("proxy"), Some("waypoint")) => Some(GatewayRole::Waypoint),
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    match proxy.name.as_str() {
+        PROXY_CONTAINER if runs(proxy, "pilot-agent") => match (arg(0), arg(1)) {
+            (Some("proxy"), Some("router")) => Some(GatewayRole::Router),
+            (Some("proxy"), Some("waypoint")) => Some(GatewayRole::Waypoint),
+            _ => None,
+        },
+        AGENTGATEWAY_CONTAINER if runs(proxy, "agentgateway") => {
+            (arg(0) == Some("--config")).then_some(GatewayRole::Agentgateway)
+        }
         _ => None,
     }
 }
 
-/// Istio's templates leave `command` to the proxyv2 image's entrypoint,
-/// `pilot-agent`; another command would not read the args at all.
-fn runs_pilot_agent(c: &ContainerView) -> bool {
+/// An init container with `restartPolicy: Always` runs beside the others
+/// for the pod's whole life.
+fn has_native_sidecar(w: &Workload) -> bool {
+    w.spec
+        .init_containers
+        .iter()
+        .flatten()
+        .any(|c| c.restart_policy.as_deref() == Some("Always"))
+}
+
+/// Istio's templates leave `command` to the image's entrypoint (proxyv2's
+/// `pilot-agent`, agentgateway's `agentgateway`); another command would not
+/// read the args at all.
+fn runs(c: &ContainerView, binary: &str) -> bool {
     match c.command.as_deref().unwrap_or_default() {
         [] => true,
-        [one] => one.rsplit('/').next() == Some("pilot-agent"),
+        [one] => one.rsplit('/').next() == Some(binary),
         _ => false,
     }
 }

@@ -50,5 +50,6 @@ pub mod posture;
 pub mod report;
 pub mod rules;
 pub mod server;
+pub mod strict;
 pub mod subject;
 pub mod uninstall;

@@ -2,7 +2,8 @@
 //! AdmissionReview is an error (HTTP 400); every answer echoes the uid. It
 //! never denies, except a pod CREATE whose object cannot be read (missing,
 //! not a JSON object, undecodable, in another namespace), which it always
-//! denies; only a pod CREATE is ever patched.
+//! denies; only a pod CREATE is ever patched. A sequence where an object
+//! belongs ([`meshgate_fuzz::shapes`]) makes the object unreadable.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

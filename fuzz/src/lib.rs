@@ -3,6 +3,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+pub mod shapes;
+
 use meshgate::admission::{review, Reviewed, Reviewer};
 use meshgate::config::Config;
 use meshgate::subject::{self, Kind};
@@ -44,13 +46,17 @@ pub enum Judged<'a> {
 /// Why the judged object cannot be used, read independently of the
 /// reviewer's own decoding path (the review parsed with
 /// [`review::parse_raw`], the object decoded alone, not in the same pass as
-/// the review); `None` when it decodes in place.
+/// the review; a sequence where an object belongs found by
+/// [`shapes`], not by meshgate's decoder); `None` when it decodes in place.
 pub fn unusable(req: &review::Request, kind: Kind, raw: Option<&RawValue>) -> Option<String> {
     let Some(raw) = raw else {
         return Some("missing".into());
     };
     if !raw.get().trim_start().starts_with('{') {
         return Some(format!("not a JSON object: {:.40}", raw.get()));
+    }
+    if let Some(path) = shapes::sequence_where_object_belongs(kind, raw.get()) {
+        return Some(format!("a sequence where an object belongs, at {path}"));
     }
     let namespace = req.namespace.as_deref().unwrap_or_default();
     match subject::decode(kind, raw, namespace, &req.name) {
@@ -64,7 +70,9 @@ pub fn unusable(req: &review::Request, kind: Kind, raw: Option<&RawValue>) -> Op
 
 /// A field of a request parsed with [`review::parse_raw`]: always raw.
 pub fn raw<'a>(field: &Option<review::ObjectField<'a>>) -> Option<&'a RawValue> {
-    field.as_ref().map(|f| f.raw().expect("parse_raw keeps objects raw"))
+    field
+        .as_ref()
+        .map(|f| f.raw().expect("parse_raw keeps objects raw"))
 }
 
 /// Checks what holds for every answer, `/validate` or `/mutate`: the body

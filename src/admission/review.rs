@@ -261,7 +261,7 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
         api_version,
         kind,
         request: Some(request),
-    }) = serde_json::from_str::<OnePass>(text)
+    }) = crate::strict::from_str::<OnePass>(text)
     {
         if api_version == REVIEW_API_VERSION && kind == REVIEW_KIND {
             return Ok(request);
@@ -276,7 +276,7 @@ pub fn parse(body: &[u8]) -> Result<Request<'_>, ReviewError> {
 /// this for a body it cannot read in one pass (an object that does not
 /// decode as its kind is refused later, with the reason).
 pub fn parse_raw(body: &[u8]) -> Result<Request<'_>, ReviewError> {
-    let envelope: Envelope = serde_json::from_slice(body)?;
+    let envelope: Envelope = crate::strict::from_slice(body)?;
     if envelope.api_version != REVIEW_API_VERSION || envelope.kind != REVIEW_KIND {
         return Err(ReviewError::NotAReview {
             api_version: envelope.api_version,
@@ -291,7 +291,7 @@ pub fn parse_raw(body: &[u8]) -> Result<Request<'_>, ReviewError> {
     let request = RequestSeed {
         decode_workloads: false,
     }
-    .deserialize(&mut parser)?;
+    .deserialize(crate::strict::Strict(&mut parser))?;
     parser.end()?;
     Ok(request)
 }

@@ -4,13 +4,14 @@
 //! kubectl's last-applied copy, and of the pod spec only the fields of
 //! [`crate::subject::PodSpecView`] a rule reads (the same lists, so a field
 //! added to the view for a rule is kept here too). Environment variables
-//! are kept on `istio-init` and `istio-validation` only: the interception
-//! rules read `istio-iptables`' flags from them.
+//! are kept where [`rules_read_env`] says (`istio-iptables`' flags, the
+//! proxy's `PROXY_CONFIG`), lifecycle hooks on `istio-proxy` only.
 
 use serde_json::{Map, Value};
 
 use crate::subject::{
-    rules_read_env_of, CONTAINER_FIELDS_READ_BY_RULES, LAST_APPLIED, POD_SPEC_FIELDS_READ_BY_RULES,
+    rules_read_env, rules_read_lifecycle_of, CONTAINER_FIELDS_READ_BY_RULES, LAST_APPLIED,
+    POD_SPEC_FIELDS_READ_BY_RULES,
 };
 
 /// Trims a pod or controller in place. `spec_path` leads from the object to
@@ -61,11 +62,23 @@ fn trim_pod_spec(spec: &mut Map<String, Value>) {
 
 fn trim_container(container: &mut Map<String, Value>) {
     container.retain(|key, _| CONTAINER_FIELDS_READ_BY_RULES.contains(&key.as_str()));
-    let env_is_read = container
+    let name = container
         .get("name")
         .and_then(Value::as_str)
-        .is_some_and(rules_read_env_of);
-    if !env_is_read {
+        .unwrap_or_default()
+        .to_owned();
+    if !rules_read_lifecycle_of(&name) {
+        container.remove("lifecycle");
+    }
+    let Some(env) = container.get_mut("env").and_then(Value::as_array_mut) else {
+        container.remove("env");
+        return;
+    };
+    env.retain(|var| {
+        let var = var.get("name").and_then(Value::as_str).unwrap_or_default();
+        rules_read_env(&name, var)
+    });
+    if env.is_empty() {
         container.remove("env");
     }
 }
@@ -207,8 +220,16 @@ mod tests {
                 .chain(spec.init_containers.iter_mut().flatten());
             for c in containers.chain(spec.ephemeral_containers.iter_mut().flatten()) {
                 c.volume_mounts = None;
-                if !rules_read_env_of(&c.name) {
-                    c.env = None;
+                let name = c.name.clone();
+                c.env = c.env.take().and_then(|env| {
+                    let read: Vec<_> = env
+                        .into_iter()
+                        .filter(|v| rules_read_env(&name, &v.name))
+                        .collect();
+                    (!read.is_empty()).then_some(read)
+                });
+                if !rules_read_lifecycle_of(&name) {
+                    c.lifecycle = None;
                 }
             }
             format!("{w:?}")

@@ -167,3 +167,81 @@ fn the_proxy_uid_is_what_istio_init_is_told() {
         (vec![1000, PROXY_UID], vec![1000, PROXY_UID])
     );
 }
+
+/// Every file of istiod's gateway golden outputs, with its Deployments.
+fn gateway_goldens() -> Vec<(String, Vec<Workload>)> {
+    let dir = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/istio/gateway-deployments"
+    );
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let workloads = istio_test_data(&format!("gateway-deployments/{f}"));
+            (f, workloads)
+        })
+        .collect()
+}
+
+#[test]
+fn every_deployment_istiod_renders_for_a_gateway_is_a_proxy() {
+    let goldens = gateway_goldens();
+    let deployments: usize = goldens.iter().map(|(_, w)| w.len()).sum();
+    // 28 files; illegal_customizations.yaml renders nothing.
+    assert_eq!((goldens.len(), deployments), (28, 27));
+    let mut agentgateways = 0;
+    for (file, workloads) in goldens {
+        for w in workloads {
+            let role = gateway_role(&w).unwrap_or_else(|| panic!("{file}"));
+            if file.starts_with("agentgateway") {
+                assert_eq!(role, GatewayRole::Agentgateway, "{file}");
+                assert_eq!(istio_containers(&w), [AGENTGATEWAY_CONTAINER], "{file}");
+                agentgateways += 1;
+            }
+            assert_eq!(carried(&pod_form(w)), Proxy::Gateway(role), "{file}");
+        }
+    }
+    assert_eq!(agentgateways, 4);
+}
+
+#[test]
+fn an_agentgateway_is_its_shape_not_its_labels() {
+    let golden = || istio_test_data("gateway-deployments/agentgateway.yaml").remove(0);
+    // The labels and owner stay; the container is an application's.
+    let mut w = golden();
+    w.spec.containers[0].name = "app".into();
+    assert_eq!(carried(&w), Proxy::None);
+    let mut w = golden();
+    w.spec.containers[0].args = Some(vec!["serve".into()]);
+    assert_eq!(carried(&w), Proxy::None);
+    let mut w = golden();
+    w.spec.containers[0].command = Some(vec!["/bin/sh".into(), "-c".into()]);
+    assert_eq!(carried(&w), Proxy::None);
+    // A second container, or a native sidecar, beside the proxy.
+    let mut w = golden();
+    w.spec.containers.push(container("app"));
+    assert_eq!(carried(&w), Proxy::None);
+    let mut w = golden();
+    let mut sidecar = container("app");
+    sidecar.restart_policy = Some("Always".into());
+    w.spec.init_containers = Some(vec![sidecar]);
+    assert_eq!(carried(&w), Proxy::None);
+    // An explicit command naming the image's binary is the same proxy.
+    let mut w = golden();
+    w.spec.containers[0].command = Some(vec!["/app/agentgateway".into()]);
+    assert_eq!(carried(&w), Proxy::Gateway(GatewayRole::Agentgateway));
+}
+
+#[test]
+fn a_native_sidecar_beside_istios_router_makes_it_no_gateway() {
+    let mut w = fixture("kube-gateway-deployment.yaml");
+    let mut sidecar = container("app");
+    sidecar.restart_policy = Some("Always".into());
+    w.spec.init_containers = Some(vec![sidecar]);
+    assert_eq!(gateway_role(&w), None);
+}

@@ -78,7 +78,7 @@ fn decode<T: DeserializeOwned>(
             meta.insert("namespace".into(), ns.into());
         }
     }
-    serde_json::from_value(value).map_err(|e| ManifestError::Parse {
+    crate::strict::from_value(value).map_err(|e| ManifestError::Parse {
         file: origin.file,
         document: origin.document,
         problem: format!("cannot decode the {kind}: {e}"),

@@ -330,7 +330,7 @@ pub async fn watch_istio<T: IstioKind>(
 /// cache would never sync.
 pub fn typed<T: IstioKind>(object: DynamicObject) -> Option<T> {
     let name = object.metadata.name.clone().unwrap_or_default();
-    match serde_json::to_value(object).and_then(serde_json::from_value) {
+    match serde_json::to_value(object).and_then(crate::strict::from_value) {
         Ok(typed) => Some(typed),
         Err(error) => {
             tracing::warn!(resource = T::resource(), %name, %error, "cannot decode; ignored");

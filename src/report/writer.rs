@@ -241,7 +241,7 @@ impl Writer {
                     // fingerprint nothing matches: it is replaced.
                     let fingerprint = serde_json::to_value(object)
                         .ok()
-                        .and_then(|value| serde_json::from_value::<Report>(value).ok())
+                        .and_then(|value| crate::strict::from_value::<Report>(value).ok())
                         .map_or(0, |report| report.fingerprint());
                     let version = object.metadata.resource_version.clone();
                     found.0.insert((namespace, name), (fingerprint, version));

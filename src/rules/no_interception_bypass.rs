@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
 
-use crate::injection::{self, Found, Setting, Source, PROXY_PORTS};
+use crate::injection::{self, Found, Setting, Source};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
@@ -28,8 +28,9 @@ pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
 /// and the `istio-init` flag it became are reported once.
 fn setting_findings(w: &Workload, out: &mut Vec<Finding>) {
     let mut seen = HashSet::new();
+    let own_ports = injection::own_inbound_ports(w);
     for found in injection::interception_settings(w) {
-        let Some(bypass) = bypass(found.setting, &found.value) else {
+        let Some(bypass) = bypass(found.setting, &found.value, &own_ports) else {
             continue;
         };
         if seen.insert((found.setting, bypass.clone())) {
@@ -40,7 +41,7 @@ fn setting_findings(w: &Workload, out: &mut Vec<Finding>) {
 
 /// What routes around the proxy in this value, normalised so the same
 /// setting found in two places compares equal; `None` when nothing does.
-fn bypass(setting: Setting, value: &str) -> Option<String> {
+fn bypass(setting: Setting, value: &str, own_ports: &[u16]) -> Option<String> {
     let mut entries = list(value);
     match setting {
         Setting::IncludeInboundPorts => (!entries.contains(&"*")).then(|| entries.join(",")),
@@ -55,7 +56,8 @@ fn bypass(setting: Setting, value: &str) -> Option<String> {
             .then(|| "NONE".to_owned()),
         _ => {
             if setting.is_ports() {
-                entries.retain(|p| !PROXY_PORTS.contains(p));
+                // The proxy's own ports, as the pod configures them.
+                entries.retain(|p| !p.parse().is_ok_and(|p: u16| own_ports.contains(&p)));
             }
             entries.sort_unstable();
             entries.dedup();

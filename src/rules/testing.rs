@@ -66,6 +66,27 @@ pub fn fixture(file: &str) -> Workload {
     }
 }
 
+/// Every workload in a file of Istio's own test data
+/// (`tests/fixtures/istio/`, copied from istio/istio), in its own namespace
+/// or `shop`. Other kinds (Gateways, Services) are skipped.
+pub fn istio_test_data(path: &str) -> Vec<Workload> {
+    let full = format!("{}/tests/fixtures/istio/{path}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"));
+    let manifests = crate::manifest::parse_text(path, &text).expect("Istio's test data parses");
+    manifests
+        .into_iter()
+        .filter_map(|m| {
+            let kind = Kind::from_api_version(&m.api_version, &m.kind)?;
+            let namespace = m.namespace().unwrap_or("shop").to_owned();
+            let name = m.name().to_owned();
+            match crate::subject::decode(kind, m.value, &namespace, &name) {
+                Ok(crate::subject::Object::Workload(w)) => Some(w),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// The pod a controller's template creates (what its ReplicaSet or Job
 /// controller copies into the Pod).
 pub fn pod_form(mut w: Workload) -> Workload {

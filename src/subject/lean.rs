@@ -191,6 +191,7 @@ mod tests {
             command: c.command.clone(),
             args: c.args.clone(),
             env: c.env.clone().filter(|_| is_istio_container(&c.name)),
+            lifecycle: c.lifecycle.clone().filter(|_| is_istio_container(&c.name)),
             security_context: c.security_context.clone(),
             restart_policy: c.restart_policy.clone(),
             volume_mounts: c.volume_mounts.clone(),

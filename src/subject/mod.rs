@@ -23,8 +23,8 @@ mod workload;
 pub use lean::LAST_APPLIED;
 pub(crate) use pod::once;
 pub use pod::{
-    is_istio_container, rules_read_env_of, ContainerView, PodSpecView, VolumeView,
-    CONTAINER_FIELDS_READ_BY_RULES, POD_SPEC_FIELDS_READ_BY_RULES,
+    is_istio_container, rules_read_env, rules_read_lifecycle_of, ContainerView, PodSpecView,
+    VolumeView, CONTAINER_FIELDS_READ_BY_RULES, POD_SPEC_FIELDS_READ_BY_RULES,
 };
 use workload::decode_workload;
 pub use workload::{UnplacedWorkload, WorkloadSeed};
@@ -179,10 +179,11 @@ pub struct DecodeError {
 /// Something a typed object can be decoded from: a raw review payload, or a
 /// manifest document already turned into JSON.
 ///
-/// Both refuse anything but a JSON object before typed decoding: derived
-/// `Deserialize` structs (the Istio and cert-manager ones) accept a JSON
-/// array as a sequence of fields, so `[{...}]` would otherwise decode to an
-/// object with an empty spec and pass every rule.
+/// Both refuse anything but a JSON object before typed decoding, and decode
+/// through [`crate::strict`]: derived `Deserialize` structs (the Istio and
+/// cert-manager ones) accept a JSON array as a sequence of fields, so
+/// `[{...}]` would otherwise decode to an object with an empty spec and pass
+/// every rule, at the top or at any depth.
 pub trait ObjectSource {
     fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error>;
     /// The object's own `apiVersion` and `kind`, when it states them.
@@ -206,11 +207,11 @@ fn not_an_object(found: serde::de::Unexpected<'_>) -> serde_json::Error {
 impl ObjectSource for &serde_json::value::RawValue {
     fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
         object_text(self.get())?;
-        serde_json::from_str(self.get())
+        crate::strict::from_str(self.get())
     }
 
     fn type_meta(&self) -> Result<TypeHeader, serde_json::Error> {
-        serde_json::from_str(object_text(self.get())?)
+        crate::strict::from_str(object_text(self.get())?)
     }
 }
 
@@ -231,7 +232,7 @@ pub fn object_text(text: &str) -> Result<&str, serde_json::Error> {
 impl ObjectSource for serde_json::Value {
     fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
         self.type_meta()?;
-        serde_json::from_value(self)
+        crate::strict::from_value(self)
     }
 
     fn type_meta(&self) -> Result<TypeHeader, serde_json::Error> {

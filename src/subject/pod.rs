@@ -9,7 +9,7 @@
 //! the view against k8s-openapi's full decode of what a real API server sends.
 
 use k8s_openapi::api::core::v1::{
-    EnvVar, PodSecurityContext, SecurityContext, Volume, VolumeMount,
+    EnvVar, Lifecycle, PodSecurityContext, SecurityContext, Volume, VolumeMount,
 };
 use std::fmt;
 
@@ -31,7 +31,8 @@ pub const POD_SPEC_FIELDS_READ_BY_RULES: &[&str] = &[
 ];
 
 /// The [`ContainerView`] fields the rules read: all but `volumeMounts`
-/// (the mutation's), `env` only where [`rules_read_env_of`] says.
+/// (the mutation's); `env` only where [`rules_read_env`] says, `lifecycle`
+/// only where [`rules_read_lifecycle_of`] does.
 pub const CONTAINER_FIELDS_READ_BY_RULES: &[&str] = &[
     "name",
     "command",
@@ -39,19 +40,32 @@ pub const CONTAINER_FIELDS_READ_BY_RULES: &[&str] = &[
     "env",
     "securityContext",
     "restartPolicy",
+    "lifecycle",
 ];
 
-/// The rules read the environment of the containers that run
-/// `istio-iptables` (its flags); the mutation also reads `istio-proxy`'s.
-pub fn rules_read_env_of(container: &str) -> bool {
-    container == crate::injection::INIT_CONTAINER
-        || container == crate::injection::VALIDATION_CONTAINER
+/// Whether a rule reads the variable `var` of `container`: all of the
+/// containers that run `istio-iptables` (its flags), and `istio-proxy`'s
+/// `PROXY_CONFIG` (its status port). The mutation reads more of
+/// `istio-proxy`'s.
+pub fn rules_read_env(container: &str, var: &str) -> bool {
+    use crate::injection::{
+        INIT_CONTAINER, PROXY_CONFIG_ENV, PROXY_CONTAINER, VALIDATION_CONTAINER,
+    };
+    container == INIT_CONTAINER
+        || container == VALIDATION_CONTAINER
+        || (container == PROXY_CONTAINER && var == PROXY_CONFIG_ENV)
+}
+
+/// The rules read `istio-proxy`'s preStop hook, where the injector writes
+/// the status port.
+pub fn rules_read_lifecycle_of(container: &str) -> bool {
+    container == crate::injection::PROXY_CONTAINER
 }
 
 /// Istio's injector names its containers `istio-proxy`, `istio-init` and
-/// `istio-validation`; only their environment is read (the interception
-/// flags, the proxy's `OUTPUT_CERTS`). An application's environment, often
-/// hundreds of variables, is never decoded.
+/// `istio-validation`; only their environment and lifecycle hooks are read
+/// (the interception flags, the proxy's `OUTPUT_CERTS` and status port). An
+/// application's environment, often hundreds of variables, is never decoded.
 pub fn is_istio_container(name: &str) -> bool {
     name.starts_with("istio-")
 }
@@ -80,6 +94,8 @@ pub struct ContainerView {
     /// Decoded for Istio's containers only ([`is_istio_container`]); `None`
     /// for any other container, whatever it sets.
     pub env: Option<Vec<EnvVar>>,
+    /// Decoded for Istio's containers only, like `env`.
+    pub lifecycle: Option<Lifecycle>,
     pub security_context: Option<SecurityContext>,
     pub restart_policy: Option<String>,
     pub volume_mounts: Option<Vec<VolumeMount>>,
@@ -92,6 +108,7 @@ enum ContainerField {
     Command,
     Args,
     Env,
+    Lifecycle,
     SecurityContext,
     RestartPolicy,
     VolumeMounts,
@@ -111,9 +128,9 @@ pub(crate) fn once<T, E: de::Error>(
     Ok(())
 }
 
-/// By hand rather than derived, for `env`: the API server writes `name`
-/// first, so an application's variables are skipped unbuilt and uncopied.
-/// Only an `env` that comes before the name is kept as text until the name
+/// By hand rather than derived, for `env` and `lifecycle`: the API server
+/// writes `name` first, so an application's are skipped unbuilt and
+/// uncopied. Only what comes before the name is kept as text until the name
 /// says whose it is.
 impl<'de> Deserialize<'de> for ContainerView {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -122,6 +139,51 @@ impl<'de> Deserialize<'de> for ContainerView {
 }
 
 struct ContainerVisitor;
+
+/// A field decoded for Istio's containers only ([`is_istio_container`]).
+struct IstioOnly<T> {
+    name: &'static str,
+    value: Option<Option<T>>,
+    before_name: Option<Option<Box<RawValue>>>,
+}
+
+impl<T: de::DeserializeOwned> IstioOnly<T> {
+    fn new(name: &'static str) -> Self {
+        IstioOnly {
+            name,
+            value: None,
+            before_name: None,
+        }
+    }
+
+    fn read<'de, A: MapAccess<'de>>(
+        &mut self,
+        map: &mut A,
+        container: Option<&str>,
+    ) -> Result<(), A::Error> {
+        if self.before_name.is_some() {
+            return Err(de::Error::duplicate_field(self.name));
+        }
+        match container {
+            Some(c) if is_istio_container(c) => once(&mut self.value, map.next_value()?, self.name),
+            Some(_) => once(
+                &mut self.value,
+                map.next_value::<IgnoredAny>().map(|_| None)?,
+                self.name,
+            ),
+            None => once(&mut self.before_name, map.next_value()?, self.name),
+        }
+    }
+
+    fn finish<E: de::Error>(self, container: &str) -> Result<Option<T>, E> {
+        match self.before_name.flatten() {
+            Some(raw) if is_istio_container(container) => {
+                crate::strict::from_str(raw.get()).map_err(de::Error::custom)
+            }
+            _ => Ok(self.value.flatten()),
+        }
+    }
+}
 
 impl<'de> Visitor<'de> for ContainerVisitor {
     type Value = ContainerView;
@@ -132,8 +194,8 @@ impl<'de> Visitor<'de> for ContainerVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ContainerView, A::Error> {
         let (mut name, mut command, mut args, mut security_context) = (None, None, None, None);
-        let (mut restart_policy, mut volume_mounts, mut env, mut env_before_name) =
-            (None, None, None, None);
+        let (mut restart_policy, mut volume_mounts) = (None, None);
+        let (mut env, mut lifecycle) = (IstioOnly::new("env"), IstioOnly::new("lifecycle"));
         while let Some(field) = map.next_key()? {
             match field {
                 ContainerField::Name => once(&mut name, map.next_value::<String>()?, "name")?,
@@ -148,41 +210,20 @@ impl<'de> Visitor<'de> for ContainerVisitor {
                 ContainerField::VolumeMounts => {
                     once(&mut volume_mounts, map.next_value()?, "volumeMounts")?
                 }
-                ContainerField::Env if env_before_name.is_some() => {
-                    return Err(de::Error::duplicate_field("env"))
-                }
-                ContainerField::Env => match name.as_deref() {
-                    Some(name) if is_istio_container(name) => {
-                        once(&mut env, map.next_value()?, "env")?
-                    }
-                    Some(_) => once(
-                        &mut env,
-                        map.next_value::<IgnoredAny>().map(|_| None)?,
-                        "env",
-                    )?,
-                    None => once(
-                        &mut env_before_name,
-                        map.next_value::<Option<Box<RawValue>>>()?,
-                        "env",
-                    )?,
-                },
+                ContainerField::Env => env.read(&mut map, name.as_deref())?,
+                ContainerField::Lifecycle => lifecycle.read(&mut map, name.as_deref())?,
                 ContainerField::Other => {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
         }
         let name = name.ok_or_else(|| de::Error::missing_field("name"))?;
-        let env = match env_before_name.flatten() {
-            Some(raw) if is_istio_container(&name) => {
-                serde_json::from_str(raw.get()).map_err(de::Error::custom)?
-            }
-            _ => env.flatten(),
-        };
         Ok(ContainerView {
+            env: env.finish(&name)?,
+            lifecycle: lifecycle.finish(&name)?,
             name,
             command: command.flatten(),
             args: args.flatten(),
-            env,
             security_context: security_context.flatten(),
             restart_policy: restart_policy.flatten(),
             volume_mounts: volume_mounts.flatten(),
@@ -202,7 +243,7 @@ pub struct VolumeView {
 impl VolumeView {
     /// The volume as k8s-openapi types it.
     pub fn decoded(&self) -> Result<Volume, serde_json::Error> {
-        serde_json::from_str(self.definition.get())
+        crate::strict::from_str(self.definition.get())
     }
 }
 
@@ -214,7 +255,8 @@ impl TryFrom<Box<RawValue>> for VolumeView {
         struct Named {
             name: String,
         }
-        let Named { name } = serde_json::from_str(crate::subject::object_text(definition.get())?)?;
+        let Named { name } =
+            crate::strict::from_str(crate::subject::object_text(definition.get())?)?;
         Ok(VolumeView { name, definition })
     }
 }

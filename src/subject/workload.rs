@@ -69,7 +69,9 @@ impl UnplacedWorkload {
 
 /// Decodes a workload of `kind` straight from a deserializer positioned at
 /// it: the review parser decodes the object in the same pass as the
-/// envelope instead of keeping it raw and scanning it again.
+/// envelope instead of keeping it raw and scanning it again. Its
+/// deserializer is [`crate::strict::Strict`] (the review parser's), so the
+/// workload's structs refuse sequences too.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkloadSeed(pub Kind);
 
