@@ -4,7 +4,7 @@
 //!
 //! Inputs are the captured fixtures, minified (`benches/fixtures/`, made by
 //! `scripts/gen-bench-fixtures.py`). Run with `cargo bench --bench rules`;
-//! figures are in `docs/benchmarks.md`.
+//! figures are in `docs/src/operations/benchmarks.md`.
 
 use parking_lot::RwLock;
 use std::hint::black_box;

@@ -5,7 +5,7 @@
 #
 #   ROUNDS=3 DURATION=10 scripts/load.sh
 #
-# Scenarios (benches/fixtures/, see docs/benchmarks.md):
+# Scenarios (benches/fixtures/, see docs/src/operations/benchmarks.md):
 #   injected    POST /validate, pod-injected.json (the review a real
 #               kube-apiserver sends after Istio's injector ran; allowed)
 #   plain       POST /validate, pod-plain.json (no sidecar; meshgate denies)

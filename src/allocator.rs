@@ -3,14 +3,14 @@
 //! frees thousands of small blocks, and glibc's malloc slows down next to the
 //! large heap of the posture index and the background audit: at 10,000
 //! namespaces a review took 1.9x as long as next to a small heap, with
-//! mimalloc the same (docs/benchmarks-background.md).
+//! mimalloc the same (docs/src/operations/benchmarks-background.md).
 //!
 //! mimalloc keeps freed pages for its default purge delay (10 ms) before
 //! returning them to the OS, and purges only when the thread that freed them
 //! allocates again. Purging at once (delay 0) made the request path pay a
 //! page fault and an `madvise` for memory it was about to reuse: /mutate
 //! cost 166 µs instead of 84 at 16 connections, the 85 KB pod 541 instead
-//! of 243 (docs/benchmarks.md). So the delay stays, and the threads that
+//! of 243 (docs/src/operations/benchmarks.md). So the delay stays, and the threads that
 //! free a large peak and then go idle (the `--state-from` load, the
 //! background audit's passes) hand it back with [`release_freed_memory`].
 //!

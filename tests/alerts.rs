@@ -311,9 +311,10 @@ fn anchor(heading: &str) -> String {
 fn every_alert_has_a_runbook_url_to_a_section_of_docs_runbooks_md() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_chart_rules(&dir.path().join("rules.json"));
-    let runbooks =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/runbooks.md"))
-            .unwrap();
+    let runbooks = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/operations/runbooks.md"),
+    )
+    .unwrap();
     let sections: Vec<(String, &str)> = runbooks
         .split("\n## ")
         .skip(1)
@@ -330,12 +331,18 @@ fn every_alert_has_a_runbook_url_to_a_section_of_docs_runbooks_md() {
             .as_str()
             .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
         let (page, fragment) = url.split_once('#').unwrap();
-        assert!(page.ends_with("/docs/runbooks.md"), "{alert}: {url}");
+        assert_eq!(
+            page,
+            format!("{}/operations/runbooks.html", meshgate::rules::DOCS_URL),
+            "{alert}: {url}"
+        );
         assert_eq!(fragment, alert.to_lowercase(), "{alert}: {url}");
         let (_, body) = sections
             .iter()
             .find(|(a, _)| a == fragment)
-            .unwrap_or_else(|| panic!("{alert}: no section #{fragment} in docs/runbooks.md"));
+            .unwrap_or_else(|| {
+                panic!("{alert}: no section #{fragment} in docs/src/operations/runbooks.md")
+            });
         for part in [
             "**Meaning.**",
             "**Impact.**",
