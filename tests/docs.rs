@@ -269,3 +269,39 @@ fn values_yaml_and_the_sizing_page_give_the_same_sizing_rule() {
     assert!(sizing.contains("20 MiB + 2 KiB × objects and the limit to 20 MiB + 5 KiB × objects"));
     assert!(values.contains("request 20 MiB + 2 KiB per object, limit 20 MiB + 5 KiB"));
 }
+
+/// Every long flag of `meshgate serve`, `audit` and `rules` is documented
+/// in the reference pages (a flag added to the CLI without docs fails).
+#[test]
+fn every_cli_flag_is_in_the_reference() {
+    let mut reference = String::new();
+    for page in ["reference/serve.md", "reference/audit.md"] {
+        reference += &std::fs::read_to_string(book().join(page)).unwrap();
+    }
+    let mut missing = Vec::new();
+    for command in ["serve", "audit", "rules"] {
+        let help = std::process::Command::new(env!("CARGO_BIN_EXE_meshgate"))
+            .args([command, "--help"])
+            .output()
+            .unwrap();
+        let help = String::from_utf8(help.stdout).unwrap();
+        for word in help.split_whitespace() {
+            let Some(flag) = word.strip_prefix("--") else {
+                continue;
+            };
+            let flag: String = flag
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            if flag.is_empty() || flag == "help" || flag == "version" {
+                continue;
+            }
+            if !reference.contains(&format!("--{flag}")) {
+                missing.push(format!("meshgate {command} --{flag}"));
+            }
+        }
+    }
+    missing.sort();
+    missing.dedup();
+    assert!(missing.is_empty(), "undocumented flags: {missing:?}");
+}
