@@ -138,17 +138,20 @@ impl Reviewed {
     /// encoding of `[]byte`); kube-core serializes its `Vec<u8>` as an array
     /// of numbers (kube-rs/kube#1781), so a patch is re-encoded here. Without
     /// one (every `/validate` answer) the review is written out directly.
-    pub fn to_body(&self) -> Vec<u8> {
+    /// An answer that does not serialise is an error for the caller to
+    /// answer 500 with (the API server then applies the failurePolicy),
+    /// never an empty body.
+    pub fn to_body(&self) -> Result<Vec<u8>, serde_json::Error> {
         use base64::Engine;
         let patch = self.review.response.as_ref().and_then(|r| r.patch.as_ref());
         let Some(patch) = patch else {
-            return serde_json::to_vec(&self.review).unwrap_or_default();
+            return serde_json::to_vec(&self.review);
         };
-        let mut value = serde_json::to_value(&self.review).unwrap_or_default();
+        let mut value = serde_json::to_value(&self.review)?;
         value["response"]["patch"] = base64::engine::general_purpose::STANDARD
             .encode(patch)
             .into();
-        serde_json::to_vec(&value).unwrap_or_default()
+        serde_json::to_vec(&value)
     }
 }
 

@@ -183,11 +183,17 @@ fn answer(
             reviewed
                 .span
                 .in_scope(|| log_decision(endpoint, record, elapsed.as_secs_f64() * 1000.0));
-            (
-                [(header::CONTENT_TYPE, "application/json")],
-                reviewed.to_body(),
-            )
-                .into_response()
+            match reviewed.to_body() {
+                Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+                Err(error) => {
+                    tracing::error!(endpoint, %error, "cannot serialise the answer");
+                    state.metrics.observe_bad_request(endpoint);
+                    error_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "cannot serialise the answer",
+                    )
+                }
+            }
         }
         Err(error) => {
             tracing::warn!(endpoint, %error, "rejected a body that is not an AdmissionReview");
