@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
     else {
         return;
     };
-    let _ = output::text(&report);
+    let _ = output::text(&report, output::TextStyle::default());
     let json: serde_json::Value =
         serde_json::from_str(&output::json(&report)).expect("the JSON report is JSON");
     let _ = json;
