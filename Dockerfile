@@ -5,6 +5,9 @@
 #   docker build -t meshgate:dev \
 #     --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
+# Without Docker or a registry (CI, the real-node tests): scripts/build-image.sh
+# builds this file with buildah on locally assembled base images.
+#
 # Two stages: the release binary is built in the official Rust image, then
 # copied alone into distroless "cc" (glibc and libgcc, which the binary links
 # against; no shell, no package manager), running as the nonroot user 65532,
