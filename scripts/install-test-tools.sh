@@ -207,6 +207,12 @@ install_node_packages() {
     command -v apt-get >/dev/null || die "the real-node tests need containerd, runc, CNI plugins, iptables, busybox-static, gcc, libc6-dev, xz-utils and buildah: install them by hand"
     log "installing the real-node tests' packages with apt-get"
     apt_install containerd runc containernetworking-plugins iptables etcd-server busybox-static gcc libc6-dev xz-utils buildah
+    # Under systemd the package starts its own containerd on the socket
+    # shared/cluster/start.sh needs (it refuses to share it).
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
+        log "stopping the containerd service the package started (the cluster runs its own)"
+        systemctl stop containerd
+    fi
     log "installed $(containerd --version | cut -d' ' -f3), $(buildah --version)"
 }
 

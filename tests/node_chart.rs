@@ -133,9 +133,18 @@ fn prepare_mesh(node: &Node) {
 /// The container runs as the chart says, as the kernel sees it: UID/GID
 /// 65532, no capabilities, no_new_privs, seccomp filter, read-only root.
 fn check_confined(node: &Node, pod: &str) {
-    let pid = node
-        .meshgate_pid(pod)
-        .unwrap_or_else(|| panic!("no meshgate process for pod {pod}"));
+    // Looked for until found: one CI run did not see it on the first scan
+    // (the pod's status shows why if it never appears).
+    let mut found = None;
+    node.wait_for(
+        &format!("the meshgate process of {pod}"),
+        Duration::from_secs(30),
+        || {
+            found = node.meshgate_pid(pod);
+            found.is_some()
+        },
+    );
+    let pid = found.expect("found");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
     let field = |name: &str| {
         status

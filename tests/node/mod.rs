@@ -97,17 +97,37 @@ pub fn start(test: &str) -> Option<Node> {
             ),
         );
     }
+    // Ports are picked free just before the start; another engineer's
+    // envtest can take one in between: a failed start is stopped and retried.
+    let mut last_error = String::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        match try_start(&dir) {
+            Ok(node) => {
+                eprintln!(
+                    "{test}: node Ready in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                node.import_image(&archive);
+                return Some(node);
+            }
+            Err(error) => last_error = error,
+        }
+    }
+    panic!("{test}: start.sh failed three times; last:\n{last_error}");
+}
+
+fn try_start(dir: &Path) -> Result<Node, String> {
     let state = tempfile::Builder::new()
         .prefix("meshgate-node-")
         .tempdir()
-        .expect("state directory");
-    // Built before the start: a failed start still stops what it started.
+        .map_err(|e| format!("state directory: {e}"))?;
+    // Built before the start: a failed start is stopped when it is dropped.
     let node = Node {
         state,
         script: dir.join("start.sh"),
     };
     let (apiserver, etcd) = free_ports();
-    let started = Instant::now();
     let out = run_bounded(
         Command::new("bash")
             .arg(&node.script)
@@ -119,13 +139,11 @@ pub fn start(test: &str) -> Option<Node> {
             .env("MESHGATE_BIN", "/nonexistent"),
         "",
     );
-    assert!(out.status.success(), "{test}: start.sh: {}", show(&out));
-    eprintln!(
-        "{test}: node Ready in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    node.import_image(&archive);
-    Some(node)
+    if out.status.success() {
+        Ok(node)
+    } else {
+        Err(show(&out))
+    }
 }
 
 /// An API server port, and an etcd client port whose successor (the peer
@@ -230,6 +248,10 @@ impl Node {
                 .arg("--kubeconfig")
                 .arg(self.kubeconfig())
                 .arg("--request-timeout=30s")
+                // Its own discovery cache: ~/.kube/cache is keyed by
+                // host:port, and other engineers' API servers reuse ports.
+                .arg("--cache-dir")
+                .arg(self.state.path().join("kube-cache"))
                 .args(args),
             stdin,
         )
@@ -248,6 +270,13 @@ impl Node {
             Command::new("helm")
                 .arg("--kubeconfig")
                 .arg(self.kubeconfig())
+                // Caches and config of this cluster only (see kubectl_output);
+                // --debug, so that a failure shows what helm was waiting for.
+                .env("HOME", self.state.path())
+                .env("HELM_CACHE_HOME", self.state.path().join("helm-cache"))
+                .env("HELM_CONFIG_HOME", self.state.path().join("helm-config"))
+                .env("HELM_DATA_HOME", self.state.path().join("helm-data"))
+                .arg("--debug")
                 .args(args),
             "",
         )
@@ -297,9 +326,17 @@ impl Node {
         while !check() {
             if start.elapsed() > bound {
                 panic!(
-                    "{what}: not within {bound:?}\n{}\n{}",
+                    "{what}: not within {bound:?}\n{}\n{}\n{}",
                     self.kubectl_text(&["get", "pods,leases", "-A", "-o", "wide"]),
-                    self.kubectl_text(&["get", "events", "-n", NAMESPACE])
+                    self.kubectl_text(&["get", "events", "-n", NAMESPACE]),
+                    self.kubectl_text(&[
+                        "get",
+                        "pods",
+                        "-n",
+                        NAMESPACE,
+                        "-o",
+                        "jsonpath={.items[*].status.containerStatuses}"
+                    ])
                 );
             }
             std::thread::sleep(Duration::from_millis(250));
