@@ -5,6 +5,9 @@
 #   docker build -t meshgate:dev \
 #     --build-arg VERSION=0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
+# Without Docker or a registry (CI, the real-node tests): scripts/build-image.sh
+# builds this file with buildah on locally assembled base images.
+#
 # Two stages: the release binary is built in the official Rust image, then
 # copied alone into distroless "cc" (glibc and libgcc, which the binary links
 # against; no shell, no package manager), running as the nonroot user 65532,
@@ -14,6 +17,11 @@ ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 FROM ${RUST_IMAGE} AS builder
+# Extra cargo flags for the release build. Empty for a release image; the
+# test image of .ci/run (scripts/build-image.sh) passes
+# `--config profile.release.lto=false ...`: fat LTO on one codegen unit would
+# take most of a CI run on 2 cores.
+ARG CARGO_BUILD_EXTRA=""
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 # benches/ is declared in Cargo.toml, so cargo needs it to read the manifest.
@@ -23,7 +31,7 @@ COPY src src
 # is copied out of the cache mount so the next stage can see it.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin meshgate \
+    cargo build --release --locked --bin meshgate $CARGO_BUILD_EXTRA \
     && install -D -m 0755 target/release/meshgate /out/meshgate
 
 FROM ${RUNTIME_IMAGE}

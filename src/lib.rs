@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod parallel;
 pub mod policy;
 pub mod posture;
+pub mod reminder;
 pub mod report;
 pub mod rules;
 pub mod server;

@@ -28,6 +28,7 @@ use crate::istio::{
     AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
 };
 use crate::metrics::{Metrics, WatchCounters};
+use crate::reminder::Reminder;
 
 use super::watch_link::{relists_by_itself, Failure, Messages, WatchLink};
 
@@ -261,6 +262,7 @@ pub async fn watch_istio<T: IstioKind>(
     counters: WatchCounters,
 ) {
     let mut said_unreachable = false;
+    let mut missing = Reminder::default();
     loop {
         match T::KIND.served_resource(&client).await {
             Ok(Some(resource)) => {
@@ -301,10 +303,14 @@ pub async fn watch_istio<T: IstioKind>(
                 return;
             }
             Ok(None) => {
-                tracing::error!(
-                    resource = T::resource(),
-                    "Istio CRD not installed: posture rules will report the mesh posture as unverifiable; retrying in 30s"
-                );
+                // Retried every 30 s, said every 10 min: a cluster without
+                // Istio stays without it until someone installs it.
+                if missing.due(std::time::Instant::now()) {
+                    tracing::error!(
+                        resource = T::resource(),
+                        "Istio CRD not installed (is Istio installed?): posture rules report the mesh posture as unverifiable until it is; meshgate looks for it every 30s and watches it as soon as it exists (this line repeats every 10 min)"
+                    );
+                }
                 write(&posture, |index| {
                     T::slot(index).replace_from(&mut std::iter::empty());
                     T::set_availability(index, Availability::Missing);

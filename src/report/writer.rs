@@ -26,6 +26,7 @@ use super::types::{Flavor, Report, Timestamp};
 use super::{build, ObjectVerdict, MANAGED_BY_LABEL, SOURCE};
 use crate::background::Results;
 use crate::config::Config;
+use crate::reminder::Reminder;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -33,6 +34,35 @@ pub enum WriteError {
     Kube(#[from] kube::Error),
     #[error("report does not serialise: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl WriteError {
+    /// The report API is not served: its CRDs are not installed. The API
+    /// server answers an unknown resource with a plain-text "404 page not
+    /// found" (not a Status), which kube reports as "Failed to parse error
+    /// data"; a missing object or namespace is a Status with reason NotFound.
+    pub fn is_api_missing(&self) -> bool {
+        matches!(self, WriteError::Kube(kube::Error::Api(status))
+            if status.code == 404 && status.reason != "NotFound")
+    }
+}
+
+/// Logs a failed reconcile. A missing CRD is said once, with what to do,
+/// then every 10 minutes (the reconcile is still retried every 10 s, so the
+/// reports appear as soon as the CRD does); other errors on every retry.
+fn log_write_error(error: &WriteError, flavor: Flavor, missing: &mut Reminder) {
+    if !error.is_api_missing() {
+        tracing::warn!(%error, "cannot write policy reports; retrying");
+        return;
+    }
+    if missing.due(std::time::Instant::now()) {
+        let crds =
+            [true, false].map(|cluster| format!("{}.{}", flavor.kind(cluster).1, flavor.group()));
+        tracing::warn!(
+            crds = %crds.join(", "),
+            "PolicyReport CRDs not installed: no policy reports are written until they are. Install them (Helm chart: --set policyReports.installCRDs=true; or with Kyverno or Policy Reporter); meshgate writes the reports as soon as they exist (checked every 10s; this line repeats every 10 min)"
+        );
+    }
 }
 
 /// Report writes in flight at once: enough to write thousands of reports in
@@ -295,6 +325,7 @@ pub async fn run(
 ) {
     // What the server holds, and when it was last listed.
     let mut known: Option<(Known, Instant)> = None;
+    let mut missing_api = Reminder::default();
     loop {
         let snapshot = results.snapshot();
         if *leader.borrow_and_update() && snapshot.complete {
@@ -309,13 +340,17 @@ pub async fn run(
             }
             match write_known(&writer, known.take(), &desired).await {
                 Ok((done, state)) => {
+                    if missing_api.said() {
+                        tracing::info!("PolicyReport CRDs found");
+                        missing_api.clear();
+                    }
                     if done.wrote() {
                         tracing::info!(?done, reports = desired.len(), "policy reports written");
                     }
                     known = Some(state);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "cannot write policy reports; retrying");
+                    log_write_error(&error, writer.flavor, &mut missing_api);
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
@@ -357,4 +392,31 @@ async fn write_known(
     };
     let done = writer.reconcile_known(&mut state, desired).await?;
     Ok((done, (state, listed_at)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+
+    fn api_error(status: Status) -> WriteError {
+        WriteError::Kube(kube::Error::Api(Box::new(status)))
+    }
+
+    #[test]
+    fn an_unserved_resource_is_a_missing_api() {
+        // What kube makes of the API server's plain-text answer for a
+        // resource it does not serve.
+        let unserved =
+            Status::failure("404 page not found\n", "Failed to parse error data").with_code(404);
+        assert!(api_error(unserved).is_api_missing());
+    }
+
+    #[test]
+    fn a_missing_object_or_other_errors_are_not() {
+        let gone = Status::failure(r#"namespaces "shop" not found"#, "NotFound").with_code(404);
+        assert!(!api_error(gone).is_api_missing());
+        let forbidden = Status::failure("forbidden", "Forbidden").with_code(403);
+        assert!(!api_error(forbidden).is_api_missing());
+    }
 }
