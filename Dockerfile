@@ -13,8 +13,13 @@
 # against; no shell, no package manager), running as the nonroot user 65532,
 # the user the Helm chart's securityContext expects.
 
-ARG RUST_IMAGE=rust:1-bookworm
-ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
+# Both bases are pinned by digest, so a rebuild uses the bytes that were
+# reviewed (Dependabot proposes new digests, .github/dependabot.yml). The
+# runtime has no shell and no HEALTHCHECK: the kubelet's probes on /healthz
+# and /readyz are the health checks, and the binary writes nothing to its
+# root filesystem (the chart mounts it read-only).
+ARG RUST_IMAGE=rust:1.91-bookworm@sha256:c1e5f19e773b7878c3f7a805dd00a495e747acbdc76fb2337a4ebf0418896b33
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot@sha256:9dac0a79194e45a7da0158a9c6da57b217585af0786db3845d1f0ec1a0dd182f
 
 FROM ${RUST_IMAGE} AS builder
 # Extra cargo flags for the release build. Empty for a release image; the

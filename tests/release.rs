@@ -99,3 +99,24 @@ fn cli_archives_are_built_for_the_documented_targets_and_signed_steps_exist() {
         );
     }
 }
+
+#[test]
+fn the_dockerfile_pins_its_bases_by_digest_and_runs_as_nonroot_without_a_shell_healthcheck() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"))
+            .expect("Dockerfile");
+    for arg in ["RUST_IMAGE", "RUNTIME_IMAGE"] {
+        let line = dockerfile
+            .lines()
+            .find(|l| l.starts_with(&format!("ARG {arg}=")))
+            .unwrap_or_else(|| panic!("no ARG {arg}"));
+        let digest = line.split("@sha256:").nth(1).unwrap_or_default();
+        assert!(
+            digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+            "{arg} is not pinned by digest: {line}"
+        );
+    }
+    assert!(dockerfile.contains("distroless/cc-debian12:nonroot@sha256:"));
+    assert!(dockerfile.contains("\nUSER 65532:65532\n"));
+    assert!(!dockerfile.contains("\nHEALTHCHECK"));
+}
