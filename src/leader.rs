@@ -196,7 +196,11 @@ async fn manager(
         .with_duration(seconds)
         // Renewed well before it runs out.
         .with_grace((seconds / 3).max(1))
-        .with_field_manager("meshgate")
+        // One field manager per replica: the Lease is taken with
+        // server-side apply, and apply conflicts exist only between
+        // different managers. A manager shared by the replicas let each one
+        // overwrite the holder and believe it leads (two writers at once).
+        .with_field_manager(format!("meshgate-{}", lease.identity))
         .build()
         .await
 }
