@@ -189,15 +189,19 @@ async fn audit_cluster_with_files_judges_the_change_against_the_live_state() {
 
     // Against the cluster: bookinfo is enrolled, STRICT and deny-by-default,
     // and only the file's object is judged (not the cluster's agent).
-    let live = meshgate(&[
-        "audit",
-        "--cluster",
-        "--kubeconfig",
-        &kubeconfig,
-        "-o",
-        "json",
-        web,
-    ]);
+    let against_cluster = |files: &[&str]| {
+        let mut args = vec![
+            "audit",
+            "--cluster",
+            "--kubeconfig",
+            &kubeconfig,
+            "-o",
+            "json",
+        ];
+        args.extend_from_slice(files);
+        meshgate(&args)
+    };
+    let live = against_cluster(&[web]);
     let report: Value = serde_json::from_str(&live.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", live.stdout, live.stderr));
     assert_eq!(report["summary"]["objectsChecked"], 1, "{report}");
@@ -206,16 +210,7 @@ async fn audit_cluster_with_files_judges_the_change_against_the_live_state() {
 
     // With a change that replaces the root PeerAuthentication: the workload
     // is judged as the cluster would be after the apply.
-    let changed = meshgate(&[
-        "audit",
-        "--cluster",
-        "--kubeconfig",
-        &kubeconfig,
-        "-o",
-        "json",
-        web,
-        change.to_str().unwrap(),
-    ]);
+    let changed = against_cluster(&[web, change.to_str().unwrap()]);
     let found = findings(&changed, &["bookinfo", "istio-system"]);
     assert!(
         found
