@@ -25,11 +25,7 @@ fn start(kubeconfig: &std::path::Path) -> Server {
 
 /// How many times `server` wrote the PolicyReports.
 fn writes(server: &Server) -> usize {
-    server
-        .log_entries()
-        .iter()
-        .filter(|v| v["message"] == "policy reports written")
-        .count()
+    logged(server, "policy reports written")
 }
 
 fn shop_reports(client: &Client) -> Api<DynamicObject> {
