@@ -105,6 +105,7 @@ ones), each already checked by values.schema.json.
       "meshRootNamespace" .Values.meshRootNamespace
       "exemptNamespaces" .Values.exemptNamespaces
       "exemptions" .Values.exemptions
+      "exemptionObjects" .Values.exemptionObjects
       "trustDomain" .Values.trustDomain
       "whileSyncing" .Values.whileSyncing
       "workloadCertificates" .Values.workloadCertificates
@@ -169,7 +170,7 @@ mesh-wide and stay guarded even though its workloads are exempt. JSON list.
 
 {{/*
 The parts every webhook shares. Called with (dict "root" $ "path" "/validate"
-"caBundle" $caBundle "skip" <namespaces> ["policies" true]).
+"caBundle" $caBundle "skip" <namespaces> ["policies" true] ["exemptions" true]).
 */}}
 {{- define "meshgate.webhookCommon" -}}
 {{- $root := .root -}}
@@ -200,7 +201,9 @@ namespaceSelector:
         {{- range .skip }}
         - {{ . | quote }}
         {{- end }}
-{{- with $root.Values.webhook.objectSelector }}
+{{- /* Not for exemption objects: their requester writes the labels, and
+       could label an exemption out of meshgate's maxDuration check. */}}
+{{- with (not .exemptions | ternary $root.Values.webhook.objectSelector dict) }}
 # webhook.objectSelector: labels the requester writes (see values.yaml).
 objectSelector:
   {{- toYaml . | nindent 2 }}
