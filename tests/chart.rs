@@ -19,6 +19,8 @@ use meshgate::posture::watched::watched_resources;
 use serde_json::{json, Value};
 
 // Further chart tests, in their own files to keep this one readable.
+#[path = "chart/exemptions.rs"]
+mod exemptions;
 #[path = "chart/knobs.rs"]
 mod knobs;
 #[path = "chart/kubernetes_blocks.rs"]
@@ -220,6 +222,13 @@ fn kinds(docs: &[Value]) -> BTreeSet<&str> {
 const WORKLOADS: &str = "workloads.validate.meshgate.io";
 const POLICIES: &str = "mesh-policies.validate.meshgate.io";
 const MUTATE: &str = "mutate.meshgate.io";
+const EXEMPTIONS: &str = "exemptions.validate.meshgate.io";
+const EXEMPTION_DELETIONS: &str = "exemption-deletions.validate.meshgate.io";
+
+/// The webhooks for meshgate's own exemption objects (not rule-judged kinds).
+fn is_exemption_webhook(hook: &Value) -> bool {
+    [EXEMPTIONS, EXEMPTION_DELETIONS].contains(&hook["name"].as_str().unwrap_or_default())
+}
 const VALIDATING: &str = "ValidatingWebhookConfiguration";
 const MUTATING: &str = "MutatingWebhookConfiguration";
 
@@ -528,11 +537,16 @@ fn webhook_rules_are_exactly_what_the_crate_judges() {
                 .iter()
                 .map(|(_, h)| h["name"].as_str().unwrap())
                 .collect();
-            assert_eq!(names, [WORKLOADS, POLICIES, MUTATE], "{name}");
+            assert_eq!(
+                names,
+                [WORKLOADS, POLICIES, EXEMPTIONS, EXEMPTION_DELETIONS, MUTATE],
+                "{name}"
+            );
+            // The exemption objects' webhooks: tests/chart/exemptions.rs.
             let rules_of = |kind: &str| {
                 hooks
                     .iter()
-                    .filter(|(k, _)| *k == kind)
+                    .filter(|(k, h)| *k == kind && !is_exemption_webhook(h))
                     .flat_map(|(_, h)| expand_rendered_rules(h))
                     .collect::<BTreeSet<_>>()
             };
@@ -740,7 +754,7 @@ fn match_conditions_only_where_the_api_server_has_them() {
 fn rbac_is_read_only_on_exactly_the_watched_resources() {
     let read_only: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
     // The background audit is on by default and reads its kinds too.
-    let expected: BTreeMap<(String, String), BTreeSet<String>> = watched_resources()
+    let mut expected: BTreeMap<(String, String), BTreeSet<String>> = watched_resources()
         .iter()
         .chain(&background_resources())
         .map(|w| {
@@ -750,6 +764,7 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
             )
         })
         .collect();
+    expected.extend(exemptions::meshgate_grants());
 
     for kube_version in KUBE_VERSIONS {
         // The report writer's rights are checked in
@@ -765,10 +780,12 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
                 "no namespaced {kind} expected"
             );
         }
-        // The uninstall hook has its own (see the_uninstall_hook_...).
+        // The uninstall hook has its own (see the_uninstall_hook_...), the
+        // exemption roles bind nobody (tests/chart/exemptions.rs).
         let roles: Vec<&Value> = docs
             .iter()
             .filter(|d| d["kind"] == "ClusterRole" && !is_hook(d))
+            .filter(|d| !exemptions::is_exemption_role(d))
             .collect();
         assert_eq!(roles.len(), 1, "one ClusterRole");
 
@@ -827,6 +844,7 @@ fn rbac_drops_the_background_kinds_when_the_audit_is_off() {
         .iter()
         .map(|w| (w.api_group.to_owned(), w.resource.to_owned()))
         .chain([events])
+        .chain(exemptions::meshgate_grants().into_keys())
         .collect();
     assert_eq!(granted(role).into_keys().collect::<BTreeSet<_>>(), expected);
     assert_eq!(rendered_config(&docs)["backgroundAudit"]["enabled"], false);
@@ -1124,6 +1142,7 @@ fn config_map_holds_exactly_the_policy_values() {
             "meshRootNamespace": "istio-system",
             "exemptNamespaces": ["kube-system", "kube-public", "kube-node-lease", "istio-system", "cert-manager"],
             "exemptions": [],
+            "exemptionObjects": {"maxDuration": "2160h"},
             "trustDomain": "cluster.local",
             "whileSyncing": "deny",
             "workloadCertificates": {"volumeName": "istio-certs", "mountPath": "/etc/istio-certs"},
@@ -1149,6 +1168,7 @@ exemptions:
     namespace: batch
     names: [nightly-*]
     reason: legacy batch jobs, tracked in TICKET-12
+exemptionObjects: {maxDuration: 720h}
 trustDomain: corp.example
 whileSyncing: allow
 workloadCertificates: {secretName: workload-tls, mountPath: /var/run/tls}
@@ -1181,6 +1201,7 @@ events: {enabled: false, maxPerMinute: 600, burst: 5}
                     "reason": "legacy batch jobs, tracked in TICKET-12",
                 },
             ],
+            "exemptionObjects": {"maxDuration": "720h"},
             "trustDomain": "corp.example",
             "whileSyncing": "allow",
             "workloadCertificates": {"volumeName": "istio-certs", "mountPath": "/var/run/tls", "secretName": "workload-tls"},
@@ -1451,10 +1472,7 @@ fn policy_reports_rbac_is_exactly_the_reports_and_the_lease() {
         ("policyReports: {api: open-reports}\n", Flavor::OpenReports),
     ] {
         let docs = render(values, NEWER);
-        let role = docs
-            .iter()
-            .find(|d| d["kind"] == "ClusterRole" && !is_hook(d))
-            .unwrap();
+        let role = find(&docs, "ClusterRole", FULLNAME);
         let granted = granted(role);
         let reports: BTreeMap<_, _> = granted
             .iter()
@@ -1492,7 +1510,11 @@ fn policy_reports_rbac_is_exactly_the_reports_and_the_lease() {
                 .map(|e| e["value"].clone())
         };
         assert_eq!(value("MESHGATE_POLICY_REPORTS"), Some(json!("true")));
-        assert!(!kinds(&docs).contains("CustomResourceDefinition"));
+        // Only meshgate's own exemption CRDs: the report CRDs are not asked for.
+        assert!(docs
+            .iter()
+            .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .all(|d| d["spec"]["group"] == "meshgate.io"));
     }
 
     // Off (and no events, which elect on a Lease too): no writer rights,
@@ -1528,6 +1550,7 @@ fn report_crds_are_installed_only_when_asked_for_the_chosen_api() {
         let mut crds: Vec<&str> = docs
             .iter()
             .filter(|d| d["kind"] == "CustomResourceDefinition")
+            .filter(|d| d["spec"]["group"] != "meshgate.io")
             .inspect(|d| {
                 // Other tools' reports live in them: uninstall keeps them.
                 assert_eq!(
