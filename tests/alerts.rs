@@ -8,6 +8,9 @@
 //! skip with a message.
 
 mod common;
+// The exemption alerts' promtool tests.
+#[path = "alerts/exemptions.rs"]
+mod exemptions;
 
 use std::path::Path;
 use std::process::Command;

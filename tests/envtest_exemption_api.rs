@@ -17,13 +17,7 @@
 
 mod envtest;
 
-use std::collections::BTreeSet;
-use std::process::Command;
-
-use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding};
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
-};
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -93,6 +87,70 @@ fn forbidden<T: std::fmt::Debug>(result: Result<T, kube::Error>) -> bool {
     matches!(result, Err(kube::Error::Api(ref e)) if e.code == 403)
 }
 
+/// Invalid exemptions: (what, spec edit as JSON, what the refusal says).
+const INVALID: &[(&str, &str, &str)] = &[
+    (
+        "no reason",
+        r#"{"reason": null}"#,
+        "spec.reason: Required value",
+    ),
+    (
+        "blank reason",
+        r#"{"reason": "  because  "}"#,
+        "spec.reason must say why, in at least 20 characters",
+    ),
+    (
+        "placeholder",
+        r#"{"reason": "TODO todo todo n/a tbd"}"#,
+        "spec.reason must not be a placeholder",
+    ),
+    (
+        "no expires",
+        r#"{"expires": null}"#,
+        "spec.expires: Required value",
+    ),
+    (
+        "bad expires",
+        r#"{"expires": "next tuesday"}"#,
+        "spec.expires in body must be of type date-time",
+    ),
+    (
+        "date only",
+        r#"{"expires": "2027-01-31"}"#,
+        "spec.expires in body must be of type date-time",
+    ),
+    (
+        "unknown rule",
+        r#"{"rules": ["sidecar-requird"]}"#,
+        r#"spec.rules[0]: Unsupported value: "sidecar-requird""#,
+    ),
+    (
+        "no rules",
+        r#"{"rules": []}"#,
+        "spec.rules in body should have at least 1 items",
+    ),
+    (
+        "guard",
+        r#"{"rules": ["no-host-network", "baseline-protected"]}"#,
+        "may not list baseline-protected in spec.rules",
+    ),
+    (
+        "empty match",
+        r#"{"match": {}}"#,
+        "spec.match needs names or a non-empty selector",
+    ),
+    (
+        "empty selector",
+        r#"{"match": {"names": [], "selector": {"matchLabels": {}}}}"#,
+        "spec.match needs names or a non-empty selector",
+    ),
+    (
+        "no match",
+        r#"{"match": null}"#,
+        "spec.match: Required value",
+    ),
+];
+
 #[tokio::test]
 async fn the_api_server_refuses_invalid_exemptions_naming_the_field() {
     let Some(env) = envtest::start("envtest_exemption_api") else {
@@ -102,92 +160,28 @@ async fn the_api_server_refuses_invalid_exemptions_naming_the_field() {
     envtest::install_crds(&client, CRDS).await;
     envtest::create_namespace(&client, NS, json!({})).await;
     let api = namespaced(&client);
-
-    let cases = [
-        (
-            "no reason",
-            json!({"reason": null}),
-            "spec.reason: Required value",
-        ),
-        (
-            "blank reason",
-            json!({"reason": "  because  "}),
-            "spec.reason must say why, in at least 20 characters",
-        ),
-        (
-            "placeholder reason",
-            json!({"reason": "TODO todo todo n/a tbd"}),
-            "spec.reason must not be a placeholder",
-        ),
-        (
-            "no expires",
-            json!({"expires": null}),
-            "spec.expires: Required value",
-        ),
-        (
-            "malformed expires",
-            json!({"expires": "next tuesday"}),
-            "spec.expires in body must be of type date-time",
-        ),
-        (
-            "date without time",
-            json!({"expires": "2027-01-31"}),
-            "spec.expires in body must be of type date-time",
-        ),
-        (
-            "unknown rule",
-            json!({"rules": ["sidecar-requird"]}),
-            "spec.rules[0]: Unsupported value: \"sidecar-requird\"",
-        ),
-        (
-            "no rules",
-            json!({"rules": []}),
-            "spec.rules in body should have at least 1 items",
-        ),
-        (
-            "baseline guard",
-            json!({"rules": ["sidecar-required", "baseline-protected"]}),
-            "may not list baseline-protected in spec.rules",
-        ),
-        (
-            "empty match",
-            json!({"match": {}}),
-            "spec.match needs names or a non-empty selector",
-        ),
-        (
-            "empty selector",
-            json!({"match": {"names": [], "selector": {"matchLabels": {}}}}),
-            "spec.match needs names or a non-empty selector",
-        ),
-        (
-            "no match",
-            json!({"match": null}),
-            "spec.match: Required value",
-        ),
-    ];
-    for (i, (what, edit, expected)) in cases.iter().enumerate() {
-        let message = refusal(
-            &api,
-            &exemption("MeshExemption", &format!("bad-{i}"), edit.clone()),
-        )
-        .await;
+    for (i, (what, edit, expected)) in INVALID.iter().enumerate() {
+        let edit: Value = serde_json::from_str(edit).unwrap();
+        let name = format!("bad-{i}");
+        let message = refusal(&api, &exemption("MeshExemption", &name, edit)).await;
         assert!(message.contains(expected), "{what}: {message}");
     }
+    valid_ones_are_stored_with_printer_columns(&env, &api).await;
+    the_cluster_kind_may_lift_the_baseline_guard(&env, &client).await;
+}
 
-    // Valid ones are stored, with the short names and printer columns.
-    api.create(
-        &PostParams::default(),
-        &exemption("MeshExemption", "legacy-billing", json!({})),
-    )
-    .await
-    .unwrap();
+async fn valid_ones_are_stored_with_printer_columns(
+    env: &envtest::Envtest,
+    api: &Api<DynamicObject>,
+) {
+    let valid = exemption("MeshExemption", "legacy-billing", json!({}));
+    api.create(&PostParams::default(), &valid).await.unwrap();
+    // names: ["*"] is the explicit "every object"; offsets and fractions are RFC 3339.
     let everything = json!({"match": {"names": ["*"]}, "expires": "2027-01-31T10:00:00.5+01:00"});
-    api.create(
-        &PostParams::default(),
-        &exemption("MeshExemption", "all", everything),
-    )
-    .await
-    .unwrap();
+    let everything = exemption("MeshExemption", "all", everything);
+    api.create(&PostParams::default(), &everything)
+        .await
+        .unwrap();
     let table = env.kubectl(&["get", "mex", "-n", NS, "legacy-billing"], "");
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -196,25 +190,22 @@ async fn the_api_server_refuses_invalid_exemptions_naming_the_field() {
         "{table}"
     );
     assert!(table.contains("2027-01-31T00:00:00Z"), "{table}");
+}
 
-    // The platform team's ClusterMeshExemption may lift the baseline guard,
-    // in the namespaces its selector picks; the same schema checks apply.
-    let cmex = cluster(&client);
+/// The platform team's ClusterMeshExemption may lift the baseline guard, in
+/// the namespaces its selector picks; the other schema checks still apply.
+async fn the_cluster_kind_may_lift_the_baseline_guard(env: &envtest::Envtest, client: &Client) {
+    let cmex = cluster(client);
     let platform = json!({
         "rules": ["baseline-protected"],
         "namespaceSelector": {"matchLabels": {"team": "infra"}},
     });
-    cmex.create(
-        &PostParams::default(),
-        &exemption("ClusterMeshExemption", "legacy-agents", platform),
-    )
-    .await
-    .unwrap();
-    let message = refusal(
-        &cmex,
-        &exemption("ClusterMeshExemption", "lazy", json!({"reason": "n/a"})),
-    )
-    .await;
+    let platform = exemption("ClusterMeshExemption", "legacy-agents", platform);
+    cmex.create(&PostParams::default(), &platform)
+        .await
+        .unwrap();
+    let lazy = exemption("ClusterMeshExemption", "lazy", json!({"reason": "n/a"}));
+    let message = refusal(&cmex, &lazy).await;
     assert!(message.contains("spec.reason"), "{message}");
     let table = env.kubectl(&["get", "cmex"], "");
     assert!(
@@ -223,216 +214,6 @@ async fn the_api_server_refuses_invalid_exemptions_naming_the_field() {
     );
 }
 
-// ---------------------------------------------------------------- RBAC
-
-/// Renders one chart template for release `meshgate` in `meshgate`.
-fn chart_template(template: &str) -> String {
-    let out = Command::new("helm")
-        .args([
-            "template",
-            "meshgate",
-            "charts/meshgate",
-            "--namespace",
-            RELEASE_NS,
-        ])
-        .args(["--show-only", template])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("helm is needed (scripts/install-test-tools.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// What kube-controller-manager's clusterrole-aggregation controller does
-/// (envtest runs no controller manager): each role with an aggregationRule
-/// gets the union of the rules of the roles its selectors match, until
-/// nothing changes (view feeds edit, edit feeds admin).
-async fn aggregate_cluster_roles(client: &Client) {
-    let api: Api<ClusterRole> = Api::all(client.clone());
-    loop {
-        let roles = api.list(&ListParams::default()).await.unwrap().items;
-        let mut changed = false;
-        for role in roles.iter().filter(|r| r.aggregation_rule.is_some()) {
-            let selectors = role
-                .aggregation_rule
-                .as_ref()
-                .unwrap()
-                .cluster_role_selectors
-                .clone()
-                .unwrap_or_default();
-            let mut rules: Vec<PolicyRule> = Vec::new();
-            for other in &roles {
-                let labels = other.metadata.labels.clone().unwrap_or_default();
-                let matched = selectors.iter().any(|s| {
-                    s.match_labels
-                        .as_ref()
-                        .is_some_and(|m| m.iter().all(|(k, v)| labels.get(k) == Some(v)))
-                });
-                for rule in other.rules.iter().flatten().filter(|_| matched) {
-                    if !rules.contains(rule) {
-                        rules.push(rule.clone());
-                    }
-                }
-            }
-            if role.rules.clone().unwrap_or_default() != rules {
-                let patch = json!({"rules": rules});
-                let name = role.metadata.name.as_deref().unwrap();
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .unwrap();
-                changed = true;
-            }
-        }
-        if !changed {
-            return;
-        }
-    }
-}
-
-async fn bind(client: &Client, user: &str, role: &str) {
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": format!("{user}-{role}"), "namespace": NS},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
-    }))
-    .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), NS)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-}
-
-#[tokio::test]
-async fn only_the_edit_role_may_exempt_and_view_shows_exemptions() {
-    let Some(env) = envtest::start("envtest_exemption_api rbac") else {
-        return;
-    };
-    let client = env.client().await;
-    envtest::install_crds(&client, CRDS).await;
-    envtest::create_namespace(&client, NS, json!({})).await;
-    envtest::create_namespace(&client, RELEASE_NS, json!({})).await;
-    env.kubectl(
-        &["apply", "-f", "-"],
-        &chart_template("templates/exemption-rbac.yaml"),
-    );
-    aggregate_cluster_roles(&client).await;
-
-    // The chart binds nobody to its roles.
-    let rendered = chart_template("templates/exemption-rbac.yaml");
-    assert!(!rendered.contains("Binding"), "{rendered}");
-
-    // A namespace admin sees exemptions (view aggregates into admin) but
-    // cannot create one, nor bind themselves the edit role (RBAC refuses to
-    // grant rights one does not hold).
-    bind(&client, "alice", "admin").await;
-    let alice = env.client_as("alice").await;
-    namespaced(&alice)
-        .list(&ListParams::default())
-        .await
-        .unwrap();
-    let created = namespaced(&alice)
-        .create(
-            &PostParams::default(),
-            &exemption("MeshExemption", "mine", json!({})),
-        )
-        .await;
-    assert!(forbidden(created), "a namespace admin created an exemption");
-    let escalation: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "alice-exempts", "namespace": NS},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "meshgate-exemptions-edit"},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
-    }))
-    .unwrap();
-    let granted = Api::<RoleBinding>::namespaced(alice.clone(), NS)
-        .create(&PostParams::default(), &escalation)
-        .await;
-    assert!(
-        forbidden(granted),
-        "a namespace admin granted themselves the edit role"
-    );
-
-    // Security binds the edit role to an approver: now they can.
-    bind(&client, "bob", "admin").await;
-    bind(&client, "bob", "meshgate-exemptions-edit").await;
-    let bob = env.client_as("bob").await;
-    namespaced(&bob)
-        .create(
-            &PostParams::default(),
-            &exemption("MeshExemption", "approved", json!({})),
-        )
-        .await
-        .unwrap();
-    // ... but not a ClusterMeshExemption: those stay with cluster admins.
-    let platform = cluster(&bob)
-        .create(
-            &PostParams::default(),
-            &exemption("ClusterMeshExemption", "wide", json!({})),
-        )
-        .await;
-    assert!(
-        forbidden(platform),
-        "the edit role created a ClusterMeshExemption"
-    );
-
-    // A viewer lists them and changes nothing.
-    bind(&client, "carol", "view").await;
-    let carol = env.client_as("carol").await;
-    let names: BTreeSet<String> = namespaced(&carol)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
-    assert_eq!(names, BTreeSet::from(["approved".to_owned()]));
-    let deleted = namespaced(&carol)
-        .delete("approved", &Default::default())
-        .await;
-    assert!(forbidden(deleted), "a viewer deleted an exemption");
-
-    meshgate_writes_status_only(&env, &client).await;
-}
-
-/// meshgate's ServiceAccount (the chart's rbac.yaml) reads exemptions and
-/// writes their status subresource, never their spec.
-async fn meshgate_writes_status_only(env: &envtest::Envtest, client: &Client) {
-    env.kubectl(
-        &["apply", "-f", "-"],
-        &chart_template("templates/rbac.yaml"),
-    );
-    let meshgate = env
-        .client_as(&format!("system:serviceaccount:{RELEASE_NS}:meshgate"))
-        .await;
-    let api = namespaced(&meshgate);
-    api.list(&ListParams::default()).await.unwrap();
-    let status = json!({"status": {"state": "Active", "covered": 3, "observedGeneration": 1}});
-    api.patch_status("approved", &PatchParams::default(), &Patch::Merge(&status))
-        .await
-        .unwrap();
-    let spec = json!({"spec": {"expires": "2099-01-01T00:00:00Z"}});
-    let widened = api
-        .patch("approved", &PatchParams::default(), &Patch::Merge(&spec))
-        .await;
-    assert!(forbidden(widened), "meshgate changed an exemption's spec");
-    let stored = namespaced(client).get("approved").await.unwrap();
-    assert_eq!(stored.data["status"]["covered"], 3);
-    assert_eq!(stored.data["spec"]["expires"], "2027-01-31T00:00:00Z");
-    let table = env.kubectl(
-        &[
-            "get",
-            "meshexemptions",
-            "-n",
-            NS,
-            "approved",
-            "--no-headers",
-        ],
-        "",
-    );
-    let columns: Vec<&str> = table.split_whitespace().collect();
-    assert_eq!(columns[3..5], ["Active", "3"], "{table}");
-}
+// RBAC: who may exempt, and what meshgate itself may write.
+#[path = "envtest_exemption_api/rbac.rs"]
+mod rbac;
