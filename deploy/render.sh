@@ -27,7 +27,9 @@ render() {
 # Install:   kubectl apply -f deploy/meshgate.yaml
 # Remove:    kubectl delete validatingwebhookconfiguration,mutatingwebhookconfiguration meshgate
 #            kubectl delete -f deploy/meshgate.yaml
-#            (the webhooks first, so nothing calls meshgate once its pods are gone)
+#            (the webhooks first, so nothing calls meshgate once its pods are gone;
+#            this also deletes the MeshExemption and ClusterMeshExemption CRDs and
+#            every exemption in them: back them up first, or skip those two CRDs)
 #
 # Choices made for a static file (see deploy/values.yaml):
 # - Certificates come from cert-manager (Issuer + Certificate below, CA injected

@@ -17,7 +17,14 @@
 
 mod envtest;
 
-use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use std::process::Command;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::Client;
 use serde_json::{json, Value};
 
@@ -212,6 +219,104 @@ async fn the_cluster_kind_may_lift_the_baseline_guard(env: &envtest::Envtest, cl
         table.contains("legacy-agents") && table.contains("baseline-protected"),
         "{table}"
     );
+}
+
+// ------------------------------------------------------- meshgate down
+
+/// Renders one chart template for release `meshgate` in `meshgate`.
+fn chart_template(template: &str) -> String {
+    let out = Command::new("helm")
+        .args([
+            "template",
+            "meshgate",
+            "charts/meshgate",
+            "--namespace",
+            RELEASE_NS,
+        ])
+        .args(["--show-only", template])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("helm is needed (scripts/install-test-tools.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The chart's ValidatingWebhookConfiguration, every webhook pointed at a
+/// loopback port where nothing listens: meshgate is down.
+fn webhooks_of_a_stopped_meshgate(ca_pem: &str) -> Value {
+    let text = chart_template("templates/webhook.yaml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut doc: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if doc["kind"] != "ValidatingWebhookConfiguration" {
+            continue;
+        }
+        for hook in doc["webhooks"].as_array_mut().unwrap() {
+            hook["clientConfig"] = json!({
+                "url": format!("https://127.0.0.1:{port}/validate"),
+                "caBundle": BASE64.encode(ca_pem),
+            });
+        }
+        return doc;
+    }
+    panic!("no ValidatingWebhookConfiguration in {text}");
+}
+
+/// While meshgate is down, creating or changing an exemption is refused
+/// (else its maxDuration check and audit log could be skipped by knocking
+/// it over); deleting one, which only tightens, goes through.
+#[tokio::test]
+async fn while_meshgate_is_down_changes_fail_closed_and_deletions_open() {
+    let Some(env) = envtest::start("envtest_exemption_api down") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_crds(&client, CRDS).await;
+    envtest::create_namespace(&client, NS, json!({})).await;
+    let api = namespaced(&client);
+    let old = exemption("MeshExemption", "old", json!({}));
+    api.create(&PostParams::default(), &old).await.unwrap();
+
+    let config = webhooks_of_a_stopped_meshgate(&env.ca_pem());
+    let params = PatchParams::apply("meshgate-test").force();
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .patch("meshgate", &params, &Patch::Apply(&config))
+        .await
+        .unwrap();
+    // The API server loads webhook configurations asynchronously.
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let new = exemption("MeshExemption", "new", json!({}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let refused = loop {
+        match api.create(&dry_run, &new).await {
+            Err(kube::Error::Api(e)) => break e.message,
+            Ok(_) => assert!(std::time::Instant::now() < deadline, "never refused"),
+            Err(e) => panic!("{e}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let by = r#"failed calling webhook "exemptions.validate.meshgate.io""#;
+    assert!(refused.contains(by), "{refused}");
+    let longer = json!({"spec": {"expires": "2099-01-01T00:00:00Z"}});
+    match api
+        .patch("old", &PatchParams::default(), &Patch::Merge(&longer))
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert!(e.message.contains(by), "{e:?}"),
+        other => panic!("an update went through while meshgate is down: {other:?}"),
+    }
+    api.delete("old", &Default::default()).await.unwrap();
 }
 
 // RBAC: who may exempt, and what meshgate itself may write.

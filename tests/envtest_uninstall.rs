@@ -301,9 +301,12 @@ async fn helm_uninstall_keeps_the_crds_and_other_tools_reports_and_removes_meshg
     assert_eq!(reports_of(&client, "meshgate").await, BTreeSet::new());
     assert_eq!(reports_of(&client, "kyverno").await, theirs);
     let crds = Api::<CustomResourceDefinition>::all(client.clone());
+    // The exemption CRDs too: they hold what security approved.
     for crd in [
         "policyreports.wgpolicyk8s.io",
         "clusterpolicyreports.wgpolicyk8s.io",
+        "meshexemptions.meshgate.io",
+        "clustermeshexemptions.meshgate.io",
     ] {
         let crd = crds.get_opt(crd).await.unwrap();
         assert!(

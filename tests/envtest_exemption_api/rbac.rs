@@ -2,34 +2,11 @@
 //! meshgate's ServiceAccount writes status only.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule, RoleBinding};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 
 use super::*;
-
-/// Renders one chart template for release `meshgate` in `meshgate`.
-fn chart_template(template: &str) -> String {
-    let out = Command::new("helm")
-        .args([
-            "template",
-            "meshgate",
-            "charts/meshgate",
-            "--namespace",
-            RELEASE_NS,
-        ])
-        .args(["--show-only", template])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("helm is needed (scripts/install-test-tools.sh installs it)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// What kube-controller-manager's clusterrole-aggregation controller does
 /// (envtest runs no controller manager): each role with an aggregationRule
