@@ -156,6 +156,16 @@ const INVALID: &[(&str, &str, &str)] = &[
         r#"{"match": null}"#,
         "spec.match: Required value",
     ),
+    (
+        "bare star",
+        r#"{"match": {"names": ["*"]}}"#,
+        "spec.match.names holds exact names or prefixes ending in *",
+    ),
+    (
+        "inner star",
+        r#"{"match": {"names": ["a*b"]}}"#,
+        "spec.match.names holds exact names or prefixes ending in *",
+    ),
 ];
 
 #[tokio::test]
@@ -183,12 +193,10 @@ async fn valid_ones_are_stored_with_printer_columns(
 ) {
     let valid = exemption("MeshExemption", "legacy-billing", json!({}));
     api.create(&PostParams::default(), &valid).await.unwrap();
-    // names: ["*"] is the explicit "every object"; offsets and fractions are RFC 3339.
-    let everything = json!({"match": {"names": ["*"]}, "expires": "2027-01-31T10:00:00.5+01:00"});
-    let everything = exemption("MeshExemption", "all", everything);
-    api.create(&PostParams::default(), &everything)
-        .await
-        .unwrap();
+    // Names alone (a prefix); offsets and fractions are RFC 3339 too.
+    let batch = json!({"match": {"names": ["batch-*"]}, "expires": "2027-01-31T10:00:00.5+01:00"});
+    let batch = exemption("MeshExemption", "batch", batch);
+    api.create(&PostParams::default(), &batch).await.unwrap();
     let table = env.kubectl(&["get", "mex", "-n", NS, "legacy-billing"], "");
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
