@@ -376,10 +376,13 @@ fn as_pod(object: &Value) -> Option<Value> {
     for field in ["namespace", "creationTimestamp", "generateName"] {
         metadata.as_object_mut().unwrap().remove(field);
     }
-    Some(
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
-                "spec": template["spec"]}),
-    )
+    let mut spec = template["spec"].clone();
+    // What the ServiceAccount admission plugin (off in envtest) sets: a
+    // projected token is refused without it.
+    if spec["serviceAccountName"].is_null() {
+        spec["serviceAccountName"] = json!("default");
+    }
+    Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}))
 }
 
 /// What the API server stores (spec and annotations), or that it refused.
