@@ -32,6 +32,7 @@ async fn the_api_server_mounts_the_workload_certificates_while_meshgate_is_down(
     injected_pod_gets_the_mount_once(&env);
     the_pod_before_injection_tells_the_injector(&env);
     pods_the_webhook_leaves_alone_are_left_alone(&env);
+    the_next_leader_deletes_what_is_no_longer_compiled(&env, &client).await;
 
     // Uninstall takes them away.
     let out = tokio::task::spawn_blocking({
@@ -49,6 +50,28 @@ async fn the_api_server_mounts_the_workload_certificates_while_meshgate_is_down(
     .unwrap();
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(native_objects(&client).await, Vec::<String>::new());
+}
+
+/// A native object meshgate labelled but no longer compiles (a rule turned
+/// off since) goes at the next leader's first pass; the compiled ones stay.
+async fn the_next_leader_deletes_what_is_no_longer_compiled(
+    env: &envtest::Envtest,
+    client: &kube::Client,
+) {
+    let stale = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingAdmissionPolicyBinding",
+        "metadata": {"name": "meshgate-retired", "labels": {
+            "app.kubernetes.io/managed-by": "meshgate", "meshgate.io/native-policy": "true"}},
+        "spec": {"policyName": "meshgate-retired"},
+    });
+    env.kubectl(&["apply", "-f", "-"], &stale.to_string());
+    let before = native_objects(client).await;
+    assert!(before.contains(&"MutatingAdmissionPolicyBinding/meshgate-retired".to_owned()));
+    sync_then_stop(env, client).await;
+    let after = native_objects(client).await;
+    assert_eq!(after.len(), before.len() - 1, "{after:?}");
+    assert!(!after.iter().any(|o| o.ends_with("meshgate-retired")));
 }
 
 /// The volume, a read-only mount in the application only, OUTPUT_CERTS and
