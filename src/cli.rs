@@ -94,6 +94,10 @@ pub struct ServeArgs {
         default_value = "wgpolicy"
     )]
     pub policy_report_api: crate::report::Flavor,
+    /// Keep the native admission policies (the stateless rules as CEL the
+    /// API server evaluates itself) applied, from the elected replica.
+    #[arg(long, env = "MESHGATE_NATIVE_POLICIES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub native_policies: bool,
     /// Larger request bodies get HTTP 413.
     #[arg(long, env = "MESHGATE_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -3,6 +3,10 @@
 //! version's delete order can leave the API server calling a webhook whose
 //! pods are gone (and, failing closed, rejecting what meshgate judges).
 //!
+//! It also deletes the native admission policies and bindings meshgate
+//! labelled (`src/native/`): they would otherwise keep judging and mutating
+//! after meshgate is gone.
+//!
 //! With `--policy-reports` it also deletes the reports meshgate wrote, found
 //! by the label the report writer sets: the report CRDs are kept on
 //! uninstall (other tools' reports live in them), so meshgate's own reports
@@ -36,6 +40,14 @@ pub async fn run(args: &RemoveWebhooksArgs) -> ExitCode {
             args.name
         );
         return ExitCode::FAILURE;
+    }
+    // The native policies hold without meshgate: they go with it.
+    match crate::native::sync::remove_all(&client).await {
+        Ok(deleted) => tracing::info!(deleted, "meshgate's native policies removed"),
+        Err(error) => {
+            eprintln!("meshgate: cannot remove meshgate's native policies: {error}");
+            return ExitCode::FAILURE;
+        }
     }
     if args.policy_reports {
         if let Err(error) = remove_reports(&client).await {

@@ -906,6 +906,12 @@ fn the_uninstall_hook_removes_the_webhooks_first_with_minimal_rights() {
             "resourceNames": [FULLNAME],
             "verbs": ["get", "delete"],
         }, {
+            // The native policies, also deleted by label only.
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings",
+                          "mutatingadmissionpolicies", "mutatingadmissionpolicybindings"],
+            "verbs": ["list", "delete"],
+        }, {
             // The command deletes only meshgate's (by label); RBAC cannot
             // select by label.
             "apiGroups": ["wgpolicyk8s.io"],
@@ -1591,4 +1597,43 @@ fn events_rbac_is_create_and_patch_on_events_and_a_lease() {
 
     let err = render_error("events: {maxPerMinute: 0}");
     assert!(err.contains("/events/maxPerMinute"), "{err}");
+}
+
+/// `nativePolicies.enabled`: off by default (no rights on admission
+/// policies); on, serve is told, may write the four kinds and take its
+/// Lease, and the workloads webhook alone can fail open.
+#[test]
+fn native_policies_get_their_rights_and_the_workloads_webhook_its_failure_policy() {
+    let native_rule = |docs: &[Value]| {
+        find(docs, "ClusterRole", FULLNAME)["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resources"].to_string().contains("admissionpolicies"))
+            .cloned()
+    };
+    let env = |docs: &[Value]| {
+        deployment(docs)["spec"]["template"]["spec"]["containers"][0]["env"].to_string()
+    };
+    let docs = render("", NEWER);
+    assert_eq!(native_rule(&docs), None);
+    assert!(env(&docs).contains(r#"{"name":"MESHGATE_NATIVE_POLICIES","value":"false"}"#));
+
+    let values = "nativePolicies: {enabled: true}\npolicyReports: {enabled: false}\n\
+                  events: {enabled: false}\nwebhook: {validating: {workloadsFailurePolicy: Ignore}}\n";
+    let docs = render(values, NEWER);
+    assert_eq!(
+        native_rule(&docs),
+        Some(json!({
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["validatingadmissionpolicies", "validatingadmissionpolicybindings",
+                          "mutatingadmissionpolicies", "mutatingadmissionpolicybindings"],
+            "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        }))
+    );
+    assert!(env(&docs).contains(r#"{"name":"MESHGATE_NATIVE_POLICIES","value":"true"}"#));
+    // The Lease meshgate-native-policies, even with reports and events off.
+    assert!(kinds(&docs).contains("Role"));
+    assert_eq!(webhook(&docs, WORKLOADS)["failurePolicy"], "Ignore");
+    assert_eq!(webhook(&docs, POLICIES)["failurePolicy"], "Fail");
 }

@@ -92,6 +92,9 @@ pub async fn run(
         feed.read_files(&args.state_from)?
     };
 
+    // The leader keeps the native policies applied (src/native/sync.rs).
+    let cluster = args.native_policies && args.state_from.is_empty();
+    let native = crate::native::sync::start(cluster, &config, &args.own_namespace).await?;
     let listener = bind(args.listen).await?;
     let metrics_listener = bind(args.metrics_listen).await?;
     log_listening("webhook", &listener);
@@ -140,6 +143,9 @@ pub async fn run(
     };
     serve_tls(listener, acceptor, app, shutdown, stop, (timeouts, tracker)).await;
     if let Some(task) = report_task {
+        task.stop().await;
+    }
+    if let Some(task) = native {
         task.stop().await;
     }
     Ok(())

@@ -135,6 +135,15 @@ never block the cluster when it is down.
 {{- end }}
 
 {{/*
+failurePolicy of the workloads webhook: webhook.validating.workloadsFailurePolicy
+when set (Ignore while the native policies hold the stateless rules), else the
+validating one.
+*/}}
+{{- define "meshgate.workloadsFailurePolicy" -}}
+{{- .Values.webhook.validating.workloadsFailurePolicy | default (include "meshgate.validatingFailurePolicy" .) }}
+{{- end }}
+
+{{/*
 Namespaces the API server never sends to meshgate, whatever the object: the
 Kubernetes system namespaces, the release namespace (meshgate must never wait
 on itself) and webhook.excludeNamespaces. JSON list.
