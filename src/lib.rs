@@ -44,6 +44,7 @@ pub mod kinds;
 pub mod leader;
 pub mod manifest;
 pub mod metrics;
+pub mod native;
 pub mod parallel;
 pub mod policy;
 pub mod posture;

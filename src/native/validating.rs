@@ -1,0 +1,433 @@
+//! ValidatingAdmissionPolicies and their bindings, one policy per rule with
+//! a native form (a second, `-advisory`, for its advisory checks, which run
+//! at audit level at most, as in the webhook).
+//!
+//! The policy says what the rule checks; its bindings say how hard, from
+//! the running configuration: enforce is `[Deny, Audit]` where the
+//! namespace is not labelled `meshgate.io/mode=audit` and `[Warn, Audit]`
+//! where it is, audit is `[Warn, Audit]` everywhere, off is no policy at
+//! all. Exempt namespaces are outside every binding; the config file's
+//! exemptions are match conditions of the policies they lift.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::admissionregistration::v1::{
+    MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
+    ValidatingAdmissionPolicySpec, Validation, Variable,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta,
+};
+use kube::core::Expression;
+
+use super::{NativeCheck, NativeError, NativeRule, Target, MANAGED_BY, NAME_PREFIX, NATIVE_LABEL};
+use crate::config::{Config, Exemption, Mode, NAMESPACE_MODE_LABEL};
+use crate::kinds::{Kind, KindRow, TABLE};
+use crate::rules::{RuleId, RULES};
+
+/// The namespace label the API server sets to the namespace's name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+/// Operations the native policies judge: what `/validate` judges for the
+/// per-object rules (DELETE guards need other objects).
+const OPERATIONS: &[&str] = &["CREATE", "UPDATE"];
+
+/// Every policy and binding for `config`, policies first.
+pub fn compile(config: &Config) -> Result<Vec<serde_json::Value>, NativeError> {
+    let mut policies = Vec::new();
+    let mut bindings = Vec::new();
+    for row in RULES {
+        let Some(native) = row.native else { continue };
+        let mode = config.rule_mode(row.id);
+        for advisory in [false, true] {
+            let checks: Vec<&NativeCheck> = native
+                .checks
+                .iter()
+                .filter(|c| c.advisory == advisory)
+                .collect();
+            let mode = if advisory {
+                mode.min(Mode::Audit)
+            } else {
+                mode
+            };
+            if checks.is_empty() || mode == Mode::Off {
+                continue;
+            }
+            let name = policy_name(row.id, advisory);
+            policies.push(to_value(
+                &name,
+                &policy(config, row.id, native, &checks, &name),
+            )?);
+            for binding in bindings_for(config, native.target, &name, mode) {
+                bindings.push(to_value(&name, &binding)?);
+            }
+        }
+    }
+    policies.extend(bindings);
+    Ok(policies)
+}
+
+/// `meshgate-<rule>`, and `meshgate-<rule>-advisory` for advisory checks.
+pub fn policy_name(rule: RuleId, advisory: bool) -> String {
+    let suffix = if advisory { "-advisory" } else { "" };
+    format!("{NAME_PREFIX}{rule}{suffix}")
+}
+
+fn to_value<T: serde::Serialize>(name: &str, object: &T) -> Result<serde_json::Value, NativeError> {
+    serde_json::to_value(object).map_err(|source| NativeError::Serialise {
+        name: name.to_owned(),
+        source,
+    })
+}
+
+fn metadata(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: Some(BTreeMap::from([
+            (MANAGED_BY.0.to_owned(), MANAGED_BY.1.to_owned()),
+            (NATIVE_LABEL.0.to_owned(), NATIVE_LABEL.1.to_owned()),
+        ])),
+        ..ObjectMeta::default()
+    }
+}
+
+fn policy(
+    config: &Config,
+    rule: RuleId,
+    native: &NativeRule,
+    checks: &[&NativeCheck],
+    name: &str,
+) -> ValidatingAdmissionPolicy {
+    let variables = variables(native);
+    let validations = checks
+        .iter()
+        .map(|check| Validation {
+            expression: update_tolerant(check.expression),
+            message_expression: Some(message(rule, check)),
+            reason: Some(
+                if check.advisory {
+                    "Invalid"
+                } else {
+                    "Forbidden"
+                }
+                .to_owned(),
+            ),
+            message: Some(format!("[{rule}] violated ({})", rule.doc_url())),
+        })
+        .collect();
+    let mut all_variables = variables.clone();
+    all_variables.extend(variables.iter().map(|v| Variable {
+        name: format!("old_{}", v.name),
+        expression: on_old_object(&v.expression),
+    }));
+    let conditions = exemption_conditions(config, rule, native.target);
+    ValidatingAdmissionPolicy {
+        metadata: metadata(name),
+        spec: Some(ValidatingAdmissionPolicySpec {
+            failure_policy: Some("Fail".to_owned()),
+            match_constraints: Some(MatchResources {
+                resource_rules: Some(resource_rules(native.target)),
+                ..MatchResources::default()
+            }),
+            match_conditions: (!conditions.is_empty()).then_some(conditions),
+            variables: Some(all_variables),
+            validations: Some(validations),
+            ..ValidatingAdmissionPolicySpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The rule id, the field and the fix, like the webhook's denial detail.
+fn message(rule: RuleId, check: &NativeCheck) -> String {
+    format!(
+        "'[{rule}] ' + ({}) + '; fix: ' + ({}) + ' ({})'",
+        check.message,
+        check.fix,
+        rule.doc_url()
+    )
+}
+
+/// An UPDATE is refused only for a problem the old object did not have,
+/// as in the webhook, so scaling or relabelling an object that predates
+/// the rule never gets stuck.
+fn update_tolerant(expression: &str) -> String {
+    let old = on_old_object(expression);
+    format!("({expression}) || (request.operation == 'UPDATE' && !({old}))")
+}
+
+/// The same CEL on `oldObject`, with the `old_` variables: every
+/// identifier `object` (not `namespaceObject`, not a field `.object`)
+/// becomes `oldObject`.
+fn on_old_object(expression: &str) -> String {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(expression.len() + 16);
+    let mut rest = expression;
+    while let Some(at) = rest.find("object") {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + "object".len()..].chars().next();
+        let whole = !before.is_some_and(|c| ident(c) || c == '.') && !after.is_some_and(ident);
+        out.push_str(&rest[..at]);
+        out.push_str(if whole { "oldObject" } else { "object" });
+        rest = &rest[at + "object".len()..];
+    }
+    out.push_str(rest);
+    out.replace("variables.", "variables.old_")
+}
+
+fn variables(native: &NativeRule) -> Vec<Variable> {
+    let mut out = Vec::new();
+    if native.target == Target::Workloads {
+        out.push(Variable {
+            name: "template".to_owned(),
+            expression: pod_template("object"),
+        });
+        for (name, expression) in WORKLOAD_VARIABLES {
+            out.push(Variable {
+                name: (*name).to_owned(),
+                expression: (*expression).to_owned(),
+            });
+        }
+    }
+    out.extend(native.variables.iter().map(|(name, expression)| Variable {
+        name: (*name).to_owned(),
+        expression: (*expression).to_owned(),
+    }));
+    out
+}
+
+/// What every workload rule reads, wherever its kind keeps it.
+const WORKLOAD_VARIABLES: &[(&str, &str)] = &[
+    ("spec", "variables.template.spec"),
+    ("labels", "variables.template.?metadata.?labels.orValue({})"),
+    (
+        "annotations",
+        "variables.template.?metadata.?annotations.orValue({})",
+    ),
+    ("containers", "variables.spec.?containers.orValue([])"),
+    (
+        "initContainers",
+        "variables.spec.?initContainers.orValue([])",
+    ),
+];
+
+fn workload_rows() -> impl Iterator<Item = (&'static KindRow, &'static [&'static str])> {
+    TABLE
+        .iter()
+        .filter_map(|row| row.pod_spec.map(|path| (row, path)))
+}
+
+/// CEL for the object holding a workload's pod metadata and spec (the
+/// pod spec's parent, from `kinds::TABLE`), on `subject` (`object`).
+pub fn pod_template(subject: &str) -> String {
+    let path = |pod_spec: &[&str]| {
+        let parent = &pod_spec[..pod_spec.len().saturating_sub(1)];
+        std::iter::once(subject)
+            .chain(parent.iter().copied())
+            .collect::<Vec<_>>()
+            .join(".")
+    };
+    let mut rows: Vec<_> = workload_rows().collect();
+    // The most common path is the fallback; the others are tested by kind.
+    let fallback = rows
+        .iter()
+        .position(|(row, _)| row.kind == Kind::Deployment)
+        .map(|i| rows.remove(i));
+    let mut out = String::new();
+    for (row, pod_spec) in rows
+        .iter()
+        .filter(|(_, p)| fallback.is_none_or(|(_, f)| *p != f))
+    {
+        out.push_str(&format!(
+            "{subject}.kind == '{}' ? {} : ",
+            row.name,
+            path(pod_spec)
+        ));
+    }
+    out.push_str(&fallback.map_or_else(|| subject.to_owned(), |(_, p)| path(p)));
+    out
+}
+
+fn resource_rules(target: Target) -> Vec<NamedRuleWithOperations> {
+    let rows: Vec<&KindRow> = match target {
+        Target::Workloads => workload_rows().map(|(row, _)| row).collect(),
+        Target::One(kind) => vec![kind.row()],
+    };
+    let mut rules: Vec<NamedRuleWithOperations> = Vec::new();
+    for row in rows {
+        let versions: Vec<String> = row.versions.iter().map(|v| (*v).to_owned()).collect();
+        match rules.iter_mut().find(|r| {
+            r.api_groups.as_deref() == Some(&[row.group.to_owned()][..])
+                && r.api_versions.as_ref() == Some(&versions)
+        }) {
+            Some(rule) => rule
+                .resources
+                .get_or_insert_with(Vec::new)
+                .push(row.plural.to_owned()),
+            None => rules.push(NamedRuleWithOperations {
+                api_groups: Some(vec![row.group.to_owned()]),
+                api_versions: Some(versions),
+                resources: Some(vec![row.plural.to_owned()]),
+                operations: Some(OPERATIONS.iter().map(|o| (*o).to_owned()).collect()),
+                ..NamedRuleWithOperations::default()
+            }),
+        }
+    }
+    rules
+}
+
+/// One binding per validation-action set: enforce splits on the namespace
+/// audit label.
+fn bindings_for(
+    config: &Config,
+    target: Target,
+    policy: &str,
+    mode: Mode,
+) -> Vec<ValidatingAdmissionPolicyBinding> {
+    let exempt = exempt_namespaces(config, target);
+    let binding = |name: String, actions: &[&str], audit_label: Option<&str>| {
+        let mut expressions = Vec::new();
+        if !exempt.is_empty() {
+            expressions.push(requirement(NAMESPACE_NAME_LABEL, "NotIn", exempt.clone()));
+        }
+        if let Some(operator) = audit_label {
+            expressions.push(requirement(
+                NAMESPACE_MODE_LABEL,
+                operator,
+                vec!["audit".to_owned()],
+            ));
+        }
+        ValidatingAdmissionPolicyBinding {
+            metadata: metadata(&name),
+            spec: Some(ValidatingAdmissionPolicyBindingSpec {
+                policy_name: Some(policy.to_owned()),
+                validation_actions: Some(actions.iter().map(|a| (*a).to_owned()).collect()),
+                match_resources: Some(MatchResources {
+                    namespace_selector: Some(LabelSelector {
+                        match_expressions: (!expressions.is_empty()).then_some(expressions),
+                        match_labels: None,
+                    }),
+                    ..MatchResources::default()
+                }),
+                param_ref: None,
+            }),
+        }
+    };
+    match mode {
+        Mode::Off => vec![],
+        Mode::Audit => vec![binding(policy.to_owned(), &["Warn", "Audit"], None)],
+        Mode::Enforce => vec![
+            binding(policy.to_owned(), &["Deny", "Audit"], Some("NotIn")),
+            binding(format!("{policy}-audit"), &["Warn", "Audit"], Some("In")),
+        ],
+    }
+}
+
+fn requirement(key: &str, operator: &str, values: Vec<String>) -> LabelSelectorRequirement {
+    LabelSelectorRequirement {
+        key: key.to_owned(),
+        operator: operator.to_owned(),
+        values: Some(values),
+    }
+}
+
+/// The exempt namespaces, less the mesh root namespace for the mesh-wide
+/// policy kinds, which are judged there (see `policy::in_exempt_namespace`).
+fn exempt_namespaces(config: &Config, target: Target) -> Vec<String> {
+    let mesh_wide = matches!(
+        target,
+        Target::One(Kind::PeerAuthentication | Kind::AuthorizationPolicy)
+    );
+    config
+        .exempt_namespaces
+        .iter()
+        .filter(|ns| !(mesh_wide && **ns == config.mesh_root_namespace))
+        .cloned()
+        .collect()
+}
+
+/// One match condition per config-file exemption of `rule`: the policy does
+/// not apply to the objects it covers. Exemption objects (issue 21) will be
+/// added here the same way, from `Exemption` values.
+pub fn exemption_conditions(config: &Config, rule: RuleId, target: Target) -> Vec<MatchCondition> {
+    config
+        .exemptions
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.rules.contains(&rule))
+        .map(|(i, e)| MatchCondition {
+            name: format!("not-exemption-{i}"),
+            expression: format!("!({})", covers(e, target)),
+        })
+        .collect()
+}
+
+/// CEL for [`Exemption::covers`]: its namespace, names and selector, on
+/// the pod labels of a workload and the object's labels otherwise.
+fn covers(e: &Exemption, target: Target) -> String {
+    let mut terms = vec![format!("request.namespace == {}", quote(&e.namespace))];
+    if !e.names.is_empty() {
+        let name = "object.?metadata.?name.orValue('')";
+        let names: Vec<String> = e
+            .names
+            .iter()
+            .map(|n| match n.strip_suffix('*') {
+                Some(prefix) => format!("{name}.startsWith({})", quote(prefix)),
+                None => format!("{name} == {}", quote(n)),
+            })
+            .collect();
+        terms.push(format!("({})", names.join(" || ")));
+    }
+    let labels = match target {
+        // Match conditions cannot read variables: the path is spelled out.
+        Target::Workloads => format!(
+            "({}).?metadata.?labels.orValue({{}})",
+            pod_template("object")
+        ),
+        Target::One(_) => "object.?metadata.?labels.orValue({})".to_owned(),
+    };
+    for expression in e.selector.clone().into_iter().flatten() {
+        terms.push(selector_term(&labels, &expression));
+    }
+    terms.join(" && ")
+}
+
+fn selector_term(labels: &str, expression: &Expression) -> String {
+    let list = |values: &std::collections::BTreeSet<String>| {
+        let quoted: Vec<String> = values.iter().map(|v| quote(v)).collect();
+        format!("[{}]", quoted.join(", "))
+    };
+    match expression {
+        Expression::In(k, values) => {
+            format!(
+                "({k} in {labels} && {labels}[{k}] in {})",
+                list(values),
+                k = quote(k)
+            )
+        }
+        Expression::NotIn(k, values) => format!(
+            "(!({k} in {labels}) || !({labels}[{k}] in {}))",
+            list(values),
+            k = quote(k)
+        ),
+        Expression::Equal(k, v) => {
+            format!(
+                "({k} in {labels} && {labels}[{k}] == {})",
+                quote(v),
+                k = quote(k)
+            )
+        }
+        Expression::NotEqual(k, v) => format!(
+            "(!({k} in {labels}) || {labels}[{k}] != {})",
+            quote(v),
+            k = quote(k)
+        ),
+        Expression::Exists(k) => format!("({} in {labels})", quote(k)),
+        Expression::DoesNotExist(k) => format!("!({} in {labels})", quote(k)),
+    }
+}
+
+/// A CEL string literal: JSON's escapes are CEL's.
+pub fn quote(text: &str) -> String {
+    serde_json::Value::String(text.to_owned()).to_string()
+}
