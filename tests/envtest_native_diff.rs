@@ -302,3 +302,107 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     assert!(judged > 200, "{judged}");
     assert_eq!(covered.len(), native_rules().len(), "{covered:?}");
 }
+
+/// The default (enforce) policies with the webhook stopped — never
+/// installed: what the issue's outage table promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions() {
+    let Some(env) = envtest::start("enforced_native_policies") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_istio_crds(&client).await;
+    for (name, labels) in [
+        ("n-sidecar", json!({"istio-injection": "enabled"})),
+        ("n-bare", json!({})),
+        (
+            "n-audit",
+            json!({"istio-injection": "enabled", "meshgate.io/mode": "audit"}),
+        ),
+        ("kube-system-like", json!({})),
+    ] {
+        envtest::create_namespace(&client, name, labels).await;
+    }
+    let config = Config::from_yaml(
+        "exemptNamespaces: [kube-system-like]\n\
+         exemptions:\n- {namespace: n-sidecar, names: [node-agent*], rules: [no-host-network], reason: node agent}\n",
+    )
+    .unwrap();
+    install(&env, &config).await;
+    wait_for(&client, |status, _| status == 403 || status == 422).await;
+
+    let plain = |name: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app"}]}})
+    };
+    let mut host = plain("host");
+    host["spec"]["hostNetwork"] = json!(true);
+    host["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "{}"});
+    host["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "istio-proxy", "image": "proxyv2"}));
+    let mut injected = plain("injected");
+    injected["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "{}"});
+    injected["spec"]["containers"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "istio-proxy", "image": "proxyv2"}));
+    let permissive = json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "PERMISSIVE"}}});
+    let waypoint: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(format!(
+            "{ROOT}/tests/fixtures/workloads/waypoint-deployment.yaml"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+
+    let refused = |(status, body, _): &(u16, Value, Vec<String>), rule: &str| {
+        assert!(*status == 403 || *status == 422, "{status} {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("[{rule}]")) && message.contains("fix: "),
+            "{message}"
+        );
+    };
+    let admitted = |(status, body, warnings): &(u16, Value, Vec<String>)| {
+        assert!(*status < 300, "{status} {body}");
+        warnings.clone()
+    };
+    refused(
+        &dry_run(&client, Kind::Pod, &plain("no-sidecar"), "n-sidecar").await,
+        "sidecar-required",
+    );
+    refused(
+        &dry_run(&client, Kind::Pod, &host, "n-sidecar").await,
+        "no-host-network",
+    );
+    refused(
+        &dry_run(&client, Kind::PeerAuthentication, &permissive, "n-sidecar").await,
+        "peer-authentication-strict",
+    );
+    assert!(admitted(&dry_run(&client, Kind::Pod, &injected, "n-sidecar").await).is_empty());
+    let mut waypoint_here = waypoint.clone();
+    waypoint_here["metadata"]["namespace"] = json!("n-bare");
+    assert!(
+        admitted(&dry_run(&client, Kind::Deployment, &waypoint_here, "n-bare").await).is_empty()
+    );
+    // The namespace label lowers enforce to audit: a warning naming the rule.
+    let warned = admitted(&dry_run(&client, Kind::Pod, &plain("no-sidecar"), "n-audit").await);
+    assert_eq!(
+        named_rules(&warned),
+        BTreeSet::from([RuleId::SidecarRequired]),
+        "{warned:?}"
+    );
+    // Exempt namespaces and config exemptions: nothing said.
+    assert!(admitted(&dry_run(&client, Kind::Pod, &host, "kube-system-like").await).is_empty());
+    let mut agent = host.clone();
+    agent["metadata"]["name"] = json!("node-agent-1");
+    assert!(admitted(&dry_run(&client, Kind::Pod, &agent, "n-sidecar").await).is_empty());
+    // The exemption lifts only its rule: elsewhere the same pod is refused.
+    refused(
+        &dry_run(&client, Kind::Pod, &agent, "n-bare").await,
+        "no-host-network",
+    );
+}
