@@ -431,3 +431,219 @@ fn selector_term(labels: &str, expression: &Expression) -> String {
 pub fn quote(text: &str) -> String {
     serde_json::Value::String(text.to_owned()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn compiled(yaml: &str) -> Vec<Value> {
+        compile(&Config::from_yaml(yaml).unwrap()).unwrap()
+    }
+
+    fn named<'a>(objects: &'a [Value], name: &str) -> Option<&'a Value> {
+        objects.iter().find(|o| o["metadata"]["name"] == name)
+    }
+
+    fn actions(objects: &[Value], binding: &str) -> Vec<String> {
+        serde_json::from_value(
+            named(objects, binding).unwrap()["spec"]["validationActions"].clone(),
+        )
+        .unwrap()
+    }
+
+    fn selector_values(binding: &Value, key: &str) -> Option<(String, Vec<String>)> {
+        binding["spec"]["matchResources"]["namespaceSelector"]["matchExpressions"]
+            .as_array()?
+            .iter()
+            .find(|e| e["key"] == key)
+            .map(|e| {
+                (
+                    e["operator"].as_str().unwrap().to_owned(),
+                    serde_json::from_value(e["values"].clone()).unwrap(),
+                )
+            })
+    }
+
+    #[test]
+    fn every_native_rule_gets_a_labelled_policy_before_its_bindings() {
+        let objects = compiled("");
+        let kinds: Vec<&str> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        let first_binding = kinds.iter().position(|k| k.ends_with("Binding")).unwrap();
+        assert!(kinds[..first_binding]
+            .iter()
+            .all(|k| *k == "ValidatingAdmissionPolicy"));
+        assert!(kinds[first_binding..]
+            .iter()
+            .all(|k| *k == "ValidatingAdmissionPolicyBinding"));
+        for rule in RULES.iter().filter(|r| r.native.is_some()) {
+            assert!(
+                named(&objects, &policy_name(rule.id, false)).is_some(),
+                "{}",
+                rule.name
+            );
+        }
+        assert!(named(&objects, "meshgate-authorization-no-allow-all-advisory").is_some());
+        for o in &objects {
+            let name = o["metadata"]["name"].as_str().unwrap();
+            assert!(name.starts_with(NAME_PREFIX), "{name}");
+            assert_eq!(o["metadata"]["labels"][MANAGED_BY.0], MANAGED_BY.1);
+            assert_eq!(o["metadata"]["labels"][NATIVE_LABEL.0], NATIVE_LABEL.1);
+        }
+    }
+
+    #[test]
+    fn enforce_denies_except_in_audit_labelled_namespaces() {
+        let objects = compiled("");
+        let bindings: Vec<&Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "ValidatingAdmissionPolicyBinding")
+            .collect();
+        let deny = bindings
+            .iter()
+            .find(|b| b["metadata"]["name"] == "meshgate-no-host-network")
+            .unwrap();
+        let audit = bindings
+            .iter()
+            .find(|b| b["metadata"]["name"] == "meshgate-no-host-network-audit")
+            .unwrap();
+        assert_eq!(
+            deny["spec"]["validationActions"],
+            serde_json::json!(["Deny", "Audit"])
+        );
+        assert_eq!(
+            audit["spec"]["validationActions"],
+            serde_json::json!(["Warn", "Audit"])
+        );
+        assert_eq!(
+            selector_values(deny, NAMESPACE_MODE_LABEL),
+            Some(("NotIn".into(), vec!["audit".into()]))
+        );
+        assert_eq!(
+            selector_values(audit, NAMESPACE_MODE_LABEL),
+            Some(("In".into(), vec!["audit".into()]))
+        );
+        // Advisory checks never deny.
+        assert_eq!(
+            actions(
+                &bindings.iter().map(|b| (*b).clone()).collect::<Vec<_>>(),
+                "meshgate-authorization-no-allow-all-advisory"
+            ),
+            ["Warn", "Audit"]
+        );
+    }
+
+    #[test]
+    fn modes_map_to_validation_actions_and_off_compiles_nothing() {
+        let objects =
+            compiled("mode: audit\nrules: {no-host-network: enforce, sidecar-egress-locked: off}");
+        let bindings: Vec<Value> = objects
+            .iter()
+            .filter(|o| o["kind"] == "ValidatingAdmissionPolicyBinding")
+            .cloned()
+            .collect();
+        assert_eq!(
+            actions(&bindings, "meshgate-sidecar-required"),
+            ["Warn", "Audit"]
+        );
+        assert!(named(&bindings, "meshgate-sidecar-required-audit").is_none());
+        assert_eq!(
+            actions(&bindings, "meshgate-no-host-network"),
+            ["Deny", "Audit"]
+        );
+        assert!(!objects.iter().any(|o| o["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("sidecar-egress-locked")));
+    }
+
+    #[test]
+    fn exempt_namespaces_are_outside_every_binding_but_the_root_keeps_mesh_wide_policies() {
+        let objects = compiled("exemptNamespaces: [kube-system, istio-system, tools]");
+        let binding = |name: &str| {
+            objects
+                .iter()
+                .find(|o| {
+                    o["kind"] == "ValidatingAdmissionPolicyBinding" && o["metadata"]["name"] == name
+                })
+                .unwrap()
+        };
+        let (op, values) =
+            selector_values(binding("meshgate-sidecar-required"), NAMESPACE_NAME_LABEL).unwrap();
+        assert_eq!(
+            (op.as_str(), values),
+            (
+                "NotIn",
+                vec!["kube-system".into(), "istio-system".into(), "tools".into()]
+            )
+        );
+        let (_, values) = selector_values(
+            binding("meshgate-peer-authentication-strict"),
+            NAMESPACE_NAME_LABEL,
+        )
+        .unwrap();
+        assert_eq!(values, ["kube-system", "tools"]);
+    }
+
+    #[test]
+    fn config_exemptions_become_match_conditions_of_the_rules_they_lift() {
+        let objects = compiled(
+            "exemptions:\n- namespace: shop\n  names: [agent*, exact]\n  selector: {matchLabels: {app: agent}, matchExpressions: [{key: tier, operator: NotIn, values: [web]}]}\n  rules: [no-host-network]\n  reason: node agent\n",
+        );
+        let conditions =
+            &named(&objects, "meshgate-no-host-network").unwrap()["spec"]["matchConditions"];
+        let expression = conditions[0]["expression"].as_str().unwrap();
+        assert!(
+            expression.starts_with("!(request.namespace == \"shop\""),
+            "{expression}"
+        );
+        assert!(
+            expression.contains(".startsWith(\"agent\")") && expression.contains("== \"exact\""),
+            "{expression}"
+        );
+        assert!(
+            expression.contains("[\"app\"] == \"agent\"")
+                && expression.contains("[\"tier\"] in [\"web\"]))"),
+            "{expression}"
+        );
+        assert!(
+            expression.contains("object.kind == 'Pod' ? object"),
+            "pod labels by kind: {expression}"
+        );
+        assert!(
+            named(&objects, "meshgate-sidecar-required").unwrap()["spec"]
+                .get("matchConditions")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn updates_are_refused_only_for_problems_the_old_object_did_not_have() {
+        let expression =
+            update_tolerant("!variables.spec.?hostNetwork.orValue(false) && object.kind != 'x'");
+        assert_eq!(
+            expression,
+            "(!variables.spec.?hostNetwork.orValue(false) && object.kind != 'x') || (request.operation == 'UPDATE' && !(!variables.old_spec.?hostNetwork.orValue(false) && oldObject.kind != 'x'))"
+        );
+        assert_eq!(
+            on_old_object("namespaceObject.metadata == object ? object.a : x.object"),
+            "namespaceObject.metadata == oldObject ? oldObject.a : x.object"
+        );
+    }
+
+    #[test]
+    fn the_pod_template_path_comes_from_the_kind_table() {
+        assert_eq!(
+            pod_template("object"),
+            "object.kind == 'Pod' ? object : object.kind == 'CronJob' ? object.spec.jobTemplate.spec.template : object.spec.template"
+        );
+    }
+
+    #[test]
+    fn cel_strings_are_quoted() {
+        assert_eq!(quote("a\"b\\c"), r#""a\"b\\c""#);
+    }
+}
