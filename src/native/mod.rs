@@ -7,8 +7,9 @@
 //! named by the rule's row in [`crate::rules::RULES`]; [`compile`] turns
 //! the rows and the running configuration into the objects to apply.
 //! Exemption objects will become match conditions the same way the config
-//! file's exemptions do ([`validating::exemption_conditions`]).
+//! file's exemptions do ([`exemptions::exemption_conditions`]).
 
+pub mod exemptions;
 pub mod validating;
 
 use std::process::ExitCode;

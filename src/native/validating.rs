@@ -12,17 +12,17 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::admissionregistration::v1::{
-    MatchCondition, MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
+    MatchResources, NamedRuleWithOperations, ValidatingAdmissionPolicy,
     ValidatingAdmissionPolicyBinding, ValidatingAdmissionPolicyBindingSpec,
     ValidatingAdmissionPolicySpec, Validation, Variable,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
-use kube::core::Expression;
 
+use super::exemptions::exemption_conditions;
 use super::{NativeCheck, NativeError, NativeRule, Target, MANAGED_BY, NAME_PREFIX, NATIVE_LABEL};
-use crate::config::{Config, Exemption, Mode, NAMESPACE_MODE_LABEL};
+use crate::config::{Config, Mode, NAMESPACE_MODE_LABEL};
 use crate::kinds::{Kind, KindRow, TABLE};
 use crate::rules::{RuleId, RULES};
 
@@ -346,92 +346,6 @@ fn exempt_namespaces(config: &Config, target: Target) -> Vec<String> {
         .collect()
 }
 
-/// One match condition per config-file exemption of `rule`: the policy does
-/// not apply to the objects it covers. Exemption objects (issue 21) will be
-/// added here the same way, from `Exemption` values.
-pub fn exemption_conditions(config: &Config, rule: RuleId, target: Target) -> Vec<MatchCondition> {
-    config
-        .exemptions
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| e.rules.contains(&rule))
-        .map(|(i, e)| MatchCondition {
-            name: format!("not-exemption-{i}"),
-            expression: format!("!({})", covers(e, target)),
-        })
-        .collect()
-}
-
-/// CEL for [`Exemption::covers`]: its namespace, names and selector, on
-/// the pod labels of a workload and the object's labels otherwise.
-fn covers(e: &Exemption, target: Target) -> String {
-    let mut terms = vec![format!("request.namespace == {}", quote(&e.namespace))];
-    if !e.names.is_empty() {
-        let name = "object.?metadata.?name.orValue('')";
-        let names: Vec<String> = e
-            .names
-            .iter()
-            .map(|n| match n.strip_suffix('*') {
-                Some(prefix) => format!("{name}.startsWith({})", quote(prefix)),
-                None => format!("{name} == {}", quote(n)),
-            })
-            .collect();
-        terms.push(format!("({})", names.join(" || ")));
-    }
-    let labels = match target {
-        // Match conditions cannot read variables: the path is spelled out.
-        Target::Workloads => format!(
-            "({}).?metadata.?labels.orValue({{}})",
-            pod_template("object")
-        ),
-        Target::One(_) => "object.?metadata.?labels.orValue({})".to_owned(),
-    };
-    for expression in e.selector.clone().into_iter().flatten() {
-        terms.push(selector_term(&labels, &expression));
-    }
-    terms.join(" && ")
-}
-
-fn selector_term(labels: &str, expression: &Expression) -> String {
-    let list = |values: &std::collections::BTreeSet<String>| {
-        let quoted: Vec<String> = values.iter().map(|v| quote(v)).collect();
-        format!("[{}]", quoted.join(", "))
-    };
-    match expression {
-        Expression::In(k, values) => {
-            format!(
-                "({k} in {labels} && {labels}[{k}] in {})",
-                list(values),
-                k = quote(k)
-            )
-        }
-        Expression::NotIn(k, values) => format!(
-            "(!({k} in {labels}) || !({labels}[{k}] in {}))",
-            list(values),
-            k = quote(k)
-        ),
-        Expression::Equal(k, v) => {
-            format!(
-                "({k} in {labels} && {labels}[{k}] == {})",
-                quote(v),
-                k = quote(k)
-            )
-        }
-        Expression::NotEqual(k, v) => format!(
-            "(!({k} in {labels}) || {labels}[{k}] != {})",
-            quote(v),
-            k = quote(k)
-        ),
-        Expression::Exists(k) => format!("({} in {labels})", quote(k)),
-        Expression::DoesNotExist(k) => format!("!({} in {labels})", quote(k)),
-    }
-}
-
-/// A CEL string literal: JSON's escapes are CEL's.
-pub fn quote(text: &str) -> String {
-    serde_json::Value::String(text.to_owned()).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -644,6 +558,6 @@ mod tests {
 
     #[test]
     fn cel_strings_are_quoted() {
-        assert_eq!(quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(super::super::exemptions::quote("a\"b\\c"), r#""a\"b\\c""#);
     }
 }
