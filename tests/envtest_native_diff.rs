@@ -13,6 +13,7 @@
 //! which is what the Rust rules judge.
 
 mod envtest;
+mod native_corpus;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -23,6 +24,7 @@ use meshgate::config::Config;
 use meshgate::kinds::Kind;
 use meshgate::posture::PostureIndex;
 use meshgate::rules::{Context, Operation, RuleId};
+use native_corpus::{corpus, judged_kind, placed};
 use serde_json::{json, Value};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -47,94 +49,11 @@ fn native_rules() -> Vec<RuleId> {
         .collect()
 }
 
-/// The corpus: every object of a kind some native rule reads.
-fn corpus() -> Vec<(String, Value)> {
-    let mut files = vec![format!("{ROOT}/tests/fixtures/native/corpus.yaml")];
-    for dir in [
-        "tests/fixtures/workloads",
-        "tests/fixtures/istio/gateway-deployments",
-        "tests/fixtures/istio/injector",
-        "tests/fixtures/admission",
-        "examples/manifests",
-    ] {
-        let mut names: Vec<_> = std::fs::read_dir(format!("{ROOT}/{dir}"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.is_file() && !p.ends_with("README.md"))
-            .collect();
-        names.sort();
-        files.extend(names.iter().map(|p| p.display().to_string()));
-    }
-    let mut out = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let Ok(manifests) = meshgate::manifest::parse_text(&file, &text) else {
-            continue;
-        };
-        for (i, m) in manifests.into_iter().enumerate() {
-            // Captured AdmissionReviews carry the object in the request.
-            let value = match m.value.pointer("/request/object") {
-                Some(o) if m.kind == "AdmissionReview" => o.clone(),
-                _ => m.value,
-            };
-            if judged_kind(&value).is_some() {
-                out.push((format!("{}#{i}", file.trim_start_matches(ROOT)), value));
-            }
-        }
-    }
-    out
-}
+/// A dry-run create's HTTP status, returned object (or Status) and warnings.
+type Answer = (u16, Value, Vec<String>);
 
-fn judged_kind(value: &Value) -> Option<Kind> {
-    let kind = Kind::from_api_version(value["apiVersion"].as_str()?, value["kind"].as_str()?)?;
-    let targets = [
-        Kind::PeerAuthentication,
-        Kind::AuthorizationPolicy,
-        Kind::Sidecar,
-    ];
-    (kind.row().pod_spec.is_some() || targets.contains(&kind)).then_some(kind)
-}
-
-/// The object as it would be created in `ns`: server-set fields dropped.
-fn placed(value: &Value, ns: &str) -> Value {
-    let mut v = value.clone();
-    let meta = v["metadata"].as_object_mut().unwrap();
-    for field in [
-        "resourceVersion",
-        "uid",
-        "creationTimestamp",
-        "managedFields",
-        "ownerReferences",
-        "generation",
-    ] {
-        meta.remove(field);
-    }
-    // Istio's injector test data names some Deployments in camel case,
-    // which the API server refuses before admission.
-    let name = meta
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("generated");
-    let name = if name.is_empty() {
-        "generated".to_owned()
-    } else {
-        name.to_ascii_lowercase()
-    };
-    meta.insert("name".into(), json!(name));
-    meta.remove("generateName");
-    meta.insert("namespace".into(), json!(ns));
-    v.as_object_mut().unwrap().remove("status");
-    v
-}
-
-/// A dry-run create: the HTTP status, the returned object and the
-/// warnings.
-async fn dry_run(
-    client: &Client,
-    kind: Kind,
-    value: &Value,
-    ns: &str,
-) -> (u16, Value, Vec<String>) {
+/// A dry-run create.
+async fn dry_run(client: &Client, kind: Kind, value: &Value, ns: &str) -> Answer {
     let row = kind.row();
     let api_version = value["apiVersion"].as_str().unwrap();
     let prefix = if row.group.is_empty() {
@@ -229,6 +148,54 @@ async fn wait_for(client: &Client, expect: impl Fn(u16, &BTreeSet<RuleId>) -> bo
     }
 }
 
+/// What the corpus run counts.
+#[derive(Default)]
+struct Tally {
+    judged: usize,
+    refused: usize,
+    findings: usize,
+    covered: BTreeSet<RuleId>,
+    disagreements: Vec<String>,
+}
+
+impl Tally {
+    /// One dry-run answer against `policy::judge` on the returned object.
+    fn compare(
+        &mut self,
+        at: String,
+        answer: Answer,
+        rust: impl FnOnce(&Value) -> BTreeSet<RuleId>,
+    ) {
+        let (status, body, warnings) = answer;
+        if status >= 300 {
+            // Invalid for the API server itself (schema, immutable fields):
+            // no admission policy ever sees it.
+            self.refused += 1;
+            if std::env::var_os("NATIVE_DIFF_VERBOSE").is_some() {
+                eprintln!("refused {at}: {status} {}", body["message"]);
+            }
+            return;
+        }
+        // A CEL error is a warning too, naming no rule: never a pass.
+        for w in &warnings {
+            if named_rules(std::slice::from_ref(w)).is_empty() {
+                self.disagreements
+                    .push(format!("{at}: warning from no rule: {w}"));
+            }
+        }
+        self.judged += 1;
+        let native = named_rules(&warnings);
+        let rust = rust(&body);
+        self.findings += rust.len();
+        self.covered.extend(rust.iter().copied());
+        if native != rust {
+            self.disagreements.push(format!(
+                "{at}: native {native:?}, webhook {rust:?}; {warnings:?}"
+            ));
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     let Some(env) = envtest::start("native_policies_agree_with_the_webhook_rules") else {
@@ -239,9 +206,8 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     let mut posture = PostureIndex::default();
     for (name, labels) in namespaces() {
         envtest::create_namespace(&client, name, labels.clone()).await;
-        posture.apply_namespace(
-            &serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap(),
-        );
+        let ns = json!({"metadata": {"name": name, "labels": labels}});
+        posture.apply_namespace(&serde_json::from_value(ns).unwrap());
     }
     let config = Config::from_yaml("mode: audit").unwrap();
     install(&env, &config).await;
@@ -256,40 +222,23 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     .await;
 
     let corpus = corpus();
-    let (mut judged, mut refused, mut findings) = (0, 0, 0);
-    let mut covered = BTreeSet::new();
-    let mut disagreements = Vec::new();
+    let mut tally = Tally::default();
     for (origin, value) in &corpus {
         let kind = judged_kind(value).unwrap();
         for (ns, _) in namespaces() {
-            let (status, body, warnings) = dry_run(&client, kind, &placed(value, ns), ns).await;
-            if status >= 300 {
-                // Invalid for the API server itself (schema, immutable
-                // fields): no admission policy ever sees it.
-                refused += 1;
-                if std::env::var_os("NATIVE_DIFF_VERBOSE").is_some() {
-                    eprintln!("refused {origin} in {ns}: {status} {}", body["message"]);
-                }
-                continue;
-            }
-            // A CEL error is a warning too, naming no rule: never a pass.
-            for w in &warnings {
-                if named_rules(std::slice::from_ref(w)).is_empty() {
-                    disagreements.push(format!("{origin} in {ns}: warning from no rule: {w}"));
-                }
-            }
-            judged += 1;
-            let native = named_rules(&warnings);
-            let rust = judged_rules(kind, &body, ns, &posture, &config);
-            findings += rust.len();
-            covered.extend(rust.iter().copied());
-            if native != rust {
-                disagreements.push(format!(
-                    "{origin} in {ns}: native {native:?}, webhook {rust:?}; {warnings:?}"
-                ));
-            }
+            let answer = dry_run(&client, kind, &placed(value, ns), ns).await;
+            tally.compare(format!("{origin} in {ns}"), answer, |body| {
+                judged_rules(kind, body, ns, &posture, &config)
+            });
         }
     }
+    let Tally {
+        judged,
+        refused,
+        findings,
+        covered,
+        disagreements,
+    } = tally;
     eprintln!(
         "native differential: {} objects x {} namespaces: {judged} judged ({refused} refused by the API server's own validation), {findings} findings, rules covered {}/{} {covered:?}, disagreements {}",
         corpus.len(),
@@ -303,8 +252,39 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     assert_eq!(covered.len(), native_rules().len(), "{covered:?}");
 }
 
-/// The default (enforce) policies with the webhook stopped — never
-/// installed: what the issue's outage table promises.
+fn pod(name: &str, injected: bool, host_network: bool) -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"serviceAccountName": "web", "hostNetwork": host_network,
+                 "containers": [{"name": "app", "image": "app"}]}});
+    if injected {
+        pod["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "{}"});
+        let proxy = json!({"name": "istio-proxy", "image": "proxyv2"});
+        pod["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(proxy);
+    }
+    pod
+}
+
+fn refused((status, body, _): &Answer, rule: &str) {
+    assert!(*status == 403 || *status == 422, "{status} {body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("[{rule}]")) && message.contains("fix: "),
+        "{message}"
+    );
+}
+
+fn admitted_silently((status, body, warnings): &Answer) {
+    assert!(
+        *status < 300 && warnings.is_empty(),
+        "{status} {warnings:?} {body}"
+    );
+}
+
+/// The default (enforce) policies with no webhook at all: what the outage
+/// table promises.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions() {
     let Some(env) = envtest::start("enforced_native_policies") else {
@@ -312,97 +292,63 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     };
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
+    let enrolled = json!({"istio-injection": "enabled"});
+    let audit = json!({"istio-injection": "enabled", "meshgate.io/mode": "audit"});
     for (name, labels) in [
-        ("n-sidecar", json!({"istio-injection": "enabled"})),
+        ("n-sidecar", enrolled),
         ("n-bare", json!({})),
-        (
-            "n-audit",
-            json!({"istio-injection": "enabled", "meshgate.io/mode": "audit"}),
-        ),
-        ("kube-system-like", json!({})),
+        ("n-audit", audit),
+        ("tools", json!({})),
     ] {
         envtest::create_namespace(&client, name, labels).await;
     }
     let config = Config::from_yaml(
-        "exemptNamespaces: [kube-system-like]\n\
+        "exemptNamespaces: [tools]\n\
          exemptions:\n- {namespace: n-sidecar, names: [node-agent*], rules: [no-host-network], reason: node agent}\n",
     )
     .unwrap();
     install(&env, &config).await;
     wait_for(&client, |status, _| status == 403 || status == 422).await;
 
-    let plain = |name: &str| {
-        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-        "spec": {"serviceAccountName": "web", "containers": [{"name": "app", "image": "app"}]}})
-    };
-    let mut host = plain("host");
-    host["spec"]["hostNetwork"] = json!(true);
-    host["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "{}"});
-    host["spec"]["containers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "istio-proxy", "image": "proxyv2"}));
-    let mut injected = plain("injected");
-    injected["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "{}"});
-    injected["spec"]["containers"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "istio-proxy", "image": "proxyv2"}));
     let permissive = json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
         "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "PERMISSIVE"}}});
-    let waypoint: Value = serde_yaml_ng::from_str(
-        &std::fs::read_to_string(format!(
-            "{ROOT}/tests/fixtures/workloads/waypoint-deployment.yaml"
-        ))
-        .unwrap(),
-    )
+    let waypoint = std::fs::read_to_string(format!(
+        "{ROOT}/tests/fixtures/workloads/waypoint-deployment.yaml"
+    ))
     .unwrap();
-
-    let refused = |(status, body, _): &(u16, Value, Vec<String>), rule: &str| {
-        assert!(*status == 403 || *status == 422, "{status} {body}");
-        let message = body["message"].as_str().unwrap();
-        assert!(
-            message.contains(&format!("[{rule}]")) && message.contains("fix: "),
-            "{message}"
-        );
-    };
-    let admitted = |(status, body, warnings): &(u16, Value, Vec<String>)| {
-        assert!(*status < 300, "{status} {body}");
-        warnings.clone()
+    let mut waypoint: Value = serde_yaml_ng::from_str(&waypoint).unwrap();
+    waypoint["metadata"]["namespace"] = json!("n-bare");
+    let pod_in = |ns: &'static str, pod: Value| {
+        let client = client.clone();
+        async move { dry_run(&client, Kind::Pod, &pod, ns).await }
     };
     refused(
-        &dry_run(&client, Kind::Pod, &plain("no-sidecar"), "n-sidecar").await,
+        &pod_in("n-sidecar", pod("no-sidecar", false, false)).await,
         "sidecar-required",
     );
     refused(
-        &dry_run(&client, Kind::Pod, &host, "n-sidecar").await,
+        &pod_in("n-sidecar", pod("host", true, true)).await,
         "no-host-network",
     );
     refused(
         &dry_run(&client, Kind::PeerAuthentication, &permissive, "n-sidecar").await,
         "peer-authentication-strict",
     );
-    assert!(admitted(&dry_run(&client, Kind::Pod, &injected, "n-sidecar").await).is_empty());
-    let mut waypoint_here = waypoint.clone();
-    waypoint_here["metadata"]["namespace"] = json!("n-bare");
-    assert!(
-        admitted(&dry_run(&client, Kind::Deployment, &waypoint_here, "n-bare").await).is_empty()
-    );
+    admitted_silently(&pod_in("n-sidecar", pod("injected", true, false)).await);
+    admitted_silently(&dry_run(&client, Kind::Deployment, &waypoint, "n-bare").await);
     // The namespace label lowers enforce to audit: a warning naming the rule.
-    let warned = admitted(&dry_run(&client, Kind::Pod, &plain("no-sidecar"), "n-audit").await);
+    let (status, _, warned) = pod_in("n-audit", pod("no-sidecar", false, false)).await;
     assert_eq!(
-        named_rules(&warned),
-        BTreeSet::from([RuleId::SidecarRequired]),
+        (status, named_rules(&warned)),
+        (201, BTreeSet::from([RuleId::SidecarRequired])),
         "{warned:?}"
     );
     // Exempt namespaces and config exemptions: nothing said.
-    assert!(admitted(&dry_run(&client, Kind::Pod, &host, "kube-system-like").await).is_empty());
-    let mut agent = host.clone();
-    agent["metadata"]["name"] = json!("node-agent-1");
-    assert!(admitted(&dry_run(&client, Kind::Pod, &agent, "n-sidecar").await).is_empty());
-    // The exemption lifts only its rule: elsewhere the same pod is refused.
+    admitted_silently(&pod_in("tools", pod("host", false, true)).await);
+    admitted_silently(&pod_in("n-sidecar", pod("node-agent-1", true, true)).await);
+    // The exemption lifts only its namespace: elsewhere the same pod is refused.
     refused(
-        &dry_run(&client, Kind::Pod, &agent, "n-bare").await,
+        &pod_in("n-bare", pod("node-agent-1", true, true)).await,
         "no-host-network",
     );
 }
