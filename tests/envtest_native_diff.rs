@@ -19,6 +19,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
 use meshgate::config::Config;
 use meshgate::kinds::Kind;
@@ -252,6 +254,20 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     assert_eq!(covered.len(), native_rules().len(), "{covered:?}");
 }
 
+async fn updates_refuse_only_new_problems(deployments: &Api<Deployment>) {
+    let label = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+    deployments
+        .patch("legacy", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    let host = Patch::Merge(json!({"spec": {"template": {"spec": {"hostNetwork": true}}}}));
+    let e = deployments
+        .patch("clean", &PatchParams::default(), &host)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("[no-host-network]"), "{e}");
+}
+
 fn pod(name: &str, injected: bool, host_network: bool) -> Value {
     let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
         "spec": {"serviceAccountName": "web", "hostNetwork": host_network,
@@ -302,6 +318,17 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     ] {
         envtest::create_namespace(&client, name, labels).await;
     }
+    // Written before the policies: an UPDATE keeps what was there.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "n-sidecar");
+    for (name, host_network) in [("legacy", true), ("clean", false)] {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"serviceAccountName": "web", "hostNetwork": host_network, "containers": [{"name": "app", "image": "app"}]}}}});
+        deployments
+            .create(&PostParams::default(), &serde_json::from_value(d).unwrap())
+            .await
+            .unwrap();
+    }
     let config = Config::from_yaml(
         "exemptNamespaces: [tools]\n\
          exemptions:\n- {namespace: n-sidecar, names: [node-agent*], rules: [no-host-network], reason: node agent}\n",
@@ -346,6 +373,7 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     // Exempt namespaces and config exemptions: nothing said.
     admitted_silently(&pod_in("tools", pod("host", false, true)).await);
     admitted_silently(&pod_in("n-sidecar", pod("node-agent-1", true, true)).await);
+    updates_refuse_only_new_problems(&deployments).await;
     // The exemption lifts only its namespace: elsewhere the same pod is refused.
     refused(
         &pod_in("n-bare", pod("node-agent-1", true, true)).await,
