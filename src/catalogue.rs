@@ -13,6 +13,14 @@ pub fn runs_in(rule: RuleId) -> &'static [&'static str] {
     if rule.row().check.is_none() {
         // The certificate mount: a mutation, not a check.
         &["webhook /mutate"]
+    } else if rule.row().native.is_some() {
+        // Also compiled into a ValidatingAdmissionPolicy (`crate::native`).
+        &[
+            "webhook /validate",
+            "native policy (API server)",
+            "background audit",
+            "meshgate audit",
+        ]
     } else {
         &["webhook /validate", "background audit", "meshgate audit"]
     }

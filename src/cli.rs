@@ -35,6 +35,29 @@ pub enum Command {
     /// Delete meshgate's webhook configurations and, with `--policy-reports`,
     /// the reports meshgate wrote (the chart's uninstall hook).
     RemoveWebhooks(RemoveWebhooksArgs),
+    /// Print the native policies (ValidatingAdmissionPolicies and bindings)
+    /// compiled from the config, for applying them yourself (GitOps).
+    Policies(PoliciesArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PoliciesArgs {
+    /// YAML policy config, the same file the server uses.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+    pub output: PoliciesOutput,
+    /// meshgate's own namespace, exempt as in `serve`.
+    #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
+    pub own_namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoliciesOutput {
+    /// Multi-document YAML, for `kubectl apply -f -`.
+    Yaml,
+    /// A JSON `List`.
+    Json,
 }
 
 #[derive(Debug, clap::Args)]

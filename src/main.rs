@@ -17,6 +17,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Audit(args) => meshgate::audit::run(&args),
         Command::Rules(args) => meshgate::catalogue::run(&args),
+        Command::Policies(args) => meshgate::native::run(&args),
         Command::RemoveWebhooks(args) => {
             init_logging(LogFormat::Text);
             match tokio::runtime::Runtime::new() {

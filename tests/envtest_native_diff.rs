@@ -1,266 +1,387 @@
-//! The certificate mount of `/mutate` and of the native
-//! MutatingAdmissionPolicy, side by side on a real kube-apiserver: every Pod
-//! of the fixture corpus (Istio's injector test data, istiod's gateway and
-//! waypoint Deployments, the workload fixtures), in every kind of namespace,
-//! must be stored the same, or be one the policy leaves to the webhook on
-//! purpose.
+//! The native policies against the webhook's rules, on a real API server
+//! (envtest) with only the compiled ValidatingAdmissionPolicies installed:
+//! every object of the corpus (the rules' unit-test shapes, the captured
+//! admission fixtures, Istio's injector test data, istiod's gateway and
+//! waypoint Deployments, the example manifests) is created with
+//! `dryRun=All` in namespaces of every enrolment kind, and the rule ids the
+//! API server names must be exactly those `policy::judge` finds among the
+//! rules with a native form.
+//!
+//! The policies are compiled at audit level, so every failing check comes
+//! back as a warning (a Deny stops at the first policy) and the API server
+//! returns the object as a webhook would receive it (defaults applied),
+//! which is what the Rust rules judge.
 
-mod common;
 mod envtest;
-mod native_common;
+mod native_corpus;
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
 
+use http_body_util::BodyExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::Client;
+use meshgate::config::Config;
+use meshgate::kinds::Kind;
+use meshgate::posture::PostureIndex;
+use meshgate::rules::{Context, Operation, RuleId};
+use native_corpus::{corpus, judged_kind, placed};
 use serde_json::{json, Value};
 
-use common::{eventually, Options, Server};
-use meshgate::config::Config;
-use native_common::{dry_run, SYNC_BOUND};
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Namespaces of every enrolment the proxy model knows.
-const DIFF_NAMESPACES: [(&str, &str, &str); 5] = [
-    ("shop", "istio-injection", "enabled"),
-    ("canary", "istio.io/rev", "canary"),
-    ("mesh-ambient", "istio.io/dataplane-mode", "ambient"),
-    ("off", "istio-injection", "disabled"),
-    ("plain", "team", "shop"),
-];
-
-/// Every Pod the fixtures hold or make (a controller's template becomes
-/// its Pod), named after the file: Istio's injector inputs and outputs,
-/// istiod's gateway and waypoint Deployments, the workload fixtures.
-fn corpus() -> Vec<(String, Value)> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-    let mut pods = Vec::new();
-    for dir in ["workloads", "istio/injector", "istio/gateway-deployments"] {
-        let mut files: Vec<_> = std::fs::read_dir(format!("{root}/{dir}"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for file in files {
-            let text = std::fs::read_to_string(&file).unwrap();
-            for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
-                let Ok(object) = <Value as serde::Deserialize>::deserialize(doc) else {
-                    continue;
-                };
-                let name = format!("{}#{i}", file.file_name().unwrap().to_string_lossy());
-                if let Some(pod) = as_pod(&object) {
-                    pods.push((name, pod));
-                }
-            }
-        }
-    }
-    pods
+/// Namespaces of every enrolment kind the injector model distinguishes.
+fn namespaces() -> Vec<(&'static str, Value)> {
+    vec![
+        ("n-sidecar", json!({"istio-injection": "enabled"})),
+        ("n-rev", json!({"istio.io/rev": "canary"})),
+        ("n-ambient", json!({"istio.io/dataplane-mode": "ambient"})),
+        ("n-disabled", json!({"istio-injection": "disabled"})),
+        ("n-unrecognised", json!({"istio-injection": "yes"})),
+        ("n-bare", json!({})),
+    ]
 }
 
-fn as_pod(object: &Value) -> Option<Value> {
-    let template = match object["kind"].as_str()? {
-        "Pod" => object.clone(),
-        "CronJob" => object["spec"]["jobTemplate"]["spec"]["template"].clone(),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => {
-            object["spec"]["template"].clone()
-        }
-        _ => return None,
-    };
-    let mut metadata = template["metadata"].clone();
-    if !metadata.is_object() {
-        metadata = json!({});
-    }
-    metadata["name"] = json!("diff");
-    for field in ["namespace", "creationTimestamp", "generateName"] {
-        metadata.as_object_mut().unwrap().remove(field);
-    }
-    let mut spec = template["spec"].clone();
-    // What the ServiceAccount admission plugin (off in envtest) sets: a
-    // projected token is refused without it.
-    if spec["serviceAccountName"].is_null() {
-        spec["serviceAccountName"] = json!("default");
-    }
-    Some(json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}))
-}
-
-/// What the API server stores (spec and annotations), or that it refused.
-fn outcome(env: &envtest::Envtest, pod: &Value) -> Outcome {
-    dry_run(env, pod)
-        .map(|stored| json!({"spec": stored["spec"], "annotations": stored["metadata"]["annotations"]}))
-        .map_err(|_| ())
-}
-
-/// meshgate's /mutate for pods, reached by URL, as the chart registers it.
-fn mutating_webhook(meshgate: &Server) -> Value {
-    use base64::Engine;
-    json!({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": "meshgate-diff"},
-        "webhooks": [{
-            "name": "mutate.meshgate.io",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": "Fail",
-            "reinvocationPolicy": "IfNeeded",
-            "timeoutSeconds": 10,
-            "clientConfig": {
-                "url": meshgate.url("/mutate"),
-                "caBundle": base64::engine::general_purpose::STANDARD.encode(&meshgate.ca_pem),
-            },
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"],
-                       "resources": ["pods"], "operations": ["CREATE"]}],
-        }],
-    })
-}
-
-/// A pod the native policy leaves to the webhook on purpose: it brings its
-/// own Istio annotation before injection (CEL cannot merge into its YAML).
-fn left_to_the_webhook(pod: &Value) -> bool {
-    let annotations = &pod["metadata"]["annotations"];
-    let own = ["proxy.istio.io/config", "sidecar.istio.io/userVolumeMount"]
+fn native_rules() -> Vec<RuleId> {
+    RuleId::ALL
         .iter()
-        .any(|k| {
-            annotations[k]
-                .as_str()
-                .is_some_and(|v| !v.trim().is_empty())
-        });
-    let proxy = |list: &str| {
-        pod["spec"][list]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["name"] == "istio-proxy"))
+        .copied()
+        .filter(|r| r.row().native.is_some())
+        .collect()
+}
+
+/// A dry-run create's HTTP status, returned object (or Status) and warnings.
+type Answer = (u16, Value, Vec<String>);
+
+/// A dry-run create.
+async fn dry_run(client: &Client, kind: Kind, value: &Value, ns: &str) -> Answer {
+    let row = kind.row();
+    let api_version = value["apiVersion"].as_str().unwrap();
+    let prefix = if row.group.is_empty() {
+        "/api".to_owned()
+    } else {
+        "/apis".to_owned()
     };
-    own && !proxy("containers") && !proxy("initContainers")
-}
-
-fn in_namespace(pod: &Value, ns: &str) -> Value {
-    let mut pod = pod.clone();
-    pod["metadata"]["namespace"] = json!(ns);
-    pod
-}
-
-/// Every pod of `corpus` in every namespace, through meshgate's `/mutate`
-/// only (serve running, its webhook registered by URL).
-async fn through_the_webhook(env: &envtest::Envtest, corpus: &[(String, Value)]) -> Vec<Outcome> {
-    let meshgate = Server::start(Options::default().kubeconfig(env.kubeconfig()));
-    eventually("meshgate ready", SYNC_BOUND, || async {
-        meshgate.get("/readyz").await.0.is_success().then_some(())
-    })
-    .await;
-    env.kubectl(
-        &["apply", "-f", "-"],
-        &mutating_webhook(&meshgate).to_string(),
+    let url = format!(
+        "{prefix}/{api_version}/namespaces/{ns}/{}?dryRun=All",
+        row.plural
     );
-    // The API server takes a moment to call a new webhook.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut answers = Vec::new();
-    for (_, pod) in corpus {
-        for (ns, _, _) in DIFF_NAMESPACES {
-            answers.push(outcome(env, &in_namespace(pod, ns)));
+    let request = axum::http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(kube::client::Body::from(serde_json::to_vec(value).unwrap()))
+        .unwrap();
+    let response = client.send(request).await.unwrap();
+    let status = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .collect();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+        warnings,
+    )
+}
+
+fn named_rules(warnings: &[String]) -> BTreeSet<RuleId> {
+    native_rules()
+        .into_iter()
+        .filter(|r| warnings.iter().any(|w| w.contains(&format!("[{r}]"))))
+        .collect()
+}
+
+fn judged_rules(
+    kind: Kind,
+    object: &Value,
+    ns: &str,
+    posture: &PostureIndex,
+    config: &Config,
+) -> BTreeSet<RuleId> {
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let subject = meshgate::subject::decode(kind, object.clone(), ns, name).unwrap();
+    let ctx = Context {
+        posture,
+        config,
+        operation: Operation::Create,
+    };
+    meshgate::policy::judge(&subject, &ctx)
+        .findings
+        .into_iter()
+        .map(|j| j.finding.rule)
+        .filter(|r| r.row().native.is_some())
+        .collect()
+}
+
+async fn install(env: &envtest::Envtest, config: &Config) {
+    let yaml = meshgate::native::print(
+        &meshgate::native::compile(config).unwrap(),
+        meshgate::cli::PoliciesOutput::Yaml,
+    )
+    .unwrap();
+    env.kubectl(
+        &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+        &yaml,
+    );
+}
+
+/// Policies take effect a moment after they are created: waits until a
+/// probe breaking every workload rule is named for each of them.
+async fn wait_for(client: &Client, expect: impl Fn(u16, &BTreeSet<RuleId>) -> bool) {
+    let probe = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "probe"},
+        "spec": {"hostNetwork": true, "containers": [{"name": "app", "image": "app"}]}});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body, warnings) = dry_run(client, Kind::Pod, &probe, "n-bare").await;
+        let mut named = named_rules(&warnings);
+        named.extend(named_rules(&[body.to_string()]));
+        if expect(status, &named) {
+            return;
         }
+        assert!(
+            Instant::now() < deadline,
+            "policies not in force: {status} {named:?} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    env.kubectl(
-        &["delete", "mutatingwebhookconfiguration", "meshgate-diff"],
-        "",
-    );
-    answers
 }
 
-type Outcome = Result<Value, ()>;
-
+/// What the corpus run counts.
 #[derive(Default)]
 struct Tally {
-    same: usize,
-    patched: usize,
+    judged: usize,
     refused: usize,
-    left: Vec<String>,
+    findings: usize,
+    covered: BTreeSet<RuleId>,
     disagreements: Vec<String>,
 }
 
 impl Tally {
-    fn count(
+    /// One dry-run answer against `policy::judge` on the returned object.
+    fn compare(
         &mut self,
-        env: &envtest::Envtest,
-        what: String,
-        pod: &Value,
-        webhook: Outcome,
-        native: Outcome,
+        at: String,
+        answer: Answer,
+        rust: impl FnOnce(&Value) -> BTreeSet<RuleId>,
     ) {
-        if webhook == native {
-            self.same += 1;
-            self.refused += usize::from(webhook.is_err());
-            self.patched += usize::from(
-                webhook.is_ok_and(|p| !p["annotations"]["meshgate.io/cert-mount"].is_null()),
-            );
-        } else if left_to_the_webhook(pod) && native == outcome_unpatched(env, pod) {
-            self.left.push(what);
-        } else {
+        let (status, body, warnings) = answer;
+        if status >= 300 {
+            // Invalid for the API server itself (schema, immutable fields):
+            // no admission policy ever sees it.
+            self.refused += 1;
+            if std::env::var_os("NATIVE_DIFF_VERBOSE").is_some() {
+                eprintln!("refused {at}: {status} {}", body["message"]);
+            }
+            return;
+        }
+        // A CEL error is a warning too, naming no rule: never a pass.
+        for w in &warnings {
+            if named_rules(std::slice::from_ref(w)).is_empty() {
+                self.disagreements
+                    .push(format!("{at}: warning from no rule: {w}"));
+            }
+        }
+        self.judged += 1;
+        let native = named_rules(&warnings);
+        let rust = rust(&body);
+        self.findings += rust.len();
+        self.covered.extend(rust.iter().copied());
+        if native != rust {
             self.disagreements.push(format!(
-                "{what}:\n  webhook {webhook:?}\n  native  {native:?}"
+                "{at}: native {native:?}, webhook {rust:?}; {warnings:?}"
             ));
         }
     }
 }
 
-/// The certificate mount of the webhook and of the native policy, pod by
-/// pod, in every kind of namespace: the same stored pod, or a listed
-/// reason.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_native_mount_equals_the_webhook_mount_on_the_fixture_corpus() {
-    let Some(env) = envtest::start("envtest_native_diff") else {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
+    let Some(env) = envtest::start("native_policies_agree_with_the_webhook_rules") else {
         return;
     };
     let client = env.client().await;
-    envtest::create_namespace(&client, "meshgate", json!({})).await;
-    for (name, key, value) in DIFF_NAMESPACES {
-        envtest::create_namespace(&client, name, json!({ key: value })).await;
+    envtest::install_istio_crds(&client).await;
+    let mut posture = PostureIndex::default();
+    for (name, labels) in namespaces() {
+        envtest::create_namespace(&client, name, labels.clone()).await;
+        let ns = json!({"metadata": {"name": name, "labels": labels}});
+        posture.apply_namespace(&serde_json::from_value(ns).unwrap());
     }
-    let corpus = corpus();
-    assert!(corpus.len() >= 40, "{} pods", corpus.len());
-    let webhook = through_the_webhook(&env, &corpus).await;
+    let config = Config::from_yaml("mode: audit").unwrap();
+    install(&env, &config).await;
+    let workload_rules = [
+        RuleId::SidecarRequired,
+        RuleId::NoHostNetwork,
+        RuleId::DedicatedServiceAccount,
+    ];
+    wait_for(&client, |_, named| {
+        workload_rules.iter().all(|r| named.contains(r))
+    })
+    .await;
 
-    // The native policy's, with meshgate gone.
-    let config = Config::default().with_own_namespace("meshgate");
-    let policies = meshgate::native::compile(&config).unwrap();
-    meshgate::native::sync::apply(&client, &policies)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let corpus = corpus();
     let mut tally = Tally::default();
-    let mut webhook = webhook.into_iter();
-    for (name, pod) in &corpus {
-        for (ns, _, _) in DIFF_NAMESPACES {
-            let pod = in_namespace(pod, ns);
-            let native = outcome(&env, &pod);
-            tally.count(
-                &env,
-                format!("{name} in {ns}"),
-                &pod,
-                webhook.next().unwrap(),
-                native,
-            );
+    for (origin, value) in &corpus {
+        let kind = judged_kind(value).unwrap();
+        for (ns, _) in namespaces() {
+            let answer = dry_run(&client, kind, &placed(value, ns), ns).await;
+            tally.compare(format!("{origin} in {ns}"), answer, |body| {
+                judged_rules(kind, body, ns, &posture, &config)
+            });
         }
     }
+    let Tally {
+        judged,
+        refused,
+        findings,
+        covered,
+        disagreements,
+    } = tally;
     eprintln!(
-        "differential: {} pods x {} namespaces: {} identical ({} patched, {} refused by the API server), {} left to the webhook {:?}, {} disagreements",
+        "native differential: {} objects x {} namespaces: {judged} judged ({refused} refused by the API server's own validation), {findings} findings, rules covered {}/{} {covered:?}, disagreements {}",
         corpus.len(),
-        DIFF_NAMESPACES.len(),
-        tally.same,
-        tally.patched,
-        tally.refused,
-        tally.left.len(),
-        tally.left,
-        tally.disagreements.len()
+        namespaces().len(),
+        covered.len(),
+        native_rules().len(),
+        disagreements.len()
     );
-    assert!(
-        tally.disagreements.is_empty(),
-        "{}",
-        tally.disagreements.join("\n")
-    );
-    assert!(tally.patched > 0);
+    assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    assert!(judged > 200, "{judged}");
+    assert_eq!(covered.len(), native_rules().len(), "{covered:?}");
 }
 
-/// The pod as stored with no mutation at all (the policy removed for it).
-fn outcome_unpatched(env: &envtest::Envtest, pod: &Value) -> Outcome {
-    let mut elsewhere = pod.clone();
-    // meshgate's own namespace is exempt: nothing mutates there.
-    elsewhere["metadata"]["namespace"] = json!("meshgate");
-    outcome(env, &elsewhere)
+async fn updates_refuse_only_new_problems(deployments: &Api<Deployment>) {
+    let label = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+    deployments
+        .patch("legacy", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    let host = Patch::Merge(json!({"spec": {"template": {"spec": {"hostNetwork": true}}}}));
+    let e = deployments
+        .patch("clean", &PatchParams::default(), &host)
+        .await
+        .unwrap_err();
+    // Two rules break; the API server names the first policy that denies.
+    let e = e.to_string();
+    assert!(
+        e.contains("[no-host-network]") || e.contains("[sidecar-required]"),
+        "{e}"
+    );
+}
+
+fn pod(name: &str, injected: bool, host_network: bool) -> Value {
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"serviceAccountName": "web", "hostNetwork": host_network,
+                 "containers": [{"name": "app", "image": "app"}]}});
+    if injected {
+        pod["metadata"]["annotations"] = json!({"sidecar.istio.io/status": "{}"});
+        let proxy = json!({"name": "istio-proxy", "image": "proxyv2"});
+        pod["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(proxy);
+    }
+    pod
+}
+
+fn refused((status, body, _): &Answer, rule: &str) {
+    assert!(*status == 403 || *status == 422, "{status} {body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("[{rule}]")) && message.contains("fix: "),
+        "{message}"
+    );
+}
+
+fn admitted_silently((status, body, warnings): &Answer) {
+    assert!(
+        *status < 300 && warnings.is_empty(),
+        "{status} {warnings:?} {body}"
+    );
+}
+
+/// The default (enforce) policies with no webhook at all: what the outage
+/// table promises.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions() {
+    let Some(env) = envtest::start("enforced_native_policies") else {
+        return;
+    };
+    let client = env.client().await;
+    envtest::install_istio_crds(&client).await;
+    let enrolled = json!({"istio-injection": "enabled"});
+    let audit = json!({"istio-injection": "enabled", "meshgate.io/mode": "audit"});
+    for (name, labels) in [
+        ("n-sidecar", enrolled),
+        ("n-bare", json!({})),
+        ("n-audit", audit),
+        ("tools", json!({})),
+    ] {
+        envtest::create_namespace(&client, name, labels).await;
+    }
+    // Written before the policies: an UPDATE keeps what was there.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "n-sidecar");
+    for (name, host_network) in [("legacy", true), ("clean", false)] {
+        let d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"serviceAccountName": "web", "hostNetwork": host_network, "containers": [{"name": "app", "image": "app"}]}}}});
+        deployments
+            .create(&PostParams::default(), &serde_json::from_value(d).unwrap())
+            .await
+            .unwrap();
+    }
+    let config = Config::from_yaml(
+        "exemptNamespaces: [tools]\n\
+         exemptions:\n- {namespace: n-sidecar, names: [node-agent*], rules: [no-host-network], reason: node agent}\n",
+    )
+    .unwrap();
+    install(&env, &config).await;
+    wait_for(&client, |status, _| status == 403 || status == 422).await;
+
+    let permissive = json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
+        "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "PERMISSIVE"}}});
+    let waypoint = std::fs::read_to_string(format!(
+        "{ROOT}/tests/fixtures/workloads/waypoint-deployment.yaml"
+    ))
+    .unwrap();
+    let mut waypoint: Value = serde_yaml_ng::from_str(&waypoint).unwrap();
+    waypoint["metadata"]["namespace"] = json!("n-bare");
+    let pod_in = |ns: &'static str, pod: Value| {
+        let client = client.clone();
+        async move { dry_run(&client, Kind::Pod, &pod, ns).await }
+    };
+    refused(
+        &pod_in("n-sidecar", pod("no-sidecar", false, false)).await,
+        "sidecar-required",
+    );
+    refused(
+        &pod_in("n-sidecar", pod("host", true, true)).await,
+        "no-host-network",
+    );
+    refused(
+        &dry_run(&client, Kind::PeerAuthentication, &permissive, "n-sidecar").await,
+        "peer-authentication-strict",
+    );
+    admitted_silently(&pod_in("n-sidecar", pod("injected", true, false)).await);
+    admitted_silently(&dry_run(&client, Kind::Deployment, &waypoint, "n-bare").await);
+    // The namespace label lowers enforce to audit: a warning naming the rule.
+    let (status, _, warned) = pod_in("n-audit", pod("no-sidecar", false, false)).await;
+    assert_eq!(
+        (status, named_rules(&warned)),
+        (201, BTreeSet::from([RuleId::SidecarRequired])),
+        "{warned:?}"
+    );
+    // Exempt namespaces and config exemptions: nothing said.
+    admitted_silently(&pod_in("tools", pod("host", false, true)).await);
+    admitted_silently(&pod_in("n-sidecar", pod("node-agent-1", true, true)).await);
+    updates_refuse_only_new_problems(&deployments).await;
+    // The exemption lifts only its namespace: elsewhere the same pod is refused.
+    refused(
+        &pod_in("n-bare", pod("node-agent-1", true, true)).await,
+        "no-host-network",
+    );
 }

@@ -1,50 +1,141 @@
-//! Native policies: the stateless rules as admission policies the API server
-//! evaluates itself, so they hold while meshgate's pods are down.
+//! Native policies: the rules whose verdict needs only the object, its
+//! namespace's labels and meshgate's configuration, compiled into CEL
+//! admission policies the API server evaluates itself. They keep holding,
+//! with no network hop, while meshgate's pods are down or rolling.
 //!
-//! i22-sync's minimal module: the lead replaces it with i22-cel's at merge
-//! (which adds `validating`); `compile` here calls the mutating part only.
+//! The CEL of a rule lives next to the rule, as its `NATIVE` const, and is
+//! named by the rule's row in [`crate::rules::RULES`]; [`compile`] turns
+//! the rows and the running configuration into the objects to apply.
+//! Exemption objects will become match conditions the same way the config
+//! file's exemptions do ([`exemptions::exemption_conditions`]).
 
-use serde_json::Value;
-
-use crate::config::Config;
-
+pub mod exemptions;
 pub mod mutating;
 pub mod sync;
+pub mod validating;
 
-/// The label every native object carries, with [`NATIVE_LABEL`]: how sync
-/// and uninstall find what meshgate owns.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const MANAGED_BY: &str = "meshgate";
-pub const NATIVE_LABEL: &str = "meshgate.io/native-policy";
+use std::process::ExitCode;
 
-/// Every object to apply, in apply order.
+use crate::cli::{PoliciesArgs, PoliciesOutput};
+use crate::config::Config;
+use crate::kinds::Kind;
+
+/// Labels every native object carries: the sync removes labelled objects
+/// no longer compiled, and nothing else.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "meshgate");
+pub const NATIVE_LABEL: (&str, &str) = ("meshgate.io/native-policy", "true");
+/// Every object's name starts with this.
+pub const NAME_PREFIX: &str = "meshgate-";
+
+/// A rule's CEL form.
+#[derive(Debug)]
+pub struct NativeRule {
+    pub target: Target,
+    /// Extra CEL variables, in order (each may read the ones before). For
+    /// workloads the compiler first declares `template` (the object that
+    /// holds the pod's metadata and spec), `spec`, `labels`, `annotations`,
+    /// `containers` and `initContainers`, wherever the kind keeps them.
+    pub variables: &'static [(&'static str, &'static str)],
+    pub checks: &'static [NativeCheck],
+}
+
+/// What a native rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Pods and every pod controller of [`crate::kinds::TABLE`].
+    Workloads,
+    One(Kind),
+}
+
+/// One validation: like one kind of finding of the Rust rule.
+#[derive(Debug)]
+pub struct NativeCheck {
+    /// CEL, true when the object passes.
+    pub expression: &'static str,
+    /// CEL string: the finding's message (describes the field).
+    pub message: &'static str,
+    /// CEL string: the fix.
+    pub fix: &'static str,
+    /// Advice rather than a hole: reported at audit level at most, like an
+    /// advisory [`crate::rules::Finding`].
+    pub advisory: bool,
+}
+
+/// Every object to apply, in apply order (policies before their bindings).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NativePolicies {
-    pub objects: Vec<Value>,
+    pub objects: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum NativeError {
     #[error("{rule}: no native form for {what}")]
     Unsupported { rule: &'static str, what: String },
+    #[error("cannot serialise the native policy {name}: {source}")]
+    Serialise {
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
-/// The native policies for `config`.
+/// The native policies for `config`: ValidatingAdmissionPolicies and their
+/// bindings, then the certificate-mount MutatingAdmissionPolicy and its
+/// binding.
 pub fn compile(config: &Config) -> Result<NativePolicies, NativeError> {
-    let mut objects = validating(config)?;
+    let mut objects = validating::compile(config)?;
     objects.extend(mutating::compile(config)?);
     Ok(NativePolicies { objects })
 }
 
-/// Seam for i22-cel's `validating::compile`.
-fn validating(_config: &Config) -> Result<Vec<Value>, NativeError> {
-    Ok(Vec::new())
-}
-
-/// `metadata` of a native object named `name`.
-pub fn metadata(name: &str) -> Value {
+/// `metadata` of a native object named `name`, with both labels.
+pub fn metadata(name: &str) -> serde_json::Value {
     serde_json::json!({
         "name": name,
-        "labels": {MANAGED_BY_LABEL: MANAGED_BY, NATIVE_LABEL: "true"},
+        "labels": {MANAGED_BY.0: MANAGED_BY.1, NATIVE_LABEL.0: NATIVE_LABEL.1},
     })
+}
+
+/// `meshgate policies`: the compiled objects on stdout.
+pub fn run(args: &PoliciesArgs) -> ExitCode {
+    let config = match &args.config {
+        Some(path) => Config::from_file(path),
+        None => Ok(Config::default()),
+    };
+    let printed = config
+        .map_err(|e| e.to_string())
+        .map(|c| c.with_own_namespace(&args.own_namespace))
+        .and_then(|c| compile(&c).map_err(|e| e.to_string()))
+        .and_then(|p| print(&p, args.output));
+    match printed {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("meshgate: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// YAML documents, or one JSON `List`.
+pub fn print(policies: &NativePolicies, output: PoliciesOutput) -> Result<String, String> {
+    match output {
+        PoliciesOutput::Json => {
+            let list =
+                serde_json::json!({"apiVersion": "v1", "kind": "List", "items": policies.objects});
+            serde_json::to_string_pretty(&list)
+                .map(|text| text + "\n")
+                .map_err(|e| e.to_string())
+        }
+        PoliciesOutput::Yaml => {
+            let mut out = String::new();
+            for object in &policies.objects {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml_ng::to_string(object).map_err(|e| e.to_string())?);
+            }
+            Ok(out)
+        }
+    }
 }

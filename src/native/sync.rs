@@ -19,7 +19,7 @@ use kube::Client;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{NativePolicies, MANAGED_BY, MANAGED_BY_LABEL, NATIVE_LABEL};
+use super::{NativePolicies, MANAGED_BY, NATIVE_LABEL};
 use crate::config::Config;
 use crate::leader::{self, ElectionMetrics, Elector, Lease};
 
@@ -67,7 +67,10 @@ fn api(client: &Client, plural: &str, kind: &str) -> Api<DynamicObject> {
 }
 
 fn selector() -> String {
-    format!("{MANAGED_BY_LABEL}={MANAGED_BY},{NATIVE_LABEL}=true")
+    format!(
+        "{}={},{}={}",
+        MANAGED_BY.0, MANAGED_BY.1, NATIVE_LABEL.0, NATIVE_LABEL.1
+    )
 }
 
 /// (kind, name) of every compiled object.

@@ -4,6 +4,8 @@
 //! meant, but usually broader than intended.
 
 use crate::istio::{AuthorizationPolicy, AuthzAction};
+use crate::kinds::Kind;
+use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 const ID: RuleId = RuleId::AuthorizationNoAllowAll;
@@ -47,6 +49,40 @@ pub fn check(ap: &AuthorizationPolicy, _ctx: &Context) -> Vec<Finding> {
     }
     findings
 }
+
+/// The CEL form (`crate::native`): the empty rule is enforced, the missing
+/// `from` and the wildcards are advisory, as above.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::One(Kind::AuthorizationPolicy),
+    variables: &[
+        ("allow", "object.?spec.?action.orValue('ALLOW') == 'ALLOW'"),
+        ("rules", "variables.allow ? object.?spec.?rules.orValue([]) : []"),
+        (
+            "emptyRules",
+            "variables.rules.filter(r, size(r.?from.orValue([])) == 0 && size(r.?to.orValue([])) == 0 && size(r.?when.orValue([])) == 0)",
+        ),
+    ],
+    checks: &[
+        NativeCheck {
+            expression: "size(variables.emptyRules) == 0",
+            message: "'allows every request: a rule is {}, which matches everything'",
+            fix: "'remove the empty rule; name the callers in from.source.principals and the operations in to'",
+            advisory: false,
+        },
+        NativeCheck {
+            expression: "variables.rules.all(r, size(r.?from.orValue([])) > 0 || (size(r.?to.orValue([])) == 0 && size(r.?when.orValue([])) == 0))",
+            message: "'a rule has no from, so any source, even unauthenticated, matches'",
+            fix: "'add from.source.principals (or namespaces) naming the callers'",
+            advisory: true,
+        },
+        NativeCheck {
+            expression: "variables.rules.all(r, r.?from.orValue([]).all(f, !('*' in f.?source.?principals.orValue([])) && !('*' in f.?source.?namespaces.orValue([]))))",
+            message: "'a from.source.principals or namespaces contains \"*\", which matches any authenticated caller'",
+            fix: "'replace \"*\" with the callers\\' identities'",
+            advisory: true,
+        },
+    ],
+};
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,7 @@
 //! from its service account. Workloads on `default` share one identity, so
 //! AuthorizationPolicies cannot tell them apart.
 
+use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
@@ -33,6 +34,21 @@ pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
         ),
     )]
 }
+
+/// The CEL form (`crate::native`): `serviceAccountName`, else the alias.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::Workloads,
+    variables: &[(
+        "account",
+        "variables.spec.?serviceAccountName.orValue(variables.spec.?serviceAccount.orValue(''))",
+    )],
+    checks: &[NativeCheck {
+        expression: "!(variables.account in ['', 'default'])",
+        message: "(variables.account == '' ? 'sets no serviceAccountName' : 'sets serviceAccountName: default') + ', so it shares the identity spiffe://<trust-domain>/ns/' + request.namespace + '/sa/default with every other such workload'",
+        fix: "'create a ServiceAccount for this workload in \"' + request.namespace + '\" and set spec.serviceAccountName'",
+        advisory: false,
+    }],
+};
 
 #[cfg(test)]
 mod tests {

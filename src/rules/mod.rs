@@ -236,6 +236,10 @@ pub struct Rule {
     pub reads_posture: bool,
     /// The highest mode it runs at unless the config names it.
     pub cap: Mode,
+    /// Its CEL form, for the API server to run itself (`crate::native`):
+    /// only rules whose verdict needs nothing but the object, its
+    /// namespace's labels and the configuration.
+    pub native: Option<&'static crate::native::NativeRule>,
 }
 
 /// PolicyReport severity.
@@ -277,36 +281,46 @@ const fn rule(
         on_delete: false,
         reads_posture: false,
         cap: Mode::Enforce,
+        native: None,
     }
 }
 
 /// The rule table, in [`RuleId`]'s order: adding a rule is its file, its
 /// `RuleId` variant and one row here.
 pub const RULES: &[Rule] = &[
-    rule(
-        (RuleId::SidecarRequired, "sidecar-required"),
-        "workloads must run with an Istio sidecar (or in an ambient namespace)",
-        (Severity::High, ENROLMENT),
-        Some(Check::Workload(sidecar_required::check)),
-    ),
-    rule(
-        (RuleId::NoHostNetwork, "no-host-network"),
-        "workloads must not use the host network, which no proxy intercepts",
-        (Severity::High, ENROLMENT),
-        Some(Check::Workload(no_host_network::check)),
-    ),
+    Rule {
+        native: Some(&sidecar_required::NATIVE),
+        ..rule(
+            (RuleId::SidecarRequired, "sidecar-required"),
+            "workloads must run with an Istio sidecar (or in an ambient namespace)",
+            (Severity::High, ENROLMENT),
+            Some(Check::Workload(sidecar_required::check)),
+        )
+    },
+    Rule {
+        native: Some(&no_host_network::NATIVE),
+        ..rule(
+            (RuleId::NoHostNetwork, "no-host-network"),
+            "workloads must not use the host network, which no proxy intercepts",
+            (Severity::High, ENROLMENT),
+            Some(Check::Workload(no_host_network::check)),
+        )
+    },
     rule(
         (RuleId::NoInterceptionBypass, "no-interception-bypass"),
         "workloads must not route traffic around the sidecar's interception",
         (Severity::High, ENROLMENT),
         Some(Check::Workload(no_interception_bypass::check)),
     ),
-    rule(
-        (RuleId::DedicatedServiceAccount, "dedicated-service-account"),
-        "workloads need their own service account, hence their own mesh identity",
-        (Severity::Medium, IDENTITY),
-        Some(Check::Workload(dedicated_service_account::check)),
-    ),
+    Rule {
+        native: Some(&dedicated_service_account::NATIVE),
+        ..rule(
+            (RuleId::DedicatedServiceAccount, "dedicated-service-account"),
+            "workloads need their own service account, hence their own mesh identity",
+            (Severity::Medium, IDENTITY),
+            Some(Check::Workload(dedicated_service_account::check)),
+        )
+    },
     Rule {
         reads_posture: true,
         ..rule(
@@ -325,26 +339,32 @@ pub const RULES: &[Rule] = &[
             Some(Check::Workload(default_deny_required::check)),
         )
     },
-    rule(
-        (
-            RuleId::PeerAuthenticationStrict,
-            "peer-authentication-strict",
-        ),
-        "PeerAuthentications must not set PERMISSIVE or DISABLE, at any level",
-        (Severity::High, MTLS),
-        Some(Check::PeerAuthentication(peer_authentication_strict::check)),
-    ),
-    rule(
-        (
-            RuleId::AuthorizationNoAllowAll,
-            "authorization-no-allow-all",
-        ),
-        "ALLOW AuthorizationPolicies must not allow everything",
-        (Severity::High, AUTHORIZATION),
-        Some(Check::AuthorizationPolicy(
-            authorization_no_allow_all::check,
-        )),
-    ),
+    Rule {
+        native: Some(&peer_authentication_strict::NATIVE),
+        ..rule(
+            (
+                RuleId::PeerAuthenticationStrict,
+                "peer-authentication-strict",
+            ),
+            "PeerAuthentications must not set PERMISSIVE or DISABLE, at any level",
+            (Severity::High, MTLS),
+            Some(Check::PeerAuthentication(peer_authentication_strict::check)),
+        )
+    },
+    Rule {
+        native: Some(&authorization_no_allow_all::NATIVE),
+        ..rule(
+            (
+                RuleId::AuthorizationNoAllowAll,
+                "authorization-no-allow-all",
+            ),
+            "ALLOW AuthorizationPolicies must not allow everything",
+            (Severity::High, AUTHORIZATION),
+            Some(Check::AuthorizationPolicy(
+                authorization_no_allow_all::check,
+            )),
+        )
+    },
     Rule {
         cap: Mode::Audit,
         ..rule(
@@ -376,12 +396,15 @@ pub const RULES: &[Rule] = &[
         (Severity::Medium, ENROLMENT),
         Some(Check::Namespace(namespace_mesh_enrolled::check)),
     ),
-    rule(
-        (RuleId::SidecarEgressLocked, "sidecar-egress-locked"),
-        "Sidecars must not allow egress to unregistered hosts (ALLOW_ANY)",
-        (Severity::Low, ENROLMENT),
-        Some(Check::Sidecar(sidecar_egress_locked::check)),
-    ),
+    Rule {
+        native: Some(&sidecar_egress_locked::NATIVE),
+        ..rule(
+            (RuleId::SidecarEgressLocked, "sidecar-egress-locked"),
+            "Sidecars must not allow egress to unregistered hosts (ALLOW_ANY)",
+            (Severity::Low, ENROLMENT),
+            Some(Check::Sidecar(sidecar_egress_locked::check)),
+        )
+    },
     rule(
         (RuleId::ShortLivedCertificates, "short-lived-certificates"),
         "workload certificates (cert-manager) must be short-lived and not wildcards",

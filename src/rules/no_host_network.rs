@@ -1,6 +1,7 @@
 //! `no-host-network`: a pod on the host's network namespace shares the node's
 //! interfaces; no sidecar intercepts its traffic and no mTLS protects it.
 
+use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
@@ -14,6 +15,18 @@ pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
         "remove hostNetwork: true (or add an exemption with a reason, for node agents)",
     )]
 }
+
+/// The CEL form (`crate::native`): the same field.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::Workloads,
+    variables: &[],
+    checks: &[NativeCheck {
+        expression: "!variables.spec.?hostNetwork.orValue(false)",
+        message: "'uses hostNetwork: true, so its traffic never passes through a sidecar'",
+        fix: "'remove hostNetwork: true (or add an exemption with a reason, for node agents)'",
+        advisory: false,
+    }],
+};
 
 #[cfg(test)]
 mod tests {

@@ -2,6 +2,8 @@
 //! at any level, lets a client downgrade to plaintext.
 
 use crate::istio::{MtlsMode, PeerAuthentication};
+use crate::kinds::Kind;
+use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 const ID: RuleId = RuleId::PeerAuthenticationStrict;
@@ -36,6 +38,33 @@ pub fn check(pa: &PeerAuthentication, _ctx: &Context) -> Vec<Finding> {
     }
     findings
 }
+
+/// The CEL form (`crate::native`): the same two levels.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::One(Kind::PeerAuthentication),
+    variables: &[
+        ("weak", "['PERMISSIVE', 'DISABLE']"),
+        ("ports", "object.?spec.?portLevelMtls.orValue({})"),
+        (
+            "weakPorts",
+            "variables.ports.filter(p, variables.ports[p].?mode.orValue('UNSET') in variables.weak)",
+        ),
+    ],
+    checks: &[
+        NativeCheck {
+            expression: "!(object.?spec.?mtls.?mode.orValue('UNSET') in variables.weak)",
+            message: "'sets mtls.mode: ' + object.spec.mtls.mode + ', which accepts plaintext'",
+            fix: "'set mtls.mode: STRICT (or UNSET to inherit a STRICT parent)'",
+            advisory: false,
+        },
+        NativeCheck {
+            expression: "size(variables.weakPorts) == 0",
+            message: "'sets portLevelMtls[' + variables.weakPorts.join(', ') + '].mode to PERMISSIVE or DISABLE, which accepts plaintext on those ports'",
+            fix: "'set portLevelMtls[<port>].mode: STRICT or remove the port override'",
+            advisory: false,
+        },
+    ],
+};
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,8 @@
 //! unobserved.
 
 use crate::istio::{OutboundTrafficMode, Sidecar};
+use crate::kinds::Kind;
+use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
@@ -25,6 +27,18 @@ pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
         "set outboundTrafficPolicy.mode: REGISTRY_ONLY and declare the external hosts needed with ServiceEntries",
     )]
 }
+
+/// The CEL form (`crate::native`): anything but REGISTRY_ONLY (or no mode).
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::One(Kind::Sidecar),
+    variables: &[],
+    checks: &[NativeCheck {
+        expression: "object.?spec.?outboundTrafficPolicy.?mode.orValue('REGISTRY_ONLY') == 'REGISTRY_ONLY'",
+        message: "'sets outboundTrafficPolicy.mode: ' + string(object.spec.outboundTrafficPolicy.mode) + ', so its workloads may reach any unregistered host'",
+        fix: "'set outboundTrafficPolicy.mode: REGISTRY_ONLY and declare the external hosts needed with ServiceEntries'",
+        advisory: false,
+    }],
+};
 
 #[cfg(test)]
 mod tests {

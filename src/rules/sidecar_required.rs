@@ -7,6 +7,7 @@
 //! selectors and templates Istio's injector webhooks use.
 
 use crate::injection::{self, Injection, Proxy, INJECT, PROXY_CONTAINER, TEMPLATES};
+use crate::native::{NativeCheck, NativeRule, Target};
 use crate::posture::labels;
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
@@ -127,6 +128,81 @@ fn explain(w: &Workload, outcome: &Injection) -> (String, String) {
         ),
     }
 }
+
+/// The CEL form (`crate::native`) of [`check`] and `crate::injection`'s
+/// model: gateway by shape, the injector's mark, its templates, the
+/// injector's selectors, ambient. Every variable mirrors one function there.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::Workloads,
+    variables: &[
+        ("hostNetwork", "variables.spec.?hostNetwork.orValue(false)"),
+        // `injection::has_native_sidecar`
+        (
+            "nativeSidecar",
+            "variables.initContainers.exists(c, c.?restartPolicy.orValue('') == 'Always')",
+        ),
+        // `injection::gateway_role`: one container, its command and args.
+        (
+            "only",
+            "size(variables.containers) == 1 && !variables.nativeSidecar",
+        ),
+        (
+            "command",
+            "variables.only ? variables.containers[0].?command.orValue([]) : []",
+        ),
+        (
+            "args",
+            "variables.only ? variables.containers[0].?args.orValue([]) : []",
+        ),
+        (
+            "gateway",
+            "variables.only && ((variables.containers[0].name == 'istio-proxy' && (size(variables.command) == 0 || (size(variables.command) == 1 && (variables.command[0] == 'pilot-agent' || variables.command[0].endsWith('/pilot-agent')))) && size(variables.args) >= 2 && variables.args[0] == 'proxy' && variables.args[1] in ['router', 'waypoint']) || (variables.containers[0].name == 'agentgateway' && (size(variables.command) == 0 || (size(variables.command) == 1 && (variables.command[0] == 'agentgateway' || variables.command[0].endsWith('/agentgateway')))) && size(variables.args) >= 1 && variables.args[0] == '--config'))",
+        ),
+        // `injection::is_marked`
+        (
+            "marked",
+            "'sidecar.istio.io/status' in variables.annotations || (object.kind == 'CronJob' && 'sidecar.istio.io/status' in object.spec.jobTemplate.?metadata.?annotations.orValue({}))",
+        ),
+        // `injection::templates` and `templated`'s OffPath
+        (
+            "templates",
+            "variables.annotations[?'inject.istio.io/templates'].orValue('').split(',').map(t, t.trim()).filter(t, t != '')",
+        ),
+        (
+            "offPath",
+            "variables.templates.exists(t, t in ['grpc-simple', 'grpc-agent']) || ('gateway' in variables.templates && !('sidecar' in variables.templates) && !(size(variables.containers) > 0 && variables.containers.all(c, c.name == 'istio-proxy')))",
+        ),
+        // `carried`'s Sidecar: the proxy container, marked or beside istio-init.
+        (
+            "sidecar",
+            "(variables.containers.exists(c, c.name == 'istio-proxy') || variables.initContainers.exists(c, c.name == 'istio-proxy' && c.?restartPolicy.orValue('') == 'Always')) && (variables.marked || variables.initContainers.exists(c, c.name == 'istio-init'))",
+        ),
+        // `injection::decide`: the label wins over the annotation.
+        (
+            "selector",
+            "'sidecar.istio.io/inject' in variables.labels ? variables.labels['sidecar.istio.io/inject'] : variables.annotations[?'sidecar.istio.io/inject'].orValue('')",
+        ),
+        (
+            "optedOut",
+            "variables.selector != '' && !(variables.selector.lowerAscii() in ['y', 'yes', 'true', 'on'])",
+        ),
+        ("ns", "namespaceObject.?metadata.?labels.orValue({})"),
+        (
+            "injected",
+            "!variables.hostNetwork && ('istio-injection' in variables.ns ? variables.ns['istio-injection'] == 'enabled' && !variables.optedOut : 'istio.io/rev' in variables.ns ? !variables.optedOut : variables.labels[?'sidecar.istio.io/inject'].orValue('') == 'true' || ('istio.io/rev' in variables.labels && !variables.optedOut))",
+        ),
+        (
+            "ambient",
+            "variables.ns[?'istio.io/dataplane-mode'].orValue('') == 'ambient' && !variables.hostNetwork",
+        ),
+    ],
+    checks: &[NativeCheck {
+        expression: "variables.gateway || (!(variables.marked && variables.offPath) && (variables.sidecar || (variables.injected && object.kind != 'Pod' ? !variables.offPath : variables.ambient && variables.labels[?'istio.io/dataplane-mode'].orValue('') != 'none')))",
+        message: "(object.kind == 'Pod' ? 'has no istio-proxy sidecar' : 'will run without an istio-proxy sidecar') + ': ' + ((variables.marked && variables.offPath) || (variables.injected && object.kind != 'Pod') ? 'its injection template (inject.istio.io/templates) puts no istio-proxy in the traffic path of its containers' : variables.hostNetwork ? 'hostNetwork pods are never injected' : variables.ambient ? 'it opts out of the ambient mesh with label istio.io/dataplane-mode=none' : variables.ns[?'istio-injection'].orValue('') == 'disabled' ? 'namespace is labelled istio-injection=disabled' : 'istio-injection' in variables.ns && variables.ns['istio-injection'] != 'enabled' ? 'namespace has istio-injection=' + variables.ns['istio-injection'] + ', which the injector ignores' : variables.optedOut ? 'it opts out with sidecar.istio.io/inject=' + variables.selector : variables.injected ? 'the sidecar injector did not run although the namespace is enrolled' : 'namespace ' + request.namespace + ' is not enrolled in the mesh')",
+        fix: "'label the namespace with istio-injection=enabled (or istio.io/rev=<revision>, or istio.io/dataplane-mode=ambient) and remove opt-outs and hostNetwork, or add an exemption with a reason'",
+        advisory: false,
+    }],
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,5 @@
 //! Helpers of the native-policy envtest tests (envtest_native_outage,
-//! envtest_native_diff): pods, server-side dry runs, the native objects, and
+//! envtest_native_mount_diff): pods, server-side dry runs, the native objects, and
 //! `meshgate serve` writing them and stopping.
 
 #![allow(dead_code)] // each test binary uses a different part of it
