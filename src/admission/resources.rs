@@ -95,7 +95,16 @@ mod tests {
             .filter(|r| r.operations.contains(&"DELETE"))
             .flat_map(|r| &r.resources)
             .collect();
-        assert_eq!(deleted, ["peerauthentications", "authorizationpolicies"]);
+        // Exemption objects: DELETE is allowed, only logged with the requester.
+        assert_eq!(
+            deleted,
+            [
+                "peerauthentications",
+                "authorizationpolicies",
+                "meshexemptions",
+                "clustermeshexemptions"
+            ]
+        );
         assert!(!validating
             .iter()
             .any(|r| r.resources.contains(&"serviceentries".to_owned())));

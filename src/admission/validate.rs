@@ -39,6 +39,11 @@ impl Reviewer {
         req: &mut review::Request<'_>,
         record: &mut Record,
     ) -> AdmissionResponse {
+        // Issue 21 hook: exemption objects are checked and logged, not judged.
+        if let Some(kind) = crate::exemption::admission::kind_of(req) {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            return crate::exemption::admission::review(req, kind, &self.config, now);
+        }
         let subject = match judged_subject(req) {
             Ok(Some(subject)) => subject,
             Ok(None) => return response::allow(&req.uid),
@@ -182,6 +187,8 @@ impl Reviewer {
             posture,
             config: &self.config,
             operation: subject.operation(),
+            // Issue 21 hook: exemptions apply strictly before `expires`.
+            now: k8s_openapi::jiff::Timestamp::now(),
         };
         let new = policy::judge(&subject.object, &ctx);
         // The old object is judged as if created, so only what it already

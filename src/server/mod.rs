@@ -68,6 +68,11 @@ pub async fn run(
     let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
     let posture_metrics = PostureMetrics::new(config.clone(), posture.clone());
     crate::metrics::register_posture(&mut registry, posture_metrics.clone());
+    // Issue 21 hook: exemption gauges, computed at scrape time.
+    registry.register_collector(Box::new(crate::exemption::metrics::ExemptionMetrics::new(
+        config.clone(),
+        posture.clone(),
+    )));
     let registry = Arc::new(registry);
     let (cap, nofile) = conn::connection_cap(args.max_connections);
     tracing::info!(
