@@ -212,6 +212,12 @@ async fn an_exemption_object_admits_until_it_expires_everywhere_alike() {
     assert_eq!(properties["exemption"], "MeshExemption/shop/agent");
     assert_eq!(properties["expires"], expires.to_string());
     assert!(properties["reason"].as_str().unwrap().contains("SEC-1234"));
+    eventually("the exemption's status: active, covering the pod", BOUND, || async {
+        let status = exemptions(&client).get("agent").await.ok()?.data["status"].clone();
+        (status["state"] == "Active" && status["covered"] == 1 && status["lastApplied"].is_string())
+            .then_some(())
+    })
+    .await;
 
     // `meshgate audit` agrees: exempt before `expires`, failing from it on.
     let before = expires - SignedDuration::from_secs(1);
@@ -237,6 +243,11 @@ async fn an_exemption_object_admits_until_it_expires_everywhere_alike() {
     eprintln!("report turned fail {:?} after expiry", started.elapsed());
     let (status, out) = audit(&env, &config, Timestamp::now());
     assert_eq!(status, 1, "{out}");
+    eventually("the exemption's status: expired", BOUND, || async {
+        let status = exemptions(&client).get("agent").await.ok()?.data["status"].clone();
+        (status["state"] == "Expired" && status["covered"] == 0).then_some(())
+    })
+    .await;
     assert!(meshgate
         .log_entries()
         .iter()

@@ -55,7 +55,11 @@ impl Reviewer {
         }
         let cached = {
             let posture = self.posture.read();
-            self.judge(&subject, &posture)
+            let decision = self.judge(&subject, &posture);
+            // Issue 21 hook: `status.lastApplied` of exemption objects.
+            let now = k8s_openapi::jiff::Timestamp::now();
+            crate::exemption::status::record_applied(&posture, &decision.exempted, now);
+            decision
         };
         let (decision, unverified) = match self.to_confirm(&subject, &cached) {
             Some(namespaces) => self.confirm(&req.uid, &subject, namespaces, cached).await,

@@ -56,6 +56,9 @@ pub struct ExemptionObject {
     pub reason: String,
     pub expires: Timestamp,
     pub generation: Option<i64>,
+    /// When the webhook last lifted a finding with it (Unix seconds, 0:
+    /// never), for `status.lastApplied`; kept across updates of the object.
+    pub last_applied: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl ExemptionObject {
@@ -163,6 +166,7 @@ fn compile(
         reason: spec.reason.trim().to_owned(),
         expires,
         generation,
+        last_applied: Default::default(),
     })
 }
 

@@ -8,7 +8,7 @@
 //! - [`ExemptionIndex`]: what the posture index holds of them;
 //! - [`watch`]: the watchers; [`admission`]: `/validate`'s expiry bound and
 //!   audit log; [`expiry`]: re-judging at expiry in the background audit;
-//! - [`metrics`]: the gauges.
+//! - [`status`]: the leader's status writer; [`metrics`]: the gauges.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ pub mod admission;
 pub mod expiry;
 pub mod matching;
 pub mod metrics;
+pub mod status;
 pub mod types;
 pub mod watch;
 
@@ -117,6 +118,23 @@ impl ExemptionIndex {
             .map(Arc::as_ref)
     }
 
+    /// The object a `Source` string names (`MeshExemption/<ns>/<name>`,
+    /// `ClusterMeshExemption/<name>`).
+    pub fn by_source(&self, source: &str) -> Option<&ExemptionObject> {
+        let mut parts = source.split('/');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("MeshExemption"), Some(ns), Some(name)) => self
+                .namespaced
+                .get(ns)
+                .and_then(|m| m.get(name))
+                .map(Arc::as_ref),
+            (Some("ClusterMeshExemption"), Some(name), None) => {
+                self.cluster.get(name).map(Arc::as_ref)
+            }
+            _ => None,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.namespaced.values().map(BTreeMap::len).sum::<usize>() + self.cluster.len()
     }
@@ -152,10 +170,16 @@ impl ExemptionIndex {
         else {
             return;
         };
-        self.touch(Some(&ns));
         let slot = self.namespaced.entry(ns.clone()).or_default();
-        match ExemptionObject::from_namespaced(e) {
-            Ok(compiled) => {
+        let old = slot.get(&name).cloned();
+        let compiled = ExemptionObject::from_namespaced(e);
+        if !same_spec(old.as_deref(), compiled.as_ref().ok()) {
+            self.touch(Some(&ns));
+        }
+        let slot = self.namespaced.entry(ns.clone()).or_default();
+        match compiled {
+            Ok(mut compiled) => {
+                carry_over(old.as_deref(), &mut compiled);
                 slot.insert(name, Arc::new(compiled));
             }
             Err(problem) => {
@@ -169,9 +193,14 @@ impl ExemptionIndex {
         let Some(name) = e.metadata.name.clone() else {
             return;
         };
-        self.touch(None);
-        match ExemptionObject::from_cluster(e) {
-            Ok(compiled) => {
+        let old = self.cluster.get(&name).cloned();
+        let compiled = ExemptionObject::from_cluster(e);
+        if !same_spec(old.as_deref(), compiled.as_ref().ok()) {
+            self.touch(None);
+        }
+        match compiled {
+            Ok(mut compiled) => {
+                carry_over(old.as_deref(), &mut compiled);
                 self.cluster.insert(name, Arc::new(compiled));
             }
             Err(problem) => {
@@ -194,6 +223,21 @@ impl ExemptionIndex {
     fn delete_cluster(&mut self, name: &str) {
         self.cluster.remove(name);
         self.touch(None);
+    }
+}
+
+/// A status write changes neither the spec nor the generation: nothing to
+/// re-judge then (the watch sees meshgate's own status patches).
+fn same_spec(old: Option<&ExemptionObject>, new: Option<&ExemptionObject>) -> bool {
+    match (old, new) {
+        (Some(old), Some(new)) => old.generation.is_some() && old.generation == new.generation,
+        _ => false,
+    }
+}
+
+fn carry_over(old: Option<&ExemptionObject>, new: &mut ExemptionObject) {
+    if let Some(old) = old {
+        new.last_applied = old.last_applied.clone();
     }
 }
 
