@@ -195,6 +195,14 @@ async fn an_exemption_object_admits_until_it_expires_everywhere_alike() {
         .create(&PostParams::default(), &exemption(expires))
         .await
         .unwrap();
+    eventually("the exemption gauges", BOUND, || async {
+        let metrics = meshgate.metrics().await;
+        let active = [("state", "active"), ("scope", "namespaced")];
+        let next = metrics.value("meshgate_exemption_next_expiry_seconds", &[]);
+        (metrics.value("meshgate_exemptions", &active) == 1.0 && next > 0.0 && next <= 20.0)
+            .then_some(())
+    })
+    .await;
     eventually("the exempted pod to be admitted", BOUND, || async {
         (!denied(&client, "agent").await).then_some(())
     })

@@ -151,3 +151,27 @@ fn invalid_objects_are_left_out_naming_the_field() {
     assert!(bad(spec(&["no-host-network"], &[])).contains("spec.match"));
     assert!(bad(spec(&["no-host-network"], &["*"])).contains("spec.match.names"));
 }
+
+/// `meshgate audit` on files: exemption objects among the manifests are
+/// applied like the webhook applies them, at `--now`.
+#[test]
+fn audit_on_files_honours_exemption_objects_at_its_now() {
+    let yaml = concat!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {istio-injection: enabled}}\n---\n",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: agent, namespace: shop}\n",
+        "spec: {selector: {}, template: {spec: {hostNetwork: true, serviceAccountName: agent, containers: [{name: a, image: a}]}}}\n---\n",
+        "apiVersion: meshgate.io/v1alpha1\nkind: MeshExemption\nmetadata: {name: agent, namespace: shop}\n",
+        "spec: {rules: [no-host-network], match: {names: [agent]}, reason: 'node agent reads host interfaces', expires: '2026-12-07T10:00:20Z'}\n",
+    );
+    let manifests = crate::manifest::parse_text("t.yaml", yaml).unwrap();
+    let posture = crate::posture::files::index(&manifests, "default").unwrap();
+    let config = Config::from_yaml("mode: off\nrules: {no-host-network: enforce}\n").unwrap();
+    let at = |now: &str| {
+        crate::audit::judge_manifests_at(&manifests, &posture, &config, "default", now.parse().unwrap())
+            .unwrap()
+    };
+    let before = at("2026-12-07T10:00:19Z");
+    assert_eq!((before.exempted, before.findings.len()), (1, 0));
+    let after = at(EXPIRES);
+    assert_eq!((after.exempted, after.findings.len()), (0, 1));
+}
