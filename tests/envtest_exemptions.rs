@@ -31,7 +31,8 @@ const EXEMPTION_CRDS: &str = concat!(
 
 /// Only `no-host-network` runs, enforced; exemption objects may last a
 /// minute at most, so the test's 20 s one is accepted.
-const CONFIG: &str = "mode: off\nrules: {no-host-network: enforce}\nexemptionObjects: {maxDuration: 1m}\n";
+const CONFIG: &str =
+    "mode: off\nrules: {no-host-network: enforce}\nexemptionObjects: {maxDuration: 1m}\n";
 
 /// The background audit settles within seconds, the leader within the
 /// 15 s lease; a loaded machine gets room.
@@ -107,7 +108,10 @@ async fn report_result(client: &Client, name: &str) -> Option<(String, Value)> {
         .iter()
         .find(|r| r["policy"] == "no-host-network")?
         .clone();
-    Some((result["result"].as_str()?.to_owned(), result["properties"].clone()))
+    Some((
+        result["result"].as_str()?.to_owned(),
+        result["properties"].clone(),
+    ))
 }
 
 /// `meshgate audit --cluster -n shop --now <now>`: exit status and stdout
@@ -165,7 +169,11 @@ async fn an_exemption_object_admits_until_it_expires_everywhere_alike() {
     let config = dir.path().join("config.yaml");
     std::fs::write(&config, CONFIG).unwrap();
 
-    let meshgate = Server::start(Options::default().kubeconfig(env.kubeconfig()).config(CONFIG));
+    let meshgate = Server::start(
+        Options::default()
+            .kubeconfig(env.kubeconfig())
+            .config(CONFIG),
+    );
     eventually("the background audit's first pass", BOUND, || async {
         let metrics = meshgate.metrics().await;
         (metrics.value("meshgate_background_audit_complete", &[]) == 1.0).then_some(())
@@ -177,14 +185,19 @@ async fn an_exemption_object_admits_until_it_expires_everywhere_alike() {
         .unwrap();
 
     // 1. No exemption: denied.
-    eventually("the webhook to deny the host-network pod", BOUND, || async {
-        denied(&client, "agent").await.then_some(())
-    })
+    eventually(
+        "the webhook to deny the host-network pod",
+        BOUND,
+        || async { denied(&client, "agent").await.then_some(()) },
+    )
     .await;
 
     // meshgate refuses an exemption beyond maxDuration, naming the field.
     let too_long = exemption(Timestamp::now() + SignedDuration::from_mins(10));
-    match exemptions(&client).create(&PostParams::default(), &too_long).await {
+    match exemptions(&client)
+        .create(&PostParams::default(), &too_long)
+        .await
+    {
         Err(kube::Error::Api(e)) => assert!(e.message.contains("spec.expires"), "{e:?}"),
         other => panic!("a 10 min exemption should be refused: {other:?}"),
     }
@@ -220,11 +233,17 @@ async fn an_exemption_object_admits_until_it_expires_everywhere_alike() {
     assert_eq!(properties["exemption"], "MeshExemption/shop/agent");
     assert_eq!(properties["expires"], expires.to_string());
     assert!(properties["reason"].as_str().unwrap().contains("SEC-1234"));
-    eventually("the exemption's status: active, covering the pod", BOUND, || async {
-        let status = exemptions(&client).get("agent").await.ok()?.data["status"].clone();
-        (status["state"] == "Active" && status["covered"] == 1 && status["lastApplied"].is_string())
+    eventually(
+        "the exemption's status: active, covering the pod",
+        BOUND,
+        || async {
+            let status = exemptions(&client).get("agent").await.ok()?.data["status"].clone();
+            (status["state"] == "Active"
+                && status["covered"] == 1
+                && status["lastApplied"].is_string())
             .then_some(())
-    })
+        },
+    )
     .await;
 
     // `meshgate audit` agrees: exempt before `expires`, failing from it on.

@@ -269,7 +269,13 @@ pub fn judge_manifests(
     config: &Config,
     default_namespace: &str,
 ) -> Result<Report, AuditError> {
-    judge_manifests_at(manifests, posture, config, default_namespace, Timestamp::now())
+    judge_manifests_at(
+        manifests,
+        posture,
+        config,
+        default_namespace,
+        Timestamp::now(),
+    )
 }
 
 /// As [`judge_manifests`], with exemptions judged at `now` (`--now`).

@@ -258,7 +258,10 @@ mod tests {
         assert!(!e.is_active(at));
         let e = err("exemptions:\n- rules: [no-host-network]\n  namespace: m\n  reason: r\n  expires: soon\n");
         assert!(e.contains("exemptions[0].expires"), "{e}");
-        let forever = Config::from_yaml("exemptions:\n- {rules: [no-host-network], namespace: m, reason: r}\n").unwrap();
+        let forever = Config::from_yaml(
+            "exemptions:\n- {rules: [no-host-network], namespace: m, reason: r}\n",
+        )
+        .unwrap();
         assert!(forever.exemptions[0].is_active(Timestamp::MAX));
     }
 

@@ -132,7 +132,10 @@ mod tests {
         let e = ok("2027-03-07T10:00:01Z").unwrap_err();
         assert!(e.contains("spec.expires") && e.contains("2160h"), "{e}");
         let e = ok("2026-12-07T10:00:00Z").unwrap_err();
-        assert!(e.contains("spec.expires") && e.contains("not in the future"), "{e}");
+        assert!(
+            e.contains("spec.expires") && e.contains("not in the future"),
+            "{e}"
+        );
         let e = check_expires(None, None, DAY, now).unwrap_err();
         assert!(e.contains("spec.expires"), "{e}");
     }

@@ -54,7 +54,11 @@ mod tests {
 
     fn exempted(engine: &Engine) -> usize {
         let snapshot = engine.snapshot(true);
-        snapshot.verdicts.values().map(|v| v.judgement.exempted.len()).sum()
+        snapshot
+            .verdicts
+            .values()
+            .map(|v| v.judgement.exempted.len())
+            .sum()
     }
 
     /// The engine judges with the wall clock: an exemption expiring a

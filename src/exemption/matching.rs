@@ -69,7 +69,12 @@ impl ExemptionObject {
             namespace: namespace.clone(),
             name,
         };
-        compile(source, Scope::Namespace(namespace), &e.spec, e.metadata.generation)
+        compile(
+            source,
+            Scope::Namespace(namespace),
+            &e.spec,
+            e.metadata.generation,
+        )
     }
 
     pub fn from_cluster(e: &ClusterMeshExemption) -> Result<Self, String> {
@@ -83,7 +88,12 @@ impl ExemptionObject {
             .map(crate::config::exemption::parse_selector)
             .transpose()
             .map_err(|p| format!("spec.namespaceSelector: {p}"))?;
-        compile(source, Scope::Cluster(namespaces), &e.spec, e.metadata.generation)
+        compile(
+            source,
+            Scope::Cluster(namespaces),
+            &e.spec,
+            e.metadata.generation,
+        )
     }
 
     /// It applies strictly before its `expires` instant.

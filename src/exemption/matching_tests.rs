@@ -69,9 +69,18 @@ fn expiry_boundary_is_exclusive() {
     ));
     let expires: k8s_openapi::jiff::Timestamp = EXPIRES.parse().unwrap();
     let just_before = (expires - SignedDuration::from_nanos(1)).to_string();
-    assert_eq!(lifted(&world, deployment("agent").host_network(), &just_before).len(), 1);
+    assert_eq!(
+        lifted(&world, deployment("agent").host_network(), &just_before).len(),
+        1
+    );
     assert!(lifted(&world, deployment("agent").host_network(), EXPIRES).is_empty());
-    assert_eq!(world.posture.exemptions.next_expiry(TEST_NOW.parse().unwrap()), Some(expires));
+    assert_eq!(
+        world
+            .posture
+            .exemptions
+            .next_expiry(TEST_NOW.parse().unwrap()),
+        Some(expires)
+    );
     assert_eq!(world.posture.exemptions.next_expiry(expires), None);
 }
 
@@ -93,7 +102,11 @@ fn a_cluster_exemption_reaches_namespaces_its_selector_matches() {
     let other = deployment("agent").in_ns("other").host_network();
     assert_eq!(lifted(&world, other, TEST_NOW).len(), 1);
     // Deleted: gone.
-    crate::posture::Store::<ClusterMeshExemption>::delete(&mut world.posture.exemptions, "", "agents");
+    crate::posture::Store::<ClusterMeshExemption>::delete(
+        &mut world.posture.exemptions,
+        "",
+        "agents",
+    );
     assert!(world.posture.exemptions.is_empty());
 }
 
@@ -102,27 +115,44 @@ fn the_pod_template_selector_matches_and_config_exemptions_come_first() {
     let mut world = world();
     let s = serde_json::json!({"rules": ["no-host-network"], "match": {"selector": {"matchLabels": {"app": "agent"}}},
                                "reason": REASON, "expires": EXPIRES});
-    world.posture.exemptions.apply_namespaced(&mex("shop", "by-label", s));
+    world
+        .posture
+        .exemptions
+        .apply_namespaced(&mex("shop", "by-label", s));
     let labelled = deployment("x").host_network().with_label("app", "agent");
-    assert_eq!(lifted(&world, labelled.clone(), TEST_NOW)[0].source, "MeshExemption/shop/by-label");
+    assert_eq!(
+        lifted(&world, labelled.clone(), TEST_NOW)[0].source,
+        "MeshExemption/shop/by-label"
+    );
     world.config = Config::from_yaml(
         "exemptions:\n- {rules: [no-host-network], namespace: shop, reason: cfg, expires: '2027-01-01T00:00:00Z'}\n",
     )
     .unwrap();
     let e = &lifted(&world, labelled, TEST_NOW)[0];
-    assert_eq!((e.source.as_str(), e.reason.as_str()), ("config:exemptions[0]", "cfg"));
+    assert_eq!(
+        (e.source.as_str(), e.reason.as_str()),
+        ("config:exemptions[0]", "cfg")
+    );
 }
 
 #[test]
 fn a_namespaced_exemption_cannot_lift_a_baseline_guard_but_a_cluster_one_can() {
     let mut world = world();
     let guard = spec(&["baseline-protected"], &["default"]);
-    world.posture.exemptions.apply_namespaced(&mex("istio-system", "weaken", guard.clone()));
+    world
+        .posture
+        .exemptions
+        .apply_namespaced(&mex("istio-system", "weaken", guard.clone()));
     assert!(world.posture.exemptions.is_empty(), "refused when indexed");
-    assert!(ExemptionObject::from_namespaced(&mex("istio-system", "weaken", guard.clone()))
-        .unwrap_err()
-        .contains("spec.rules[0]"));
-    world.posture.exemptions.apply_cluster(&cmex("baseline-change", guard));
+    assert!(
+        ExemptionObject::from_namespaced(&mex("istio-system", "weaken", guard.clone()))
+            .unwrap_err()
+            .contains("spec.rules[0]")
+    );
+    world
+        .posture
+        .exemptions
+        .apply_cluster(&cmex("baseline-change", guard));
     let pa: crate::istio::PeerAuthentication = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "default", "namespace": "istio-system"},
         "spec": {"mtls": {"mode": "STRICT"}}
@@ -139,7 +169,8 @@ fn a_namespaced_exemption_cannot_lift_a_baseline_guard_but_a_cluster_one_can() {
 
 #[test]
 fn invalid_objects_are_left_out_naming_the_field() {
-    let bad = |s: serde_json::Value| ExemptionObject::from_namespaced(&mex("shop", "x", s)).unwrap_err();
+    let bad =
+        |s: serde_json::Value| ExemptionObject::from_namespaced(&mex("shop", "x", s)).unwrap_err();
     let mut s = spec(&["no-host-network"], &["a"]);
     s["reason"] = "because".into();
     assert!(bad(s).contains("spec.reason"));
@@ -167,8 +198,14 @@ fn audit_on_files_honours_exemption_objects_at_its_now() {
     let posture = crate::posture::files::index(&manifests, "default").unwrap();
     let config = Config::from_yaml("mode: off\nrules: {no-host-network: enforce}\n").unwrap();
     let at = |now: &str| {
-        crate::audit::judge_manifests_at(&manifests, &posture, &config, "default", now.parse().unwrap())
-            .unwrap()
+        crate::audit::judge_manifests_at(
+            &manifests,
+            &posture,
+            &config,
+            "default",
+            now.parse().unwrap(),
+        )
+        .unwrap()
     };
     let before = at("2026-12-07T10:00:19Z");
     assert_eq!((before.exempted, before.findings.len()), (1, 0));

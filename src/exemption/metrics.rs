@@ -7,8 +7,8 @@ use std::sync::Arc;
 use k8s_openapi::jiff::Timestamp;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 
 use crate::config::Config;
 use crate::posture::SharedPosture;

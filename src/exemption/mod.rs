@@ -67,9 +67,8 @@ impl RawExemptionObjects {
     pub(crate) fn validate(self) -> Result<ExemptionObjects, ConfigError> {
         let max_duration = match self.max_duration {
             None => DEFAULT_MAX_DURATION,
-            Some(text) => parse_go_duration(&text).map_err(|e| {
-                ConfigError::invalid("exemptionObjects.maxDuration", e.to_string())
-            })?,
+            Some(text) => parse_go_duration(&text)
+                .map_err(|e| ConfigError::invalid("exemptionObjects.maxDuration", e.to_string()))?,
         };
         if max_duration.is_zero() {
             return Err(ConfigError::invalid(
@@ -145,10 +144,7 @@ impl ExemptionIndex {
 
     /// The earliest expiry after `now` among the exemptions still active.
     pub fn next_expiry(&self, now: Timestamp) -> Option<Timestamp> {
-        self.all()
-            .map(|e| e.expires)
-            .filter(|at| now < *at)
-            .min()
+        self.all().map(|e| e.expires).filter(|at| now < *at).min()
     }
 
     /// What changed since the last call, cleared.
@@ -166,8 +162,7 @@ impl ExemptionIndex {
     }
 
     pub fn apply_namespaced(&mut self, e: &MeshExemption) {
-        let (Some(ns), Some(name)) = (e.metadata.namespace.clone(), e.metadata.name.clone())
-        else {
+        let (Some(ns), Some(name)) = (e.metadata.namespace.clone(), e.metadata.name.clone()) else {
             return;
         };
         let slot = self.namespaced.entry(ns.clone()).or_default();

@@ -44,7 +44,10 @@ impl Status {
             "state": if self.active { "Active" } else { "Expired" },
             "covered": self.covered,
         });
-        if let Some(at) = self.last_applied.and_then(|s| Timestamp::from_second(s).ok()) {
+        if let Some(at) = self
+            .last_applied
+            .and_then(|s| Timestamp::from_second(s).ok())
+        {
             status["lastApplied"] = at.to_string().into();
         }
         if let Some(generation) = self.observed_generation {
@@ -59,7 +62,9 @@ impl Status {
 pub fn record_applied(index: &PostureIndex, exempted: &[Exempted], now: Timestamp) {
     for e in exempted {
         if let Some(object) = index.exemptions.by_source(&e.source) {
-            object.last_applied.fetch_max(now.as_second(), Ordering::Relaxed);
+            object
+                .last_applied
+                .fetch_max(now.as_second(), Ordering::Relaxed);
         }
     }
 }
@@ -95,7 +100,11 @@ pub fn desired(
     for e in objects {
         let name = e.source.to_string();
         let active = e.is_active(now);
-        let count = if active { covered.get(&name).copied().unwrap_or(0) } else { 0 };
+        let count = if active {
+            covered.get(&name).copied().unwrap_or(0)
+        } else {
+            0
+        };
         let recorded = e.last_applied.load(Ordering::Relaxed);
         // Covered in the background audit: applied at its latest pass.
         let latest = match (recorded, count) {
@@ -135,7 +144,10 @@ pub async fn run(
             continue;
         }
         let now = Timestamp::now();
-        let covered = results.as_ref().map(|r| covered(&r.snapshot())).unwrap_or_default();
+        let covered = results
+            .as_ref()
+            .map(|r| covered(&r.snapshot()))
+            .unwrap_or_default();
         let wanted = {
             let index = posture.read();
             let objects: Vec<&ExemptionObject> = index.exemptions.all().collect();
@@ -176,7 +188,8 @@ async fn patch(client: &Client, source: &Source, status: &Status) -> Result<(), 
         "status": status.to_json(),
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(name, &params, &Patch::Apply(&body)).await?;
+    api.patch_status(name, &params, &Patch::Apply(&body))
+        .await?;
     Ok(())
 }
 

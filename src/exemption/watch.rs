@@ -18,7 +18,6 @@ use crate::metrics::{Metrics, WatchCounters};
 use crate::posture::reflector::{apply_events, typed, CacheSync, IstioKind};
 use crate::posture::{Availability, PostureIndex, SharedPosture, Store};
 
-
 impl IstioKind for MeshExemption {
     fn slot(index: &mut PostureIndex) -> &mut dyn Store<Self> {
         &mut index.exemptions

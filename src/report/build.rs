@@ -128,7 +128,11 @@ fn entry(object: &ObjectRef, result: &RuleResult, now: Timestamp) -> ReportResul
         properties.insert("fix".to_owned(), result.fix.clone());
     }
     // Issue 21: which exemption lifted a skipped finding, why, and until when.
-    if let Some(note) = result.exemption.as_ref().filter(|_| result.outcome == Outcome::Skip) {
+    if let Some(note) = result
+        .exemption
+        .as_ref()
+        .filter(|_| result.outcome == Outcome::Skip)
+    {
         properties.insert("exemption".to_owned(), note.source.clone());
         properties.insert("reason".to_owned(), note.reason.clone());
         if let Some(expires) = &note.expires {

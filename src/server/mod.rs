@@ -231,7 +231,11 @@ impl Feed<'_> {
             purpose: "exemption status",
         };
         let elector = crate::leader::Elector::spawn(client.clone(), lease, Default::default());
-        let (c, p, r) = (client.clone(), self.posture.clone(), self.posture_metrics.results());
+        let (c, p, r) = (
+            client.clone(),
+            self.posture.clone(),
+            self.posture_metrics.results(),
+        );
         let leading = elector.leading();
         tokio::spawn(async move {
             // The elector lives as long as the writer.
