@@ -33,12 +33,15 @@ struct Labels {
     scope: &'static str,
 }
 
+/// Exemptions counted by (state, scope).
+pub type Counts = Vec<((&'static str, &'static str), i64)>;
+
 /// Counts by (state, scope), and the next expiry of an active exemption.
 pub fn summarize(
     config: &Config,
     objects: impl Iterator<Item = (Source, Timestamp)>,
     now: Timestamp,
-) -> (Vec<((&'static str, &'static str), i64)>, Option<Timestamp>) {
+) -> (Counts, Option<Timestamp>) {
     let mut counts = std::collections::BTreeMap::new();
     for state in ["active", "expired"] {
         for scope in ["namespaced", "cluster", "config"] {
