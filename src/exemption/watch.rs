@@ -2,7 +2,8 @@
 //! with the posture watchers' event handling (`reflector::apply_events`).
 //! Unlike an Istio CRD, a missing exemption CRD is not a posture problem:
 //! it means "no exemption objects", is logged once, and readiness does not
-//! wait for it (the resource is marked synced and present).
+//! wait for it (the resource is marked synced and present); nor for an API
+//! that cannot be probed (a 403 from RBAC that predates the CRDs).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -108,8 +109,12 @@ pub async fn watch<T: IstioKind>(
             Err(error) => {
                 counters.errors.inc();
                 if !std::mem::replace(&mut said_unreachable, true) {
-                    tracing::warn!(resource = T::resource(), %error, "cannot probe the API; retrying");
+                    tracing::warn!(resource = T::resource(), %error, "cannot probe the API (RBAC?); no exemption objects apply until it works; retrying");
                 }
+                // Readiness never waits for exemptions: without them the
+                // judging is stricter, never looser (e.g. a chart whose RBAC
+                // predates them answers 403 here).
+                sync.mark_synced(T::resource(), Availability::Present);
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
