@@ -872,6 +872,7 @@ fn tails(fx: &Fixture, bench_mode: bool) {
         posture: &posture,
         config: &fx.config,
         operation: Operation::Create,
+        now: k8s_openapi::jiff::Timestamp::now(),
     };
     for (what, object) in [
         (FIXTURE_NS, &fx.deployment),
@@ -914,6 +915,7 @@ fn tails(fx: &Fixture, bench_mode: bool) {
         posture: &posture,
         config: &fx.root_config,
         operation: Operation::Create,
+        now: k8s_openapi::jiff::Timestamp::now(),
     };
     let root_delete = Context {
         operation: Operation::Delete,
@@ -1019,6 +1021,7 @@ fn benches(c: &mut Criterion, fx: &Fixture) {
             posture: &posture,
             config: &fx.config,
             operation: Operation::Create,
+            now: k8s_openapi::jiff::Timestamp::now(),
         };
         group.bench_function("judge/deployment-bookinfo", |b| {
             b.iter(|| policy::judge(black_box(&fx.deployment), &ctx))

@@ -277,6 +277,11 @@ pub struct AuditArgs {
     /// The kubeconfig context for `--cluster`.
     #[arg(long, requires = "cluster")]
     pub context: Option<String>,
+    /// The instant exemptions are judged at (RFC 3339, e.g.
+    /// `2027-01-31T00:00:00Z`; default: now): an exemption applies strictly
+    /// before its `expires`. For reproducible CI runs.
+    #[arg(long, value_name = "RFC3339", value_parser = parse_now)]
+    pub now: Option<k8s_openapi::jiff::Timestamp>,
     /// meshgate's own namespace, exempt as in `serve`, so auditing the
     /// chart's own output reports nothing on meshgate itself.
     #[arg(long, env = "MESHGATE_NAMESPACE", default_value = "meshgate")]
@@ -284,6 +289,12 @@ pub struct AuditArgs {
     /// Manifest files or directories; `-` reads stdin.
     #[arg(required_unless_present = "cluster", value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+}
+
+/// `--now`: an RFC 3339 instant.
+fn parse_now(text: &str) -> Result<k8s_openapi::jiff::Timestamp, String> {
+    text.parse()
+        .map_err(|e| format!("not an RFC 3339 time like 2027-01-31T00:00:00Z: {e}"))
 }
 
 /// A rule id of the catalogue (`meshgate rules`).

@@ -13,7 +13,7 @@ use crate::certmanager::IssuerRef;
 use crate::duration::parse_go_duration;
 use crate::rules::RuleId;
 
-mod exemption;
+pub(crate) mod exemption;
 pub use exemption::Exemption;
 use exemption::RawExemption;
 
@@ -116,6 +116,9 @@ struct RawConfig {
     background_audit: RawBackgroundAudit,
     #[serde(default)]
     events: crate::events::RawEvents,
+    /// Issue 21: `exemptionObjects: {maxDuration: 2160h}`.
+    #[serde(default)]
+    exemption_objects: crate::exemption::RawExemptionObjects,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -171,6 +174,8 @@ pub struct Config {
     pub background_audit: BackgroundAudit,
     /// Kubernetes Events on findings (`events`).
     pub events: crate::events::EventSettings,
+    /// `exemptionObjects`: limits on MeshExemption / ClusterMeshExemption.
+    pub exemption_objects: crate::exemption::ExemptionObjects,
 }
 
 /// `backgroundAudit`: judging what already runs, in `serve`.
@@ -286,6 +291,7 @@ impl RawConfig {
             certificates,
             background_audit,
             events,
+            exemption_objects,
         } = self;
         let rules = rule_modes(rules)?;
         let mesh_root_namespace = mesh_root_namespace_or_default(mesh_root_namespace)?;
@@ -301,7 +307,9 @@ impl RawConfig {
         let (certificate_issuers, max_certificate_duration) = certificates.validate()?;
         let background_audit = background_audit.validate()?;
         let events = events.validate()?;
+        let exemption_objects = exemption_objects.validate()?;
         Ok(Config {
+            exemption_objects,
             background_audit,
             events,
             mode: mode.unwrap_or(Mode::Enforce),

@@ -31,6 +31,8 @@ pub enum Kind {
     Sidecar,
     ServiceEntry,
     Certificate,
+    MeshExemption,
+    ClusterMeshExemption,
 }
 
 /// One row of [`TABLE`].
@@ -120,6 +122,7 @@ const fn policy(
 
 const SECURITY: (&str, &[&str]) = ("security.istio.io", SECURITY_VERSIONS);
 const NETWORKING: (&str, &[&str]) = ("networking.istio.io", NETWORKING_VERSIONS);
+const EXEMPTIONS: (&str, &[&str]) = ("meshgate.io", &["v1alpha1"]);
 
 /// Every kind, in the order of [`Kind`]'s discriminants.
 pub const TABLE: &[KindRow] = &[
@@ -247,10 +250,32 @@ pub const TABLE: &[KindRow] = &[
         false,
         CREATE_UPDATE,
     ),
+    // Issue 21: exemption objects. Watched into the posture index; /validate
+    // checks their expiry bound and logs who changed them, no rule judges
+    // them (see `Kind::is_exemption`).
+    policy(
+        Kind::MeshExemption,
+        "MeshExemption",
+        EXEMPTIONS,
+        ("meshexemptions", "meshexemptions.meshgate.io"),
+        true,
+        CREATE_UPDATE_DELETE,
+    ),
+    KindRow {
+        namespaced: false,
+        ..policy(
+            Kind::ClusterMeshExemption,
+            "ClusterMeshExemption",
+            EXEMPTIONS,
+            ("clustermeshexemptions", "clustermeshexemptions.meshgate.io"),
+            true,
+            CREATE_UPDATE_DELETE,
+        )
+    },
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
+    pub const ALL: [Kind; 17] = [
         Kind::Pod,
         Kind::Deployment,
         Kind::StatefulSet,
@@ -266,6 +291,8 @@ impl Kind {
         Kind::Sidecar,
         Kind::ServiceEntry,
         Kind::Certificate,
+        Kind::MeshExemption,
+        Kind::ClusterMeshExemption,
     ];
 
     pub const fn row(self) -> &'static KindRow {
@@ -283,6 +310,7 @@ impl Kind {
                     && row.group == group
                     && row.versions.contains(&version)
                     && !row.judged_on.is_empty()
+                    && !row.kind.is_exemption()
             })
             .map(|row| row.kind)
     }
@@ -315,7 +343,28 @@ impl Kind {
     /// Whether `/validate` judges the kind at all (ServiceEntry is only
     /// watched).
     pub fn is_judged(self) -> bool {
-        !self.row().judged_on.is_empty()
+        !self.row().judged_on.is_empty() && !self.is_exemption()
+    }
+
+    /// MeshExemption and ClusterMeshExemption: reviewed by `/validate`
+    /// (expiry bound, audit log) on the path of `crate::exemption::admission`,
+    /// never decoded as a subject nor judged by a rule, so [`Kind::from_gvk`]
+    /// and [`Kind::is_judged`] leave them out.
+    pub const fn is_exemption(self) -> bool {
+        matches!(self, Kind::MeshExemption | Kind::ClusterMeshExemption)
+    }
+
+    /// An exemption kind by group, version and kind.
+    pub fn exemption_from_gvk(group: &str, version: &str, kind: &str) -> Option<Kind> {
+        TABLE
+            .iter()
+            .find(|row| {
+                row.kind.is_exemption()
+                    && row.name == kind
+                    && row.group == group
+                    && row.versions.contains(&version)
+            })
+            .map(|row| row.kind)
     }
 
     /// Whether `/validate` judges `operation` on this kind.

@@ -38,6 +38,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod events;
+pub mod exemption;
 pub mod injection;
 pub mod istio;
 pub mod kinds;

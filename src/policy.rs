@@ -19,6 +19,11 @@ pub struct Judged {
 pub struct Exempted {
     pub rule: RuleId,
     pub reason: String,
+    /// Which exemption: `config:exemptions[i]`, `MeshExemption/<ns>/<name>`
+    /// or `ClusterMeshExemption/<name>`.
+    pub source: String,
+    /// When it stops applying (`None`: a config exemption without one).
+    pub expires: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,10 +69,7 @@ pub fn judge(object: &Object, ctx: &Context) -> Judgement {
     let mut judgement = Judgement::default();
     for finding in rules::evaluate(object, ctx, |rule| mode_of(rule) != Mode::Off) {
         match exemption(ctx, finding.rule, object) {
-            Some(e) => judgement.exempted.push(Exempted {
-                rule: finding.rule,
-                reason: e.reason.clone(),
-            }),
+            Some(e) => judgement.exempted.push(e),
             None => judgement.findings.push(Judged {
                 mode: if finding.advisory {
                     mode_of(finding.rule).min(Mode::Audit)
@@ -93,20 +95,10 @@ pub fn mode(ctx: &Context, rule: RuleId, object: &Object) -> Mode {
         .min(namespace_cap(ctx, namespace))
 }
 
-/// The configured exemption that lifts `rule` for `object`, if any.
-pub fn exemption<'a>(
-    ctx: &Context<'a>,
-    rule: RuleId,
-    object: &Object,
-) -> Option<&'a crate::config::Exemption> {
-    ctx.config.exemptions.iter().find(|e| {
-        e.covers(
-            rule,
-            object.namespace(),
-            object.name(),
-            object.selector_labels(),
-        )
-    })
+/// The exemption (config file or exemption object) that lifts `rule` for
+/// `object` at `ctx.now`, if any.
+pub fn exemption(ctx: &Context, rule: RuleId, object: &Object) -> Option<Exempted> {
+    crate::exemption::matching::find(ctx, rule, object)
 }
 
 /// The namespace label can only lower enforcement to audit: turning meshgate
@@ -261,7 +253,9 @@ mod tests {
             j.exempted,
             [Exempted {
                 rule: RuleId::NoHostNetwork,
-                reason: "node agent".into()
+                reason: "node agent".into(),
+                source: "config:exemptions[0]".into(),
+                expires: None,
             }]
         );
         // sidecar-required still fires: hostNetwork pods are never injected.

@@ -38,6 +38,7 @@ fn verdict(namespace: &str, kind: Kind, name: &str, outcome: Outcome) -> ObjectV
             outcome,
             message: format!("{name}: {}", outcome.as_str()),
             fix: "add the sidecar".into(),
+            exemption: None,
         }],
     }
 }

@@ -18,9 +18,26 @@ pub struct WebhookRule {
     pub operations: Vec<&'static str>,
 }
 
-/// What `POST /validate` judges.
+/// What `POST /validate` judges with the rules (the chart's workload and
+/// policy webhooks).
 pub fn validating_rules() -> Vec<WebhookRule> {
-    rules(|row| row.judged_on, true)
+    rules(|row| judged_if(row, false), true)
+}
+
+/// Meshgate's own exemption objects, also sent to `POST /validate` but by
+/// webhooks of their own (the chart's `exemptions` list): their CREATE and
+/// UPDATE fail closed whatever the workload webhooks do.
+pub fn exemption_rules() -> Vec<WebhookRule> {
+    rules(|row| judged_if(row, true), true)
+}
+
+/// The row's `/validate` operations if it is (or is not) an exemption kind.
+fn judged_if(row: &KindRow, exemption: bool) -> &'static [Operation] {
+    if row.kind.is_exemption() == exemption {
+        row.judged_on
+    } else {
+        &[]
+    }
 }
 
 /// What `POST /mutate` judges.
@@ -95,7 +112,16 @@ mod tests {
             .filter(|r| r.operations.contains(&"DELETE"))
             .flat_map(|r| &r.resources)
             .collect();
-        assert_eq!(deleted, ["peerauthentications", "authorizationpolicies"]);
+        // Exemption objects: DELETE is allowed, only logged with the requester.
+        assert_eq!(
+            deleted,
+            [
+                "peerauthentications",
+                "authorizationpolicies",
+                "meshexemptions",
+                "clustermeshexemptions"
+            ]
+        );
         assert!(!validating
             .iter()
             .any(|r| r.resources.contains(&"serviceentries".to_owned())));

@@ -39,6 +39,11 @@ impl Reviewer {
         req: &mut review::Request<'_>,
         record: &mut Record,
     ) -> AdmissionResponse {
+        // Issue 21 hook: exemption objects are checked and logged, not judged.
+        if let Some(kind) = crate::exemption::admission::kind_of(req) {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            return crate::exemption::admission::review(req, kind, &self.config, now);
+        }
         let subject = match judged_subject(req) {
             Ok(Some(subject)) => subject,
             Ok(None) => return response::allow(&req.uid),
@@ -50,7 +55,11 @@ impl Reviewer {
         }
         let cached = {
             let posture = self.posture.read();
-            self.judge(&subject, &posture)
+            let decision = self.judge(&subject, &posture);
+            // Issue 21 hook: `status.lastApplied` of exemption objects.
+            let now = k8s_openapi::jiff::Timestamp::now();
+            crate::exemption::status::record_applied(&posture, &decision.exempted, now);
+            decision
         };
         let (decision, unverified) = match self.to_confirm(&subject, &cached) {
             Some(namespaces) => self.confirm(&req.uid, &subject, namespaces, cached).await,
@@ -182,6 +191,8 @@ impl Reviewer {
             posture,
             config: &self.config,
             operation: subject.operation(),
+            // Issue 21 hook: exemptions apply strictly before `expires`.
+            now: k8s_openapi::jiff::Timestamp::now(),
         };
         let new = policy::judge(&subject.object, &ctx);
         // The old object is judged as if created, so only what it already

@@ -88,7 +88,11 @@ async fn list(
                 params = params.fields(&format!("metadata.name={ns}"));
                 Api::all_with(client.clone(), &resource)
             }
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            // Issue 21 hook: ClusterMeshExemptions apply in `ns` too.
+            Some(ns) if kind.row().namespaced => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            Some(_) => Api::all_with(client.clone(), &resource),
             None => Api::all_with(client.clone(), &resource),
         };
         match api.list(&params).await {
@@ -124,6 +128,7 @@ async fn list(
 pub fn audit(
     args: &crate::cli::AuditArgs,
     config: &crate::config::Config,
+    now: k8s_openapi::jiff::Timestamp,
 ) -> Result<super::Report, super::AuditError> {
     let manifests = read(args, config)?;
     let posture = crate::posture::files::index(&manifests, "default")?;
@@ -134,7 +139,7 @@ pub fn audit(
             .collect(),
         None => manifests,
     };
-    super::judge_manifests(&judged, &posture, config, "default")
+    super::judge_manifests_at(&judged, &posture, config, "default", now)
 }
 
 /// Every object of the cluster (of `-n` and the mesh root namespace, with

@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 
 use crate::cli::{AuditArgs, OutputFormat};
+use k8s_openapi::jiff::Timestamp;
+
 use crate::config::{Config, Mode};
 use crate::manifest::{self, Manifest, ManifestError, Origin};
 use crate::policy;
@@ -164,16 +166,17 @@ pub fn audit(args: &AuditArgs) -> Result<Report, AuditError> {
     }
     .with_own_namespace(&args.own_namespace);
     let namespace = args.namespace.as_deref().unwrap_or("default");
+    let now = args.now.unwrap_or_else(Timestamp::now);
     match (args.cluster, args.paths.is_empty()) {
-        (true, true) => cluster::audit(args, &config),
+        (true, true) => cluster::audit(args, &config, now),
         (true, false) => {
             let live = cluster::read(args, &config)?;
             let change = manifest::load_paths(&args.paths)?;
-            judge_change(live, change, &config, namespace)
+            judge_change(live, change, &config, (namespace, now))
         }
         (false, _) => {
             let (judged, posture, skipped) = read_paths(&args.paths, namespace)?;
-            let mut report = judge(&judged, &posture, &config, namespace)?;
+            let mut report = judge(&judged, &posture, &config, (namespace, now))?;
             report.skipped = skipped;
             Ok(report)
         }
@@ -188,7 +191,7 @@ fn judge_change(
     live: Vec<Manifest>,
     change: Vec<Manifest>,
     config: &Config,
-    namespace: &str,
+    (namespace, now): (&str, Timestamp),
 ) -> Result<Report, AuditError> {
     let identity = |m: &Manifest| {
         (
@@ -204,7 +207,7 @@ fn judge_change(
         .collect();
     state.extend(change.iter().cloned());
     let posture = files::index(&state, namespace)?;
-    judge_manifests(&change, &posture, config, namespace)
+    judge_manifests_at(&change, &posture, config, namespace, now)
 }
 
 /// One pass over the files: cluster state goes into the posture index, and
@@ -259,11 +262,29 @@ fn read(m: Manifest) -> Result<Read, ManifestError> {
 }
 
 /// Judges every manifest of a kind meshgate judges; others are skipped.
+/// Exemptions are judged at the current time.
 pub fn judge_manifests(
     manifests: &[Manifest],
     posture: &PostureIndex,
     config: &Config,
     default_namespace: &str,
+) -> Result<Report, AuditError> {
+    judge_manifests_at(
+        manifests,
+        posture,
+        config,
+        default_namespace,
+        Timestamp::now(),
+    )
+}
+
+/// As [`judge_manifests`], with exemptions judged at `now` (`--now`).
+pub fn judge_manifests_at(
+    manifests: &[Manifest],
+    posture: &PostureIndex,
+    config: &Config,
+    default_namespace: &str,
+    now: Timestamp,
 ) -> Result<Report, AuditError> {
     let kept = manifests
         .iter()
@@ -272,7 +293,7 @@ pub fn judge_manifests(
             Some(Kept::new(m.clone(), kind))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    judge(&kept, posture, config, default_namespace)
+    judge(&kept, posture, config, (default_namespace, now))
 }
 
 /// A judged object as the audit keeps it until the posture is complete:
@@ -312,12 +333,13 @@ fn judge(
     kept: &[Kept],
     posture: &PostureIndex,
     config: &Config,
-    default_namespace: &str,
+    (default_namespace, now): (&str, Timestamp),
 ) -> Result<Report, AuditError> {
     let ctx = Context {
         posture,
         config,
         operation: crate::rules::Operation::Create,
+        now,
     };
     // Objects are judged independently, on every core, in input order.
     let judged = crate::parallel::map_in_order(kept, crate::parallel::cores(), &|k| {

@@ -300,6 +300,20 @@ impl Engine {
         }
     }
 
+    /// Issue 21 hook: re-judges on the next pass every object whose
+    /// judgement rests on an exemption expired at `now`.
+    pub fn mark_exempted_until(&mut self, now: k8s_openapi::jiff::Timestamp) {
+        let expired = self.objects.iter().filter(|(_, stored)| {
+            stored.raw.as_ref().is_some_and(|raw| {
+                raw.exempted
+                    .iter()
+                    .any(|e| e.expires.is_some_and(|at| at <= now))
+            })
+        });
+        let keys: Vec<String> = expired.map(|(k, _)| k.clone()).collect();
+        self.dirty.extend(keys);
+    }
+
     pub fn has_work(&self) -> bool {
         self.all_dirty || !self.dirty.is_empty() || !self.posture_dirty.is_empty()
     }
@@ -345,6 +359,8 @@ impl Engine {
                 posture: &index,
                 config: &config,
                 operation: Operation::Create,
+                // Issue 21 hook: exemptions are judged at the pass's time.
+                now: k8s_openapi::jiff::Timestamp::now(),
             };
             for k in chunk {
                 if let Some(stored) = self.objects.get_mut(k) {

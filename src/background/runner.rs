@@ -60,6 +60,9 @@ impl Runner {
         let mut full = tokio::time::interval(self.interval);
         full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         full.tick().await;
+        // Issue 21 hook: expired exemptions and changed exemption objects.
+        let mut exemptions = tokio::time::interval(crate::exemption::expiry::TICK);
+        exemptions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let settle_at = settle.as_ref().map(|(at, _)| *at);
             tokio::select! {
@@ -74,6 +77,11 @@ impl Runner {
                     }
                 }
                 _ = full.tick() => self.engine.mark_all(),
+                _ = exemptions.tick(), if complete => crate::exemption::expiry::tick(
+                    &mut self.engine,
+                    &self.posture,
+                    k8s_openapi::jiff::Timestamp::now(),
+                ),
                 _ = sleep_until_or_forever(settle_at) => {
                     if let Some((_, change)) = settle.take() {
                         self.engine.mark(&change);

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::jiff::Timestamp;
 use kube::core::{Selector, SelectorExt};
 use serde::Deserialize;
 
@@ -20,6 +21,8 @@ pub(super) struct RawExemption {
     #[serde(default)]
     names: Vec<String>,
     reason: Option<String>,
+    /// RFC 3339; the exemption stops applying at this instant.
+    expires: Option<String>,
 }
 
 /// A documented exception: these rules do not apply to the matching objects.
@@ -32,6 +35,8 @@ pub struct Exemption {
     /// Exact object names; an entry ending in `*` matches by prefix.
     pub names: Vec<String>,
     pub reason: String,
+    /// When it stops applying (`None`: never).
+    pub expires: Option<Timestamp>,
 }
 
 impl RawExemption {
@@ -42,7 +47,17 @@ impl RawExemption {
             selector,
             names,
             reason,
+            expires,
         } = self;
+        let expires = expires
+            .map(|text| text.parse::<Timestamp>())
+            .transpose()
+            .map_err(|e| {
+                ConfigError::invalid(
+                    format!("{at}.expires"),
+                    format!("not an RFC 3339 time like 2027-01-31T00:00:00Z: {e}"),
+                )
+            })?;
         let reason = reason.unwrap_or_default();
         if reason.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -86,6 +101,7 @@ impl RawExemption {
             selector,
             names,
             reason,
+            expires,
         })
     }
 }
@@ -94,7 +110,7 @@ impl RawExemption {
 /// leaves out: it accepts `In`/`NotIn` with an empty list (an exemption that
 /// silently matches nothing, or everything), values on `Exists`, and an
 /// empty key. Its error does not name the expression or the operator either.
-fn parse_selector(selector: LabelSelector) -> Result<Selector, String> {
+pub(crate) fn parse_selector(selector: LabelSelector) -> Result<Selector, String> {
     for (i, expr) in selector.match_expressions.iter().flatten().enumerate() {
         let has_values = expr.values.as_ref().is_some_and(|v| !v.is_empty());
         let problem = match expr.operator.as_str() {
@@ -127,6 +143,11 @@ impl Exemption {
             && self.namespace == namespace
             && (self.names.is_empty() || self.names.iter().any(|n| name_matches(n, name)))
             && self.selector.as_ref().is_none_or(|s| s.matches(labels))
+    }
+
+    /// Whether it still applies at `now` (it stops at its `expires` instant).
+    pub fn is_active(&self, now: Timestamp) -> bool {
+        self.expires.is_none_or(|expires| now < expires)
     }
 }
 
@@ -222,6 +243,26 @@ mod tests {
             "node-exporter",
             &BTreeMap::new()
         ));
+    }
+
+    #[test]
+    fn expires_is_optional_rfc3339_and_ends_the_exemption_at_that_instant() {
+        let config = Config::from_yaml(concat!(
+            "exemptions:\n- rules: [no-host-network]\n  namespace: m\n  reason: r\n",
+            "  expires: 2027-01-31T00:00:00Z\n"
+        ))
+        .unwrap();
+        let e = &config.exemptions[0];
+        let at: Timestamp = "2027-01-31T00:00:00Z".parse().unwrap();
+        assert!(e.is_active(at - k8s_openapi::jiff::SignedDuration::from_nanos(1)));
+        assert!(!e.is_active(at));
+        let e = err("exemptions:\n- rules: [no-host-network]\n  namespace: m\n  reason: r\n  expires: soon\n");
+        assert!(e.contains("exemptions[0].expires"), "{e}");
+        let forever = Config::from_yaml(
+            "exemptions:\n- {rules: [no-host-network], namespace: m, reason: r}\n",
+        )
+        .unwrap();
+        assert!(forever.exemptions[0].is_active(Timestamp::MAX));
     }
 
     #[test]

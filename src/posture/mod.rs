@@ -226,6 +226,8 @@ pub struct PostureIndex {
     pub service_entries: ByNamespace<ServiceEntry>,
     /// `security.istio.io` (PeerAuthentication, AuthorizationPolicy).
     pub security_api: Availability,
+    /// Issue 21 hook: MeshExemption and ClusterMeshExemption objects.
+    pub exemptions: crate::exemption::ExemptionIndex,
 }
 
 impl PostureIndex {

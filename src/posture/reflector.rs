@@ -185,6 +185,9 @@ pub fn spawn_all(client: Client, posture: SharedPosture, sync: Arc<CacheSync>, m
     spawn_istio::<DestinationRule>(&client, &posture, &sync, metrics);
     spawn_istio::<ServiceEntry>(&client, &posture, &sync, metrics);
     spawn_istio::<Sidecar>(&client, &posture, &sync, metrics);
+    // Issue 21 hook: the exemption objects (their own watcher: a missing
+    // CRD means "no exemption objects", not an unverifiable posture).
+    crate::exemption::watch::spawn(&client, &posture, &sync, metrics);
 }
 
 fn spawn_istio<T: IstioKind>(
@@ -353,7 +356,7 @@ fn write(posture: &SharedPosture, f: impl FnOnce(&mut PostureIndex)) {
 /// `connect` makes a new watcher; it is called again, for a full re-list,
 /// when a synced watch is lost.
 #[allow(clippy::too_many_arguments)]
-async fn apply_events<K, S>(
+pub(crate) async fn apply_events<K, S>(
     mut connect: impl FnMut() -> S,
     posture: &SharedPosture,
     sync: &CacheSync,

@@ -127,6 +127,18 @@ fn entry(object: &ObjectRef, result: &RuleResult, now: Timestamp) -> ReportResul
     if !result.fix.is_empty() {
         properties.insert("fix".to_owned(), result.fix.clone());
     }
+    // Issue 21: which exemption lifted a skipped finding, why, and until when.
+    if let Some(note) = result
+        .exemption
+        .as_ref()
+        .filter(|_| result.outcome == Outcome::Skip)
+    {
+        properties.insert("exemption".to_owned(), note.source.clone());
+        properties.insert("reason".to_owned(), note.reason.clone());
+        if let Some(expires) = &note.expires {
+            properties.insert("expires".to_owned(), expires.clone());
+        }
+    }
     ReportResult {
         source: SOURCE.to_owned(),
         policy: rule.as_str().to_owned(),
@@ -201,6 +213,7 @@ mod tests {
             outcome,
             message: format!("{rule} is {} for this object", outcome.as_str()),
             fix: format!("fix {rule}"),
+            exemption: None,
         }
     }
 
@@ -220,6 +233,25 @@ mod tests {
                 result(RuleId::DefaultDenyRequired, Outcome::Fail),
             ],
         }
+    }
+
+    #[test]
+    fn a_skip_names_its_exemption_reason_and_expiry() {
+        let mut verdict = web();
+        verdict.results = vec![RuleResult {
+            exemption: Some(crate::report::verdict::ExemptionNote {
+                source: "ClusterMeshExemption/legacy-agents".into(),
+                reason: "node agents need the host network".into(),
+                expires: Some("2027-01-31T00:00:00Z".into()),
+            }),
+            ..result(RuleId::NoHostNetwork, Outcome::Skip)
+        }];
+        let report = report(&verdict, Flavor::Wgpolicy, NOW);
+        let p = &report.results[0].properties;
+        assert_eq!(report.results[0].result, "skip");
+        assert_eq!(p["exemption"], "ClusterMeshExemption/legacy-agents");
+        assert_eq!(p["reason"], "node agents need the host network");
+        assert_eq!(p["expires"], "2027-01-31T00:00:00Z");
     }
 
     #[test]

@@ -232,6 +232,7 @@ mod tests {
                 outcome,
                 message: String::new(),
                 fix: String::new(),
+                exemption: None,
             }],
         };
         build::report(&verdict, Flavor::Wgpolicy, Timestamp { seconds, nanos: 0 })

@@ -36,6 +36,18 @@ pub struct RuleResult {
     /// The finding's message, or the exemption's reason for a skip.
     pub message: String,
     pub fix: String,
+    /// For a skip: the exemption that lifted the finding.
+    pub exemption: Option<ExemptionNote>,
+}
+
+/// Which exemption lifted a finding: PolicyReport `properties`
+/// `exemption`, `reason` and `expires`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExemptionNote {
+    pub source: String,
+    pub reason: String,
+    /// RFC 3339; `None` for a config exemption without `expires`.
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +74,7 @@ impl ObjectVerdict {
                 },
                 message: judged.finding.message.clone(),
                 fix: judged.finding.fix.clone(),
+                exemption: None,
             });
         }
         for exempted in &judgement.exempted {
@@ -70,6 +83,11 @@ impl ObjectVerdict {
                 outcome: Outcome::Skip,
                 message: format!("exempted: {}", exempted.reason),
                 fix: String::new(),
+                exemption: Some(ExemptionNote {
+                    source: exempted.source.clone(),
+                    reason: exempted.reason.clone(),
+                    expires: exempted.expires.map(|at| at.to_string()),
+                }),
             });
         }
         for rule in rules_judging(reference.kind) {
@@ -80,6 +98,7 @@ impl ObjectVerdict {
                     outcome: Outcome::Pass,
                     message: String::new(),
                     fix: String::new(),
+                    exemption: None,
                 });
             }
         }
@@ -150,6 +169,8 @@ mod tests {
             exempted: vec![Exempted {
                 rule: RuleId::DedicatedServiceAccount,
                 reason: "legacy app, ticket 42".into(),
+                source: "MeshExemption/shop/legacy".into(),
+                expires: Some("2027-01-31T00:00:00Z".parse().unwrap()),
             }],
             exempt_namespace: false,
         };
@@ -172,6 +193,14 @@ mod tests {
         assert_eq!(outcome(RuleId::PeerAuthenticationStrict), None);
         let skip = verdict.results.iter().find(|r| r.outcome == Outcome::Skip);
         assert!(skip.is_some_and(|r| r.message.contains("ticket 42")));
+        assert_eq!(
+            skip.and_then(|r| r.exemption.clone()),
+            Some(ExemptionNote {
+                source: "MeshExemption/shop/legacy".into(),
+                reason: "legacy app, ticket 42".into(),
+                expires: Some("2027-01-31T00:00:00Z".into()),
+            })
+        );
     }
 
     #[test]

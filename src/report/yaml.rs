@@ -90,6 +90,7 @@ mod tests {
                 outcome,
                 message: String::new(),
                 fix: String::new(),
+                exemption: None,
             }],
         };
         let yaml = policy_reports(

@@ -204,6 +204,11 @@ pub struct Context<'a> {
     pub posture: &'a PostureIndex,
     pub config: &'a Config,
     pub operation: Operation<'a>,
+    /// When the judgement is made: exemptions apply strictly before their
+    /// `expires`. The rules stay pure: the caller passes the clock (the
+    /// webhook the time of the review, the background audit the time of
+    /// the pass, `meshgate audit` the current time or `--now`).
+    pub now: k8s_openapi::jiff::Timestamp,
 }
 
 /// A rule's check, by the kind of object it reads.

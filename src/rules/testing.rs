@@ -253,9 +253,13 @@ impl World {
             posture: &self.posture,
             config: &self.config,
             operation: Operation::Create,
+            now: TEST_NOW.parse().expect("a valid instant"),
         }
     }
 }
+
+/// The instant `World::ctx` judges at.
+pub const TEST_NOW: &str = "2026-12-07T10:00:00Z";
 
 pub fn rule_ids(findings: &[Finding]) -> Vec<RuleId> {
     findings.iter().map(|f| f.rule).collect()

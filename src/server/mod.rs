@@ -68,6 +68,11 @@ pub async fn run(
     let posture: SharedPosture = Arc::new(RwLock::new(Default::default()));
     let posture_metrics = PostureMetrics::new(config.clone(), posture.clone());
     crate::metrics::register_posture(&mut registry, posture_metrics.clone());
+    // Issue 21 hook: exemption gauges, computed at scrape time.
+    registry.register_collector(Box::new(crate::exemption::metrics::ExemptionMetrics::new(
+        config.clone(),
+        posture.clone(),
+    )));
     let registry = Arc::new(registry);
     let (cap, nofile) = conn::connection_cap(args.max_connections);
     tracing::info!(
@@ -223,6 +228,26 @@ impl Feed<'_> {
             let results = self.posture_metrics.results();
             events.start(client.clone(), results, args.own_namespace.clone());
         }
+        // Issue 21 hook: the exemption objects' status, written by one replica.
+        let lease = crate::leader::Lease {
+            namespace: args.own_namespace.clone(),
+            name: crate::exemption::status::STATUS_LEASE.to_owned(),
+            identity: crate::leader::identity(),
+            duration: std::time::Duration::from_secs(15),
+            purpose: "exemption status",
+        };
+        let elector = crate::leader::Elector::spawn(client.clone(), lease, Default::default());
+        let (c, p, r) = (
+            client.clone(),
+            self.posture.clone(),
+            self.posture_metrics.results(),
+        );
+        let leading = elector.leading();
+        tokio::spawn(async move {
+            // The elector lives as long as the writer.
+            let _elector = elector;
+            crate::exemption::status::run(c, p, r, leading).await;
+        });
         let confirmer = Arc::new(Confirmer::new(client, args.confirm_timeout));
         Ok((sync, Some(confirmer), report_task))
     }

@@ -289,6 +289,10 @@ pub fn decode(
         Kind::ServiceEntry => Err(serde::de::Error::custom(
             "ServiceEntries are watched for the posture, not judged",
         )),
+        // Issue 21 hook: exemption objects are reviewed by crate::exemption.
+        Kind::MeshExemption | Kind::ClusterMeshExemption => Err(serde::de::Error::custom(
+            "exemption objects are watched for the posture, not judged",
+        )),
         Kind::Pod
         | Kind::Deployment
         | Kind::StatefulSet

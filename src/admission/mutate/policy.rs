@@ -59,6 +59,7 @@ fn mount(
         posture: &posture,
         config,
         operation: rules::Operation::Create,
+        now: k8s_openapi::jiff::Timestamp::now(),
     };
     let eligible = posture.namespace(&pod.namespace).is_some_and(|ns| {
         ns.is_enrolled()
