@@ -107,6 +107,7 @@ fn judged_rules(
         posture,
         config,
         operation: Operation::Create,
+        now: k8s_openapi::jiff::Timestamp::now(),
     };
     meshgate::policy::judge(&subject, &ctx)
         .findings
