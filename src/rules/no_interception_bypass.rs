@@ -453,6 +453,36 @@ mod tests {
         assert_eq!(findings(&w).len(), 1, "{:?}", findings(&w));
     }
 
+    /// The objects that keep this rule webhook-only (docs/src/concepts/
+    /// native-policies.md): the status port in `PROXY_CONFIG` is read as
+    /// JSON, which no CEL function of the API server decodes.
+    #[test]
+    fn the_status_port_is_read_from_proxy_config_as_json() {
+        let with_config = |config: &str| {
+            let mut w = injected(pod("web"));
+            let init = &mut w.spec.init_containers.as_mut().unwrap()[0];
+            init.args = Some(vec!["-d".into(), "15090,15021,15555".into()]);
+            let proxy = w.spec.containers.last_mut().unwrap();
+            proxy.env = Some(vec![k8s_openapi::api::core::v1::EnvVar {
+                name: "PROXY_CONFIG".into(),
+                value: Some(config.into()),
+                ..Default::default()
+            }]);
+            findings(&w)
+        };
+        assert!(with_config(r#"{"statusPort":15555}"#).is_empty());
+        // An escaped key is the same key once decoded.
+        assert!(with_config(r#"{"status\u0050ort":15555}"#).is_empty());
+        // Only the top-level field counts, not a proxyMetadata entry.
+        let f = with_config(r#"{"proxyMetadata":{"statusPort":"15555"}}"#);
+        assert!(f[0].message.ends_with("flag -d 15555"), "{f:?}");
+        // The last of duplicate keys wins; a decimal is no port.
+        let f = with_config(r#"{"statusPort":15555,"statusPort":15020}"#);
+        assert!(f[0].message.ends_with("flag -d 15555"), "{f:?}");
+        let f = with_config(r#"{"statusPort":15555.0}"#);
+        assert!(f[0].message.ends_with("flag -d 15555"), "{f:?}");
+    }
+
     #[test]
     fn the_uid_istio_init_exempts_is_the_proxys_uid() {
         let mut w = fixture("kube-inject-pod.yaml");
