@@ -24,7 +24,8 @@ use crate::posture::PostureIndex;
 use crate::rules::{Context, Operation};
 use crate::subject::{self, Kind};
 
-use super::projection::{controller_of, trim, trim_metadata_only};
+use crate::watch::projection::controller_of;
+pub use crate::watch::projection::project;
 use super::{ObjectRef, Snapshot, Verdict};
 
 /// Objects judged per hold of the posture read lock, so the watchers'
@@ -49,13 +50,6 @@ pub enum Change {
         kind: Kind,
         present: BTreeSet<String>,
     },
-}
-
-/// Namespaces whose posture changed in the last pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PostureChange {
-    All,
-    Namespaces(BTreeSet<String>),
 }
 
 /// One object. Held as its trimmed JSON text and decoded again for each
@@ -94,19 +88,6 @@ pub fn key(kind: Kind, namespace: &str, name: &str) -> String {
 /// posture index holds.
 fn shapes_posture(kind: Kind) -> bool {
     kind.row().posture
-}
-
-/// Where a kind keeps its pod spec, for [`trim`].
-pub fn pod_spec_path(kind: Kind) -> Option<&'static [&'static str]> {
-    kind.row().pod_spec
-}
-
-/// Trims what the engine stores of `object` (see [`super::projection`]).
-pub fn project(kind: Kind, object: &mut Value) {
-    match pod_spec_path(kind) {
-        Some(path) => trim(object, path),
-        None => trim_metadata_only(object),
-    }
 }
 
 fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
@@ -285,21 +266,6 @@ impl Engine {
         self.all_dirty = true;
     }
 
-    /// Re-judges these namespaces on the next pass (without counting it as
-    /// a posture change).
-    pub fn mark(&mut self, change: &PostureChange) {
-        match change {
-            PostureChange::All => self.all_dirty = true,
-            PostureChange::Namespaces(namespaces) => {
-                for ns in namespaces {
-                    if let Some(keys) = self.by_namespace.get(ns) {
-                        self.dirty.extend(keys.iter().cloned());
-                    }
-                }
-            }
-        }
-    }
-
     pub fn has_work(&self) -> bool {
         self.all_dirty || !self.dirty.is_empty() || !self.posture_dirty.is_empty()
     }
@@ -312,17 +278,10 @@ impl Engine {
         self.objects.is_empty()
     }
 
-    /// Judges what is dirty against `posture`; returns the posture change the
-    /// pass acted on, so the caller can re-check it once the posture index
-    /// has surely caught up with the same events.
-    pub fn judge(&mut self, posture: &RwLock<PostureIndex>) -> Option<PostureChange> {
-        let posture_change = if self.all_dirty && !self.posture_dirty.is_empty() {
-            Some(PostureChange::All)
-        } else if !self.posture_dirty.is_empty() {
-            Some(PostureChange::Namespaces(self.posture_dirty.clone()))
-        } else {
-            None
-        };
+    /// Judges what is dirty against `posture`. The index is fed by the same
+    /// watches, before the engine, so it already holds every posture change
+    /// the engine has seen.
+    pub fn judge(&mut self, posture: &RwLock<PostureIndex>) {
         let targets: Vec<String> = if self.all_dirty {
             self.objects.keys().cloned().collect()
         } else {
@@ -395,7 +354,6 @@ impl Engine {
         if changed {
             self.generation += 1;
         }
-        posture_change
     }
 
     /// What `stored` is reported with: its judgement less what its owner
