@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
@@ -97,6 +98,56 @@ fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or("")
 }
 
+/// What the engine keeps of `value` (trimmed first), and a Certificate's
+/// expiry; `None`, logged, when it cannot be judged.
+fn stored(kind: Kind, mut value: Value) -> Option<(Stored, Option<i64>)> {
+    project(kind, &mut value);
+    let name = str_at(&value, "/metadata/name").to_owned();
+    let namespace = match kind {
+        Kind::Namespace => String::new(),
+        _ => str_at(&value, "/metadata/namespace").to_owned(),
+    };
+    let controller = controller_of(&value).and_then(|(api_version, owner_kind, owner)| {
+        Kind::from_api_version(&api_version, &owner_kind)
+            .filter(|k| k.is_workload())
+            .map(|k| key(k, &namespace, &owner))
+    });
+    let not_after = (kind == Kind::Certificate)
+        .then(|| value.pointer("/status/notAfter").cloned())
+        .flatten()
+        .and_then(|v| serde_json::from_value::<Time>(v).ok())
+        .map(|t| t.0.as_second());
+    let reference = ObjectRef {
+        api_version: str_at(&value, "/apiVersion").to_owned(),
+        kind,
+        namespace,
+        name,
+        uid: str_at(&value, "/metadata/uid").to_owned(),
+    };
+    let (namespace, name) = (&reference.namespace, &reference.name);
+    let source = serde_json::value::to_raw_value(&value)
+        .inspect_err(|error| {
+            tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot encode; skipped");
+        })
+        .ok()?;
+    // Decoded once here so that an object that cannot be judged is logged
+    // once, not on every pass.
+    let object = subject::decode(kind, value, namespace, name)
+        .inspect_err(|error| {
+            tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot decode; skipped");
+        })
+        .ok()?;
+    let scope = object.namespace().to_owned();
+    let stored = Stored {
+        source,
+        scope,
+        reference,
+        controller,
+        raw: None,
+    };
+    Some((stored, not_after))
+}
+
 impl Engine {
     pub fn new(config: Arc<Config>) -> Self {
         Engine {
@@ -136,61 +187,21 @@ impl Engine {
         }
     }
 
-    fn applied(&mut self, kind: Kind, mut value: Value) {
-        project(kind, &mut value);
-        let name = str_at(&value, "/metadata/name").to_owned();
-        let namespace = match kind {
-            Kind::Namespace => String::new(),
-            _ => str_at(&value, "/metadata/namespace").to_owned(),
+    fn applied(&mut self, kind: Kind, value: Value) {
+        let Some((stored, not_after)) = stored(kind, value) else {
+            return;
         };
-        let reference = ObjectRef {
-            api_version: str_at(&value, "/apiVersion").to_owned(),
-            kind,
-            namespace: namespace.clone(),
-            name: name.clone(),
-            uid: str_at(&value, "/metadata/uid").to_owned(),
-        };
-        let controller = controller_of(&value).and_then(|(api_version, owner_kind, owner)| {
-            Kind::from_api_version(&api_version, &owner_kind)
-                .filter(|k| k.is_workload())
-                .map(|k| key(k, &namespace, &owner))
-        });
-        let not_after = (kind == Kind::Certificate)
-            .then(|| value.pointer("/status/notAfter").cloned())
-            .flatten()
-            .and_then(|v| {
-                serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>(v)
-                    .ok()
-            })
-            .map(|t| t.0.as_second());
-        let source = match serde_json::value::to_raw_value(&value) {
-            Ok(source) => source,
-            Err(error) => {
-                tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot encode; skipped");
-                return;
-            }
-        };
-        // Decoded once here so that an object that cannot be judged is
-        // logged once, not on every pass.
-        let object = match subject::decode(kind, value, &namespace, &name) {
-            Ok(object) => object,
-            Err(error) => {
-                tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot decode; skipped");
-                return;
-            }
-        };
-        let k = key(kind, &namespace, &name);
+        let r = &stored.reference;
+        let k = key(kind, &r.namespace, &r.name);
         self.unlink(&k);
-        let scope = object.namespace().to_owned();
-        drop(object);
         if shapes_posture(kind) {
-            self.posture_changed(&scope);
+            self.posture_changed(&stored.scope);
         }
         self.by_namespace
-            .entry(scope.clone())
+            .entry(stored.scope.clone())
             .or_default()
             .insert(k.clone());
-        if let Some(owner) = &controller {
+        if let Some(owner) = &stored.controller {
             self.children
                 .entry(owner.clone())
                 .or_default()
@@ -201,16 +212,7 @@ impl Engine {
             None => self.certificate_expiry.remove(&k),
         };
         self.dirty.insert(k.clone());
-        self.objects.insert(
-            k,
-            Stored {
-                source,
-                scope,
-                reference,
-                controller,
-                raw: None,
-            },
-        );
+        self.objects.insert(k, stored);
     }
 
     /// Removes `k` from the indexes (not from `objects`).
@@ -282,21 +284,7 @@ impl Engine {
     /// watches, before the engine, so it already holds every posture change
     /// the engine has seen.
     pub fn judge(&mut self, posture: &RwLock<PostureIndex>) {
-        let targets: Vec<String> = if self.all_dirty {
-            self.objects.keys().cloned().collect()
-        } else {
-            let mut targets = std::mem::take(&mut self.dirty);
-            for ns in &self.posture_dirty {
-                if let Some(keys) = self.by_namespace.get(ns) {
-                    targets.extend(keys.iter().cloned());
-                }
-            }
-            targets.into_iter().collect()
-        };
-        self.all_dirty = false;
-        self.dirty.clear();
-        self.posture_dirty.clear();
-
+        let targets = self.take_targets();
         let config = self.config.clone();
         for chunk in targets.chunks(JUDGE_CHUNK) {
             let index = posture.read();
@@ -314,15 +302,37 @@ impl Engine {
                 }
             }
         }
+        self.report(&targets);
+    }
 
-        // A verdict depends on its own judgement and its owner's.
+    /// The keys to judge on this pass; nothing is dirty after it.
+    fn take_targets(&mut self) -> Vec<String> {
+        let targets = if self.all_dirty {
+            self.objects.keys().cloned().collect()
+        } else {
+            let mut targets = std::mem::take(&mut self.dirty);
+            for ns in &self.posture_dirty {
+                if let Some(keys) = self.by_namespace.get(ns) {
+                    targets.extend(keys.iter().cloned());
+                }
+            }
+            targets.into_iter().collect()
+        };
+        self.all_dirty = false;
+        self.dirty.clear();
+        self.posture_dirty.clear();
+        targets
+    }
+
+    /// Updates the verdicts of the judged `targets` and of their children:
+    /// a verdict depends on its own judgement and its owner's.
+    fn report(&mut self, targets: &[String]) {
         let mut report: BTreeSet<&String> = targets.iter().collect();
-        for k in &targets {
+        for k in targets {
             if let Some(kids) = self.children.get(k) {
                 report.extend(kids.iter());
             }
         }
-        let mut changed = false;
         let mut updates = Vec::new();
         for k in report {
             let next = self.objects.get(k).and_then(|stored| {
@@ -341,19 +351,17 @@ impl Engine {
                 updates.push((k.clone(), next));
             }
         }
-        if !updates.is_empty() {
-            let verdicts = Arc::make_mut(&mut self.verdicts);
-            for (k, next) in updates {
-                match next {
-                    Some(v) => verdicts.insert(k, Arc::new(v)),
-                    None => verdicts.remove(&k),
-                };
-            }
-            changed = true;
+        if updates.is_empty() {
+            return;
         }
-        if changed {
-            self.generation += 1;
+        let verdicts = Arc::make_mut(&mut self.verdicts);
+        for (k, next) in updates {
+            match next {
+                Some(v) => verdicts.insert(k, Arc::new(v)),
+                None => verdicts.remove(&k),
+            };
         }
+        self.generation += 1;
     }
 
     /// What `stored` is reported with: its judgement less what its owner

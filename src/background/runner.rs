@@ -1,7 +1,7 @@
 //! The engine's loop: debounce, the first pass once every cache has synced,
 //! the periodic full re-judge, and publishing the results. No pass needs
 //! re-checking: the posture index is fed by the same watches, before the
-//! engine (`crate::feeds`).
+//! engine.
 
 use std::collections::HashSet;
 use std::sync::Arc;
