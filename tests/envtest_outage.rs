@@ -374,9 +374,7 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
     // probes every 30 s and says once that it cannot reach the API.
     let others: Vec<&String> = loud.iter().filter(|m| *m != LOST).collect();
     assert!(
-        others
-            .iter()
-            .all(|m| m.starts_with("cannot probe the API")),
+        others.iter().all(|m| m.starts_with("cannot probe the API")),
         "{others:?}"
     );
     assert!(others.len() <= 2, "{others:?}");

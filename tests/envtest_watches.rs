@@ -27,7 +27,10 @@ rules:
 fn watches(log: &std::path::Path) -> BTreeMap<String, usize> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let mut counts = BTreeMap::new();
-    for event in text.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()) {
+    for event in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
         if event["verb"] != "watch" || event["user"]["username"] != "e2e-admin" {
             continue;
         }
@@ -63,10 +66,14 @@ async fn serve_opens_exactly_one_watch_per_kind() {
     envtest::create_namespace(&client, "shop", json!({"istio-injection": "enabled"})).await;
 
     let meshgate = Server::start(Options::default().kubeconfig(env.kubeconfig()));
-    eventually("the first complete judgement", Duration::from_secs(60), || async {
-        let metrics = meshgate.metrics().await;
-        (metrics.value("meshgate_background_audit_complete", &[]) == 1.0).then_some(())
-    })
+    eventually(
+        "the first complete judgement",
+        Duration::from_secs(60),
+        || async {
+            let metrics = meshgate.metrics().await;
+            (metrics.value("meshgate_background_audit_complete", &[]) == 1.0).then_some(())
+        },
+    )
     .await;
     // Every watch is open once the audit is complete; a second one would
     // come within the same moment, so give it room.

@@ -15,8 +15,6 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -25,9 +23,9 @@ use crate::posture::PostureIndex;
 use crate::rules::{Context, Operation};
 use crate::subject::{self, Kind};
 
-use crate::watch::projection::controller_of;
+use super::stored::{stored, Stored};
+use super::{Snapshot, Verdict};
 pub use crate::watch::projection::project;
-use super::{ObjectRef, Snapshot, Verdict};
 
 /// Objects judged per hold of the posture read lock, so the watchers'
 /// writes (and the admission reads queued behind them) never wait long.
@@ -53,20 +51,6 @@ pub enum Change {
     },
 }
 
-/// One object. Held as its trimmed JSON text and decoded again for each
-/// judgement: a decoded pod (its security contexts are k8s-openapi types,
-/// mostly empty options inline) takes several times the memory of its
-/// text, and clusters hold many pods.
-struct Stored {
-    source: Box<RawValue>,
-    /// The namespace the object is judged in (a Namespace's own name).
-    scope: String,
-    reference: ObjectRef,
-    /// The key of the controlling owner, when it is a judged kind.
-    controller: Option<String>,
-    raw: Option<Judgement>,
-}
-
 pub struct Engine {
     config: Arc<Config>,
     objects: HashMap<String, Stored>,
@@ -89,63 +73,6 @@ pub fn key(kind: Kind, namespace: &str, name: &str) -> String {
 /// posture index holds.
 fn shapes_posture(kind: Kind) -> bool {
     kind.row().posture
-}
-
-fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or("")
-}
-
-/// What the engine keeps of `value` (trimmed first), and a Certificate's
-/// expiry; `None`, logged, when it cannot be judged.
-fn stored(kind: Kind, mut value: Value) -> Option<(Stored, Option<i64>)> {
-    project(kind, &mut value);
-    let name = str_at(&value, "/metadata/name").to_owned();
-    let namespace = match kind {
-        Kind::Namespace => String::new(),
-        _ => str_at(&value, "/metadata/namespace").to_owned(),
-    };
-    let controller = controller_of(&value).and_then(|(api_version, owner_kind, owner)| {
-        Kind::from_api_version(&api_version, &owner_kind)
-            .filter(|k| k.is_workload())
-            .map(|k| key(k, &namespace, &owner))
-    });
-    let not_after = (kind == Kind::Certificate)
-        .then(|| value.pointer("/status/notAfter").cloned())
-        .flatten()
-        .and_then(|v| serde_json::from_value::<Time>(v).ok())
-        .map(|t| t.0.as_second());
-    let reference = ObjectRef {
-        api_version: str_at(&value, "/apiVersion").to_owned(),
-        kind,
-        namespace,
-        name,
-        uid: str_at(&value, "/metadata/uid").to_owned(),
-    };
-    let (namespace, name) = (&reference.namespace, &reference.name);
-    let source = serde_json::value::to_raw_value(&value)
-        .inspect_err(|error| {
-            tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot encode; skipped");
-        })
-        .ok()?;
-    // Decoded once here so that an object that cannot be judged is logged
-    // once, not on every pass.
-    let object = subject::decode(kind, value, namespace, name)
-        .inspect_err(|error| {
-            tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot decode; skipped");
-        })
-        .ok()?;
-    let scope = object.namespace().to_owned();
-    let stored = Stored {
-        source,
-        scope,
-        reference,
-        controller,
-        raw: None,
-    };
-    Some((stored, not_after))
 }
 
 impl Engine {

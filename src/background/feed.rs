@@ -158,7 +158,11 @@ fn key_of(kind: Kind, object: &DynamicObject) -> String {
     let name = object.metadata.name.as_deref().unwrap_or("");
     match kind {
         Kind::Namespace => key(kind, "", name),
-        _ => key(kind, object.metadata.namespace.as_deref().unwrap_or(""), name),
+        _ => key(
+            kind,
+            object.metadata.namespace.as_deref().unwrap_or(""),
+            name,
+        ),
     }
 }
 

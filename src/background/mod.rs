@@ -25,6 +25,7 @@ pub mod engine;
 pub mod feed;
 pub mod metrics;
 pub mod runner;
+mod stored;
 
 /// The projection moved to the shared watch layer, which trims on arrival.
 pub use crate::watch::projection;

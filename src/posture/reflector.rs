@@ -7,14 +7,14 @@
 //! A lost watch marks the cache stale (`CacheSync::is_stale`) until it has
 //! listed again; the watch logs and counts the outage, once for every sink.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::DynamicObject;
 use parking_lot::RwLock;
 use serde::de::DeserializeOwned;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::istio::{
     AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
@@ -193,7 +193,10 @@ indexed_istio_kind!(
 /// does not hold.
 pub fn sink(kind: Kind, posture: &SharedPosture, sync: &Arc<CacheSync>) -> Option<Box<dyn Sink>> {
     fn boxed<T: Indexed>(posture: &SharedPosture, sync: &Arc<CacheSync>) -> Option<Box<dyn Sink>> {
-        Some(Box::new(PostureSink::<T>::new(posture.clone(), sync.clone())))
+        Some(Box::new(PostureSink::<T>::new(
+            posture.clone(),
+            sync.clone(),
+        )))
     }
     match kind {
         Kind::Namespace => boxed::<Namespace>(posture, sync),
@@ -301,7 +304,10 @@ mod tests {
         posture.write().apply_namespace(&namespace("gone", &[]));
         let mut sink = PostureSink::<Namespace>::new(posture.clone(), sync.clone());
         let shop = dynamic(&namespace("shop", &[("istio-injection", "enabled")]));
-        let (plain, new) = (dynamic(&namespace("shop", &[])), dynamic(&namespace("new", &[])));
+        let (plain, new) = (
+            dynamic(&namespace("shop", &[])),
+            dynamic(&namespace("new", &[])),
+        );
         for seen in [
             Seen::Relisting,
             Seen::Listing(&shop),
@@ -315,7 +321,10 @@ mod tests {
         let index = posture.read();
         assert!(index.namespace("gone").is_none());
         assert!(index.namespace("new").is_none());
-        assert_eq!(index.namespace("shop").unwrap().label("istio-injection"), None);
+        assert_eq!(
+            index.namespace("shop").unwrap().label("istio-injection"),
+            None
+        );
         assert!(sync.states().any(|(r, synced)| r == NAMESPACES && synced));
     }
 
@@ -329,7 +338,10 @@ mod tests {
         sink.seen(Seen::Listed);
         sink.seen(Seen::Lost);
         assert!(sync.is_stale());
-        assert!(posture.read().namespace("shop").is_some(), "kept while lost");
+        assert!(
+            posture.read().namespace("shop").is_some(),
+            "kept while lost"
+        );
         sink.seen(Seen::Relisting);
         sink.seen(Seen::Listed);
         assert!(!sync.is_stale(), "fresh again after the re-list");

@@ -27,7 +27,10 @@ impl Sink for Recorder {
             Seen::Missing => "missing".to_owned(),
             Seen::Lost => "lost".to_owned(),
         };
-        self.log.lock().unwrap().push(format!("{}: {line}", self.name));
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{}: {line}", self.name));
         self.lives = self.lives.saturating_sub(1);
         let alive = self.lives > 0;
         Box::pin(async move { alive })

@@ -30,7 +30,10 @@ where
 
 /// The kind's resource at the newest version the API server serves, or
 /// `None` when none is.
-pub async fn served_resource(client: &Client, kind: Kind) -> Result<Option<ApiResource>, kube::Error> {
+pub async fn served_resource(
+    client: &Client,
+    kind: Kind,
+) -> Result<Option<ApiResource>, kube::Error> {
     at_newest_served(kind, |resource| async move {
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         api.list_metadata(&ListParams::default().limit(1)).await?;
@@ -60,14 +63,22 @@ mod tests {
         let found = at_newest_served(Kind::Sidecar, |resource| {
             tried.push(resource.version.clone());
             let served = resource.version == "v1alpha3";
-            async move { if served { Ok(resource.api_version) } else { Err(not_found()) } }
+            async move {
+                if served {
+                    Ok(resource.api_version)
+                } else {
+                    Err(not_found())
+                }
+            }
         })
         .await
         .unwrap();
         assert_eq!(found.as_deref(), Some("networking.istio.io/v1alpha3"));
         assert_eq!(tried, ["v1", "v1beta1", "v1alpha3"]);
 
-        let none = at_newest_served(Kind::PeerAuthentication, |_| async { Err::<(), _>(not_found()) });
+        let none = at_newest_served(Kind::PeerAuthentication, |_| async {
+            Err::<(), _>(not_found())
+        });
         assert!(none.await.unwrap().is_none(), "no version served");
 
         let mut calls = 0;
