@@ -79,8 +79,11 @@ impl Runner {
                 );
             }
             // A deletion alone changes the verdicts without a pass.
-            if self.engine.has_work() && !self.pass().await {
-                return;
+            if self.engine.has_work() {
+                match pass(self.engine, self.posture.clone()).await {
+                    Some(engine) => self.engine = engine,
+                    None => return,
+                }
             }
             publish(&results, self.engine.snapshot(true));
         }
@@ -93,32 +96,31 @@ impl Runner {
             self.take(change, listed);
         }
     }
+}
 
-    /// Judges what is dirty on a blocking thread; false if the pass panicked.
-    async fn pass(&mut self) -> bool {
-        let started = std::time::Instant::now();
-        let posture = self.posture.clone();
-        let mut engine = std::mem::replace(&mut self.engine, Engine::new(Default::default()));
-        let judged = tokio::task::spawn_blocking(move || {
-            engine.judge(&posture);
-            // This blocking-pool thread may idle next: its garbage goes
-            // back to the OS now.
-            crate::allocator::release_freed_memory();
-            engine
-        })
-        .await;
-        match judged {
-            Ok(engine) => self.engine = engine,
-            Err(error) => {
-                tracing::error!(%error, "background audit: a pass panicked; stopping");
-                return false;
-            }
+/// Judges what is dirty on a blocking thread; `None` if the pass panicked.
+async fn pass(mut engine: Engine, posture: SharedPosture) -> Option<Engine> {
+    let started = std::time::Instant::now();
+    let judged = tokio::task::spawn_blocking(move || {
+        engine.judge(&posture);
+        // This blocking-pool thread may idle next: its garbage goes back to
+        // the OS now.
+        crate::allocator::release_freed_memory();
+        engine
+    })
+    .await;
+    match judged {
+        Ok(engine) => {
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "background audit pass"
+            );
+            Some(engine)
         }
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "background audit pass"
-        );
-        true
+        Err(error) => {
+            tracing::error!(%error, "background audit: a pass panicked; stopping");
+            None
+        }
     }
 }
 
