@@ -389,30 +389,6 @@ impl Kind {
     }
 }
 
-impl Kind {
-    /// The kind's resource at the newest version the API server serves, or
-    /// `None` when every version answers 404 (the CRDs are not installed).
-    pub async fn served_resource(
-        self,
-        client: &kube::Client,
-    ) -> Result<Option<ApiResource>, kube::Error> {
-        for version in self.row().versions {
-            let resource = self.api_resource(version);
-            let api: kube::Api<kube::api::DynamicObject> =
-                kube::Api::all_with(client.clone(), &resource);
-            match api
-                .list_metadata(&kube::api::ListParams::default().limit(1))
-                .await
-            {
-                Ok(_) => return Ok(Some(resource)),
-                Err(kube::Error::Api(status)) if status.code == 404 => continue,
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(None)
-    }
-}
-
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Lowercase, as kubectl names objects ("deployment shop/web").

@@ -5,7 +5,7 @@
 //! ```text
 //! AdmissionReview ─▶ admission::review ─▶ subject (typed object)
 //!                                             │
-//!   posture index ◀─ reflectors / files       ▼
+//!   posture index ◀─ watch / files            ▼
 //!   (namespaces, ...)        ─────────▶ rules (pure) ─▶ findings
 //!                                             │
 //!                    policy (modes, exemptions) ─▶ decision ─▶ response
@@ -13,6 +13,9 @@
 //!
 //! `kinds` is the one table of the kinds meshgate knows (API facts, what
 //! is watched and judged); `rules::RULES` the one table of the rules.
+//! `watch` opens one watch per kind and feeds its events, trimmed on
+//! arrival, to the posture index and then the background audit (`feeds`
+//! wires them in `serve`).
 //! [`admission::Reviewer`] owns the whole decision, confirming a denial on
 //! cached posture against the API server; `server` is thin plumbing around
 //! it (read the body, call, answer, log, count). `audit` runs the
@@ -39,6 +42,7 @@ pub mod config;
 pub mod duration;
 pub mod events;
 pub mod exemption;
+pub mod feeds;
 pub mod injection;
 pub mod istio;
 pub mod kinds;
@@ -56,3 +60,4 @@ pub mod server;
 pub mod strict;
 pub mod subject;
 pub mod uninstall;
+pub mod watch;

@@ -169,22 +169,9 @@ pub struct Metrics {
     tls_reloads: Family<ResultLabels, Counter>,
     cache_synced: Family<ResourceLabels, Gauge>,
     mutations: Family<OutcomeLabels, Counter>,
-    watch_errors: Family<ResourceLabels, Counter>,
-    watch_restarts: Family<ResourceLabels, Counter>,
-    background_watch_errors: Family<ResourceLabels, Counter>,
-    background_watch_restarts: Family<ResourceLabels, Counter>,
     connections_open: Gauge,
     connections_shed: Family<ReasonLabels, Counter>,
     election: crate::leader::ElectionMetrics,
-}
-
-/// The counters of one watched resource, handed to its watcher.
-#[derive(Clone, Debug, Default)]
-pub struct WatchCounters {
-    /// Every failed list or watch call (API server gone, connection reset).
-    pub errors: Counter,
-    /// Watches re-established, with a fresh list, after being lost.
-    pub restarts: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -209,10 +196,6 @@ impl Metrics {
             tls_reloads: Family::default(),
             cache_synced: Family::default(),
             mutations: Family::default(),
-            watch_errors: Family::default(),
-            watch_restarts: Family::default(),
-            background_watch_errors: Family::default(),
-            background_watch_restarts: Family::default(),
             connections_open: Gauge::default(),
             connections_shed: Family::default(),
             election: Default::default(),
@@ -254,26 +237,6 @@ impl Metrics {
             metrics.mutations.clone(),
         );
         r.register(
-            "watch_errors",
-            "Failed list/watch calls to the API server, by watched resource",
-            metrics.watch_errors.clone(),
-        );
-        r.register(
-            "watch_restarts",
-            "Watches re-established (with a full re-list) after being lost, by watched resource",
-            metrics.watch_restarts.clone(),
-        );
-        r.register(
-            "background_watch_errors",
-            "Failed list/watch calls of the background audit's watches, by watched resource",
-            metrics.background_watch_errors.clone(),
-        );
-        r.register(
-            "background_watch_restarts",
-            "Background audit watches re-established (with a full re-list) after being lost, by watched resource",
-            metrics.background_watch_restarts.clone(),
-        );
-        r.register(
             "connections_open",
             "Open webhook connections",
             metrics.connections_open.clone(),
@@ -305,28 +268,6 @@ impl Metrics {
     /// The leader election's series, handed to the elector.
     pub fn election(&self) -> crate::leader::ElectionMetrics {
         self.election.clone()
-    }
-
-    /// The watch counters of `resource`, created at zero so that a rate or
-    /// an increase() works from the first scrape.
-    pub fn watch_counters(&self, resource: &'static str) -> WatchCounters {
-        let labels = ResourceLabels { resource };
-        WatchCounters {
-            errors: self.watch_errors.get_or_create(&labels).clone(),
-            restarts: self.watch_restarts.get_or_create(&labels).clone(),
-        }
-    }
-
-    /// The background audit's watch counters of `resource`, created at 0.
-    pub fn background_watch_counters(&self, resource: &'static str) -> WatchCounters {
-        let labels = ResourceLabels { resource };
-        WatchCounters {
-            errors: self.background_watch_errors.get_or_create(&labels).clone(),
-            restarts: self
-                .background_watch_restarts
-                .get_or_create(&labels)
-                .clone(),
-        }
     }
 
     /// Creates every bounded series of errors and failures at 0, so that

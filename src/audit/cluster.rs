@@ -80,8 +80,7 @@ async fn list(
     kind: Kind,
     namespace: Option<&str>,
 ) -> Result<Option<Vec<DynamicObject>>, ClusterError> {
-    for version in kind.row().versions {
-        let resource = kind.api_resource(version);
+    let listed = crate::watch::at_newest_served(kind, |resource| {
         let mut params = ListParams::default();
         let api: Api<DynamicObject> = match namespace {
             Some(ns) if kind == Kind::Namespace => {
@@ -95,32 +94,28 @@ async fn list(
             Some(_) => Api::all_with(client.clone(), &resource),
             None => Api::all_with(client.clone(), &resource),
         };
-        match api.list(&params).await {
-            Ok(list) => {
-                let items = list
-                    .items
-                    .into_iter()
-                    .map(|mut o| {
-                        // Lists leave the items' types out.
-                        o.types = Some(kube::api::TypeMeta {
-                            api_version: resource.api_version.clone(),
-                            kind: resource.kind.clone(),
-                        });
-                        o
-                    })
-                    .collect();
-                return Ok(Some(items));
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => continue,
-            Err(source) => {
-                return Err(ClusterError::List {
-                    kind: kind.as_str(),
-                    source,
+        async move {
+            let list = api.list(&params).await?;
+            // Lists leave the items' types out.
+            let types = kube::api::TypeMeta {
+                api_version: resource.api_version.clone(),
+                kind: resource.kind.clone(),
+            };
+            Ok(list
+                .items
+                .into_iter()
+                .map(|mut o| {
+                    o.types = Some(types.clone());
+                    o
                 })
-            }
+                .collect())
         }
-    }
-    Ok(None)
+    })
+    .await;
+    listed.map_err(|source| ClusterError::List {
+        kind: kind.as_str(),
+        source,
+    })
 }
 
 /// The audit of a live cluster: the objects read, the posture index built

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::config::Config;
@@ -24,8 +23,9 @@ use crate::posture::PostureIndex;
 use crate::rules::{Context, Operation};
 use crate::subject::{self, Kind};
 
-use super::projection::{controller_of, trim, trim_metadata_only};
-use super::{ObjectRef, Snapshot, Verdict};
+use super::stored::{stored, Stored};
+use super::{Snapshot, Verdict};
+pub use crate::watch::projection::project;
 
 /// Objects judged per hold of the posture read lock, so the watchers'
 /// writes (and the admission reads queued behind them) never wait long.
@@ -51,27 +51,6 @@ pub enum Change {
     },
 }
 
-/// Namespaces whose posture changed in the last pass.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PostureChange {
-    All,
-    Namespaces(BTreeSet<String>),
-}
-
-/// One object. Held as its trimmed JSON text and decoded again for each
-/// judgement: a decoded pod (its security contexts are k8s-openapi types,
-/// mostly empty options inline) takes several times the memory of its
-/// text, and clusters hold many pods.
-struct Stored {
-    source: Box<RawValue>,
-    /// The namespace the object is judged in (a Namespace's own name).
-    scope: String,
-    reference: ObjectRef,
-    /// The key of the controlling owner, when it is a judged kind.
-    controller: Option<String>,
-    raw: Option<Judgement>,
-}
-
 pub struct Engine {
     config: Arc<Config>,
     objects: HashMap<String, Stored>,
@@ -94,26 +73,6 @@ pub fn key(kind: Kind, namespace: &str, name: &str) -> String {
 /// posture index holds.
 fn shapes_posture(kind: Kind) -> bool {
     kind.row().posture
-}
-
-/// Where a kind keeps its pod spec, for [`trim`].
-pub fn pod_spec_path(kind: Kind) -> Option<&'static [&'static str]> {
-    kind.row().pod_spec
-}
-
-/// Trims what the engine stores of `object` (see [`super::projection`]).
-pub fn project(kind: Kind, object: &mut Value) {
-    match pod_spec_path(kind) {
-        Some(path) => trim(object, path),
-        None => trim_metadata_only(object),
-    }
-}
-
-fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
-    object
-        .pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or("")
 }
 
 impl Engine {
@@ -155,61 +114,21 @@ impl Engine {
         }
     }
 
-    fn applied(&mut self, kind: Kind, mut value: Value) {
-        project(kind, &mut value);
-        let name = str_at(&value, "/metadata/name").to_owned();
-        let namespace = match kind {
-            Kind::Namespace => String::new(),
-            _ => str_at(&value, "/metadata/namespace").to_owned(),
+    fn applied(&mut self, kind: Kind, value: Value) {
+        let Some((stored, not_after)) = stored(kind, value) else {
+            return;
         };
-        let reference = ObjectRef {
-            api_version: str_at(&value, "/apiVersion").to_owned(),
-            kind,
-            namespace: namespace.clone(),
-            name: name.clone(),
-            uid: str_at(&value, "/metadata/uid").to_owned(),
-        };
-        let controller = controller_of(&value).and_then(|(api_version, owner_kind, owner)| {
-            Kind::from_api_version(&api_version, &owner_kind)
-                .filter(|k| k.is_workload())
-                .map(|k| key(k, &namespace, &owner))
-        });
-        let not_after = (kind == Kind::Certificate)
-            .then(|| value.pointer("/status/notAfter").cloned())
-            .flatten()
-            .and_then(|v| {
-                serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>(v)
-                    .ok()
-            })
-            .map(|t| t.0.as_second());
-        let source = match serde_json::value::to_raw_value(&value) {
-            Ok(source) => source,
-            Err(error) => {
-                tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot encode; skipped");
-                return;
-            }
-        };
-        // Decoded once here so that an object that cannot be judged is
-        // logged once, not on every pass.
-        let object = match subject::decode(kind, value, &namespace, &name) {
-            Ok(object) => object,
-            Err(error) => {
-                tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot decode; skipped");
-                return;
-            }
-        };
-        let k = key(kind, &namespace, &name);
+        let r = &stored.reference;
+        let k = key(kind, &r.namespace, &r.name);
         self.unlink(&k);
-        let scope = object.namespace().to_owned();
-        drop(object);
         if shapes_posture(kind) {
-            self.posture_changed(&scope);
+            self.posture_changed(&stored.scope);
         }
         self.by_namespace
-            .entry(scope.clone())
+            .entry(stored.scope.clone())
             .or_default()
             .insert(k.clone());
-        if let Some(owner) = &controller {
+        if let Some(owner) = &stored.controller {
             self.children
                 .entry(owner.clone())
                 .or_default()
@@ -220,16 +139,7 @@ impl Engine {
             None => self.certificate_expiry.remove(&k),
         };
         self.dirty.insert(k.clone());
-        self.objects.insert(
-            k,
-            Stored {
-                source,
-                scope,
-                reference,
-                controller,
-                raw: None,
-            },
-        );
+        self.objects.insert(k, stored);
     }
 
     /// Removes `k` from the indexes (not from `objects`).
@@ -285,21 +195,6 @@ impl Engine {
         self.all_dirty = true;
     }
 
-    /// Re-judges these namespaces on the next pass (without counting it as
-    /// a posture change).
-    pub fn mark(&mut self, change: &PostureChange) {
-        match change {
-            PostureChange::All => self.all_dirty = true,
-            PostureChange::Namespaces(namespaces) => {
-                for ns in namespaces {
-                    if let Some(keys) = self.by_namespace.get(ns) {
-                        self.dirty.extend(keys.iter().cloned());
-                    }
-                }
-            }
-        }
-    }
-
     /// Issue 21 hook: re-judges on the next pass every object whose
     /// judgement rests on an exemption expired at `now`.
     pub fn mark_exempted_until(&mut self, now: k8s_openapi::jiff::Timestamp) {
@@ -314,6 +209,16 @@ impl Engine {
         self.dirty.extend(keys);
     }
 
+    /// Re-judges these namespaces on the next pass (exemption objects there
+    /// changed).
+    pub fn mark_namespaces(&mut self, namespaces: impl IntoIterator<Item = String>) {
+        for ns in namespaces {
+            if let Some(keys) = self.by_namespace.get(&ns) {
+                self.dirty.extend(keys.iter().cloned());
+            }
+        }
+    }
+
     pub fn has_work(&self) -> bool {
         self.all_dirty || !self.dirty.is_empty() || !self.posture_dirty.is_empty()
     }
@@ -326,32 +231,11 @@ impl Engine {
         self.objects.is_empty()
     }
 
-    /// Judges what is dirty against `posture`; returns the posture change the
-    /// pass acted on, so the caller can re-check it once the posture index
-    /// has surely caught up with the same events.
-    pub fn judge(&mut self, posture: &RwLock<PostureIndex>) -> Option<PostureChange> {
-        let posture_change = if self.all_dirty && !self.posture_dirty.is_empty() {
-            Some(PostureChange::All)
-        } else if !self.posture_dirty.is_empty() {
-            Some(PostureChange::Namespaces(self.posture_dirty.clone()))
-        } else {
-            None
-        };
-        let targets: Vec<String> = if self.all_dirty {
-            self.objects.keys().cloned().collect()
-        } else {
-            let mut targets = std::mem::take(&mut self.dirty);
-            for ns in &self.posture_dirty {
-                if let Some(keys) = self.by_namespace.get(ns) {
-                    targets.extend(keys.iter().cloned());
-                }
-            }
-            targets.into_iter().collect()
-        };
-        self.all_dirty = false;
-        self.dirty.clear();
-        self.posture_dirty.clear();
-
+    /// Judges what is dirty against `posture`. The index is fed by the same
+    /// watches, before the engine, so it already holds every posture change
+    /// the engine has seen.
+    pub fn judge(&mut self, posture: &RwLock<PostureIndex>) {
+        let targets = self.take_targets();
         let config = self.config.clone();
         for chunk in targets.chunks(JUDGE_CHUNK) {
             let index = posture.read();
@@ -371,15 +255,37 @@ impl Engine {
                 }
             }
         }
+        self.report(&targets);
+    }
 
-        // A verdict depends on its own judgement and its owner's.
+    /// The keys to judge on this pass; nothing is dirty after it.
+    fn take_targets(&mut self) -> Vec<String> {
+        let targets = if self.all_dirty {
+            self.objects.keys().cloned().collect()
+        } else {
+            let mut targets = std::mem::take(&mut self.dirty);
+            for ns in &self.posture_dirty {
+                if let Some(keys) = self.by_namespace.get(ns) {
+                    targets.extend(keys.iter().cloned());
+                }
+            }
+            targets.into_iter().collect()
+        };
+        self.all_dirty = false;
+        self.dirty.clear();
+        self.posture_dirty.clear();
+        targets
+    }
+
+    /// Updates the verdicts of the judged `targets` and of their children:
+    /// a verdict depends on its own judgement and its owner's.
+    fn report(&mut self, targets: &[String]) {
         let mut report: BTreeSet<&String> = targets.iter().collect();
-        for k in &targets {
+        for k in targets {
             if let Some(kids) = self.children.get(k) {
                 report.extend(kids.iter());
             }
         }
-        let mut changed = false;
         let mut updates = Vec::new();
         for k in report {
             let next = self.objects.get(k).and_then(|stored| {
@@ -398,20 +304,17 @@ impl Engine {
                 updates.push((k.clone(), next));
             }
         }
-        if !updates.is_empty() {
-            let verdicts = Arc::make_mut(&mut self.verdicts);
-            for (k, next) in updates {
-                match next {
-                    Some(v) => verdicts.insert(k, Arc::new(v)),
-                    None => verdicts.remove(&k),
-                };
-            }
-            changed = true;
+        if updates.is_empty() {
+            return;
         }
-        if changed {
-            self.generation += 1;
+        let verdicts = Arc::make_mut(&mut self.verdicts);
+        for (k, next) in updates {
+            match next {
+                Some(v) => verdicts.insert(k, Arc::new(v)),
+                None => verdicts.remove(&k),
+            };
         }
-        posture_change
+        self.generation += 1;
     }
 
     /// What `stored` is reported with: its judgement less what its owner

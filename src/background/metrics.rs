@@ -154,109 +154,133 @@ fn emit(
 
 impl Collector for PostureMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let build = Gauges::<VersionLabels>::default();
-        build
-            .get_or_create(&VersionLabels {
-                version: env!("CARGO_PKG_VERSION"),
-            })
-            .set(1);
-        emit(
-            &mut encoder,
-            "build_info",
-            "Always 1; the version label says which meshgate runs",
-            &build,
-        )?;
+        encode_build(&mut encoder)?;
+        self.encode_namespaces(&mut encoder)?;
+        let Some(results) = self.results.get() else {
+            return Ok(());
+        };
+        let snapshot = results.snapshot();
+        encode_background(&mut encoder, &snapshot)?;
+        encode_certificate_expiry(&mut encoder, &snapshot)
+    }
+}
 
+fn encode_build(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let build = Gauges::<VersionLabels>::default();
+    build
+        .get_or_create(&VersionLabels {
+            version: env!("CARGO_PKG_VERSION"),
+        })
+        .set(1);
+    emit(
+        encoder,
+        "build_info",
+        "Always 1; the version label says which meshgate runs",
+        &build,
+    )
+}
+
+impl PostureMetrics {
+    fn encode_namespaces(&self, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut ns = NamespaceGauges::default();
         {
             let index = self.posture.read();
             self.namespace_gauges(&index, &mut ns);
         }
         emit(
-            &mut encoder,
+            encoder,
             "namespace_enrolled",
             "1 when the namespace is enrolled in the mesh (sidecar injection or ambient)",
             &ns.enrolled,
         )?;
         emit(
-            &mut encoder,
+            encoder,
             "namespace_mtls_strict",
             "1 when the namespace's effective mTLS mode is STRICT on every port",
             &ns.strict,
         )?;
         emit(
-            &mut encoder,
+            encoder,
             "namespace_mtls_mode",
             "The namespace's effective mTLS mode (one series per namespace, value 1)",
             &ns.mode,
         )?;
-        emit(&mut encoder, "namespace_deny_by_default", "1 when a deny-by-default AuthorizationPolicy covers the namespace (its own or the root namespace's)", &ns.deny)?;
+        emit(encoder, "namespace_deny_by_default", "1 when a deny-by-default AuthorizationPolicy covers the namespace (its own or the root namespace's)", &ns.deny)?;
         emit(
-            &mut encoder,
+            encoder,
             "namespace_weak",
             "1 when the namespace is not enrolled, not STRICT, or not deny-by-default",
             &ns.weak,
         )?;
         emit(
-            &mut encoder,
+            encoder,
             "namespace_weakness",
             "Why a namespace is weak: not_enrolled, mtls_not_strict, no_deny_by_default (value 1)",
             &ns.weakness,
         )?;
-
-        let Some(results) = self.results.get() else {
-            return Ok(());
-        };
-        let snapshot = results.snapshot();
-        let complete = Gauge::<i64>::default();
-        complete.set(i64::from(snapshot.complete));
-        emit(
-            &mut encoder,
-            "background_audit_complete",
-            "1 once every object has been judged after the caches synced",
-            &complete,
-        )?;
-
-        let objects = Gauges::<KindLabels>::default();
-        let violations = Gauges::<RuleModeLabels>::default();
-        for verdict in snapshot.verdicts.values() {
-            objects
-                .get_or_create(&KindLabels {
-                    kind: verdict.object.kind.as_str(),
-                })
-                .inc();
-            for judged in &verdict.judgement.findings {
-                violations
-                    .get_or_create(&RuleModeLabels {
-                        rule: judged.finding.rule.as_str(),
-                        mode: judged.mode.as_str(),
-                    })
-                    .inc();
-            }
-        }
-        // Workload kinds at zero, so shares of workloads compute from the start.
-        for kind in [Kind::Pod, Kind::Deployment] {
-            drop(objects.get_or_create(&KindLabels {
-                kind: kind.as_str(),
-            }));
-        }
-        emit(&mut encoder, "background_objects", "Objects the background audit reports, by kind (owned objects count through their controller)", &objects)?;
-        emit(
-            &mut encoder,
-            "background_violations",
-            "Objects violating each rule now, by rule and mode, from the background audit",
-            &violations,
-        )?;
-
-        if let Some(not_after) = snapshot.earliest_certificate_expiry {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
-            let seconds = Gauge::<i64>::default();
-            seconds.set(not_after - now);
-            emit(&mut encoder, "certificate_expiry_seconds", "Seconds until the earliest cert-manager Certificate expiry (status.notAfter) meshgate sees", &seconds)?;
-        }
         Ok(())
     }
+}
+
+/// The background audit's series, from one snapshot of its verdicts.
+fn encode_background(
+    encoder: &mut DescriptorEncoder,
+    snapshot: &super::Snapshot,
+) -> Result<(), std::fmt::Error> {
+    let complete = Gauge::<i64>::default();
+    complete.set(i64::from(snapshot.complete));
+    emit(
+        encoder,
+        "background_audit_complete",
+        "1 once every object has been judged after the caches synced",
+        &complete,
+    )?;
+
+    let objects = Gauges::<KindLabels>::default();
+    let violations = Gauges::<RuleModeLabels>::default();
+    for verdict in snapshot.verdicts.values() {
+        objects
+            .get_or_create(&KindLabels {
+                kind: verdict.object.kind.as_str(),
+            })
+            .inc();
+        for judged in &verdict.judgement.findings {
+            violations
+                .get_or_create(&RuleModeLabels {
+                    rule: judged.finding.rule.as_str(),
+                    mode: judged.mode.as_str(),
+                })
+                .inc();
+        }
+    }
+    // Workload kinds at zero, so shares of workloads compute from the start.
+    for kind in [Kind::Pod, Kind::Deployment] {
+        drop(objects.get_or_create(&KindLabels {
+            kind: kind.as_str(),
+        }));
+    }
+    emit(encoder, "background_objects", "Objects the background audit reports, by kind (owned objects count through their controller)", &objects)?;
+    emit(
+        encoder,
+        "background_violations",
+        "Objects violating each rule now, by rule and mode, from the background audit",
+        &violations,
+    )?;
+    Ok(())
+}
+
+fn encode_certificate_expiry(
+    encoder: &mut DescriptorEncoder,
+    snapshot: &super::Snapshot,
+) -> Result<(), std::fmt::Error> {
+    if let Some(not_after) = snapshot.earliest_certificate_expiry {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let seconds = Gauge::<i64>::default();
+        seconds.set(not_after - now);
+        emit(encoder, "certificate_expiry_seconds", "Seconds until the earliest cert-manager Certificate expiry (status.notAfter) meshgate sees", &seconds)?;
+    }
+    Ok(())
 }

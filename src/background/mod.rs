@@ -1,7 +1,8 @@
 //! Background audit: judges what already runs, not only what is applied.
 //!
 //! ```text
-//! watchers (pods trimmed, controllers, namespaces, Istio kinds, Certificates)
+//! one watch per kind (crate::watch: objects trimmed on arrival; the posture
+//!     │ index is fed first, then this engine)
 //!     │ Change
 //!     ▼
 //! engine: objects by key ─ dirty keys / dirty namespaces ─▶ policy::judge
@@ -14,15 +15,20 @@
 //! rests on (a namespace, its PeerAuthentications, AuthorizationPolicies,
 //! DestinationRules, Sidecars) re-judges the whole namespace, and one in the
 //! mesh root namespace the whole mesh. Changes are debounced and a full
-//! re-judge runs every `backgroundAudit.interval` as a safety net.
+//! re-judge runs every `backgroundAudit.interval` as a safety net. The
+//! posture index and the engine are fed by the same watch, the index first,
+//! so a pass never reads a posture older than the changes it judges.
 //!
 //! Owned objects are reported through their controller (see [`engine`]).
 
 pub mod engine;
 pub mod feed;
 pub mod metrics;
-pub mod projection;
 pub mod runner;
+mod stored;
+
+/// The projection moved to the shared watch layer, which trims on arrival.
+pub use crate::watch::projection;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

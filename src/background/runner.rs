@@ -1,6 +1,7 @@
 //! The engine's loop: debounce, the first pass once every cache has synced,
-//! a settle re-check after posture changes, the periodic full re-judge, and
-//! publishing the results.
+//! the periodic full re-judge, and publishing the results. No pass needs
+//! re-checking: the posture index is fed by the same watches, before the
+//! engine.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,14 +13,11 @@ use tokio::time::Instant;
 use crate::posture::SharedPosture;
 use crate::subject::Kind;
 
-use super::engine::{Change, Engine, PostureChange};
+use super::engine::{Change, Engine};
 use super::{Results, Snapshot};
 
 /// Changes arriving within this window are judged in one pass.
 pub const DEBOUNCE: Duration = Duration::from_millis(200);
-/// The posture index is fed by its own watchers; a pass after a posture
-/// change may have run before the index saw it, so it runs once more then.
-pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// Judges the objects fed to `engine` once (`serve --state-from`).
 pub fn spawn_static(mut engine: Engine, posture: SharedPosture) -> Results {
@@ -56,7 +54,6 @@ impl Runner {
     ) {
         let mut listed = HashSet::new();
         let mut complete = false;
-        let mut settle: Option<(Instant, PostureChange)> = None;
         let mut full = tokio::time::interval(self.interval);
         full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         full.tick().await;
@@ -64,17 +61,11 @@ impl Runner {
         let mut exemptions = tokio::time::interval(crate::exemption::expiry::TICK);
         exemptions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let settle_at = settle.as_ref().map(|(at, _)| *at);
             tokio::select! {
                 change = changes.recv() => {
                     let Some(change) = change else { return };
                     self.take(change, &mut listed);
-                    let deadline = Instant::now() + DEBOUNCE;
-                    while let Ok(Some(change)) =
-                        tokio::time::timeout_at(deadline, changes.recv()).await
-                    {
-                        self.take(change, &mut listed);
-                    }
+                    self.debounce(&mut changes, &mut listed).await;
                 }
                 _ = full.tick() => self.engine.mark_all(),
                 _ = exemptions.tick(), if complete => crate::exemption::expiry::tick(
@@ -82,14 +73,8 @@ impl Runner {
                     &self.posture,
                     k8s_openapi::jiff::Timestamp::now(),
                 ),
-                _ = sleep_until_or_forever(settle_at) => {
-                    if let Some((_, change)) = settle.take() {
-                        self.engine.mark(&change);
-                    }
-                }
                 _ = tokio::time::sleep(DEBOUNCE), if !complete => {}
             }
-            let first_pass = !complete;
             if !complete {
                 if !(self.ready)(&listed) {
                     continue;
@@ -103,46 +88,62 @@ impl Runner {
             }
             // A deletion alone changes the verdicts without a pass.
             if self.engine.has_work() {
-                let started = std::time::Instant::now();
-                let posture = self.posture.clone();
-                let mut engine = self.engine;
-                let (engine, change) = match tokio::task::spawn_blocking(move || {
-                    let change = engine.judge(&posture);
-                    // This blocking-pool thread may idle next: its garbage
-                    // goes back to the OS now.
-                    crate::allocator::release_freed_memory();
-                    (engine, change)
-                })
-                .await
-                {
-                    Ok(done) => done,
-                    Err(error) => {
-                        tracing::error!(%error, "background audit: a pass panicked; stopping");
-                        return;
-                    }
-                };
-                self.engine = engine;
-                tracing::debug!(
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "background audit pass"
-                );
-                // The first pass judged everything on synced caches already.
-                if let Some(change) = change.filter(|_| !first_pass) {
-                    settle = Some((Instant::now() + SETTLE, change));
+                match pass(self.engine, self.posture.clone()).await {
+                    Some(engine) => self.engine = engine,
+                    None => return,
                 }
             }
-            let snapshot = self.engine.snapshot(true);
-            results.send_if_modified(|old| {
-                let modified = old.generation != snapshot.generation
-                    || !old.complete
-                    || old.earliest_certificate_expiry != snapshot.earliest_certificate_expiry;
-                if modified {
-                    *old = Arc::new(snapshot);
-                }
-                modified
-            });
+            publish(&results, self.engine.snapshot(true));
         }
     }
+
+    /// Takes the changes arriving within [`DEBOUNCE`], for one pass.
+    async fn debounce(&mut self, changes: &mut mpsc::Receiver<Change>, listed: &mut HashSet<Kind>) {
+        let deadline = Instant::now() + DEBOUNCE;
+        while let Ok(Some(change)) = tokio::time::timeout_at(deadline, changes.recv()).await {
+            self.take(change, listed);
+        }
+    }
+}
+
+/// Judges what is dirty on a blocking thread; `None` if the pass panicked.
+async fn pass(mut engine: Engine, posture: SharedPosture) -> Option<Engine> {
+    let started = std::time::Instant::now();
+    let judged = tokio::task::spawn_blocking(move || {
+        engine.judge(&posture);
+        // This blocking-pool thread may idle next: its garbage goes back to
+        // the OS now.
+        crate::allocator::release_freed_memory();
+        engine
+    })
+    .await;
+    match judged {
+        Ok(engine) => {
+            tracing::debug!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "background audit pass"
+            );
+            Some(engine)
+        }
+        Err(error) => {
+            tracing::error!(%error, "background audit: a pass panicked; stopping");
+            None
+        }
+    }
+}
+
+/// Publishes `snapshot` when a verdict, completeness or the earliest
+/// certificate expiry changed.
+fn publish(results: &watch::Sender<Arc<Snapshot>>, snapshot: Snapshot) {
+    results.send_if_modified(|old| {
+        let modified = old.generation != snapshot.generation
+            || !old.complete
+            || old.earliest_certificate_expiry != snapshot.earliest_certificate_expiry;
+        if modified {
+            *old = Arc::new(snapshot);
+        }
+        modified
+    });
 }
 
 impl Runner {
@@ -153,13 +154,6 @@ impl Runner {
             listed.insert(*kind);
         }
         self.engine.apply(change);
-    }
-}
-
-async fn sleep_until_or_forever(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::background::engine::{Engine, PostureChange};
+use crate::background::engine::Engine;
 use crate::posture::SharedPosture;
 
 /// How often the background audit looks for expired exemptions and changed
@@ -20,9 +20,9 @@ pub const TICK: Duration = Duration::from_secs(1);
 pub fn tick(engine: &mut Engine, posture: &SharedPosture, now: Timestamp) {
     let touched = posture.write().exemptions.take_touched();
     if touched.all {
-        engine.mark(&PostureChange::All);
-    } else if !touched.namespaces.is_empty() {
-        engine.mark(&PostureChange::Namespaces(touched.namespaces));
+        engine.mark_all();
+    } else {
+        engine.mark_namespaces(touched.namespaces);
     }
     engine.mark_exempted_until(now);
 }

@@ -1,122 +1,53 @@
-//! Watches MeshExemptions and ClusterMeshExemptions into the posture index,
-//! with the posture watchers' event handling (`reflector::apply_events`).
-//! Unlike an Istio CRD, a missing exemption CRD is not a posture problem:
-//! it means "no exemption objects", is logged once, and readiness does not
-//! wait for it (the resource is marked synced and present); nor for an API
-//! that cannot be probed (a 403 from RBAC that predates the CRDs).
+//! MeshExemptions and ClusterMeshExemptions in the posture index: each kind
+//! is one more sink of the shared watches ([`crate::watch`]). Unlike an
+//! Istio CRD, a missing exemption CRD is not a posture problem: it means
+//! "no exemption objects" (the judging is only stricter), so the index does
+//! not report it as missing.
 
-use std::sync::Arc;
-use std::time::Duration;
-
-use futures::StreamExt;
-use kube::api::DynamicObject;
-use kube::runtime::watcher;
-use kube::runtime::WatchStreamExt;
-use kube::{Api, Client};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::types::{ClusterMeshExemption, MeshExemption};
-use crate::metrics::{Metrics, WatchCounters};
-use crate::posture::reflector::{apply_events, typed, CacheSync, IstioKind};
-use crate::posture::{Availability, PostureIndex, SharedPosture, Store};
+use crate::kinds::{Kind, TableKind};
+use crate::posture::reflector::Indexed;
+use crate::posture::{Availability, PostureIndex, Store};
 
-impl IstioKind for MeshExemption {
-    fn slot(index: &mut PostureIndex) -> &mut dyn Store<Self> {
-        &mut index.exemptions
+impl Indexed for MeshExemption {
+    fn kind() -> Kind {
+        <Self as TableKind>::KIND
     }
-}
-
-impl IstioKind for ClusterMeshExemption {
-    fn slot(index: &mut PostureIndex) -> &mut dyn Store<Self> {
-        &mut index.exemptions
+    fn apply(index: &mut PostureIndex, object: Self) {
+        Store::apply(&mut index.exemptions, object);
     }
-}
-
-/// How long to wait before looking again for a CRD that is not installed.
-const MISSING_RETRY: Duration = Duration::from_secs(30);
-
-pub fn spawn(client: &Client, posture: &SharedPosture, sync: &Arc<CacheSync>, metrics: &Metrics) {
-    for_kind::<MeshExemption>(client, posture, sync, metrics);
-    for_kind::<ClusterMeshExemption>(client, posture, sync, metrics);
-}
-
-fn for_kind<T: IstioKind>(
-    client: &Client,
-    posture: &SharedPosture,
-    sync: &Arc<CacheSync>,
-    metrics: &Metrics,
-) {
-    tokio::spawn(watch::<T>(
-        client.clone(),
-        posture.clone(),
-        sync.clone(),
-        metrics.watch_counters(T::resource()),
-    ));
-}
-
-/// Watches one exemption kind once its CRD is served.
-pub async fn watch<T: IstioKind>(
-    client: Client,
-    posture: SharedPosture,
-    sync: Arc<CacheSync>,
-    counters: WatchCounters,
-) {
-    let (mut said_missing, mut said_unreachable) = (false, false);
-    loop {
-        match T::KIND.served_resource(&client).await {
-            Ok(Some(resource)) => {
-                tracing::info!(resource = T::resource(), version = %resource.version, "watching");
-                let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-                let connect = || {
-                    watcher::watcher(api.clone(), watcher::Config::default())
-                        .default_backoff()
-                        .boxed()
-                };
-                apply_events(
-                    connect,
-                    &posture,
-                    &sync,
-                    &counters,
-                    T::resource(),
-                    |index, obj| {
-                        if let Some(obj) = typed::<T>(obj) {
-                            T::slot(index).apply(obj);
-                        }
-                    },
-                    // Cluster-scoped objects have no namespace.
-                    |index, obj| {
-                        let ns = obj.metadata.namespace.as_deref().unwrap_or_default();
-                        if let Some(name) = obj.metadata.name.as_deref() {
-                            T::slot(index).delete(ns, name);
-                        }
-                    },
-                    |index, all| {
-                        T::slot(index).replace_from(&mut all.into_iter().filter_map(typed::<T>))
-                    },
-                )
-                .await;
-                return;
-            }
-            Ok(None) => {
-                if !std::mem::replace(&mut said_missing, true) {
-                    tracing::info!(
-                        resource = T::resource(),
-                        "exemption CRD not installed: no exemption objects apply (config-file exemptions still do); meshgate watches it as soon as it exists"
-                    );
-                }
-                sync.mark_synced(T::resource(), Availability::Present);
-                tokio::time::sleep(MISSING_RETRY).await;
-            }
-            Err(error) => {
-                counters.errors.inc();
-                if !std::mem::replace(&mut said_unreachable, true) {
-                    tracing::warn!(resource = T::resource(), %error, "cannot probe the API (RBAC?); no exemption objects apply until it works; retrying");
-                }
-                // Readiness never waits for exemptions: without them the
-                // judging is stricter, never looser (e.g. a chart whose RBAC
-                // predates them answers 403 here).
-                sync.mark_synced(T::resource(), Availability::Present);
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
+    fn delete(index: &mut PostureIndex, meta: &ObjectMeta) {
+        if let (Some(ns), Some(name)) = (meta.namespace.as_deref(), meta.name.as_deref()) {
+            Store::<Self>::delete(&mut index.exemptions, ns, name);
         }
+    }
+    fn replace(index: &mut PostureIndex, all: Vec<Self>) {
+        index.exemptions.replace_from(&mut all.into_iter());
+    }
+    fn when_missing() -> Availability {
+        Availability::Present
+    }
+}
+
+impl Indexed for ClusterMeshExemption {
+    fn kind() -> Kind {
+        <Self as TableKind>::KIND
+    }
+    fn apply(index: &mut PostureIndex, object: Self) {
+        Store::apply(&mut index.exemptions, object);
+    }
+    // Cluster-scoped: no namespace.
+    fn delete(index: &mut PostureIndex, meta: &ObjectMeta) {
+        if let Some(name) = meta.name.as_deref() {
+            Store::<Self>::delete(&mut index.exemptions, "", name);
+        }
+    }
+    fn replace(index: &mut PostureIndex, all: Vec<Self>) {
+        index.exemptions.replace_from(&mut all.into_iter());
+    }
+    fn when_missing() -> Availability {
+        Availability::Present
     }
 }

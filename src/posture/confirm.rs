@@ -12,7 +12,7 @@ use kube::{Api, Client};
 
 use crate::istio::{AuthorizationPolicy, PeerAuthentication};
 
-use super::reflector::{typed, IstioKind};
+use super::reflector::{typed, Indexed};
 use super::PostureIndex;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,22 +61,22 @@ impl Confirmer {
         }
     }
 
-    async fn list<T: IstioKind>(&self, namespace: &str) -> Result<Vec<T>, kube::Error> {
-        let mut last = None;
-        for version in T::KIND.row().versions {
-            let api: Api<DynamicObject> = Api::namespaced_with(
-                self.client.clone(),
-                namespace,
-                &T::KIND.api_resource(version),
-            );
-            match api.list(&ListParams::default()).await {
-                Ok(list) => return Ok(list.items.into_iter().filter_map(typed::<T>).collect()),
-                Err(kube::Error::Api(status)) if status.code == 404 => last = Some(status),
-                Err(error) => return Err(error),
-            }
+    async fn list<T: Indexed>(&self, namespace: &str) -> Result<Vec<T>, kube::Error> {
+        let listed = crate::watch::at_newest_served(T::kind(), |resource| async move {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.client.clone(), namespace, &resource);
+            api.list(&ListParams::default()).await
+        })
+        .await?;
+        match listed {
+            Some(list) => Ok(list.items.iter().filter_map(typed::<T>).collect()),
+            // No version served: the CRDs are gone; nothing to confirm with.
+            None => Err(kube::Error::Api(Box::new(kube::core::Status {
+                code: 404,
+                message: format!("{} is not served", T::kind().row().resource),
+                ..Default::default()
+            }))),
         }
-        // No version served: the CRDs are gone; nothing to confirm with.
-        Err(kube::Error::Api(last.unwrap_or_default()))
     }
 }
 

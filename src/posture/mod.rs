@@ -1,6 +1,6 @@
 //! The posture index: the cluster state the rules read, indexed by namespace
 //! so every question costs the same whatever the cluster's size. One type,
-//! two feeders: kube-runtime watchers in `serve` (`reflector`), manifest files
+//! two feeders: the shared watches in `serve` (`reflector`), manifest files
 //! in `serve --state-from` and `meshgate audit` (`files`).
 
 use parking_lot::RwLock;
@@ -21,7 +21,6 @@ pub mod confirm;
 pub mod files;
 pub mod mtls;
 pub mod reflector;
-pub mod watch_link;
 pub mod watched;
 
 pub use authz::AuthzIndex;

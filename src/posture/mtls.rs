@@ -137,28 +137,31 @@ pub fn compose<'a>(
         }
     }
     let ports = workload_policy
-        .map(|policy| {
-            policy
-                .spec
-                .port_level_mtls
-                .iter()
-                .map(|(port, mtls)| {
-                    let port_decided = match mtls.mode() {
-                        MtlsMode::Unset => decided.clone(),
-                        mode => Decided {
-                            mode,
-                            by: Some(PolicyRef::of("PeerAuthentication", &policy.metadata)),
-                        },
-                    };
-                    (port.clone(), port_decided)
-                })
-                .collect()
-        })
+        .map(|policy| port_modes(policy, &decided))
         .unwrap_or_default();
     EffectiveMtls {
         workload: decided,
         ports,
     }
+}
+
+/// The workload policy's port-level modes; an unset one keeps `decided`.
+fn port_modes(policy: &PeerAuthentication, decided: &Decided) -> Vec<(String, Decided)> {
+    policy
+        .spec
+        .port_level_mtls
+        .iter()
+        .map(|(port, mtls)| {
+            let port_decided = match mtls.mode() {
+                MtlsMode::Unset => decided.clone(),
+                mode => Decided {
+                    mode,
+                    by: Some(PolicyRef::of("PeerAuthentication", &policy.metadata)),
+                },
+            };
+            (port.clone(), port_decided)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use crate::admission::Reviewer;
 use crate::background::{self, metrics::PostureMetrics};
 use crate::cli::ServeArgs;
 use crate::config::{Config, ConfigError};
+use crate::feeds;
 use crate::manifest::ManifestError;
 use crate::metrics::Metrics;
 use crate::posture::confirm::Confirmer;
@@ -59,6 +60,7 @@ pub async fn run(
     let config = load_config(&args)?;
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let watch_metrics = crate::watch::WatchMetrics::register(&mut registry);
     let event_metrics = crate::events::EventMetrics::register(&mut registry);
     // Events need an API server: none with --state-from.
     let (admission_events, events) = crate::events::new(&config.events, event_metrics)
@@ -90,6 +92,7 @@ pub async fn run(
         posture: &posture,
         metrics: &metrics,
         posture_metrics: &posture_metrics,
+        watch_metrics: &watch_metrics,
     };
     let (sync, confirmer, report_task) = if args.state_from.is_empty() {
         feed.watch_cluster(&args, events).await?
@@ -177,6 +180,7 @@ struct Feed<'a> {
     posture: &'a SharedPosture,
     metrics: &'a Metrics,
     posture_metrics: &'a Arc<PostureMetrics>,
+    watch_metrics: &'a crate::watch::WatchMetrics,
 }
 
 /// The cache state, the confirmer of denials, and the PolicyReport writer.
@@ -196,23 +200,13 @@ impl Feed<'_> {
     ) -> Result<Source, StartError> {
         let client = kube::Client::try_default().await?;
         let sync = Arc::new(CacheSync::new(&reflector::all()));
-        reflector::spawn_all(
-            client.clone(),
-            self.posture.clone(),
-            sync.clone(),
-            self.metrics,
-        );
-        tracing::info!("watching the cluster for posture");
-        if self.config.background_audit.enabled {
-            let (c, p, s) = (self.config.clone(), self.posture.clone(), sync.clone());
-            self.posture_metrics.attach(background::feed::spawn(
-                client.clone(),
-                c,
-                p,
-                s,
-                self.metrics,
-            ));
+        // One watch per kind, feeding the posture index and the background audit.
+        let (config, posture) = (self.config, self.posture);
+        let watch_metrics = self.watch_metrics;
+        if let Some(results) = feeds::spawn(&client, config, posture, &sync, watch_metrics) {
+            self.posture_metrics.attach(results);
         }
+        tracing::info!("watching the cluster");
         let report_task = match self.posture_metrics.results() {
             Some(results) if args.policy_reports => Some(crate::report::serve::spawn(
                 client.clone(),

@@ -1,14 +1,15 @@
-//! The log-and-count discipline of one watch, shared by the posture
-//! reflectors and the background audit's watchers: when the API server goes
-//! away a watch logs one line when it is lost and one when it is back (with
-//! how long it was down), and counts every failed call in between, instead
-//! of a line per retry. kube-runtime's backoff spaces the retries.
+//! The log-and-count discipline of one watch: when the API server goes away
+//! a kind's watch logs one line when it is lost and one when it is back
+//! (with how long it was down), and counts every failed call in between,
+//! instead of a line per retry. One watch feeds every consumer, so that is
+//! one warning per outage per resource in all. kube-runtime's backoff
+//! spaces the retries.
 
 use std::time::Instant;
 
 use kube::runtime::watcher;
 
-use crate::metrics::WatchCounters;
+use super::WatchCounters;
 
 /// What each kind of watcher says at each change, so that its lines can be
 /// told apart (and counted) in the log.

@@ -1,18 +1,44 @@
-//! The trimmed projection the background audit (and `meshgate audit`) keeps
-//! of pods and pod controllers. Clusters hold many pods, so the engine
-//! stores only what the rules read: metadata without `managedFields` or
+//! The trimmed projection of a watched object, made once on arrival for
+//! every consumer (and by `meshgate audit` and `serve --state-from` for
+//! what they read from files). Clusters hold many pods, so only what the
+//! rules read is kept: metadata without `managedFields` or
 //! kubectl's last-applied copy, and of the pod spec only the fields of
 //! [`crate::subject::PodSpecView`] a rule reads (the same lists, so a field
 //! added to the view for a rule is kept here too). Environment variables
 //! are kept where [`rules_read_env`] says (`istio-iptables`' flags, the
 //! proxy's `PROXY_CONFIG`), lifecycle hooks on `istio-proxy` only.
 
+use kube::api::DynamicObject;
 use serde_json::{Map, Value};
 
+use crate::kinds::Kind;
 use crate::subject::{
     rules_read_env, rules_read_lifecycle_of, CONTAINER_FIELDS_READ_BY_RULES, LAST_APPLIED,
     POD_SPEC_FIELDS_READ_BY_RULES,
 };
+
+/// Trims what no rule reads of `object`: a workload's status and the pod
+/// spec fields no rule reads, every kind's `managedFields` and kubectl's
+/// last-applied copy.
+pub fn project(kind: Kind, object: &mut Value) {
+    match kind.row().pod_spec {
+        Some(path) => trim(object, path),
+        None => trim_metadata_only(object),
+    }
+}
+
+/// [`project`] for a watched object, whose metadata is typed.
+pub fn project_dynamic(kind: Kind, object: &mut DynamicObject) {
+    let meta = &mut object.metadata;
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+    if let Some(path) = kind.row().pod_spec {
+        // `data` is the object without its type and metadata.
+        trim(&mut object.data, path);
+    }
+}
 
 /// Trims a pod or controller in place. `spec_path` leads from the object to
 /// its pod spec (`["spec"]` for a pod, `["spec", "template", "spec"]` for a
@@ -262,6 +288,15 @@ mod tests {
                 "{file}"
             );
         }
+    }
+
+    #[test]
+    fn a_watched_object_is_trimmed_as_its_json_would_be() {
+        let mut dynamic: DynamicObject = serde_json::from_value(pod()).unwrap();
+        project_dynamic(Kind::Pod, &mut dynamic);
+        let mut value = pod();
+        project(Kind::Pod, &mut value);
+        assert_eq!(serde_json::to_value(&dynamic).unwrap(), value);
     }
 
     #[test]
