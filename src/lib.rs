@@ -50,6 +50,7 @@ pub mod posture;
 pub mod reminder;
 pub mod report;
 pub mod rules;
+pub mod serve;
 pub mod server;
 pub mod strict;
 pub mod subject;
