@@ -15,7 +15,8 @@
 //! is watched and judged); `rules::RULES` the one table of the rules.
 //! [`admission::Reviewer`] owns the whole decision, confirming a denial on
 //! cached posture against the API server; `server` is thin plumbing around
-//! it (read the body, call, answer, log, count). `audit` runs the
+//! it (read the body, call, answer, log, count), and `serve` wires the
+//! process (metric registry, posture feeders, listeners, logging) above it. `audit` runs the
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
 //! over every object already in the cluster, and exports the posture metrics;
 //! `report` turns verdicts into bounded PolicyReports, written by the replica

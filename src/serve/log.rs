@@ -113,7 +113,10 @@ impl Buffer {
     /// lock is not held while writing, so logging threads never wait on
     /// stdout; stdout's is taken first, so batches go out in order.
     fn write_out(&self) -> io::Result<()> {
-        let mut out = io::stdout().lock();
+        self.write_to(&mut io::stdout().lock())
+    }
+
+    fn write_to(&self, out: &mut impl Write) -> io::Result<()> {
         let lines = std::mem::take(&mut *self.lines.lock());
         if lines.is_empty() {
             return Ok(());
@@ -178,5 +181,49 @@ impl<'a> MakeWriter<'a> for Batched {
 
     fn make_writer(&'a self) -> Line<'a> {
         Line(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_wait_in_the_buffer_and_go_out_together_in_order() {
+        let buffer = Buffer::default();
+        for line in ["one\n", "two\n"] {
+            Line(&buffer).write_all(line.as_bytes()).unwrap();
+        }
+        assert_eq!(&*buffer.lines.lock(), b"one\ntwo\n");
+        let mut out = Vec::new();
+        buffer.write_to(&mut out).unwrap();
+        assert_eq!(out, b"one\ntwo\n");
+        assert!(buffer.lines.lock().is_empty(), "written once");
+    }
+
+    /// The JSON subscriber writes one line per event, with the span.
+    #[test]
+    fn the_json_subscriber_writes_the_event_and_its_span() {
+        #[derive(Clone, Default)]
+        struct Shared(Arc<Buffer>);
+        impl<'a> MakeWriter<'a> for Shared {
+            type Writer = Line<'a>;
+            fn make_writer(&'a self) -> Line<'a> {
+                Line(&self.0)
+            }
+        }
+        let shared = Shared::default();
+        let filter = tracing_subscriber::EnvFilter::new(DEFAULT_FILTER);
+        let subscriber = subscriber(LogFormat::Json, filter, false, shared.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info_span!("review", uid = "u1").in_scope(|| tracing::info!(n = 1, "hello"));
+        });
+        let mut out = Vec::new();
+        shared.0.write_to(&mut out).unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(line["message"], "hello", "{line}");
+        assert_eq!(line["n"], 1, "{line}");
+        assert_eq!(line["span"]["uid"], "u1", "{line}");
+        assert_eq!(line["span"]["name"], "review", "{line}");
     }
 }
