@@ -1,6 +1,7 @@
 //! The cost of one `/validate` review without the network: decode the
-//! AdmissionReview, judge the object, build the response and serialise it, as
-//! the handler does (`Reviewer::validate` then `serde_json::to_vec`).
+//! AdmissionReview, judge the object, build the response and serialise it
+//! (`Reviewer::validate`, which answers with the body), and the same through
+//! the whole handler (`handler/*`: metrics, the decision log line, the span).
 //!
 //! Inputs are the captured fixtures, minified (`benches/fixtures/`, made by
 //! `scripts/gen-bench-fixtures.py`). Run with `cargo bench --bench rules`;
@@ -69,7 +70,7 @@ fn reviewer() -> Reviewer {
 /// costs what the handler's await does.
 fn review(reviewer: &Reviewer, body: &[u8]) -> Vec<u8> {
     let reviewed = block_on(reviewer.validate(body)).expect("a valid AdmissionReview");
-    serde_json::to_vec(&reviewed.review).expect("serialisable response")
+    reviewed.body.expect("serialisable response")
 }
 
 fn validate(c: &mut Criterion) {
@@ -167,9 +168,63 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(3))
 }
 
+/// The whole `/validate` handler without the network: the webhook router
+/// (body read, review, metrics, the decision log line in meshgate's JSON
+/// format written to a sink, the review span, the answer's body), as
+/// `meshgate serve` runs it. What this adds to `validate/*` is the fixed
+/// cost per review that the no-op webhook does not pay.
+fn handler(c: &mut Criterion) {
+    use axum::body::Body;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    // meshgate serve's subscriber (JSON, the default filter), writing to a
+    // sink: the cost of formatting the lines, not of the write(2).
+    let subscriber = meshgate::serve::log::subscriber(
+        meshgate::cli::LogFormat::Json,
+        tracing_subscriber::EnvFilter::new(meshgate::serve::log::DEFAULT_FILTER),
+        false,
+        std::io::sink,
+    );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let mut registry = prometheus_client::registry::Registry::default();
+    let app = meshgate::server::routes::webhook(meshgate::server::routes::AppState {
+        reviewer: Arc::new(reviewer()),
+        metrics: meshgate::server::metrics::ServerMetrics::register(&mut registry),
+        sync: Arc::new(meshgate::posture::reflector::CacheSync::all_synced(
+            &meshgate::posture::reflector::all(),
+        )),
+        max_body_bytes: 3 << 20,
+        draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        events: None,
+    });
+    let call = |body: &'static [u8]| {
+        let request = axum::http::Request::post("/validate")
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(Body::from(body))
+            .expect("a request");
+        block_on(async {
+            let response = app.clone().oneshot(request).await.expect("infallible");
+            assert_eq!(response.status(), 200);
+            response
+                .into_body()
+                .collect()
+                .await
+                .expect("a body")
+                .to_bytes()
+        })
+    };
+    let mut group = c.benchmark_group("handler");
+    for case in CASES.iter().filter(|c| c.name != "pod_large_env_allowed") {
+        group.bench_function(case.name, |b| b.iter(|| call(black_box(case.body))));
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = validate, stages
+    targets = validate, stages, handler
 }
 criterion_main!(benches);

@@ -50,6 +50,30 @@ pub struct ElectionMetrics {
     pub leading: Gauge,
 }
 
+impl ElectionMetrics {
+    /// Registers the election's series under `meshgate_`.
+    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let metrics = ElectionMetrics::default();
+        let r = registry.sub_registry_with_prefix("meshgate");
+        r.register(
+            "leader_election_failing",
+            "1 while this replica cannot take part in the PolicyReport writer's leader election (Lease namespace missing, Lease refused, API server away); it retries with backoff",
+            metrics.failing.clone(),
+        );
+        r.register(
+            "leader_election_failures",
+            "Failed attempts to create, read or renew the PolicyReport writer's Lease",
+            metrics.failures.clone(),
+        );
+        r.register(
+            "leader_election_leading",
+            "1 while this replica leads and writes the PolicyReports",
+            metrics.leading.clone(),
+        );
+        metrics
+    }
+}
+
 /// Whether this replica leads. [`Elector::stop`] releases the lease so
 /// another replica takes over at once.
 pub struct Elector {

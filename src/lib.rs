@@ -18,7 +18,8 @@
 //! wires them in `serve`).
 //! [`admission::Reviewer`] owns the whole decision, confirming a denial on
 //! cached posture against the API server; `server` is thin plumbing around
-//! it (read the body, call, answer, log, count). `audit` runs the
+//! it (read the body, call, answer, log, count), and `serve` wires the
+//! process (metric registry, posture feeders, listeners, logging) above it. `audit` runs the
 //! same [`policy::judge`] over manifest files; `background` runs it in `serve`
 //! over every object already in the cluster, and exports the posture metrics;
 //! `report` turns verdicts into bounded PolicyReports, written by the replica
@@ -56,6 +57,7 @@ pub mod posture;
 pub mod reminder;
 pub mod report;
 pub mod rules;
+pub mod serve;
 pub mod server;
 pub mod strict;
 pub mod subject;

@@ -13,13 +13,19 @@ use meshgate::cli::{Cli, Command, LogFormat};
 static ALLOCATOR: meshgate::allocator::Allocator = meshgate::allocator::Allocator;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let code = run(Cli::parse());
+    // Log lines are written in batches: the last ones go out now.
+    meshgate::serve::log::flush();
+    code
+}
+
+fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Audit(args) => meshgate::audit::run(&args),
         Command::Rules(args) => meshgate::catalogue::run(&args),
         Command::Policies(args) => meshgate::native::run(&args),
         Command::RemoveWebhooks(args) => {
-            init_logging(LogFormat::Text);
+            meshgate::serve::log::init(LogFormat::Text);
             match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt.block_on(meshgate::uninstall::run(&args)),
                 Err(error) => {
@@ -29,7 +35,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Serve(args) => {
-            init_logging(args.log_format);
+            meshgate::serve::log::init(args.log_format);
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(rt) => rt,
                 Err(error) => {
@@ -37,7 +43,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(meshgate::server::run(args, shutdown_signal())) {
+            match runtime.block_on(meshgate::serve::run(args, shutdown_signal())) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(error) => {
                     tracing::error!(%error, "cannot start");
@@ -46,48 +52,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-/// kube-client logs, without context, every failed HTTP request at ERROR
-/// (its trace layer, `failed with error ...`: 157 lines in 70 s of an API
-/// server outage) and every watch stream the API server cut at WARN (`eof
-/// in poll`, one per watch per restart). Each such failure reaches meshgate,
-/// which logs it once per outage and counts it, so those lines are off
-/// unless `MESHGATE_LOG` asks for them; the client's TLS module (CA bundle
-/// reloads) still logs.
-const DEFAULT_LOG_FILTER: &str =
-    "info,kube_client::client=error,kube_client::client::builder=off,kube_client::client::tls=info";
-
-fn init_logging(format: LogFormat) {
-    let filter = match tracing_subscriber::EnvFilter::try_from_env("MESHGATE_LOG") {
-        Ok(filter) => filter,
-        Err(error) => {
-            // Unset is the normal case; a filter that does not parse is a
-            // mistake to say out loud, not to hide behind the default.
-            if std::env::var_os("MESHGATE_LOG").is_some() {
-                eprintln!("meshgate: MESHGATE_LOG is not a valid log filter ({error}): using the default filter");
-            }
-            tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)
-        }
-    };
-    // Colour codes only on a terminal: in files and log collectors they are
-    // noise. NO_COLOR (https://no-color.org) turns them off anyway.
-    use std::io::IsTerminal;
-    let ansi = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match format {
-        // The review span once per line ("span"), not again as a one-entry
-        // "spans" list: the formatter re-parses each span's fields for every
-        // line, and the decision line is written once per review.
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_span_list(false)
-            .init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use kube::core::admission::{AdmissionResponse, AdmissionReview, Operation};
+use kube::core::admission::{AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
 use tracing::Instrument;
 
@@ -17,13 +17,14 @@ use crate::posture::SharedPosture;
 use crate::rules::RuleId;
 use crate::subject::{Kind, Object};
 
+pub mod decode;
 pub mod mutate;
 pub mod resources;
 pub mod response;
 pub mod review;
 mod validate;
 
-pub use review::ReviewError;
+pub use review::{operation_str, ReviewError};
 
 /// How a review ended, for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -64,7 +65,8 @@ pub struct Record {
     pub kind: Option<Kind>,
     pub namespace: String,
     pub name: String,
-    pub operation: Operation,
+    /// As the API server spells it (`CREATE`, ...).
+    pub operation: &'static str,
     pub user: String,
     pub dry_run: bool,
     pub outcome: Outcome,
@@ -81,13 +83,12 @@ pub struct Record {
 impl Record {
     /// What is known of a review before it is judged.
     fn of(req: &review::Request) -> Record {
-        let gvk = &req.kind;
         Record {
             uid: req.uid.clone(),
-            kind: Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind),
+            kind: req.judged,
             namespace: req.namespace.clone().unwrap_or_default(),
             name: req.name.clone(),
-            operation: req.operation.clone(),
+            operation: req.operation_str(),
             user: req.username().to_owned(),
             dry_run: req.dry_run,
             outcome: Outcome::Allowed,
@@ -106,13 +107,9 @@ impl Record {
             "review",
             uid = %self.uid,
             kind = %req.kind.kind,
-            object = %self.object(),
-            operation = review::operation_str(&self.operation),
+            object = %format_args!("{}/{}", self.namespace, self.name),
+            operation = self.operation,
         )
-    }
-
-    fn object(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
     }
 
     /// Names the decoded object (a generated name is only known from it).
@@ -120,13 +117,26 @@ impl Record {
         if self.namespace != object.namespace() || self.name != object.name() {
             self.namespace = object.namespace().to_owned();
             self.name = object.name().to_owned();
-            let located = self.object();
-            tracing::Span::current().record("object", located.as_str());
+            tracing::Span::current().record(
+                "object",
+                tracing::field::display(format_args!("{}/{}", self.namespace, self.name)),
+            );
         }
     }
 }
 
+/// A review answered: the body to send, with what is logged and counted
+/// about it.
 pub struct Reviewed {
+    /// The AdmissionReview answered, already serialised. The API server
+    /// reads `patch` as base64 (Go's encoding of `[]byte`); kube-core
+    /// serialises its `Vec<u8>` as an array of numbers (kube-rs/kube#1781),
+    /// so a patch is re-encoded. An answer that does not serialise is an
+    /// error for the server to answer 500 with (the API server then applies
+    /// the failurePolicy), never an empty body.
+    pub body: Result<Vec<u8>, serde_json::Error>,
+    /// The same answer as a value, for the Events of admitted findings and
+    /// for tests.
     pub review: AdmissionReview<DynamicObject>,
     pub record: Record,
     /// The review's span, for the log lines written about it afterwards.
@@ -134,25 +144,29 @@ pub struct Reviewed {
 }
 
 impl Reviewed {
-    /// The response body. The API server reads `patch` as base64 (Go's
-    /// encoding of `[]byte`); kube-core serializes its `Vec<u8>` as an array
-    /// of numbers (kube-rs/kube#1781), so a patch is re-encoded here. Without
-    /// one (every `/validate` answer) the review is written out directly.
-    /// An answer that does not serialise is an error for the caller to
-    /// answer 500 with (the API server then applies the failurePolicy),
-    /// never an empty body.
-    pub fn to_body(&self) -> Result<Vec<u8>, serde_json::Error> {
-        use base64::Engine;
-        let patch = self.review.response.as_ref().and_then(|r| r.patch.as_ref());
-        let Some(patch) = patch else {
-            return serde_json::to_vec(&self.review);
-        };
-        let mut value = serde_json::to_value(&self.review)?;
-        value["response"]["patch"] = base64::engine::general_purpose::STANDARD
-            .encode(patch)
-            .into();
-        serde_json::to_vec(&value)
+    fn new(response: AdmissionResponse, record: Record, span: tracing::Span) -> Reviewed {
+        let review = response.into_review();
+        Reviewed {
+            body: serialise(&review),
+            review,
+            record,
+            span,
+        }
     }
+}
+
+/// The wire form of an answer; see [`Reviewed::body`].
+fn serialise(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_json::Error> {
+    use base64::Engine;
+    let patch = review.response.as_ref().and_then(|r| r.patch.as_ref());
+    let Some(patch) = patch else {
+        return serde_json::to_vec(review);
+    };
+    let mut value = serde_json::to_value(review)?;
+    value["response"]["patch"] = base64::engine::general_purpose::STANDARD
+        .encode(patch)
+        .into();
+    serde_json::to_vec(&value)
 }
 
 /// The admission logic shared by `/validate` and `/mutate`.
@@ -190,35 +204,27 @@ impl Reviewer {
     /// posture, and confirms a denial that rests on it against the API
     /// server.
     pub async fn validate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let mut req = review::parse(body)?;
+        let (req, subject) = review::read(body)?;
         let mut record = Record::of(&req);
         let span = record.span(&req);
         let response = self
-            .decide(&mut req, &mut record)
+            .decide(&req, subject, &mut record)
             .instrument(span.clone())
             .await;
         record.outcome = Outcome::of(&response);
-        Ok(Reviewed {
-            review: response.into_review(),
-            record,
-            span,
-        })
+        Ok(Reviewed::new(response, record, span))
     }
 
     /// `POST /mutate`: mounts workload certificates into application
     /// containers. It never denies: validation is `/validate`'s job.
     pub fn mutate(&self, body: &[u8]) -> Result<Reviewed, ReviewError> {
-        let mut req = review::parse(body)?;
+        let (req, subject) = review::read(body)?;
         let mut record = Record::of(&req);
         let span = record.span(&req);
-        let response = span.in_scope(|| mutate::review(self, &mut req, &mut record));
+        let response = span.in_scope(|| mutate::review(self, &req, subject, &mut record));
         if response.warnings.as_ref().is_some_and(|w| !w.is_empty()) {
             record.outcome = Outcome::Warned;
         }
-        Ok(Reviewed {
-            review: response.into_review(),
-            record,
-            span,
-        })
+        Ok(Reviewed::new(response, record, span))
     }
 }

@@ -13,6 +13,8 @@ use serde_json::value::RawValue;
 
 use crate::subject::{once, Kind, UnplacedWorkload, WorkloadSeed};
 
+use super::decode::{self, Judged};
+
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 pub const REVIEW_KIND: &str = "AdmissionReview";
 
@@ -61,6 +63,9 @@ struct OnePass<'a> {
 pub struct Request<'a> {
     pub uid: String,
     pub kind: GroupVersionKind,
+    /// `kind` as one meshgate judges, resolved once as it is read; `None`
+    /// for any other kind.
+    pub judged: Option<Kind>,
     pub sub_resource: Option<String>,
     pub name: String,
     pub namespace: Option<String>,
@@ -145,12 +150,16 @@ impl<'de> Visitor<'de> for RequestVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Request<'de>, A::Error> {
         let (mut uid, mut kind, mut sub_resource, mut name, mut namespace) =
             (None, None, None, None, None);
+        let mut judged = None;
         let (mut operation, mut user_info, mut object, mut old_object, mut dry_run) =
             (None, None, None, None, None);
         while let Some(field) = map.next_key::<Field>()? {
             match field {
                 Field::Uid => once(&mut uid, map.next_value()?, "uid")?,
-                Field::Kind => once(&mut kind, map.next_value()?, "kind")?,
+                Field::Kind => {
+                    once(&mut kind, map.next_value()?, "kind")?;
+                    judged = kind.as_ref().and_then(resolve);
+                }
                 Field::SubResource => once(&mut sub_resource, map.next_value()?, "subResource")?,
                 Field::Name => once(&mut name, map.next_value()?, "name")?,
                 Field::Namespace => once(&mut namespace, map.next_value()?, "namespace")?,
@@ -160,10 +169,8 @@ impl<'de> Visitor<'de> for RequestVisitor {
                 Field::Object | Field::OldObject => {
                     // No workload rule reads an object being deleted.
                     let deleting = operation == Some(Operation::Delete);
-                    let workload = kind
-                        .as_ref()
-                        .filter(|_| self.0.decode_workloads && !deleting)
-                        .and_then(workload_kind);
+                    let workload =
+                        judged.filter(|k| self.0.decode_workloads && !deleting && k.is_workload());
                     let value = map.next_value_seed(ObjectSeed(workload))?;
                     match field {
                         Field::Object => once(&mut object, value, "object")?,
@@ -178,6 +185,7 @@ impl<'de> Visitor<'de> for RequestVisitor {
         Ok(Request {
             uid: uid.ok_or_else(|| de::Error::missing_field("uid"))?,
             kind: kind.ok_or_else(|| de::Error::missing_field("kind"))?,
+            judged,
             sub_resource: sub_resource.flatten(),
             name: name.flatten().unwrap_or_default(),
             namespace: namespace.flatten(),
@@ -190,9 +198,10 @@ impl<'de> Visitor<'de> for RequestVisitor {
     }
 }
 
-/// The kind of a pod or pod controller, which the parser decodes in place.
-fn workload_kind(gvk: &GroupVersionKind) -> Option<Kind> {
-    Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind).filter(|k| k.row().pod_spec.is_some())
+/// The judged kind a `kind` names: the one place a review's kind is
+/// resolved.
+fn resolve(gvk: &GroupVersionKind) -> Option<Kind> {
+    Kind::from_gvk(&gvk.group, &gvk.version, &gvk.kind)
 }
 
 /// `object` or `oldObject`: null, a workload of the given kind, or raw.
@@ -247,6 +256,16 @@ pub fn operation_str(operation: &Operation) -> &'static str {
         Operation::Delete => "DELETE",
         Operation::Connect => "CONNECT",
     }
+}
+
+/// Reads a request body: the request, and the subject it asks to judge,
+/// decoded (see [`decode`]). Only bodies that are not an AdmissionReview
+/// at all are errors; an object that cannot be judged is the subject's
+/// error, answered with a denial.
+pub fn read(body: &[u8]) -> Result<(Request<'_>, Judged), ReviewError> {
+    let mut request = parse(body)?;
+    let subject = decode::subject(&mut request);
+    Ok((request, subject))
 }
 
 /// Parses a request body. Only bodies that are not an AdmissionReview at all

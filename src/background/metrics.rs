@@ -80,6 +80,14 @@ impl PostureMetrics {
         })
     }
 
+    /// Registers the posture gauges and `meshgate_build_info`, computed at
+    /// scrape time.
+    pub fn register(self: &Arc<Self>, registry: &mut prometheus_client::registry::Registry) {
+        registry
+            .sub_registry_with_prefix("meshgate")
+            .register_collector(Box::new(self.clone()));
+    }
+
     pub fn attach(&self, results: Results) {
         let _ = self.results.set(results);
     }

@@ -27,6 +27,18 @@ impl ExemptionMetrics {
     }
 }
 
+/// Registers the exemption gauges, computed at scrape time.
+pub fn register(
+    registry: &mut prometheus_client::registry::Registry,
+    config: &Arc<Config>,
+    posture: &SharedPosture,
+) {
+    registry.register_collector(Box::new(ExemptionMetrics::new(
+        config.clone(),
+        posture.clone(),
+    )));
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 struct Labels {
     state: &'static str,

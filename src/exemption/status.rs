@@ -128,6 +128,25 @@ pub fn desired(
     out
 }
 
+/// `serve`'s hook: the exemption objects' status, written by the replica
+/// that holds the [`STATUS_LEASE`] Lease.
+pub fn spawn(client: Client, posture: SharedPosture, results: Option<Results>, namespace: &str) {
+    let lease = crate::leader::Lease {
+        namespace: namespace.to_owned(),
+        name: STATUS_LEASE.to_owned(),
+        identity: crate::leader::identity(),
+        duration: Duration::from_secs(15),
+        purpose: "exemption status",
+    };
+    let elector = crate::leader::Elector::spawn(client.clone(), lease, Default::default());
+    let leading = elector.leading();
+    tokio::spawn(async move {
+        // The elector lives as long as the writer.
+        let _elector = elector;
+        run(client, posture, results, leading).await;
+    });
+}
+
 /// Writes the statuses while this replica holds the Lease.
 pub async fn run(
     client: Client,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use super::metrics::ServerMetrics;
 
 /// Deadlines of each phase of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -100,11 +100,11 @@ pub struct Tracker {
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<ConnState>>>,
     cap: usize,
-    metrics: Metrics,
+    metrics: ServerMetrics,
 }
 
 impl Tracker {
-    pub fn new(cap: usize, metrics: Metrics) -> Arc<Self> {
+    pub fn new(cap: usize, metrics: ServerMetrics) -> Arc<Self> {
         Arc::new(Tracker {
             epoch: Instant::now(),
             next_id: AtomicU64::new(0),
@@ -239,7 +239,7 @@ mod tests {
     use prometheus_client::registry::Registry;
 
     fn tracker(cap: usize) -> Arc<Tracker> {
-        Tracker::new(cap, Metrics::register(&mut Registry::default()))
+        Tracker::new(cap, ServerMetrics::register(&mut Registry::default()))
     }
 
     #[test]

@@ -15,15 +15,18 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus_client::registry::Registry;
 use serde_json::json;
 
-use crate::admission::{review, Record, ReviewError, Reviewed, Reviewer};
-use crate::metrics::Metrics;
+use crate::admission::{Record, ReviewError, Reviewed, Reviewer};
+use crate::config::Mode;
 use crate::posture::reflector::CacheSync;
+use crate::rules::RuleId;
 use crate::subject::Kind;
+
+use super::metrics::ServerMetrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub reviewer: Arc<Reviewer>,
-    pub metrics: Metrics,
+    pub metrics: ServerMetrics,
     pub sync: Arc<CacheSync>,
     pub max_body_bytes: usize,
     /// Set on SIGTERM: `/readyz` answers 503 so the endpoint is removed
@@ -44,7 +47,7 @@ pub fn webhook(state: AppState) -> Router {
 }
 
 /// The metrics router (plain HTTP on its own port).
-pub fn metrics(registry: Arc<Registry>, metrics: Metrics, sync: Arc<CacheSync>) -> Router {
+pub fn metrics(registry: Arc<Registry>, metrics: ServerMetrics, sync: Arc<CacheSync>) -> Router {
     Router::new().route(
         "/metrics",
         get(move || {
@@ -173,34 +176,32 @@ fn answer(
     started: Instant,
     reviewed: Result<Reviewed, ReviewError>,
 ) -> Response {
-    match reviewed {
-        Ok(reviewed) => {
-            let record = &reviewed.record;
-            let elapsed = started.elapsed();
-            state
-                .metrics
-                .observe_review(endpoint, record, elapsed.as_secs_f64());
-            reviewed
-                .span
-                .in_scope(|| log_decision(endpoint, record, elapsed.as_secs_f64() * 1000.0));
-            match reviewed.to_body() {
-                Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-                Err(error) => {
-                    tracing::error!(endpoint, %error, "cannot serialise the answer");
-                    state.metrics.observe_bad_request(endpoint);
-                    error_response(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "cannot serialise the answer",
-                    )
-                }
-            }
-        }
+    let reviewed = match reviewed {
+        Ok(reviewed) => reviewed,
         Err(error) => {
             tracing::warn!(endpoint, %error, "rejected a body that is not an AdmissionReview");
             state.metrics.observe_bad_request(endpoint);
-            error_response(StatusCode::BAD_REQUEST, &error.to_string())
+            return error_response(StatusCode::BAD_REQUEST, &error.to_string());
         }
-    }
+    };
+    let Reviewed {
+        body, record, span, ..
+    } = reviewed;
+    let body = match body {
+        Ok(body) => body,
+        Err(error) => {
+            span.in_scope(|| tracing::error!(endpoint, %error, "cannot serialise the answer"));
+            state.metrics.observe_bad_request(endpoint);
+            return error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot serialise the answer",
+            );
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    state.metrics.observe_review(endpoint, &record, elapsed);
+    span.in_scope(|| log_decision(endpoint, &record, elapsed * 1000.0));
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The answer to a request that did not complete within its deadline (a
@@ -223,30 +224,61 @@ fn error_response(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-/// One line per decision; constant message, data in fields.
+/// One line per decision; constant message, data in fields. The lists are
+/// written straight into the line, not joined into strings first.
 fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
-    let rules: Vec<String> = r
-        .violations
-        .iter()
-        .map(|(rule, mode)| format!("{rule}:{}", mode.as_str()))
-        .collect();
-    let exempted: Vec<&str> = r.exempted.iter().map(|rule| rule.as_str()).collect();
+    let rules = Joined(",", || {
+        r.violations
+            .iter()
+            .map(|&(rule, mode)| Violation(rule, mode))
+    });
+    let exempted = Joined(",", || r.exempted.iter().map(|rule| rule.as_str()));
+    let omitted = Joined(" | ", || r.omitted.texts.iter());
     tracing::info!(
         endpoint,
         uid = %r.uid,
         kind = r.kind.map_or("other", Kind::as_str),
         namespace = %r.namespace,
         name = %r.name,
-        operation = review::operation_str(&r.operation),
+        operation = r.operation,
         user = %r.user,
         dry_run = r.dry_run,
         decision = r.outcome.as_str(),
-        rules = %rules.join(","),
-        exempted = %exempted.join(","),
-        omitted = %r.omitted.texts.join(" | "),
+        rules = %rules,
+        exempted = %exempted,
+        omitted = %omitted,
         latency_ms,
         "admission review"
     );
+}
+
+/// `rule:mode`.
+struct Violation(RuleId, Mode);
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0, self.1.as_str())
+    }
+}
+
+/// Displays the items `.1` yields, separated by `.0`.
+struct Joined<F>(&'static str, F);
+
+impl<F, I> std::fmt::Display for Joined<F>
+where
+    F: Fn() -> I,
+    I: Iterator,
+    I::Item: std::fmt::Display,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, item) in (self.1)().enumerate() {
+            if i > 0 {
+                f.write_str(self.0)?;
+            }
+            item.fmt(f)?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
-use crate::metrics::Metrics;
+use super::metrics::ServerMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -140,7 +140,7 @@ pub async fn watch_files(
     cert_path: PathBuf,
     key_path: PathBuf,
     interval: Duration,
-    metrics: Metrics,
+    metrics: ServerMetrics,
 ) {
     let mut last = Some(loaded);
     // Whether the last poll could not read the files: counted once per

@@ -8,14 +8,12 @@
 //! Planning is pure: the pod in, RFC 6902 operations and warnings out. A pod
 //! already patched yields no operations, so the webhook can be reinvoked.
 
-use std::collections::BTreeMap;
-
 use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, PatchOperation, ReplaceOperation};
+use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::{
     EmptyDirVolumeSource, EnvVar, SecretVolumeSource, Volume, VolumeMount,
 };
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::config::{CertificateSource, WorkloadCertificates};
 use crate::injection::PROXY_CONTAINER;
@@ -26,8 +24,10 @@ pub const USER_VOLUME_MOUNT: &str = "sidecar.istio.io/userVolumeMount";
 pub const MARKER: &str = "meshgate.io/cert-mount";
 const OUTPUT_CERTS: &str = "OUTPUT_CERTS";
 
+mod annotations;
 mod policy;
 
+use annotations::{annotation_op, annotation_ops};
 pub(super) use policy::review;
 
 /// What `/mutate` did with a pod, for metrics
@@ -313,111 +313,6 @@ fn proxy_container_ops(
         }
     }
     Ok(ops)
-}
-
-fn annotation_ops(pod: &Workload, name: &str, path: &str) -> Result<Vec<PatchOperation>, String> {
-    let mut ops = Vec::new();
-
-    // proxy.istio.io/config is ProxyConfig in YAML: merge OUTPUT_CERTS into
-    // its proxyMetadata, keeping everything else.
-    let mut config: Map<String, Value> = match pod.pod_annotation(PROXY_CONFIG) {
-        None => Map::new(),
-        Some(text) if text.trim().is_empty() => Map::new(),
-        Some(text) => match serde_yaml_ng::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            _ => return Err(format!("the {PROXY_CONFIG} annotation is not a YAML mapping; not merging OUTPUT_CERTS into it")),
-        },
-    };
-    let metadata = config
-        .entry("proxyMetadata")
-        .or_insert_with(|| Value::Object(Map::new()));
-    let Value::Object(metadata) = metadata else {
-        return Err(format!(
-            "proxyMetadata in the {PROXY_CONFIG} annotation is not a mapping"
-        ));
-    };
-    match metadata.get(OUTPUT_CERTS).and_then(Value::as_str) {
-        Some(existing) if existing == path => {}
-        Some(existing) => {
-            return Err(format!(
-                "the {PROXY_CONFIG} annotation already sets OUTPUT_CERTS to {existing:?}"
-            ))
-        }
-        None => {
-            metadata.insert(OUTPUT_CERTS.into(), Value::String(path.into()));
-            // JSON is YAML: Istio reads it back unchanged.
-            let text = serde_json::to_string(&config).unwrap_or_default();
-            ops.push(annotation_op(pod, PROXY_CONFIG, text, &ops));
-        }
-    }
-
-    // sidecar.istio.io/userVolumeMount: JSON object of name -> VolumeMount.
-    let mut mounts: Map<String, Value> = match pod.pod_annotation(USER_VOLUME_MOUNT) {
-        None => Map::new(),
-        Some(text) if text.trim().is_empty() => Map::new(),
-        Some(text) => match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(map)) => map,
-            _ => {
-                return Err(format!(
-                    "the {USER_VOLUME_MOUNT} annotation is not a JSON object"
-                ))
-            }
-        },
-    };
-    let existing_path = mounts
-        .get(name)
-        .map(|m| m.get("mountPath").and_then(Value::as_str).unwrap_or(""));
-    match existing_path {
-        Some(p) if p == path => {}
-        Some(p) => {
-            return Err(format!(
-                "the {USER_VOLUME_MOUNT} annotation already mounts \"{name}\" at {p:?}"
-            ))
-        }
-        None => {
-            if let Some((other, _)) = mounts
-                .iter()
-                .find(|(_, m)| m.get("mountPath").and_then(Value::as_str) == Some(path))
-            {
-                return Err(format!(
-                    "the {USER_VOLUME_MOUNT} annotation already mounts \"{other}\" at {path}"
-                ));
-            }
-            mounts.insert(name.into(), json!({"mountPath": path}));
-            let text = serde_json::to_string(&mounts).unwrap_or_default();
-            ops.push(annotation_op(pod, USER_VOLUME_MOUNT, text, &ops));
-        }
-    }
-    Ok(ops)
-}
-
-/// Sets one annotation, creating the map when the pod has none (and no
-/// earlier operation of this patch created it already).
-fn annotation_op(
-    pod: &Workload,
-    key: &str,
-    value: String,
-    earlier: &[PatchOperation],
-) -> PatchOperation {
-    let annotations_path = pointer(&["metadata", "annotations"]);
-    let map_created = earlier
-        .iter()
-        .any(|op| matches!(op, PatchOperation::Add(a) if a.path == annotations_path));
-    match &pod.pod_meta.annotations {
-        None if !map_created => add(
-            &["metadata", "annotations"],
-            Value::Object(
-                BTreeMap::from([(key.to_owned(), Value::String(value))])
-                    .into_iter()
-                    .collect(),
-            ),
-        ),
-        Some(existing) if existing.contains_key(key) => PatchOperation::Replace(ReplaceOperation {
-            path: pointer(&["metadata", "annotations", key]),
-            value: Value::String(value),
-        }),
-        _ => add(&["metadata", "annotations", key], Value::String(value)),
-    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::policy;
 use crate::rules::{self, Context, RuleId};
 use crate::subject::{Kind, Object, Workload};
 
-use super::super::validate::{refuse, under_review};
+use super::super::decode::{refuse, Judged};
 use super::super::{response, review, Record, Reviewer};
 use super::Outcome;
 
@@ -19,7 +19,8 @@ use super::Outcome;
 /// allow here would let it through where /validate is not installed.
 pub(in crate::admission) fn review(
     reviewer: &Reviewer,
-    req: &mut review::Request,
+    req: &review::Request,
+    subject: Judged,
     record: &mut Record,
 ) -> AdmissionResponse {
     let allow = response::allow(&req.uid);
@@ -29,10 +30,11 @@ pub(in crate::admission) fn review(
     if !is_pod_create {
         return allow;
     }
-    let pod = req.object.take();
-    let object = match under_review(req, Kind::Pod, (pod, "object")) {
-        Ok(object) => object,
-        Err(why) => return refuse(req, Kind::Pod, &why),
+    // A pod CREATE is judged: its object was decoded with the request.
+    let object = match subject {
+        Ok(Some(subject)) => subject.object,
+        Ok(None) => return allow,
+        Err((kind, why)) => return refuse(req, kind, &why),
     };
     let Object::Workload(pod) = &object else {
         return allow;

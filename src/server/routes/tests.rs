@@ -18,9 +18,9 @@ use tower::ServiceExt;
 use super::{webhook, AppState};
 use crate::admission::Reviewer;
 use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::posture::reflector::{self, CacheSync};
 use crate::posture::{files, Availability, SharedPosture};
+use crate::server::metrics::ServerMetrics;
 
 const LIMIT: usize = 64 * 1024;
 
@@ -40,7 +40,7 @@ fn router_with(sync: CacheSync) -> (Router, AppState, Registry) {
     let posture: SharedPosture = Arc::new(RwLock::new(index));
     let sync = Arc::new(sync);
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let metrics = ServerMetrics::register(&mut registry);
     let state = AppState {
         reviewer: Arc::new(
             Reviewer::new(Arc::new(Config::default()), posture).with_sync(sync.clone()),
