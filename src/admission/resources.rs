@@ -112,18 +112,26 @@ mod tests {
             .filter(|r| r.operations.contains(&"DELETE"))
             .flat_map(|r| &r.resources)
             .collect();
-        // Exemption objects: DELETE is allowed, only logged with the requester.
-        assert_eq!(
-            deleted,
-            [
-                "peerauthentications",
-                "authorizationpolicies",
-                "meshexemptions",
-                "clustermeshexemptions"
-            ]
-        );
+        assert_eq!(deleted, ["peerauthentications", "authorizationpolicies"]);
         assert!(!validating
             .iter()
             .any(|r| r.resources.contains(&"serviceentries".to_owned())));
+    }
+
+    /// Exemption objects go to their own webhooks: DELETE too, where it is
+    /// only logged with the requester.
+    #[test]
+    fn exemption_objects_have_rules_of_their_own() {
+        let exemptions = exemption_rules();
+        assert_eq!(exemptions.len(), 1);
+        assert_eq!(exemptions[0].api_group, "meshgate.io");
+        assert_eq!(
+            exemptions[0].resources,
+            ["meshexemptions", "clustermeshexemptions"]
+        );
+        assert_eq!(exemptions[0].operations, ["CREATE", "UPDATE", "DELETE"]);
+        assert!(validating_rules()
+            .iter()
+            .all(|r| r.api_group != "meshgate.io"));
     }
 }
