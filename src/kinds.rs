@@ -4,17 +4,25 @@
 //! its pod spec. Kind parsing, the webhook rules (`admission::resources`),
 //! the RBAC lists (`posture::watched`), the reflectors, the background
 //! audit's watches, `audit --cluster`'s lists, the metric labels and the
-//! `kube::Resource` impls of the Istio and cert-manager types all read it:
-//! adding a kind is one row here (and its type, if the rules read it).
+//! `kube::Resource` impls of the Istio and cert-manager types all read it.
+//!
+//! Adding a kind is exactly: its [`Kind`] variant and one row in [`TABLE`]
+//! (in the same order: checked when the crate compiles); if a rule reads
+//! it beyond a workload's pod spec, its type (`crate::istio` or
+//! `crate::certmanager`) and its name in `subject`'s `typed_objects!`;
+//! and a feeder in `crate::posture` only if the posture index stores it.
+//! The chart's RBAC and `resources.yaml` and the test API server follow
+//! from the table (`tests/chart.rs` checks the chart against it).
 
 use std::fmt;
 
 use kube::api::ApiResource;
 use kube::core::admission::Operation;
+use strum::{EnumCount, IntoStaticStr, VariantArray};
 
 /// The kinds meshgate knows: judged, watched, or both. The discriminant is
-/// the kind's row in [`TABLE`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// the kind's row in [`TABLE`]; the variant's name is the kind's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumCount)]
 pub enum Kind {
     Pod,
     Deployment,
@@ -37,7 +45,6 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct KindRow {
     pub kind: Kind,
-    pub name: &'static str,
     pub group: &'static str,
     /// Served versions, newest first; watches use the first one the cluster
     /// serves, RBAC and `kube::Resource` the first.
@@ -72,14 +79,12 @@ const TEMPLATE_SPEC: &[&str] = &["spec", "template", "spec"];
 /// A workload: judged on CREATE and UPDATE, not watched by the index.
 const fn workload(
     kind: Kind,
-    name: &'static str,
     group: &'static str,
     (plural, resource): (&'static str, &'static str),
     pod_spec: &'static [&'static str],
 ) -> KindRow {
     KindRow {
         kind,
-        name,
         group,
         versions: V1,
         plural,
@@ -96,7 +101,6 @@ const fn workload(
 /// An Istio or cert-manager kind: namespaced, not a workload.
 const fn policy(
     kind: Kind,
-    name: &'static str,
     (group, versions): (&'static str, &'static [&'static str]),
     (plural, resource): (&'static str, &'static str),
     posture: bool,
@@ -104,7 +108,6 @@ const fn policy(
 ) -> KindRow {
     KindRow {
         kind,
-        name,
         group,
         versions,
         plural,
@@ -126,60 +129,47 @@ pub const TABLE: &[KindRow] = &[
     KindRow {
         mutated_on: &[Operation::Create],
         subresources: &["ephemeralcontainers"],
-        ..workload(Kind::Pod, "Pod", "", ("pods", "pods"), &["spec"])
+        ..workload(Kind::Pod, "", ("pods", "pods"), &["spec"])
     },
     workload(
         Kind::Deployment,
-        "Deployment",
         "apps",
         ("deployments", "deployments.apps"),
         TEMPLATE_SPEC,
     ),
     workload(
         Kind::StatefulSet,
-        "StatefulSet",
         "apps",
         ("statefulsets", "statefulsets.apps"),
         TEMPLATE_SPEC,
     ),
     workload(
         Kind::DaemonSet,
-        "DaemonSet",
         "apps",
         ("daemonsets", "daemonsets.apps"),
         TEMPLATE_SPEC,
     ),
     workload(
         Kind::ReplicaSet,
-        "ReplicaSet",
         "apps",
         ("replicasets", "replicasets.apps"),
         TEMPLATE_SPEC,
     ),
-    workload(
-        Kind::Job,
-        "Job",
-        "batch",
-        ("jobs", "jobs.batch"),
-        TEMPLATE_SPEC,
-    ),
+    workload(Kind::Job, "batch", ("jobs", "jobs.batch"), TEMPLATE_SPEC),
     workload(
         Kind::CronJob,
-        "CronJob",
         "batch",
         ("cronjobs", "cronjobs.batch"),
         &["spec", "jobTemplate", "spec", "template", "spec"],
     ),
     workload(
         Kind::ReplicationController,
-        "ReplicationController",
         "",
         ("replicationcontrollers", "replicationcontrollers"),
         TEMPLATE_SPEC,
     ),
     KindRow {
         kind: Kind::Namespace,
-        name: "Namespace",
         group: "",
         versions: V1,
         plural: "namespaces",
@@ -193,7 +183,6 @@ pub const TABLE: &[KindRow] = &[
     },
     policy(
         Kind::PeerAuthentication,
-        "PeerAuthentication",
         SECURITY,
         (
             "peerauthentications",
@@ -204,7 +193,6 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::AuthorizationPolicy,
-        "AuthorizationPolicy",
         SECURITY,
         (
             "authorizationpolicies",
@@ -215,7 +203,6 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::DestinationRule,
-        "DestinationRule",
         NETWORKING,
         ("destinationrules", "destinationrules.networking.istio.io"),
         true,
@@ -223,7 +210,6 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::Sidecar,
-        "Sidecar",
         NETWORKING,
         ("sidecars", "sidecars.networking.istio.io"),
         true,
@@ -233,7 +219,6 @@ pub const TABLE: &[KindRow] = &[
     // the mesh.
     policy(
         Kind::ServiceEntry,
-        "ServiceEntry",
         NETWORKING,
         ("serviceentries", "serviceentries.networking.istio.io"),
         true,
@@ -241,7 +226,6 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::Certificate,
-        "Certificate",
         ("cert-manager.io", V1),
         ("certificates", "certificates.cert-manager.io"),
         false,
@@ -250,23 +234,16 @@ pub const TABLE: &[KindRow] = &[
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 15] = [
-        Kind::Pod,
-        Kind::Deployment,
-        Kind::StatefulSet,
-        Kind::DaemonSet,
-        Kind::ReplicaSet,
-        Kind::Job,
-        Kind::CronJob,
-        Kind::ReplicationController,
-        Kind::Namespace,
-        Kind::PeerAuthentication,
-        Kind::AuthorizationPolicy,
-        Kind::DestinationRule,
-        Kind::Sidecar,
-        Kind::ServiceEntry,
-        Kind::Certificate,
-    ];
+    /// Every kind, in the table's order.
+    pub const ALL: [Kind; Kind::COUNT] = {
+        let mut all = [Kind::Pod; Kind::COUNT];
+        let mut index = 0;
+        while index < Kind::COUNT {
+            all[index] = Kind::VARIANTS[index];
+            index += 1;
+        }
+        all
+    };
 
     pub const fn row(self) -> &'static KindRow {
         &TABLE[self as usize]
@@ -279,7 +256,7 @@ impl Kind {
         TABLE
             .iter()
             .find(|row| {
-                row.name == kind
+                row.kind.as_str() == kind
                     && row.group == group
                     && row.versions.contains(&version)
                     && !row.judged_on.is_empty()
@@ -293,7 +270,9 @@ impl Kind {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         TABLE
             .iter()
-            .find(|row| row.name == kind && row.group == group && row.versions.contains(&version))
+            .find(|row| {
+                row.kind.as_str() == kind && row.group == group && row.versions.contains(&version)
+            })
             .map(|row| row.kind)
     }
 
@@ -303,8 +282,8 @@ impl Kind {
         Self::from_gvk(group, version, kind)
     }
 
-    pub const fn as_str(self) -> &'static str {
-        self.row().name
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// Pods and the controllers whose templates create them.
@@ -334,7 +313,7 @@ impl Kind {
             } else {
                 format!("{}/{version}", row.group)
             },
-            kind: row.name.into(),
+            kind: self.as_str().into(),
             plural: row.plural.into(),
         }
     }
@@ -371,54 +350,61 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A typed object of a kind in the table.
+/// A typed object of a kind in the table (its impls are made by
+/// `subject`'s `typed_objects!`).
 pub trait TableKind {
     const KIND: Kind;
 }
 
-/// `kube::Resource` for a typed Istio or cert-manager object, from its row:
-/// static, at the newest version, as k8s-openapi types have it. Reads of
-/// an older served version go through [`Kind::api_resource`].
-macro_rules! table_resource {
-    ($($t:ty => $kind:expr),* $(,)?) => {$(
-        impl TableKind for $t {
-            const KIND: Kind = $kind;
-        }
+/// A set of kinds, built in constant expressions: the kinds a rule judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KindSet(u32);
 
-        impl kube::Resource for $t {
-            type DynamicType = ();
-            type Scope = kube::core::NamespaceResourceScope;
+impl KindSet {
+    pub const EMPTY: KindSet = KindSet(0);
 
-            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().name.into()
+    pub const fn of(kind: Kind) -> KindSet {
+        KindSet(1 << kind as u32)
+    }
+
+    pub const fn with(self, kind: Kind) -> KindSet {
+        KindSet(self.0 | KindSet::of(kind).0)
+    }
+
+    /// Pods and the controllers whose templates create them.
+    pub const WORKLOADS: KindSet = {
+        let mut set = KindSet::EMPTY;
+        let mut index = 0;
+        while index < TABLE.len() {
+            if TABLE[index].pod_spec.is_some() {
+                set = set.with(TABLE[index].kind);
             }
-            fn group(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().group.into()
-            }
-            fn version(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().versions[0].into()
-            }
-            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().plural.into()
-            }
-            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                &mut self.metadata
-            }
+            index += 1;
         }
-    )*};
+        set
+    };
+
+    pub fn contains(self, kind: Kind) -> bool {
+        self.0 & KindSet::of(kind).0 != 0
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Kind> {
+        Kind::ALL
+            .into_iter()
+            .filter(move |kind| self.contains(*kind))
+    }
 }
 
-table_resource!(
-    crate::istio::PeerAuthentication => Kind::PeerAuthentication,
-    crate::istio::AuthorizationPolicy => Kind::AuthorizationPolicy,
-    crate::istio::DestinationRule => Kind::DestinationRule,
-    crate::istio::Sidecar => Kind::Sidecar,
-    crate::istio::ServiceEntry => Kind::ServiceEntry,
-    crate::certmanager::Certificate => Kind::Certificate,
-);
+// A variant without its row, rows out of order, or more kinds than a
+// KindSet holds, do not compile.
+const _: () = {
+    assert!(TABLE.len() == Kind::COUNT && Kind::COUNT <= 32);
+    let mut index = 0;
+    while index < TABLE.len() {
+        assert!(TABLE[index].kind as usize == index);
+        index += 1;
+    }
+};
 
 #[cfg(test)]
 mod tests {

@@ -54,3 +54,4 @@ pub mod server;
 pub mod strict;
 pub mod subject;
 pub mod uninstall;
+pub mod vocab;

@@ -240,11 +240,11 @@ fn sarif_level(mode: Mode) -> &'static str {
 
 /// GitHub's `security-severity` bands: over 7.0 high, 4.0 to 6.9 medium,
 /// under 4.0 low.
-fn security_severity(severity: crate::rules::Severity) -> &'static str {
+fn security_severity(severity: crate::vocab::Severity) -> &'static str {
     match severity {
-        crate::rules::Severity::High => "8.0",
-        crate::rules::Severity::Medium => "5.5",
-        crate::rules::Severity::Low => "3.0",
+        crate::vocab::Severity::High => "8.0",
+        crate::vocab::Severity::Medium => "5.5",
+        crate::vocab::Severity::Low => "3.0",
     }
 }
 
