@@ -10,7 +10,7 @@
 //! (in the same order: checked when the crate compiles); if a rule reads
 //! it beyond a workload's pod spec, its type (`crate::istio` or
 //! `crate::certmanager`) and its name in `subject`'s `typed_objects!`;
-//! and a feeder in `crate::posture` only if the posture index stores it.
+//! and a feeder in the posture module only if the posture index stores it.
 //! The chart's RBAC and `resources.yaml` and the test API server follow
 //! from the table (`tests/chart.rs` checks the chart against it).
 

@@ -1,5 +1,5 @@
 //! `events` in the config file: Kubernetes Events on findings. Parsed
-//! here, beside the rest of the config; `crate::events` uses them.
+//! here, beside the rest of the config; the events module uses them.
 
 use serde::Deserialize;
 
