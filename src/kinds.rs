@@ -20,6 +20,9 @@ use kube::api::ApiResource;
 use kube::core::admission::Operation;
 use strum::{EnumCount, IntoStaticStr, VariantArray};
 
+mod set;
+pub use set::KindSet;
+
 /// The kinds meshgate knows: judged, watched, or both. The discriminant is
 /// the kind's row in [`TABLE`]; the variant's name is the kind's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumCount)]
@@ -354,45 +357,6 @@ impl fmt::Display for Kind {
 /// `subject`'s `typed_objects!`).
 pub trait TableKind {
     const KIND: Kind;
-}
-
-/// A set of kinds, built in constant expressions: the kinds a rule judges.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct KindSet(u32);
-
-impl KindSet {
-    pub const EMPTY: KindSet = KindSet(0);
-
-    pub const fn of(kind: Kind) -> KindSet {
-        KindSet(1 << kind as u32)
-    }
-
-    pub const fn with(self, kind: Kind) -> KindSet {
-        KindSet(self.0 | KindSet::of(kind).0)
-    }
-
-    /// Pods and the controllers whose templates create them.
-    pub const WORKLOADS: KindSet = {
-        let mut set = KindSet::EMPTY;
-        let mut index = 0;
-        while index < TABLE.len() {
-            if TABLE[index].pod_spec.is_some() {
-                set = set.with(TABLE[index].kind);
-            }
-            index += 1;
-        }
-        set
-    };
-
-    pub fn contains(self, kind: Kind) -> bool {
-        self.0 & KindSet::of(kind).0 != 0
-    }
-
-    pub fn iter(self) -> impl Iterator<Item = Kind> {
-        Kind::ALL
-            .into_iter()
-            .filter(move |kind| self.contains(*kind))
-    }
 }
 
 // A variant without its row, rows out of order, or more kinds than a
