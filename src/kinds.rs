@@ -9,10 +9,11 @@
 //! Adding a kind is exactly: its [`Kind`] variant and one row in [`TABLE`]
 //! (in the same order: checked when the crate compiles); if a rule reads
 //! it beyond a workload's pod spec, its type (`crate::istio` or
-//! `crate::certmanager`) and its name in `subject`'s `typed_objects!`;
-//! and a feeder in the posture module only if the posture index stores it.
-//! The chart's RBAC and `resources.yaml` and the test API server follow
-//! from the table (`tests/chart.rs` checks the chart against it).
+//! `crate::certmanager`) and its name in `subject`'s `typed_objects!`; its
+//! resources in the chart's `files/resources.yaml` (`tests/chart/drift.rs`
+//! fails until they match the table); and a feeder in the posture module
+//! only if the posture index stores it. The webhook rules, RBAC lists,
+//! watches and the test API server follow from the table.
 
 use std::fmt;
 

@@ -12,7 +12,11 @@
 //! ```
 //!
 //! `kinds` is the one table of the kinds meshgate knows (API facts, what
-//! is watched and judged); `rules::RULES` the one table of the rules.
+//! is watched and judged); `rules::RULES` the one table of the rules, each
+//! row with the kinds it judges; `vocab` the shared words (rule ids, modes,
+//! severities), a leaf every module may import; `istio::names` Istio's own
+//! names. What adding a kind or a rule touches is listed in the book
+//! (reference/development.md, "Tables and vocabulary").
 //! [`admission::Reviewer`] owns the whole decision, confirming a denial on
 //! cached posture against the API server; `server` is thin plumbing around
 //! it (read the body, call, answer, log, count). `audit` runs the

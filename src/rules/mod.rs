@@ -4,13 +4,14 @@
 //! after its id and reports every problem it sees, never just the first.
 //!
 //! Adding a rule is exactly: its file here (a `check` taking the typed
-//! object it judges), its [`RuleId`] variant in `crate::vocab`, one row in
-//! [`RULES`] (summary, severity, category, check; DELETE, posture, cap when
-//! not the defaults) and its page in the book (`docs/src/rules/<id>.md`,
-//! linked from `docs/src/SUMMARY.md` and `docs/src/rules/index.md`). The
-//! kinds it judges come from the type its check takes; the config's and
-//! the chart schema's rule ids, the catalogue and the reports follow (the
-//! chart's schema is checked by `tests/chart.rs`).
+//! object it judges), its [`RuleId`] variant in `crate::vocab`, its `pub
+//! mod` line and one row in [`RULES`] (summary, severity, category, check;
+//! DELETE, posture, cap when not the defaults), its page in the book
+//! (`docs/src/rules/<id>.md`, linked from `docs/src/SUMMARY.md` and
+//! `docs/src/rules/index.md`: `tests/docs.rs` checks), and its id in the
+//! chart's `values.schema.json`, twice (`tests/chart/drift.rs` checks). The
+//! kinds it judges come from the type its check takes; config parsing,
+//! `meshgate rules`, SARIF and the reports follow from the row.
 
 use crate::config::Config;
 use crate::kinds::KindSet;
