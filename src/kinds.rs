@@ -24,10 +24,38 @@ use strum::{EnumCount, IntoStaticStr, VariantArray};
 mod set;
 pub use set::KindSet;
 
-/// The kinds meshgate knows: judged, watched, or both. The discriminant is
-/// the kind's row in [`TABLE`]; the variant's name is the kind's name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumCount)]
-pub enum Kind {
+/// The kinds decoded into a type of their own (Istio, cert-manager), named
+/// once: `typed_kinds!(m! { ... })` calls `m!` with what it was given and
+/// then this list. It ends [`Kind`] below, and `subject` makes an `Object`
+/// variant of each.
+macro_rules! typed_kinds {
+    ($then:ident! { $($before:tt)* }) => {
+        $then! { $($before)*
+            PeerAuthentication = crate::istio::PeerAuthentication,
+            AuthorizationPolicy = crate::istio::AuthorizationPolicy,
+            DestinationRule = crate::istio::DestinationRule,
+            Sidecar = crate::istio::Sidecar,
+            ServiceEntry = crate::istio::ServiceEntry,
+            Certificate = crate::certmanager::Certificate,
+        }
+    };
+}
+pub(crate) use typed_kinds;
+
+macro_rules! kind_enum {
+    ($($plain:ident,)* ; $($typed:ident = $path:path,)*) => {
+        /// The kinds meshgate knows: judged, watched, or both. The
+        /// discriminant is the kind's row in [`TABLE`]; the variant's name
+        /// is the kind's name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumCount)]
+        pub enum Kind {
+            $($plain,)*
+            $($typed,)*
+        }
+    };
+}
+
+typed_kinds!(kind_enum! {
     Pod,
     Deployment,
     StatefulSet,
@@ -37,13 +65,8 @@ pub enum Kind {
     CronJob,
     ReplicationController,
     Namespace,
-    PeerAuthentication,
-    AuthorizationPolicy,
-    DestinationRule,
-    Sidecar,
-    ServiceEntry,
-    Certificate,
-}
+    ;
+});
 
 /// One row of [`TABLE`].
 #[derive(Debug)]

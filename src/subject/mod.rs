@@ -10,10 +10,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 
-use crate::certmanager::Certificate;
-use crate::istio::{
-    AuthorizationPolicy, DestinationRule, PeerAuthentication, ServiceEntry, Sidecar,
-};
 use crate::kinds::{KindSet, TableKind};
 use kube::Resource;
 
@@ -92,14 +88,7 @@ pub struct NamespaceObject {
     pub labels: BTreeMap<String, String>,
 }
 
-typed_objects!(
-    PeerAuthentication,
-    AuthorizationPolicy,
-    DestinationRule,
-    Sidecar,
-    ServiceEntry,
-    Certificate,
-);
+crate::kinds::typed_kinds!(typed_objects! {});
 
 impl Judged for Workload {
     const KINDS: KindSet = KindSet::WORKLOADS;

@@ -1,6 +1,6 @@
 //! The typed objects: the kinds decoded into their own serde type (Istio,
 //! cert-manager) rather than the [`super::Workload`] view or a Namespace.
-//! One name in `typed_objects!` (in `subject/mod.rs`) gives the kind its
+//! Its name in `kinds::typed_kinds!` gives the kind its
 //! [`super::Object`] variant, its decoding, its [`Judged`] impl and its
 //! `kube::Resource` and `kinds::TableKind` impls, all read from its row in
 //! `crate::kinds::TABLE`.
@@ -19,12 +19,12 @@ pub trait Judged {
 /// newest version, as k8s-openapi types have it. Reads of an older served
 /// version go through `Kind::api_resource`.
 macro_rules! table_resource {
-    ($t:ident) => {
-        impl TableKind for $t {
+    ($t:ident = $path:path) => {
+        impl TableKind for $path {
             const KIND: Kind = Kind::$t;
         }
 
-        impl kube::Resource for $t {
+        impl kube::Resource for $path {
             type DynamicType = ();
             type Scope = kube::core::NamespaceResourceScope;
 
@@ -53,7 +53,7 @@ macro_rules! table_resource {
 /// [`super::Object`] with a variant per typed kind (named as the kind and
 /// its type), and what each variant needs.
 macro_rules! typed_objects {
-    ($($t:ident),* $(,)?) => {
+    ($($t:ident = $path:path,)*) => {
         /// A judged object. One is built per review and never stored, so
         /// the size difference between variants costs nothing worth a box.
         #[derive(Debug, Clone)]
@@ -61,7 +61,7 @@ macro_rules! typed_objects {
         pub enum Object {
             Workload(Workload),
             Namespace(NamespaceObject),
-            $($t($t),)*
+            $($t($path),)*
         }
 
         impl Object {
@@ -82,9 +82,9 @@ macro_rules! typed_objects {
         }
 
         $(
-            table_resource!($t);
+            table_resource!($t = $path);
 
-            impl Judged for $t {
+            impl Judged for $path {
                 const KINDS: KindSet = KindSet::of(Kind::$t);
                 fn of(object: &Object) -> Option<&Self> {
                     match object {
