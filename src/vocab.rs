@@ -12,20 +12,9 @@ use strum::{EnumString, IntoStaticStr, VariantArray};
 
 /// Every rule meshgate knows, by id; `RuleId::VARIANTS` lists them in the
 /// order of `rules::RULES`.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
+#[derive(EnumString, IntoStaticStr, VariantArray)]
 #[strum(serialize_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RuleId {
     SidecarRequired,
     NoHostNetwork,
@@ -63,22 +52,10 @@ impl std::fmt::Display for RuleId {
 }
 
 /// How a rule's violations are treated. Ordered from weakest to strongest.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Deserialize,
-    EnumString,
-    IntoStaticStr,
-    VariantArray,
-)]
+#[derive(Deserialize, EnumString, IntoStaticStr, VariantArray)]
 #[serde(rename_all = "lowercase")]
 #[strum(serialize_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
     /// The rule does not run.
     Off,
@@ -97,20 +74,9 @@ impl Mode {
 /// PolicyReport severity: `high` for traffic that bypasses mTLS or the
 /// proxy, `medium` for missing defence in depth, `low` for hygiene. Ordered
 /// from lowest to highest; also `meshgate audit --severity`'s values.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    IntoStaticStr,
-    VariantArray,
-    clap::ValueEnum,
-)]
+#[derive(IntoStaticStr, VariantArray, clap::ValueEnum)]
 #[strum(serialize_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
     Low,
     Medium,
