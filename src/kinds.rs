@@ -6,14 +6,15 @@
 //! audit's watches, `audit --cluster`'s lists, the metric labels and the
 //! `kube::Resource` impls of the Istio and cert-manager types all read it.
 //!
-//! Adding a kind is exactly: its [`Kind`] variant and one row in [`TABLE`]
-//! (in the same order: checked when the crate compiles); if a rule reads
-//! it beyond a workload's pod spec, its type (`crate::istio` or
-//! `crate::certmanager`) and its name in `subject`'s `typed_objects!`; its
-//! resources in the chart's `files/resources.yaml` (`tests/chart/drift.rs`
-//! fails until they match the table); and a feeder in the posture module
-//! only if the posture index stores it. The webhook rules, RBAC lists,
-//! watches and the test API server follow from the table.
+//! Adding a kind is exactly: its row in [`TABLE`] and its [`Kind`]
+//! variant (rows in the variants' order: checked when the crate compiles),
+//! named in `typed_kinds!` with its type if it is decoded into a type of
+//! its own (`crate::istio`, `crate::certmanager`), else in the plain list;
+//! its resources in the chart's `files/resources.yaml`
+//! (`tests/chart/drift.rs` fails until they match the table); and a feeder
+//! in the posture module only if the posture index stores it. The webhook
+//! rules, RBAC lists, watches, `subject::Object` and the test API server
+//! follow from the table and the list.
 
 use std::fmt;
 
