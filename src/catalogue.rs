@@ -84,7 +84,7 @@ pub fn json() -> String {
 
 /// The mode without a config: the global default (enforce), capped.
 fn default_mode(rule: RuleId) -> &'static str {
-    crate::config::Config::default().rule_mode(rule).as_str()
+    rule.mode_in(&crate::config::Config::default()).as_str()
 }
 
 pub fn run(args: &RulesArgs) -> std::process::ExitCode {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::duration::parse_go_duration;
+use crate::vocab::RuleId;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -200,29 +201,7 @@ pub enum ColorChoice {
 }
 
 /// A minimum severity, for `--severity`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SeverityArg {
-    Low,
-    Medium,
-    High,
-}
-
-impl SeverityArg {
-    pub fn admits(self, severity: crate::rules::Severity) -> bool {
-        use crate::rules::Severity;
-        let rank = |s: Severity| match s {
-            Severity::Low => 0,
-            Severity::Medium => 1,
-            Severity::High => 2,
-        };
-        let floor = match self {
-            SeverityArg::Low => Severity::Low,
-            SeverityArg::Medium => Severity::Medium,
-            SeverityArg::High => Severity::High,
-        };
-        rank(severity) >= rank(floor)
-    }
-}
+pub use crate::vocab::Severity as SeverityArg;
 
 #[derive(Debug, clap::Args)]
 pub struct RulesArgs {
@@ -249,7 +228,7 @@ pub struct AuditArgs {
     pub fail_on: FailOn,
     /// Report (and fail on) only these rules; repeatable.
     #[arg(long = "rule", value_name = "RULE", value_parser = parse_rule)]
-    pub rules: Vec<crate::rules::RuleId>,
+    pub rules: Vec<RuleId>,
     /// Report (and fail on) only findings of rules at this severity or above.
     #[arg(long, value_enum, value_name = "SEVERITY")]
     pub severity: Option<SeverityArg>,
@@ -298,12 +277,9 @@ fn parse_now(text: &str) -> Result<k8s_openapi::jiff::Timestamp, String> {
 }
 
 /// A rule id of the catalogue (`meshgate rules`).
-fn parse_rule(text: &str) -> Result<crate::rules::RuleId, String> {
+fn parse_rule(text: &str) -> Result<RuleId, String> {
     text.parse().map_err(|_| {
-        let known: Vec<&str> = crate::rules::RuleId::ALL
-            .iter()
-            .map(|r| r.as_str())
-            .collect();
+        let known: Vec<&str> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
         format!("unknown rule; the rules are {}", known.join(", "))
     })
 }

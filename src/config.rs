@@ -11,33 +11,24 @@ use serde::Deserialize;
 
 use crate::certmanager::IssuerRef;
 use crate::duration::parse_go_duration;
-use crate::rules::RuleId;
+pub use crate::vocab::Mode;
+use crate::vocab::RuleId;
 
+mod certificates;
+mod events;
 pub(crate) mod exemption;
+mod exemption_objects;
+pub use exemption_objects::{ExemptionObjects, DEFAULT_MAX_EXEMPTION_DURATION};
+use exemption_objects::RawExemptionObjects;
+pub use certificates::{
+    CertificateSource, WorkloadCertificates, DEFAULT_CERT_MOUNT_PATH, DEFAULT_CERT_VOLUME,
+    DEFAULT_MAX_CERTIFICATE_DURATION, DEFAULT_WORKLOAD_ISSUER,
+};
+use certificates::{RawCertificates, RawWorkloadCertificates};
+pub use events::EventSettings;
+use events::RawEvents;
 pub use exemption::Exemption;
 use exemption::RawExemption;
-
-/// How a rule's violations are treated. Ordered from weakest to strongest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// The rule does not run.
-    Off,
-    /// Violations are allowed and reported (warnings, audit annotations, logs, metrics).
-    Audit,
-    /// Violations are denied.
-    Enforce,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Off => "off",
-            Mode::Audit => "audit",
-            Mode::Enforce => "enforce",
-        }
-    }
-}
 
 /// What reviews that need the cluster's posture get while the caches are
 /// still filling after start-up.
@@ -55,13 +46,6 @@ pub const NAMESPACE_MODE_LABEL: &str = "meshgate.io/mode";
 
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
-pub const DEFAULT_CERT_VOLUME: &str = "istio-certs";
-pub const DEFAULT_CERT_MOUNT_PATH: &str = "/etc/istio-certs";
-pub const DEFAULT_MAX_CERTIFICATE_DURATION: Duration = Duration::from_secs(24 * 3600);
-/// The issuer istio-csr and cert-manager's Istio guides name `istio-ca`, as a
-/// namespaced Issuer (istio-csr's chart default) or a ClusterIssuer.
-pub const DEFAULT_WORKLOAD_ISSUER: &str = "istio-ca";
-
 pub const DEFAULT_EXEMPT_NAMESPACES: &[&str] = &[
     "kube-system",
     "kube-public",
@@ -115,10 +99,10 @@ struct RawConfig {
     #[serde(default)]
     background_audit: RawBackgroundAudit,
     #[serde(default)]
-    events: crate::events::RawEvents,
-    /// Issue 21: `exemptionObjects: {maxDuration: 2160h}`.
+    events: RawEvents,
+    /// `exemptionObjects: {maxDuration: 2160h}`.
     #[serde(default)]
-    exemption_objects: crate::exemption::RawExemptionObjects,
+    exemption_objects: RawExemptionObjects,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,29 +110,6 @@ struct RawConfig {
 struct RawBackgroundAudit {
     enabled: Option<bool>,
     interval: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawWorkloadCertificates {
-    volume_name: Option<String>,
-    mount_path: Option<String>,
-    secret_name: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct RawCertificates {
-    max_duration: Option<String>,
-    issuer_refs: Option<Vec<RawIssuerRef>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIssuerRef {
-    name: Option<String>,
-    kind: Option<String>,
-    group: Option<String>,
 }
 
 /// Validated configuration.
@@ -173,9 +134,9 @@ pub struct Config {
     pub certificate_issuers: Vec<IssuerRef>,
     pub background_audit: BackgroundAudit,
     /// Kubernetes Events on findings (`events`).
-    pub events: crate::events::EventSettings,
+    pub events: EventSettings,
     /// `exemptionObjects`: limits on MeshExemption / ClusterMeshExemption.
-    pub exemption_objects: crate::exemption::ExemptionObjects,
+    pub exemption_objects: ExemptionObjects,
 }
 
 /// `backgroundAudit`: judging what already runs, in `serve`.
@@ -195,22 +156,6 @@ impl Default for BackgroundAudit {
             interval: DEFAULT_BACKGROUND_INTERVAL,
         }
     }
-}
-
-/// Where `/mutate` puts the workload certificates for the app-to-sidecar hop.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkloadCertificates {
-    pub volume_name: String,
-    pub mount_path: String,
-    pub source: CertificateSource,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CertificateSource {
-    /// The sidecar writes its own certificate, key and root (OUTPUT_CERTS).
-    Sidecar,
-    /// A Secret (from cert-manager, or a SPIFFE CSI setup) is mounted instead.
-    Secret(String),
 }
 
 impl Default for Config {
@@ -264,14 +209,6 @@ impl Config {
 
     pub fn is_exempt_namespace(&self, namespace: &str) -> bool {
         self.exempt_namespaces.iter().any(|n| n == namespace)
-    }
-
-    /// The configured mode of a rule, before namespace labels.
-    pub fn rule_mode(&self, rule: RuleId) -> Mode {
-        self.rules
-            .get(&rule)
-            .copied()
-            .unwrap_or_else(|| self.mode.min(rule.default_cap()))
     }
 }
 
@@ -413,127 +350,6 @@ fn exempt_namespaces_or_default(
     Ok(namespaces)
 }
 
-impl RawCertificates {
-    fn validate(self) -> Result<(Vec<IssuerRef>, Duration), ConfigError> {
-        let issuers = workload_issuers(self.issuer_refs)?;
-        Ok((issuers, max_duration(self.max_duration.as_deref())?))
-    }
-}
-
-/// The issuers of workload certificates; by default istio-ca as an Issuer or
-/// a ClusterIssuer.
-fn workload_issuers(issuer_refs: Option<Vec<RawIssuerRef>>) -> Result<Vec<IssuerRef>, ConfigError> {
-    match issuer_refs {
-        None => Ok(vec![
-            IssuerRef::new(DEFAULT_WORKLOAD_ISSUER, "Issuer", crate::certmanager::GROUP),
-            IssuerRef::new(
-                DEFAULT_WORKLOAD_ISSUER,
-                "ClusterIssuer",
-                crate::certmanager::GROUP,
-            ),
-        ]),
-        Some(refs) => refs
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| r.validate(&format!("certificates.issuerRefs[{i}]")))
-            .collect(),
-    }
-}
-
-fn max_duration(text: Option<&str>) -> Result<Duration, ConfigError> {
-    let max_duration = match text {
-        None => DEFAULT_MAX_CERTIFICATE_DURATION,
-        Some(text) => parse_go_duration(text)
-            .map_err(|e| ConfigError::invalid("certificates.maxDuration", e.to_string()))?,
-    };
-    if max_duration.is_zero() {
-        return Err(ConfigError::invalid(
-            "certificates.maxDuration",
-            "must be longer than 0",
-        ));
-    }
-    Ok(max_duration)
-}
-
-impl RawIssuerRef {
-    /// cert-manager's defaults: `kind: Issuer`, `group: cert-manager.io`.
-    fn validate(self, at: &str) -> Result<IssuerRef, ConfigError> {
-        let Self { name, kind, group } = self;
-        let name = name.unwrap_or_default();
-        if name.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                format!("{at}.name"),
-                "must name the issuer, as in a Certificate's spec.issuerRef.name",
-            ));
-        }
-        let group = group
-            .filter(|g| !g.is_empty())
-            .unwrap_or_else(|| crate::certmanager::GROUP.to_owned());
-        let kind = kind
-            .filter(|k| !k.is_empty())
-            .unwrap_or_else(|| "Issuer".to_owned());
-        if group == crate::certmanager::GROUP && kind != "Issuer" && kind != "ClusterIssuer" {
-            return Err(ConfigError::invalid(
-                format!("{at}.kind"),
-                format!("`{kind}` is not a cert-manager.io kind: use Issuer or ClusterIssuer (or set `group` for an external issuer)"),
-            ));
-        }
-        Ok(IssuerRef { name, kind, group })
-    }
-}
-
-impl RawWorkloadCertificates {
-    fn validate(self) -> Result<WorkloadCertificates, ConfigError> {
-        let Self {
-            volume_name,
-            mount_path,
-            secret_name,
-        } = self;
-        let volume_name = volume_name.unwrap_or_else(|| DEFAULT_CERT_VOLUME.to_owned());
-        if !is_dns_label(&volume_name) {
-            return Err(ConfigError::invalid(
-                "workloadCertificates.volumeName",
-                format!("`{volume_name}` is not a valid volume name (lowercase letters, digits and '-', at most 63)"),
-            ));
-        }
-        let mount_path = mount_path.unwrap_or_else(|| DEFAULT_CERT_MOUNT_PATH.to_owned());
-        if !mount_path.starts_with('/')
-            || mount_path.contains(':')
-            || mount_path.split('/').any(|p| p == "..")
-        {
-            return Err(ConfigError::invalid(
-                "workloadCertificates.mountPath",
-                format!("`{mount_path}` must be an absolute path without `..` or `:`"),
-            ));
-        }
-        let source = match secret_name {
-            None => CertificateSource::Sidecar,
-            Some(name) if !name.is_empty() && name.len() <= 253 => CertificateSource::Secret(name),
-            Some(_) => {
-                return Err(ConfigError::invalid(
-                    "workloadCertificates.secretName",
-                    "must name a Secret (or leave it out to use the sidecar's certificates)",
-                ))
-            }
-        };
-        Ok(WorkloadCertificates {
-            volume_name,
-            mount_path,
-            source,
-        })
-    }
-}
-
-fn is_dns_label(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 63
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-}
-
 fn parse_rule_id(id: &str, field: &str) -> Result<RuleId, ConfigError> {
     id.parse().map_err(|_| {
         let known: Vec<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
@@ -566,21 +382,21 @@ mod tests {
     fn per_rule_mode_overrides_global_mode() {
         let config =
             Config::from_yaml("mode: audit\nrules:\n  no-host-network: enforce\n").unwrap();
-        assert_eq!(config.rule_mode(RuleId::NoHostNetwork), Mode::Enforce);
-        assert_eq!(config.rule_mode(RuleId::SidecarRequired), Mode::Audit);
+        assert_eq!(RuleId::NoHostNetwork.mode_in(&config), Mode::Enforce);
+        assert_eq!(RuleId::SidecarRequired.mode_in(&config), Mode::Audit);
     }
 
     #[test]
     fn advisory_rules_default_to_audit_unless_configured() {
         let config = Config::from_yaml("").unwrap();
-        assert_eq!(config.rule_mode(RuleId::DenyAllOverridesAllow), Mode::Audit);
+        assert_eq!(RuleId::DenyAllOverridesAllow.mode_in(&config), Mode::Audit);
         let config = Config::from_yaml("rules: {deny-all-overrides-allow: enforce}\n").unwrap();
         assert_eq!(
-            config.rule_mode(RuleId::DenyAllOverridesAllow),
+            RuleId::DenyAllOverridesAllow.mode_in(&config),
             Mode::Enforce
         );
         let config = Config::from_yaml("mode: off\n").unwrap();
-        assert_eq!(config.rule_mode(RuleId::DenyAllOverridesAllow), Mode::Off);
+        assert_eq!(RuleId::DenyAllOverridesAllow.mode_in(&config), Mode::Off);
     }
 
     #[test]

@@ -10,39 +10,27 @@ mod iptables;
 mod ports;
 
 pub use iptables::{interception_settings, proxy_ids, Found, Setting, Source};
-pub use ports::{
-    own_inbound_ports, status_port, DEFAULT_STATUS_PORT, PROXY_CONFIG_ENV, STATUS_PORT_ANNOTATION,
+pub use ports::{own_inbound_ports, status_port, DEFAULT_STATUS_PORT, STATUS_PORT_ANNOTATION};
+
+use crate::istio::names::labels;
+pub use crate::istio::names::{
+    AGENTGATEWAY_CONTAINER, INIT_CONTAINER, INJECT, INJECTOR_STATUS, PROXY_CONFIG_ENV,
+    PROXY_CONTAINER, PROXY_UID, TEMPLATES, VALIDATION_CONTAINER,
 };
+use crate::istio::{Enrollment, NamespaceInfo};
+use crate::subject::{ContainerView, Workload};
 
-use crate::subject::ContainerView;
-
-use crate::posture::{labels, Enrollment, NamespaceInfo};
-use crate::subject::Workload;
-
-pub const PROXY_CONTAINER: &str = "istio-proxy";
-/// Applies the iptables rules when Istio's CNI plugin is not installed.
-pub const INIT_CONTAINER: &str = "istio-init";
-/// Checks the CNI plugin's rules when it is installed.
-pub const VALIDATION_CONTAINER: &str = "istio-validation";
-/// The injector's mark, written by the webhook and by `istioctl kube-inject`.
-pub const INJECTOR_STATUS: &str = "sidecar.istio.io/status";
-pub const INJECT: &str = "sidecar.istio.io/inject";
-/// The injection templates the injector applies, comma-separated.
-pub const TEMPLATES: &str = "inject.istio.io/templates";
-pub const PROXY_UID: i64 = 1337;
 /// Proxyless gRPC: the application talks xDS itself and no Envoy sits in
 /// its traffic path.
 const PROXYLESS_TEMPLATES: &[&str] = &["grpc-simple", "grpc-agent"];
 const GATEWAY_TEMPLATE: &str = "gateway";
 const SIDECAR_TEMPLATE: &str = "sidecar";
 
-/// The one container of istiod's Deployments for the `istio-agentgateway`
-/// and `istio-agentgateway-waypoint` classes.
-pub const AGENTGATEWAY_CONTAINER: &str = "agentgateway";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum GatewayRole {
     /// `pilot-agent proxy router`: an ingress, egress or east-west gateway.
+    #[strum(serialize = "gateway")]
     Router,
     /// `pilot-agent proxy waypoint`: an ambient waypoint.
     Waypoint,
@@ -53,11 +41,7 @@ pub enum GatewayRole {
 
 impl GatewayRole {
     pub fn as_str(self) -> &'static str {
-        match self {
-            GatewayRole::Router => "gateway",
-            GatewayRole::Waypoint => "waypoint",
-            GatewayRole::Agentgateway => "agentgateway",
-        }
+        self.into()
     }
 }
 

@@ -4,18 +4,59 @@
 //! its pod spec. Kind parsing, the webhook rules (`admission::resources`),
 //! the RBAC lists (`posture::watched`), the reflectors, the background
 //! audit's watches, `audit --cluster`'s lists, the metric labels and the
-//! `kube::Resource` impls of the Istio and cert-manager types all read it:
-//! adding a kind is one row here (and its type, if the rules read it).
+//! `kube::Resource` impls of the Istio and cert-manager types all read it.
+//!
+//! Adding a kind is exactly: its row in [`TABLE`] and its [`Kind`]
+//! variant (rows in the variants' order: checked when the crate compiles),
+//! named in `typed_kinds!` with its type if it is decoded into a type of
+//! its own (`crate::istio`, `crate::certmanager`), else in the plain list;
+//! its resources in the chart's `files/resources.yaml`
+//! (`tests/chart/drift.rs` fails until they match the table); and a feeder
+//! in the posture module only if the posture index stores it. The webhook
+//! rules, RBAC lists, watches, `subject::Object` and the test API server
+//! follow from the table and the list.
 
 use std::fmt;
 
 use kube::api::ApiResource;
 use kube::core::admission::Operation;
+use strum::{EnumCount, IntoStaticStr, VariantArray};
 
-/// The kinds meshgate knows: judged, watched, or both. The discriminant is
-/// the kind's row in [`TABLE`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
+mod set;
+pub use set::KindSet;
+
+/// The kinds decoded into a type of their own (Istio, cert-manager), named
+/// once: `typed_kinds!(m! { ... })` calls `m!` with what it was given and
+/// then this list. It ends [`Kind`] below, and `subject` makes an `Object`
+/// variant of each.
+macro_rules! typed_kinds {
+    ($then:ident! { $($before:tt)* }) => {
+        $then! { $($before)*
+            PeerAuthentication = crate::istio::PeerAuthentication,
+            AuthorizationPolicy = crate::istio::AuthorizationPolicy,
+            DestinationRule = crate::istio::DestinationRule,
+            Sidecar = crate::istio::Sidecar,
+            ServiceEntry = crate::istio::ServiceEntry,
+            Certificate = crate::certmanager::Certificate,
+        }
+    };
+}
+pub(crate) use typed_kinds;
+
+macro_rules! kind_enum {
+    ($($plain:ident,)* ; $($typed:ident = $path:path,)*) => {
+        /// The kinds meshgate knows: judged, watched, or both. The
+        /// discriminant is the kind's row in [`TABLE`]; the variant's name
+        /// is the kind's name.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, VariantArray, EnumCount)]
+        pub enum Kind {
+            $($plain,)*
+            $($typed,)*
+        }
+    };
+}
+
+typed_kinds!(kind_enum! {
     Pod,
     Deployment,
     StatefulSet,
@@ -25,21 +66,15 @@ pub enum Kind {
     CronJob,
     ReplicationController,
     Namespace,
-    PeerAuthentication,
-    AuthorizationPolicy,
-    DestinationRule,
-    Sidecar,
-    ServiceEntry,
-    Certificate,
     MeshExemption,
     ClusterMeshExemption,
-}
+    ;
+});
 
 /// One row of [`TABLE`].
 #[derive(Debug)]
 pub struct KindRow {
     pub kind: Kind,
-    pub name: &'static str,
     pub group: &'static str,
     /// Served versions, newest first; watches use the first one the cluster
     /// serves, RBAC and `kube::Resource` the first.
@@ -74,14 +109,12 @@ const TEMPLATE_SPEC: &[&str] = &["spec", "template", "spec"];
 /// A workload: judged on CREATE and UPDATE, not watched by the index.
 const fn workload(
     kind: Kind,
-    name: &'static str,
     group: &'static str,
     (plural, resource): (&'static str, &'static str),
     pod_spec: &'static [&'static str],
 ) -> KindRow {
     KindRow {
         kind,
-        name,
         group,
         versions: V1,
         plural,
@@ -98,7 +131,6 @@ const fn workload(
 /// An Istio or cert-manager kind: namespaced, not a workload.
 const fn policy(
     kind: Kind,
-    name: &'static str,
     (group, versions): (&'static str, &'static [&'static str]),
     (plural, resource): (&'static str, &'static str),
     posture: bool,
@@ -106,7 +138,6 @@ const fn policy(
 ) -> KindRow {
     KindRow {
         kind,
-        name,
         group,
         versions,
         plural,
@@ -129,60 +160,47 @@ pub const TABLE: &[KindRow] = &[
     KindRow {
         mutated_on: &[Operation::Create],
         subresources: &["ephemeralcontainers"],
-        ..workload(Kind::Pod, "Pod", "", ("pods", "pods"), &["spec"])
+        ..workload(Kind::Pod, "", ("pods", "pods"), &["spec"])
     },
     workload(
         Kind::Deployment,
-        "Deployment",
         "apps",
         ("deployments", "deployments.apps"),
         TEMPLATE_SPEC,
     ),
     workload(
         Kind::StatefulSet,
-        "StatefulSet",
         "apps",
         ("statefulsets", "statefulsets.apps"),
         TEMPLATE_SPEC,
     ),
     workload(
         Kind::DaemonSet,
-        "DaemonSet",
         "apps",
         ("daemonsets", "daemonsets.apps"),
         TEMPLATE_SPEC,
     ),
     workload(
         Kind::ReplicaSet,
-        "ReplicaSet",
         "apps",
         ("replicasets", "replicasets.apps"),
         TEMPLATE_SPEC,
     ),
-    workload(
-        Kind::Job,
-        "Job",
-        "batch",
-        ("jobs", "jobs.batch"),
-        TEMPLATE_SPEC,
-    ),
+    workload(Kind::Job, "batch", ("jobs", "jobs.batch"), TEMPLATE_SPEC),
     workload(
         Kind::CronJob,
-        "CronJob",
         "batch",
         ("cronjobs", "cronjobs.batch"),
         &["spec", "jobTemplate", "spec", "template", "spec"],
     ),
     workload(
         Kind::ReplicationController,
-        "ReplicationController",
         "",
         ("replicationcontrollers", "replicationcontrollers"),
         TEMPLATE_SPEC,
     ),
     KindRow {
         kind: Kind::Namespace,
-        name: "Namespace",
         group: "",
         versions: V1,
         plural: "namespaces",
@@ -194,9 +212,28 @@ pub const TABLE: &[KindRow] = &[
         subresources: &[],
         pod_spec: None,
     },
+    // meshgate's exemption objects: watched into the posture index;
+    // /validate checks their expiry bound and logs who changed them, no
+    // rule judges them (`Kind::is_exemption`).
+    policy(
+        Kind::MeshExemption,
+        EXEMPTIONS,
+        ("meshexemptions", "meshexemptions.meshgate.io"),
+        true,
+        CREATE_UPDATE_DELETE,
+    ),
+    KindRow {
+        namespaced: false,
+        ..policy(
+            Kind::ClusterMeshExemption,
+            EXEMPTIONS,
+            ("clustermeshexemptions", "clustermeshexemptions.meshgate.io"),
+            true,
+            CREATE_UPDATE_DELETE,
+        )
+    },
     policy(
         Kind::PeerAuthentication,
-        "PeerAuthentication",
         SECURITY,
         (
             "peerauthentications",
@@ -207,7 +244,6 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::AuthorizationPolicy,
-        "AuthorizationPolicy",
         SECURITY,
         (
             "authorizationpolicies",
@@ -218,7 +254,6 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::DestinationRule,
-        "DestinationRule",
         NETWORKING,
         ("destinationrules", "destinationrules.networking.istio.io"),
         true,
@@ -226,7 +261,6 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::Sidecar,
-        "Sidecar",
         NETWORKING,
         ("sidecars", "sidecars.networking.istio.io"),
         true,
@@ -236,7 +270,6 @@ pub const TABLE: &[KindRow] = &[
     // the mesh.
     policy(
         Kind::ServiceEntry,
-        "ServiceEntry",
         NETWORKING,
         ("serviceentries", "serviceentries.networking.istio.io"),
         true,
@@ -244,56 +277,24 @@ pub const TABLE: &[KindRow] = &[
     ),
     policy(
         Kind::Certificate,
-        "Certificate",
         ("cert-manager.io", V1),
         ("certificates", "certificates.cert-manager.io"),
         false,
         CREATE_UPDATE,
     ),
-    // Issue 21: exemption objects. Watched into the posture index; /validate
-    // checks their expiry bound and logs who changed them, no rule judges
-    // them (see `Kind::is_exemption`).
-    policy(
-        Kind::MeshExemption,
-        "MeshExemption",
-        EXEMPTIONS,
-        ("meshexemptions", "meshexemptions.meshgate.io"),
-        true,
-        CREATE_UPDATE_DELETE,
-    ),
-    KindRow {
-        namespaced: false,
-        ..policy(
-            Kind::ClusterMeshExemption,
-            "ClusterMeshExemption",
-            EXEMPTIONS,
-            ("clustermeshexemptions", "clustermeshexemptions.meshgate.io"),
-            true,
-            CREATE_UPDATE_DELETE,
-        )
-    },
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 17] = [
-        Kind::Pod,
-        Kind::Deployment,
-        Kind::StatefulSet,
-        Kind::DaemonSet,
-        Kind::ReplicaSet,
-        Kind::Job,
-        Kind::CronJob,
-        Kind::ReplicationController,
-        Kind::Namespace,
-        Kind::PeerAuthentication,
-        Kind::AuthorizationPolicy,
-        Kind::DestinationRule,
-        Kind::Sidecar,
-        Kind::ServiceEntry,
-        Kind::Certificate,
-        Kind::MeshExemption,
-        Kind::ClusterMeshExemption,
-    ];
+    /// Every kind, in the table's order.
+    pub const ALL: [Kind; Kind::COUNT] = {
+        let mut all = [Kind::Pod; Kind::COUNT];
+        let mut index = 0;
+        while index < Kind::COUNT {
+            all[index] = Kind::VARIANTS[index];
+            index += 1;
+        }
+        all
+    };
 
     pub const fn row(self) -> &'static KindRow {
         &TABLE[self as usize]
@@ -306,7 +307,7 @@ impl Kind {
         TABLE
             .iter()
             .find(|row| {
-                row.name == kind
+                row.kind.as_str() == kind
                     && row.group == group
                     && row.versions.contains(&version)
                     && !row.judged_on.is_empty()
@@ -321,7 +322,9 @@ impl Kind {
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
         TABLE
             .iter()
-            .find(|row| row.name == kind && row.group == group && row.versions.contains(&version))
+            .find(|row| {
+                row.kind.as_str() == kind && row.group == group && row.versions.contains(&version)
+            })
             .map(|row| row.kind)
     }
 
@@ -331,8 +334,8 @@ impl Kind {
         Self::from_gvk(group, version, kind)
     }
 
-    pub const fn as_str(self) -> &'static str {
-        self.row().name
+    pub fn as_str(self) -> &'static str {
+        self.into()
     }
 
     /// Pods and the controllers whose templates create them.
@@ -360,7 +363,7 @@ impl Kind {
             .iter()
             .find(|row| {
                 row.kind.is_exemption()
-                    && row.name == kind
+                    && row.kind.as_str() == kind
                     && row.group == group
                     && row.versions.contains(&version)
             })
@@ -383,9 +386,33 @@ impl Kind {
             } else {
                 format!("{}/{version}", row.group)
             },
-            kind: row.name.into(),
+            kind: self.as_str().into(),
             plural: row.plural.into(),
         }
+    }
+}
+
+impl Kind {
+    /// The kind's resource at the newest version the API server serves, or
+    /// `None` when every version answers 404 (the CRDs are not installed).
+    pub async fn served_resource(
+        self,
+        client: &kube::Client,
+    ) -> Result<Option<ApiResource>, kube::Error> {
+        for version in self.row().versions {
+            let resource = self.api_resource(version);
+            let api: kube::Api<kube::api::DynamicObject> =
+                kube::Api::all_with(client.clone(), &resource);
+            match api
+                .list_metadata(&kube::api::ListParams::default().limit(1))
+                .await
+            {
+                Ok(_) => return Ok(Some(resource)),
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -396,54 +423,22 @@ impl fmt::Display for Kind {
     }
 }
 
-/// A typed object of a kind in the table.
+/// A typed object of a kind in the table (its impls are made by
+/// `subject`'s `typed_objects!`).
 pub trait TableKind {
     const KIND: Kind;
 }
 
-/// `kube::Resource` for a typed Istio or cert-manager object, from its row:
-/// static, at the newest version, as k8s-openapi types have it. Reads of
-/// an older served version go through [`Kind::api_resource`].
-macro_rules! table_resource {
-    ($($t:ty => $kind:expr),* $(,)?) => {$(
-        impl TableKind for $t {
-            const KIND: Kind = $kind;
-        }
-
-        impl kube::Resource for $t {
-            type DynamicType = ();
-            type Scope = kube::core::NamespaceResourceScope;
-
-            fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().name.into()
-            }
-            fn group(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().group.into()
-            }
-            fn version(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().versions[0].into()
-            }
-            fn plural(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().plural.into()
-            }
-            fn meta(&self) -> &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                &self.metadata
-            }
-            fn meta_mut(&mut self) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-                &mut self.metadata
-            }
-        }
-    )*};
-}
-
-table_resource!(
-    crate::istio::PeerAuthentication => Kind::PeerAuthentication,
-    crate::istio::AuthorizationPolicy => Kind::AuthorizationPolicy,
-    crate::istio::DestinationRule => Kind::DestinationRule,
-    crate::istio::Sidecar => Kind::Sidecar,
-    crate::istio::ServiceEntry => Kind::ServiceEntry,
-    crate::certmanager::Certificate => Kind::Certificate,
-);
+// A variant without its row, rows out of order, or more kinds than a
+// KindSet holds, do not compile.
+const _: () = {
+    assert!(TABLE.len() == Kind::COUNT && Kind::COUNT <= 32);
+    let mut index = 0;
+    while index < TABLE.len() {
+        assert!(TABLE[index].kind as usize == index);
+        index += 1;
+    }
+};
 
 #[cfg(test)]
 mod tests {

@@ -12,7 +12,11 @@
 //! ```
 //!
 //! `kinds` is the one table of the kinds meshgate knows (API facts, what
-//! is watched and judged); `rules::RULES` the one table of the rules.
+//! is watched and judged); `rules::RULES` the one table of the rules, each
+//! row with the kinds it judges; `vocab` the shared words (rule ids, modes,
+//! severities), a leaf every module may import; `istio::names` Istio's own
+//! names. What adding a kind or a rule touches is listed in the book
+//! (reference/development.md, "Tables and vocabulary").
 //! `watch` opens one watch per kind and feeds its events, trimmed on
 //! arrival, to the posture index and then the background audit (`feeds`
 //! wires them in `serve`).
@@ -62,4 +66,5 @@ pub mod server;
 pub mod strict;
 pub mod subject;
 pub mod uninstall;
+pub mod vocab;
 pub mod watch;

@@ -65,7 +65,7 @@ pub fn judge(object: &Object, ctx: &Context) -> Judgement {
         };
     }
     let cap = namespace_cap(ctx, namespace);
-    let mode_of = |rule: RuleId| config.rule_mode(rule).min(cap);
+    let mode_of = |rule: RuleId| rule.mode_in(config).min(cap);
     let mut judgement = Judgement::default();
     for finding in rules::evaluate(object, ctx, |rule| mode_of(rule) != Mode::Off) {
         match exemption(ctx, finding.rule, object) {
@@ -90,9 +90,7 @@ pub fn mode(ctx: &Context, rule: RuleId, object: &Object) -> Mode {
     if ctx.config.is_exempt_namespace(namespace) {
         return Mode::Off;
     }
-    ctx.config
-        .rule_mode(rule)
-        .min(namespace_cap(ctx, namespace))
+    rule.mode_in(ctx.config).min(namespace_cap(ctx, namespace))
 }
 
 /// The exemption (config file or exemption object) that lifts `rule` for

@@ -14,11 +14,11 @@ use std::process::{Command, Output};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use meshgate::admission::resources::{mutating_rules, validating_rules, WebhookRule};
-use meshgate::background::feed::background_resources;
-use meshgate::posture::watched::watched_resources;
 use serde_json::{json, Value};
 
 // Further chart tests, in their own files to keep this one readable.
+#[path = "chart/drift.rs"]
+mod drift;
 #[path = "chart/exemptions.rs"]
 mod exemptions;
 #[path = "chart/knobs.rs"]
@@ -754,15 +754,10 @@ fn match_conditions_only_where_the_api_server_has_them() {
 fn rbac_is_read_only_on_exactly_the_watched_resources() {
     let read_only: BTreeSet<String> = ["get", "list", "watch"].map(String::from).into();
     // The background audit is on by default and reads its kinds too.
-    let mut expected: BTreeMap<(String, String), BTreeSet<String>> = watched_resources()
-        .iter()
-        .chain(&background_resources())
-        .map(|w| {
-            (
-                (w.api_group.to_owned(), w.resource.to_owned()),
-                read_only.clone(),
-            )
-        })
+    let mut expected: BTreeMap<(String, String), BTreeSet<String>> = drift::posture_resources()
+        .into_iter()
+        .chain(drift::background_only_resources())
+        .map(|pair| (pair, read_only.clone()))
         .collect();
     expected.extend(exemptions::meshgate_grants());
 
@@ -792,8 +787,8 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
         assert_eq!(
             granted(roles[0]),
             expected,
-            "ClusterRole must grant get/list/watch on watched_resources() and \
-             background_resources() and nothing else: edit charts/meshgate/files/resources.yaml"
+            "ClusterRole must grant get/list/watch on the kinds table's watched and \
+             judged kinds and nothing else: edit charts/meshgate/files/resources.yaml"
         );
 
         let binding = find(&docs, "ClusterRoleBinding", FULLNAME);
@@ -840,9 +835,8 @@ fn rbac_drops_the_background_kinds_when_the_audit_is_off() {
     let role = find(&docs, "ClusterRole", FULLNAME);
     // Events stay: admitted reviews still get them.
     let events = ("events.k8s.io".to_owned(), "events".to_owned());
-    let expected: BTreeSet<(String, String)> = watched_resources()
-        .iter()
-        .map(|w| (w.api_group.to_owned(), w.resource.to_owned()))
+    let expected: BTreeSet<(String, String)> = drift::posture_resources()
+        .into_iter()
         .chain([events])
         .chain(exemptions::meshgate_grants().into_keys())
         .collect();

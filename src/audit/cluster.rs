@@ -62,7 +62,8 @@ pub async fn manifests(
         let Some(objects) = list(client, kind, namespace).await? else {
             eprintln!(
                 "meshgate audit: the cluster does not serve {} ({}): skipped",
-                row.name, row.group
+                row.kind.as_str(),
+                row.group
             );
             continue;
         };

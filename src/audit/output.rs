@@ -168,45 +168,11 @@ fn finding_json(f: &Reported) -> serde_json::Value {
 pub fn sarif(report: &Report) -> String {
     let base = std::env::current_dir().ok();
     let used: BTreeSet<RuleId> = report.findings.iter().map(|f| f.rule).collect();
-    let rules: Vec<_> = RuleId::ALL
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.as_str(),
-                "name": r.as_str(),
-                "shortDescription": {"text": r.summary()},
-                "helpUri": r.doc_url(),
-                "defaultConfiguration": {"level": sarif_level(r.default_cap())},
-                "properties": {
-                    // GitHub code scanning ranks alerts by this CVSS-like score.
-                    "security-severity": security_severity(r.row().severity),
-                    "tags": ["security", r.category()],
-                    "problem.severity": r.severity(),
-                },
-            })
-        })
-        .collect();
+    let rules: Vec<_> = RuleId::ALL.iter().map(|r| sarif_rule(*r)).collect();
     let results: Vec<_> = report
         .findings
         .iter()
-        .map(|f| {
-            json!({
-                "ruleId": f.rule.as_str(),
-                "ruleIndex": RuleId::ALL.iter().position(|r| *r == f.rule),
-                "level": if f.mode == Mode::Enforce { "error" } else { "warning" },
-                "message": {"text": format!("{} Fix: {}", f.message, f.fix)},
-                "locations": [{
-                    "physicalLocation": {
-                        "artifactLocation": artifact(&f.file, base.as_deref()),
-                        "region": {"startLine": f.line}
-                    },
-                    "logicalLocations": [{
-                        "fullyQualifiedName": format!("{}/{}/{}", f.kind, f.namespace, f.name),
-                        "kind": "object"
-                    }]
-                }]
-            })
-        })
+        .map(|f| sarif_result(f, base.as_deref()))
         .collect();
     let value = json!({
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
@@ -230,6 +196,43 @@ pub fn sarif(report: &Report) -> String {
     )
 }
 
+/// A rule of SARIF's `tool.driver.rules`.
+fn sarif_rule(r: RuleId) -> serde_json::Value {
+    json!({
+        "id": r.as_str(),
+        "name": r.as_str(),
+        "shortDescription": {"text": r.summary()},
+        "helpUri": r.doc_url(),
+        "defaultConfiguration": {"level": sarif_level(r.default_cap())},
+        "properties": {
+            // GitHub code scanning ranks alerts by this CVSS-like score.
+            "security-severity": security_severity(r.row().severity),
+            "tags": ["security", r.category()],
+            "problem.severity": r.severity(),
+        },
+    })
+}
+
+/// One finding as a SARIF result, located in its file and as an object.
+fn sarif_result(f: &Reported, base: Option<&std::path::Path>) -> serde_json::Value {
+    json!({
+        "ruleId": f.rule.as_str(),
+        "ruleIndex": RuleId::ALL.iter().position(|r| *r == f.rule),
+        "level": if f.mode == Mode::Enforce { "error" } else { "warning" },
+        "message": {"text": format!("{} Fix: {}", f.message, f.fix)},
+        "locations": [{
+            "physicalLocation": {
+                "artifactLocation": artifact(&f.file, base),
+                "region": {"startLine": f.line}
+            },
+            "logicalLocations": [{
+                "fullyQualifiedName": format!("{}/{}/{}", f.kind, f.namespace, f.name),
+                "kind": "object"
+            }]
+        }]
+    })
+}
+
 fn sarif_level(mode: Mode) -> &'static str {
     match mode {
         Mode::Enforce => "error",
@@ -240,11 +243,11 @@ fn sarif_level(mode: Mode) -> &'static str {
 
 /// GitHub's `security-severity` bands: over 7.0 high, 4.0 to 6.9 medium,
 /// under 4.0 low.
-fn security_severity(severity: crate::rules::Severity) -> &'static str {
+fn security_severity(severity: crate::vocab::Severity) -> &'static str {
     match severity {
-        crate::rules::Severity::High => "8.0",
-        crate::rules::Severity::Medium => "5.5",
-        crate::rules::Severity::Low => "3.0",
+        crate::vocab::Severity::High => "8.0",
+        crate::vocab::Severity::Medium => "5.5",
+        crate::vocab::Severity::Low => "3.0",
     }
 }
 

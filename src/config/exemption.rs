@@ -9,7 +9,7 @@ use kube::core::{Selector, SelectorExt};
 use serde::Deserialize;
 
 use super::{parse_rule_id, ConfigError};
-use crate::rules::RuleId;
+use crate::vocab::RuleId;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -40,9 +40,9 @@ use crate::background::{Results, Verdict};
 use crate::config::Mode;
 use crate::leader::{self, Elector};
 
+pub use crate::config::EventSettings;
 use describe::Transition;
 use limits::Limiter;
-pub use limits::{EventSettings, RawEvents};
 
 /// The Lease whose holder tells the background audit's transitions.
 pub const EVENTS_LEASE: &str = "meshgate-events";

@@ -12,15 +12,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
-use serde::Deserialize;
 
-use crate::config::ConfigError;
-use crate::duration::parse_go_duration;
 use crate::posture::Store;
 use crate::rules::RuleId;
+
+pub use crate::config::{ExemptionObjects, DEFAULT_MAX_EXEMPTION_DURATION as DEFAULT_MAX_DURATION};
 
 pub mod admission;
 pub mod expiry;
@@ -37,48 +35,6 @@ pub use types::{ClusterMeshExemption, MeshExemption};
 /// mesh-root baseline every namespace relies on. The CRD's CEL rule refuses
 /// them too; only a ClusterMeshExemption may list them.
 pub const BASELINE_GUARDS: &[RuleId] = &[RuleId::BaselineProtected];
-
-/// Default `exemptionObjects.maxDuration`: 90 days.
-pub const DEFAULT_MAX_DURATION: Duration = Duration::from_secs(2160 * 3600);
-
-/// `exemptionObjects` as written in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RawExemptionObjects {
-    max_duration: Option<String>,
-}
-
-/// `exemptionObjects`: limits on exemption objects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExemptionObjects {
-    /// `spec.expires` may be at most this far after the create/update.
-    pub max_duration: Duration,
-}
-
-impl Default for ExemptionObjects {
-    fn default() -> Self {
-        ExemptionObjects {
-            max_duration: DEFAULT_MAX_DURATION,
-        }
-    }
-}
-
-impl RawExemptionObjects {
-    pub(crate) fn validate(self) -> Result<ExemptionObjects, ConfigError> {
-        let max_duration = match self.max_duration {
-            None => DEFAULT_MAX_DURATION,
-            Some(text) => parse_go_duration(&text)
-                .map_err(|e| ConfigError::invalid("exemptionObjects.maxDuration", e.to_string()))?,
-        };
-        if max_duration.is_zero() {
-            return Err(ConfigError::invalid(
-                "exemptionObjects.maxDuration",
-                "must be positive",
-            ));
-        }
-        Ok(ExemptionObjects { max_duration })
-    }
-}
 
 /// Namespaces whose exemption objects changed since the background audit
 /// last looked.

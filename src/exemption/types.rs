@@ -64,7 +64,7 @@ macro_rules! exemption_resource {
             type Scope = $scope;
 
             fn kind(_: &()) -> std::borrow::Cow<'_, str> {
-                $kind.row().name.into()
+                $kind.as_str().into()
             }
             fn group(_: &()) -> std::borrow::Cow<'_, str> {
                 $kind.row().group.into()

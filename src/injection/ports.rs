@@ -7,7 +7,7 @@
 //! port the agent really listens on, from what the injector wrote into the
 //! pod, and accept no other.
 
-use super::{carried, Proxy, PROXY_CONTAINER};
+use super::{carried, Proxy, PROXY_CONFIG_ENV, PROXY_CONTAINER};
 use crate::subject::{ContainerView, Workload};
 
 /// Envoy's Prometheus and health ports: the injector writes them literally.
@@ -18,11 +18,6 @@ pub const DEFAULT_STATUS_PORT: u16 = 15020;
 /// `PROXY_CONFIG`'s), and the injector writes it into `-d`; `0` turns the
 /// status server off.
 pub const STATUS_PORT_ANNOTATION: &str = "status.sidecar.istio.io/port";
-/// The proxy's configuration as the injector writes it into `istio-proxy`'s
-/// environment (JSON, defaults left out): a status port other than 15020
-/// appears there as `statusPort`.
-pub const PROXY_CONFIG_ENV: &str = "PROXY_CONFIG";
-
 /// The inbound ports that belong to the proxy of this pod: Envoy's two and
 /// the status port, when there is one. Never more than one status port, so
 /// naming another port as the status port gives up 15020 rather than adding

@@ -30,7 +30,7 @@ const RULE: RuleId = RuleId::WorkloadCertificates;
 
 /// The policy and its binding, or nothing when the rule is not enforced.
 pub fn compile(config: &Config) -> Result<Vec<Value>, NativeError> {
-    if config.rule_mode(RULE) != Mode::Enforce {
+    if RULE.mode_in(config) != Mode::Enforce {
         return Ok(Vec::new());
     }
     let settings = &config.workload_certificates;

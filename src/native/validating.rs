@@ -38,7 +38,7 @@ pub fn compile(config: &Config) -> Result<Vec<serde_json::Value>, NativeError> {
     let mut bindings = Vec::new();
     for row in RULES {
         let Some(native) = row.native else { continue };
-        let mode = config.rule_mode(row.id);
+        let mode = row.id.mode_in(config);
         for advisory in [false, true] {
             let checks: Vec<&NativeCheck> = native
                 .checks
@@ -240,7 +240,7 @@ pub fn pod_template(subject: &str) -> String {
     {
         out.push_str(&format!(
             "{subject}.kind == '{}' ? {} : ",
-            row.name,
+            row.kind.as_str(),
             path(pod_spec)
         ));
     }
@@ -397,7 +397,7 @@ mod tests {
             assert!(
                 named(&objects, &policy_name(rule.id, false)).is_some(),
                 "{}",
-                rule.name
+                rule.id
             );
         }
         assert!(named(&objects, "meshgate-authorization-no-allow-all-advisory").is_some());

@@ -26,61 +26,8 @@ pub mod watched;
 pub use authz::AuthzIndex;
 pub use mtls::{EffectiveMtls, PolicyRef};
 
-/// Namespace labels that put a namespace in (or out of) the mesh.
-pub mod labels {
-    pub const ISTIO_INJECTION: &str = "istio-injection";
-    pub const ISTIO_REV: &str = "istio.io/rev";
-    pub const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
-}
-
-/// How a namespace takes part in the mesh, per Istio's injector selectors.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Enrollment {
-    /// `istio-injection=enabled`, or `istio.io/rev=<rev>` without `istio-injection`.
-    Sidecar,
-    /// `istio-injection=disabled`: nothing is injected, whatever the pods say.
-    Disabled,
-    /// Neither label: only pods that select themselves get a sidecar.
-    None,
-    /// `istio-injection` with a value the injector does not select on.
-    Unrecognised(String),
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NamespaceInfo {
-    pub labels: BTreeMap<String, String>,
-}
-
-impl NamespaceInfo {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.get(key).map(String::as_str)
-    }
-
-    /// `istio-injection` takes precedence over `istio.io/rev`: Istio's revision
-    /// webhook only selects namespaces without `istio-injection`.
-    pub fn sidecar_enrollment(&self) -> Enrollment {
-        match self.label(labels::ISTIO_INJECTION) {
-            Some("enabled") => Enrollment::Sidecar,
-            Some("disabled") => Enrollment::Disabled,
-            Some(other) => Enrollment::Unrecognised(other.to_owned()),
-            None if self.label(labels::ISTIO_REV).is_some() => Enrollment::Sidecar,
-            None => Enrollment::None,
-        }
-    }
-
-    pub fn is_ambient(&self) -> bool {
-        self.label(labels::DATAPLANE_MODE) == Some("ambient")
-    }
-
-    /// In the mesh, by sidecar injection or ambient mode.
-    pub fn is_enrolled(&self) -> bool {
-        match self.sidecar_enrollment() {
-            Enrollment::Sidecar => true,
-            Enrollment::Disabled => false,
-            _ => self.is_ambient(),
-        }
-    }
-}
+pub use crate::istio::names::labels;
+pub use crate::istio::{Enrollment, NamespaceInfo};
 
 /// Whether an Istio API group is served by the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -4,10 +4,11 @@
 use crate::background::{ObjectRef, Verdict};
 use crate::config::{Config, Mode};
 use crate::policy::Judgement;
-use crate::rules::{Check, RuleId, RULES};
+use crate::rules::{RuleId, RULES};
 use crate::subject::Kind;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, strum::IntoStaticStr)]
+#[strum(serialize_all = "lowercase")]
 pub enum Outcome {
     Pass,
     /// An enforced violation.
@@ -20,12 +21,7 @@ pub enum Outcome {
 
 impl Outcome {
     pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Pass => "pass",
-            Outcome::Fail => "fail",
-            Outcome::Warn => "warn",
-            Outcome::Skip => "skip",
-        }
+        self.into()
     }
 }
 
@@ -92,7 +88,7 @@ impl ObjectVerdict {
         }
         for rule in rules_judging(reference.kind) {
             let reported = results.iter().any(|r| r.rule == rule);
-            if !reported && config.rule_mode(rule) != Mode::Off {
+            if !reported && rule.mode_in(config) != Mode::Off {
                 results.push(RuleResult {
                     rule,
                     outcome: Outcome::Pass,
@@ -124,16 +120,7 @@ impl ObjectVerdict {
 pub fn rules_judging(kind: Kind) -> impl Iterator<Item = RuleId> {
     RULES
         .iter()
-        .filter(move |rule| match rule.check {
-            Some(Check::Workload(_)) => kind.is_workload(),
-            Some(Check::Namespace(_)) => kind == Kind::Namespace,
-            Some(Check::PeerAuthentication(_)) => kind == Kind::PeerAuthentication,
-            Some(Check::AuthorizationPolicy(_)) => kind == Kind::AuthorizationPolicy,
-            Some(Check::DestinationRule(_)) => kind == Kind::DestinationRule,
-            Some(Check::Sidecar(_)) => kind == Kind::Sidecar,
-            Some(Check::Certificate(_)) => kind == Kind::Certificate,
-            Some(Check::Any(_)) | None => false,
-        })
+        .filter(move |rule| rule.judges_at_rest(kind))
         .map(|rule| rule.id)
 }
 

@@ -9,11 +9,15 @@ use crate::istio::{
 };
 use kube::Resource;
 
+use crate::kinds::{Kind, KindSet};
 use crate::posture::{find_deny_by_default, mtls};
 use crate::rules::{Context, Finding, Operation, RuleId};
 use crate::subject::Object;
 
 const ID: RuleId = RuleId::BaselineProtected;
+
+/// The kinds it judges: the two baseline policies.
+pub const KINDS: KindSet = KindSet::of(Kind::PeerAuthentication).with(Kind::AuthorizationPolicy);
 
 pub fn check(object: &Object, ctx: &Context) -> Vec<Finding> {
     let (old, new, verb) = match ctx.operation {

@@ -105,7 +105,7 @@ impl<S> Lean<S> {
                 group => format!("{group}/{}", row.versions[0]),
             };
             let api_version = self.api_version.as_deref().unwrap_or(&own_api_version);
-            let stated = self.kind.as_deref().unwrap_or(row.name);
+            let stated = self.kind.as_deref().unwrap_or(row.kind.as_str());
             if Kind::from_api_version(api_version, stated) != Some(kind) {
                 return Err(serde::de::Error::custom(format_args!(
                     "the object is a {stated} of apiVersion {api_version:?}, not a {}",

@@ -10,11 +10,14 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 
-use crate::certmanager::Certificate;
-use crate::istio::{AuthorizationPolicy, DestinationRule, PeerAuthentication, Sidecar};
+use crate::kinds::{KindSet, TableKind};
 use kube::Resource;
 
 pub use crate::kinds::Kind;
+
+#[macro_use]
+mod typed;
+pub use typed::Judged;
 
 mod lean;
 mod pod;
@@ -85,46 +88,31 @@ pub struct NamespaceObject {
     pub labels: BTreeMap<String, String>,
 }
 
-/// A judged object. One is built per review and never stored, so the size
-/// difference between variants costs nothing worth a box.
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)]
-pub enum Object {
-    Workload(Workload),
-    Namespace(NamespaceObject),
-    PeerAuthentication(PeerAuthentication),
-    AuthorizationPolicy(AuthorizationPolicy),
-    DestinationRule(DestinationRule),
-    Sidecar(Sidecar),
-    Certificate(Certificate),
+crate::kinds::typed_kinds!(typed_objects! {});
+
+impl Judged for Workload {
+    const KINDS: KindSet = KindSet::WORKLOADS;
+    fn of(object: &Object) -> Option<&Self> {
+        match object {
+            Object::Workload(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
+impl Judged for NamespaceObject {
+    const KINDS: KindSet = KindSet::of(Kind::Namespace);
+    fn of(object: &Object) -> Option<&Self> {
+        match object {
+            Object::Namespace(n) => Some(n),
+            _ => None,
+        }
+    }
 }
 
 static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 
 impl Object {
-    pub fn kind(&self) -> Kind {
-        match self {
-            Object::Workload(w) => w.kind,
-            Object::Namespace(_) => Kind::Namespace,
-            Object::PeerAuthentication(_) => Kind::PeerAuthentication,
-            Object::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
-            Object::DestinationRule(_) => Kind::DestinationRule,
-            Object::Sidecar(_) => Kind::Sidecar,
-            Object::Certificate(_) => Kind::Certificate,
-        }
-    }
-
-    fn meta(&self) -> Option<&ObjectMeta> {
-        match self {
-            Object::Workload(_) | Object::Namespace(_) => None,
-            Object::PeerAuthentication(p) => Some(&p.metadata),
-            Object::AuthorizationPolicy(p) => Some(&p.metadata),
-            Object::DestinationRule(p) => Some(&p.metadata),
-            Object::Sidecar(p) => Some(&p.metadata),
-            Object::Certificate(p) => Some(&p.metadata),
-        }
-    }
-
     /// The namespace the object lives in; a Namespace is its own.
     pub fn namespace(&self) -> &str {
         match self {
@@ -277,32 +265,10 @@ pub fn decode(
                 labels: ns.metadata.labels.unwrap_or_default(),
             })
         }),
-        Kind::PeerAuthentication => {
-            placed(kind, source, namespace, name).map(Object::PeerAuthentication)
-        }
-        Kind::AuthorizationPolicy => {
-            placed(kind, source, namespace, name).map(Object::AuthorizationPolicy)
-        }
-        Kind::DestinationRule => placed(kind, source, namespace, name).map(Object::DestinationRule),
-        Kind::Sidecar => placed(kind, source, namespace, name).map(Object::Sidecar),
-        Kind::Certificate => placed(kind, source, namespace, name).map(Object::Certificate),
-        Kind::ServiceEntry => Err(serde::de::Error::custom(
-            "ServiceEntries are watched for the posture, not judged",
-        )),
-        // Issue 21 hook: exemption objects are reviewed by crate::exemption.
-        Kind::MeshExemption | Kind::ClusterMeshExemption => Err(serde::de::Error::custom(
-            "exemption objects are watched for the posture, not judged",
-        )),
-        Kind::Pod
-        | Kind::Deployment
-        | Kind::StatefulSet
-        | Kind::DaemonSet
-        | Kind::ReplicaSet
-        | Kind::Job
-        | Kind::CronJob
-        | Kind::ReplicationController => {
+        _ if kind.is_workload() => {
             decode_workload(kind, source, namespace, name).map(Object::Workload)
         }
+        _ => decode_typed(kind, source, namespace, name),
     };
     decoded.map_err(|source| DecodeError {
         kind: kind.as_str(),

@@ -48,7 +48,7 @@ pub const CONTAINER_FIELDS_READ_BY_RULES: &[&str] = &[
 /// `PROXY_CONFIG` (its status port). The mutation reads more of
 /// `istio-proxy`'s.
 pub fn rules_read_env(container: &str, var: &str) -> bool {
-    use crate::injection::{
+    use crate::istio::names::{
         INIT_CONTAINER, PROXY_CONFIG_ENV, PROXY_CONTAINER, VALIDATION_CONTAINER,
     };
     container == INIT_CONTAINER
@@ -59,7 +59,7 @@ pub fn rules_read_env(container: &str, var: &str) -> bool {
 /// The rules read `istio-proxy`'s preStop hook, where the injector writes
 /// the status port.
 pub fn rules_read_lifecycle_of(container: &str) -> bool {
-    container == crate::injection::PROXY_CONTAINER
+    container == crate::istio::names::PROXY_CONTAINER
 }
 
 /// Istio's injector names its containers `istio-proxy`, `istio-init` and

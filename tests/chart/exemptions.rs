@@ -132,7 +132,7 @@ fn exemption_crds_are_always_installed_verbatim_and_kept_on_uninstall() {
 fn the_rule_id_enum_is_meshgates_rule_table() {
     let file = std::fs::read_to_string(chart_dir().join(CRD_FILE)).unwrap();
     let docs: Vec<Value> = split_documents(&file).iter().map(|d| parse(d)).collect();
-    let ids: Vec<&str> = RULES.iter().map(|r| r.name).collect();
+    let ids: Vec<&str> = RULES.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids.len(), RuleId::ALL.len());
     for plural in KINDS {
         let rules = &spec_schema(crd(&docs, plural))["properties"]["rules"];

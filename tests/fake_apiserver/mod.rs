@@ -12,7 +12,7 @@
 
 #![allow(dead_code)] // not every test binary uses every helper
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -28,42 +28,22 @@ use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// The kinds this server knows: (group, kind, plural, namespaced).
-const KINDS: &[(&str, &str, &str, bool)] = &[
-    ("", "Namespace", "namespaces", false),
-    (
-        "security.istio.io",
-        "PeerAuthentication",
-        "peerauthentications",
-        true,
-    ),
-    (
-        "security.istio.io",
-        "AuthorizationPolicy",
-        "authorizationpolicies",
-        true,
-    ),
-    (
-        "networking.istio.io",
-        "DestinationRule",
-        "destinationrules",
-        true,
-    ),
-    ("networking.istio.io", "Sidecar", "sidecars", true),
-    (
-        "networking.istio.io",
-        "ServiceEntry",
-        "serviceentries",
-        true,
-    ),
-];
+use meshgate::kinds::{KindRow, TABLE};
 
-/// Versions each group serves unless switched off.
-const VERSIONS: &[(&str, &[&str])] = &[
-    ("", &["v1"]),
-    ("security.istio.io", &["v1", "v1beta1"]),
-    ("networking.istio.io", &["v1", "v1beta1", "v1alpha3"]),
-];
+/// The kinds this server knows, and the versions each serves unless
+/// switched off: meshgate's own table, so a kind added there is served here
+/// with no second list to keep.
+fn rows() -> impl Iterator<Item = &'static KindRow> {
+    TABLE.iter()
+}
+
+/// The versions rows of `group` serve.
+fn versions_of(group: &str) -> BTreeSet<&'static str> {
+    rows()
+        .filter(|row| row.group == group)
+        .flat_map(|row| row.versions.iter().copied())
+        .collect()
+}
 
 /// The metadata-only list `Api::list_metadata` asks for.
 const METADATA_LIST: &str = "as=PartialObjectMetadataList";
@@ -125,11 +105,11 @@ impl Drop for FakeApiServer {
 impl FakeApiServer {
     pub async fn start() -> FakeApiServer {
         let mut stores = HashMap::new();
-        for (group, kind, plural, _) in KINDS {
+        for row in rows() {
             stores.insert(
-                (*group, *plural),
+                (row.group, row.plural),
                 Store {
-                    kind,
+                    kind: row.kind.as_str(),
                     objects: BTreeMap::new(),
                     log: Vec::new(),
                     changes: broadcast::channel(256).0,
@@ -228,11 +208,8 @@ impl FakeApiServer {
     /// `missing = true`: every version of `group` answers 404, as when its
     /// CRDs are not installed.
     pub fn set_group_missing(&self, group: &str, missing: bool) {
-        let versions = VERSIONS
-            .iter()
-            .find(|(g, _)| *g == group)
-            .unwrap_or_else(|| panic!("unknown group {group}"))
-            .1;
+        let versions = versions_of(group);
+        assert!(!versions.is_empty(), "unknown group {group}");
         for version in versions {
             self.set_version_missing(group, version, missing);
         }
@@ -364,10 +341,9 @@ impl Store {
 
 fn key_of(api_version: &str, kind: &str) -> Key {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
-    KINDS
-        .iter()
-        .find(|(g, k, _, _)| *g == group && *k == kind)
-        .map(|(g, _, plural, _)| (*g, *plural))
+    rows()
+        .find(|row| row.group == group && row.kind.as_str() == kind)
+        .map(|row| (row.group, row.plural))
         .unwrap_or_else(|| panic!("the fake API server does not know {api_version} {kind}"))
 }
 
@@ -392,10 +368,9 @@ impl Target {
             ["namespaces", ns, plural] => (Some((*ns).to_owned()), *plural),
             _ => return None,
         };
-        let &(group, _, plural, namespaced) = KINDS
-            .iter()
-            .find(|(g, _, p, _)| *g == group && *p == plural)?;
-        if namespace.is_some() && !namespaced {
+        let row = rows().find(|row| row.group == group && row.plural == plural)?;
+        let (group, plural) = (row.group, row.plural);
+        if namespace.is_some() && !row.namespaced {
             return None;
         }
         Some(Target {
@@ -493,9 +468,7 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     {
         let inner = shared.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let served = VERSIONS
-            .iter()
-            .any(|(g, vs)| *g == target.group && vs.contains(&target.version.as_str()));
+        let served = versions_of(target.group).contains(target.version.as_str());
         let pair = (target.group.to_owned(), target.version.clone());
         if !served || inner.missing.contains(&pair) {
             return not_found(&path);

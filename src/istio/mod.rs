@@ -7,6 +7,12 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use serde::Deserialize;
 
+pub mod names;
+mod networking;
+
+pub use names::{Enrollment, NamespaceInfo};
+pub use networking::*;
+
 /// `selector` / `workloadSelector`: an empty one selects the whole namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,8 +47,9 @@ impl Targets {
 
 // ---------------------------------------------------------------- PeerAuthentication
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, strum::IntoStaticStr)]
 #[serde(rename_all = "UPPERCASE")]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum MtlsMode {
     Unset,
     Disable,
@@ -52,12 +59,7 @@ pub enum MtlsMode {
 
 impl MtlsMode {
     pub fn as_str(self) -> &'static str {
-        match self {
-            MtlsMode::Unset => "UNSET",
-            MtlsMode::Disable => "DISABLE",
-            MtlsMode::Permissive => "PERMISSIVE",
-            MtlsMode::Strict => "STRICT",
-        }
+        self.into()
     }
 }
 
@@ -272,114 +274,6 @@ impl StoredAuthorizationPolicy {
     }
 }
 
-// ---------------------------------------------------------------- DestinationRule
-
-/// `tls.mode` of a DestinationRule. A value Istio does not define decodes
-/// as `Unknown`, which the rules count as weak: never a silent pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ClientTlsMode {
-    Disable,
-    Simple,
-    Mutual,
-    IstioMutual,
-    #[serde(other)]
-    Unknown,
-}
-
-impl ClientTlsMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientTlsMode::Disable => "DISABLE",
-            ClientTlsMode::Simple => "SIMPLE",
-            ClientTlsMode::Mutual => "MUTUAL",
-            ClientTlsMode::IstioMutual => "ISTIO_MUTUAL",
-            ClientTlsMode::Unknown => "a value Istio does not define",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ClientTls {
-    pub mode: Option<ClientTlsMode>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct PortSelector {
-    pub number: Option<u32>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct PortTrafficPolicy {
-    pub port: Option<PortSelector>,
-    pub tls: Option<ClientTls>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct TrafficPolicy {
-    pub tls: Option<ClientTls>,
-    #[serde(default)]
-    pub port_level_settings: Vec<PortTrafficPolicy>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Subset {
-    #[serde(default)]
-    pub name: String,
-    pub traffic_policy: Option<TrafficPolicy>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct DestinationRuleSpec {
-    #[serde(default)]
-    pub host: String,
-    pub traffic_policy: Option<TrafficPolicy>,
-    #[serde(default)]
-    pub subsets: Vec<Subset>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct DestinationRule {
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: DestinationRuleSpec,
-}
-
-// ---------------------------------------------------------------- Sidecar
-
-/// `outboundTrafficPolicy.mode` of a Sidecar. A value Istio does not define
-/// decodes as `Unknown`, which the rules count as weak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OutboundTrafficMode {
-    RegistryOnly,
-    AllowAny,
-    #[serde(other)]
-    Unknown,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct OutboundTrafficPolicy {
-    pub mode: Option<OutboundTrafficMode>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SidecarSpec {
-    pub workload_selector: Option<WorkloadSelector>,
-    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Sidecar {
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: SidecarSpec,
-}
-
 /// Istio's tie-break when several policies match at one level: the oldest
 /// wins; equal timestamps fall back to the name.
 pub fn older(a: &ObjectMeta, b: &ObjectMeta) -> bool {
@@ -396,33 +290,6 @@ pub fn older(a: &ObjectMeta, b: &ObjectMeta) -> bool {
         ((None, _), (Some(_), _)) => false,
         ((None, na), (None, nb)) => na < nb,
     }
-}
-
-// ---------------------------------------------------------------- ServiceEntry
-
-/// `location`: whether the hosts run inside the mesh (their workloads have
-/// proxies and speak mTLS) or outside it. Istio's default is MESH_EXTERNAL.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Location {
-    #[default]
-    MeshExternal,
-    MeshInternal,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-pub struct ServiceEntrySpec {
-    #[serde(default)]
-    pub hosts: Vec<String>,
-    #[serde(default)]
-    pub location: Location,
-}
-
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct ServiceEntry {
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: ServiceEntrySpec,
 }
 
 #[cfg(test)]
