@@ -405,12 +405,15 @@ pub const RULES: &[Rule] = &[
             Some(Check::Sidecar(sidecar_egress_locked::check)),
         )
     },
-    rule(
-        (RuleId::ShortLivedCertificates, "short-lived-certificates"),
-        "workload certificates (cert-manager) must be short-lived and not wildcards",
-        (Severity::Low, IDENTITY),
-        Some(Check::Certificate(short_lived_certificates::check)),
-    ),
+    Rule {
+        native: Some(&short_lived_certificates::NATIVE),
+        ..rule(
+            (RuleId::ShortLivedCertificates, "short-lived-certificates"),
+            "workload certificates (cert-manager) must be short-lived and not wildcards",
+            (Severity::Low, IDENTITY),
+            Some(Check::Certificate(short_lived_certificates::check)),
+        )
+    },
     rule(
         (RuleId::WorkloadCertificates, "workload-certificates"),
         "/mutate mounts workload certificates into application containers",
