@@ -240,6 +240,11 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     };
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
+    envtest::install_crds(
+        &client,
+        &format!("{ROOT}/tests/fixtures/cert-manager-crds.yaml"),
+    )
+    .await;
     let enrolled = json!({"istio-injection": "enabled"});
     let audit = json!({"istio-injection": "enabled", "meshgate.io/mode": "audit"});
     for (name, labels) in [
@@ -311,4 +316,13 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
         &pod_in("n-bare", pod("node-agent-1", true, true)).await,
         "no-host-network",
     );
+    // A year-long workload certificate, with the configuration compiled in.
+    let cert = |duration: &str| {
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "web"},
+            "spec": {"secretName": "web-tls", "duration": duration, "renewBefore": "8h",
+                     "issuerRef": {"name": "istio-ca", "kind": "ClusterIssuer"}}})
+    };
+    let long = dry_run(&client, Kind::Certificate, &cert("8760h"), "n-sidecar").await;
+    refused(&long, "short-lived-certificates");
+    admitted_silently(&dry_run(&client, Kind::Certificate, &cert("24h0m0s"), "n-sidecar").await);
 }
