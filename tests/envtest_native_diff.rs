@@ -19,7 +19,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::Client;
 use meshgate::config::Config;
 use meshgate::kinds::Kind;
@@ -266,6 +268,14 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
             .await
             .unwrap();
     }
+    let certificates = certificates_api(&client);
+    certificates
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(year_long()).unwrap(),
+        )
+        .await
+        .unwrap();
     let config = Config::from_yaml(
         "exemptNamespaces: [tools]\n\
          exemptions:\n- {namespace: n-sidecar, names: [node-agent*], rules: [no-host-network], reason: node agent}\n",
@@ -325,4 +335,39 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     let long = dry_run(&client, Kind::Certificate, &cert("8760h"), "n-sidecar").await;
     refused(&long, "short-lived-certificates");
     admitted_silently(&dry_run(&client, Kind::Certificate, &cert("24h0m0s"), "n-sidecar").await);
+    certificate_updates_refuse_only_new_findings(&certificates).await;
+}
+
+fn certificates_api(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "certificates");
+    Api::namespaced_with(client.clone(), "n-sidecar", &resource)
+}
+
+/// Written before the policies.
+fn year_long() -> Value {
+    json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "legacy"},
+        "spec": {"secretName": "legacy-tls", "duration": "8760h", "renewBefore": "1h",
+                 "issuerRef": {"name": "istio-ca", "kind": "ClusterIssuer"}}})
+}
+
+/// As in the webhook, a finding is pre-existing only with the same
+/// message: relabelling the year-long certificate is fine, shortening it
+/// to a half-year is still refused.
+async fn certificate_updates_refuse_only_new_findings(certificates: &Api<DynamicObject>) {
+    let label = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+    certificates
+        .patch("legacy", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    let shorter = Patch::Merge(json!({"spec": {"duration": "4380h"}}));
+    let e = certificates
+        .patch("legacy", &PatchParams::default(), &shorter)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[short-lived-certificates] is valid for 4380h"),
+        "{e}"
+    );
 }

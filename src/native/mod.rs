@@ -36,7 +36,8 @@ pub struct NativeRule {
     pub variables: &'static [(&'static str, &'static str)],
     /// Variables computed from the running configuration (name, CEL
     /// literal), declared before `variables`: a rule whose verdict depends
-    /// on configuration gets the configured values compiled in.
+    /// on configuration gets the configured values compiled in. Their
+    /// `old_` copies are the same expressions, untranslated.
     pub config: Option<ConfigValues>,
     pub checks: &'static [NativeCheck],
 }
