@@ -18,104 +18,20 @@ mod native_corpus;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use http_body_util::BodyExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::Client;
 use meshgate::config::Config;
 use meshgate::kinds::Kind;
 use meshgate::posture::PostureIndex;
-use meshgate::rules::{Context, Operation, RuleId};
-use native_corpus::{corpus, judged_kind, placed};
+use meshgate::rules::RuleId;
+use native_corpus::verdicts::{dry_run, named_rules, namespaces, native_rules, Answer, Tally};
+use native_corpus::{corpus, judged_kind};
 use serde_json::{json, Value};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-/// Namespaces of every enrolment kind the injector model distinguishes.
-fn namespaces() -> Vec<(&'static str, Value)> {
-    vec![
-        ("n-sidecar", json!({"istio-injection": "enabled"})),
-        ("n-rev", json!({"istio.io/rev": "canary"})),
-        ("n-ambient", json!({"istio.io/dataplane-mode": "ambient"})),
-        ("n-disabled", json!({"istio-injection": "disabled"})),
-        ("n-unrecognised", json!({"istio-injection": "yes"})),
-        ("n-bare", json!({})),
-    ]
-}
-
-fn native_rules() -> Vec<RuleId> {
-    RuleId::ALL
-        .iter()
-        .copied()
-        .filter(|r| r.row().native.is_some())
-        .collect()
-}
-
-/// A dry-run create's HTTP status, returned object (or Status) and warnings.
-type Answer = (u16, Value, Vec<String>);
-
-/// A dry-run create.
-async fn dry_run(client: &Client, kind: Kind, value: &Value, ns: &str) -> Answer {
-    let row = kind.row();
-    let api_version = value["apiVersion"].as_str().unwrap();
-    let prefix = if row.group.is_empty() {
-        "/api".to_owned()
-    } else {
-        "/apis".to_owned()
-    };
-    let url = format!(
-        "{prefix}/{api_version}/namespaces/{ns}/{}?dryRun=All",
-        row.plural
-    );
-    let request = axum::http::Request::post(url)
-        .header("content-type", "application/json")
-        .body(kube::client::Body::from(serde_json::to_vec(value).unwrap()))
-        .unwrap();
-    let response = client.send(request).await.unwrap();
-    let status = response.status().as_u16();
-    let warnings = response
-        .headers()
-        .get_all("warning")
-        .iter()
-        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
-        .collect();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-        warnings,
-    )
-}
-
-fn named_rules(warnings: &[String]) -> BTreeSet<RuleId> {
-    native_rules()
-        .into_iter()
-        .filter(|r| warnings.iter().any(|w| w.contains(&format!("[{r}]"))))
-        .collect()
-}
-
-fn judged_rules(
-    kind: Kind,
-    object: &Value,
-    ns: &str,
-    posture: &PostureIndex,
-    config: &Config,
-) -> BTreeSet<RuleId> {
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
-    let subject = meshgate::subject::decode(kind, object.clone(), ns, name).unwrap();
-    let ctx = Context {
-        posture,
-        config,
-        operation: Operation::Create,
-        now: k8s_openapi::jiff::Timestamp::now(),
-    };
-    meshgate::policy::judge(&subject, &ctx)
-        .findings
-        .into_iter()
-        .map(|j| j.finding.rule)
-        .filter(|r| r.row().native.is_some())
-        .collect()
-}
 
 async fn install(env: &envtest::Envtest, config: &Config) {
     let yaml = meshgate::native::print(
@@ -151,52 +67,51 @@ async fn wait_for(client: &Client, expect: impl Fn(u16, &BTreeSet<RuleId>) -> bo
     }
 }
 
-/// What the corpus run counts.
-#[derive(Default)]
-struct Tally {
-    judged: usize,
-    refused: usize,
-    findings: usize,
-    covered: BTreeSet<RuleId>,
-    disagreements: Vec<String>,
-}
-
-impl Tally {
-    /// One dry-run answer against `policy::judge` on the returned object.
-    fn compare(
-        &mut self,
-        at: String,
-        answer: Answer,
-        rust: impl FnOnce(&Value) -> BTreeSet<RuleId>,
-    ) {
-        let (status, body, warnings) = answer;
-        if status >= 300 {
-            // Invalid for the API server itself (schema, immutable fields):
-            // no admission policy ever sees it.
-            self.refused += 1;
-            if std::env::var_os("NATIVE_DIFF_VERBOSE").is_some() {
-                eprintln!("refused {at}: {status} {}", body["message"]);
-            }
+/// Waits until the Certificate policy compiled for the second config
+/// (`mesh-ca` issues workload certificates) is in force, or for the first.
+async fn wait_for_certificates(client: &Client, second: bool) {
+    let probe = json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+        "metadata": {"name": "probe"},
+        "spec": {"secretName": "probe", "duration": "8760h", "issuerRef": {"name": "mesh-ca", "kind": "ClusterIssuer"},
+                 "uris": [if second { "spiffe://elsewhere/" } else { "spiffe://cluster.local/probe" }]}});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, _, warnings) = dry_run(client, Kind::Certificate, &probe, "n-bare").await;
+        // Both policies: the duration (enforced) and the renewBefore advice.
+        let named = warnings
+            .iter()
+            .filter(|w| w.contains("[short-lived-certificates]"))
+            .count();
+        if named == 2 {
             return;
         }
-        // A CEL error is a warning too, naming no rule: never a pass.
-        for w in &warnings {
-            if named_rules(std::slice::from_ref(w)).is_empty() {
-                self.disagreements
-                    .push(format!("{at}: warning from no rule: {w}"));
-            }
-        }
-        self.judged += 1;
-        let native = named_rules(&warnings);
-        let rust = rust(&body);
-        self.findings += rust.len();
-        self.covered.extend(rust.iter().copied());
-        if native != rust {
-            self.disagreements.push(format!(
-                "{at}: native {native:?}, webhook {rust:?}; {warnings:?}"
-            ));
-        }
+        assert!(Instant::now() < deadline, "certificate policy not in force");
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The Certificates again with the configured issuers, the mounted Secret
+/// and the maximum changed: the config values compiled into the CEL.
+async fn certificates_under_another_config(
+    env: &envtest::Envtest,
+    client: &Client,
+    posture: &PostureIndex,
+) -> Tally {
+    let config = Config::from_yaml(concat!(
+        "mode: audit\n",
+        "workloadCertificates: {secretName: app-mtls}\n",
+        "certificates: {maxDuration: 2160h, issuerRefs: [{name: mesh-ca, kind: ClusterIssuer}]}\n",
+    ))
+    .unwrap();
+    install(env, &config).await;
+    wait_for_certificates(client, true).await;
+    let certificates: Vec<_> = corpus()
+        .into_iter()
+        .filter(|(_, v)| judged_kind(v) == Some(Kind::Certificate))
+        .collect();
+    let mut tally = Tally::default();
+    tally.run(client, &certificates, posture, &config).await;
+    tally
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -206,6 +121,11 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     };
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
+    envtest::install_crds(
+        &client,
+        &format!("{ROOT}/tests/fixtures/cert-manager-crds.yaml"),
+    )
+    .await;
     let mut posture = PostureIndex::default();
     for (name, labels) in namespaces() {
         envtest::create_namespace(&client, name, labels.clone()).await;
@@ -224,17 +144,12 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     })
     .await;
 
+    wait_for_certificates(&client, false).await;
+
     let corpus = corpus();
     let mut tally = Tally::default();
-    for (origin, value) in &corpus {
-        let kind = judged_kind(value).unwrap();
-        for (ns, _) in namespaces() {
-            let answer = dry_run(&client, kind, &placed(value, ns), ns).await;
-            tally.compare(format!("{origin} in {ns}"), answer, |body| {
-                judged_rules(kind, body, ns, &posture, &config)
-            });
-        }
-    }
+    tally.run(&client, &corpus, &posture, &config).await;
+    let certificates_pass = certificates_under_another_config(&env, &client, &posture).await;
     let Tally {
         judged,
         refused,
@@ -251,6 +166,19 @@ async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
         disagreements.len()
     );
     assert!(disagreements.is_empty(), "{}", disagreements.join("\n"));
+    let pass = certificates_pass;
+    eprintln!(
+        "native differential, Certificates under a second config (issuerRefs, mounted Secret, 2160h maximum): {} judged, {} findings, disagreements {}",
+        pass.judged,
+        pass.findings,
+        pass.disagreements.len()
+    );
+    assert!(
+        pass.disagreements.is_empty(),
+        "{}",
+        pass.disagreements.join("\n")
+    );
+    assert!(pass.findings > 0 && pass.judged > 100, "{}", pass.judged);
     assert!(judged > 200, "{judged}");
     assert_eq!(covered.len(), native_rules().len(), "{covered:?}");
 }
@@ -314,6 +242,11 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     };
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
+    envtest::install_crds(
+        &client,
+        &format!("{ROOT}/tests/fixtures/cert-manager-crds.yaml"),
+    )
+    .await;
     let enrolled = json!({"istio-injection": "enabled"});
     let audit = json!({"istio-injection": "enabled", "meshgate.io/mode": "audit"});
     for (name, labels) in [
@@ -335,6 +268,14 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
             .await
             .unwrap();
     }
+    let certificates = certificates_api(&client);
+    certificates
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(year_long()).unwrap(),
+        )
+        .await
+        .unwrap();
     let config = Config::from_yaml(
         "exemptNamespaces: [tools]\n\
          exemptions:\n- {namespace: n-sidecar, names: [node-agent*], rules: [no-host-network], reason: node agent}\n",
@@ -390,5 +331,49 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     refused(
         &pod_in("n-bare", pod("node-agent-1", true, true)).await,
         "no-host-network",
+    );
+    // A year-long workload certificate, with the configuration compiled in.
+    let cert = |duration: &str| {
+        json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "web"},
+            "spec": {"secretName": "web-tls", "duration": duration, "renewBefore": "8h",
+                     "issuerRef": {"name": "istio-ca", "kind": "ClusterIssuer"}}})
+    };
+    let long = dry_run(&client, Kind::Certificate, &cert("8760h"), "n-sidecar").await;
+    refused(&long, "short-lived-certificates");
+    admitted_silently(&dry_run(&client, Kind::Certificate, &cert("24h0m0s"), "n-sidecar").await);
+    certificate_updates_refuse_only_new_findings(&certificates).await;
+}
+
+fn certificates_api(client: &Client) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("cert-manager.io", "v1", "Certificate");
+    let resource = ApiResource::from_gvk_with_plural(&gvk, "certificates");
+    Api::namespaced_with(client.clone(), "n-sidecar", &resource)
+}
+
+/// Written before the policies.
+fn year_long() -> Value {
+    json!({"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "legacy"},
+        "spec": {"secretName": "legacy-tls", "duration": "8760h", "renewBefore": "1h",
+                 "issuerRef": {"name": "istio-ca", "kind": "ClusterIssuer"}}})
+}
+
+/// As in the webhook, a finding is pre-existing only with the same
+/// message: relabelling the year-long certificate is fine, shortening it
+/// to a half-year is still refused.
+async fn certificate_updates_refuse_only_new_findings(certificates: &Api<DynamicObject>) {
+    let label = Patch::Merge(json!({"metadata": {"labels": {"touched": "yes"}}}));
+    certificates
+        .patch("legacy", &PatchParams::default(), &label)
+        .await
+        .unwrap();
+    let shorter = Patch::Merge(json!({"spec": {"duration": "4380h"}}));
+    let e = certificates
+        .patch("legacy", &PatchParams::default(), &shorter)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("[short-lived-certificates] is valid for 4380h"),
+        "{e}"
     );
 }

@@ -36,8 +36,16 @@ pub struct NativeRule {
     /// holds the pod's metadata and spec), `spec`, `labels`, `annotations`,
     /// `containers` and `initContainers`, wherever the kind keeps them.
     pub variables: &'static [(&'static str, &'static str)],
+    /// Variables computed from the running configuration (name, CEL
+    /// literal), declared before `variables`: a rule whose verdict depends
+    /// on configuration gets the configured values compiled in. Their
+    /// `old_` copies are the same expressions, untranslated.
+    pub config: Option<ConfigValues>,
     pub checks: &'static [NativeCheck],
 }
+
+/// A rule's configured values: (variable name, CEL literal) pairs.
+pub type ConfigValues = fn(&Config) -> Vec<(&'static str, String)>;
 
 /// What a native rule reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

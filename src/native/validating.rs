@@ -115,7 +115,8 @@ fn policy(
             message: Some(format!("[{rule}] violated ({})", rule.doc_url())),
         })
         .collect();
-    let mut all_variables = variables.clone();
+    let mut all_variables = configured(config, native);
+    all_variables.extend(variables.iter().cloned());
     all_variables.extend(variables.iter().map(|v| Variable {
         name: format!("old_{}", v.name),
         expression: on_old_object(&v.expression),
@@ -173,6 +174,21 @@ fn on_old_object(expression: &str) -> String {
     }
     out.push_str(rest);
     out.replace("variables.", "variables.old_")
+}
+
+/// The rule's configured values: literals, the same for `oldObject`.
+fn configured(config: &Config, native: &NativeRule) -> Vec<Variable> {
+    let values = native.config.map(|values| values(config));
+    values
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|(name, expression)| {
+            ["", "old_"].map(|prefix| Variable {
+                name: format!("{prefix}{name}"),
+                expression: expression.clone(),
+            })
+        })
+        .collect()
 }
 
 fn variables(native: &NativeRule) -> Vec<Variable> {

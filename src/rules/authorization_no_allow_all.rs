@@ -62,6 +62,7 @@ pub const NATIVE: NativeRule = NativeRule {
             "variables.rules.filter(r, size(r.?from.orValue([])) == 0 && size(r.?to.orValue([])) == 0 && size(r.?when.orValue([])) == 0)",
         ),
     ],
+    config: None,
     checks: &[
         NativeCheck {
             expression: "size(variables.emptyRules) == 0",

@@ -42,6 +42,7 @@ pub const NATIVE: NativeRule = NativeRule {
         "account",
         "variables.spec.?serviceAccountName.orValue(variables.spec.?serviceAccount.orValue(''))",
     )],
+    config: None,
     checks: &[NativeCheck {
         expression: "!(variables.account in ['', 'default'])",
         message: "(variables.account == '' ? 'sets no serviceAccountName' : 'sets serviceAccountName: default') + ', so it shares the identity spiffe://<trust-domain>/ns/' + request.namespace + '/sa/default with every other such workload'",

@@ -365,12 +365,15 @@ pub const RULES: &[Rule] = &[
             Some(typed!(sidecar_egress_locked::check)),
         )
     },
-    rule(
-        RuleId::ShortLivedCertificates,
-        "workload certificates (cert-manager) must be short-lived and not wildcards",
-        (Severity::Low, IDENTITY),
-        Some(typed!(short_lived_certificates::check)),
-    ),
+    Rule {
+        native: Some(&short_lived_certificates::NATIVE),
+        ..rule(
+            RuleId::ShortLivedCertificates,
+            "workload certificates (cert-manager) must be short-lived and not wildcards",
+            (Severity::Low, IDENTITY),
+            Some(typed!(short_lived_certificates::check)),
+        )
+    },
     rule(
         RuleId::WorkloadCertificates,
         "/mutate mounts workload certificates into application containers",

@@ -20,6 +20,7 @@ pub fn check(w: &Workload, _ctx: &Context) -> Vec<Finding> {
 pub const NATIVE: NativeRule = NativeRule {
     target: Target::Workloads,
     variables: &[],
+    config: None,
     checks: &[NativeCheck {
         expression: "!variables.spec.?hostNetwork.orValue(false)",
         message: "'uses hostNetwork: true, so its traffic never passes through a sidecar'",

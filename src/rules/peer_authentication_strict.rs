@@ -50,6 +50,7 @@ pub const NATIVE: NativeRule = NativeRule {
             "variables.ports.filter(p, variables.ports[p].?mode.orValue('UNSET') in variables.weak)",
         ),
     ],
+    config: None,
     checks: &[
         NativeCheck {
             expression: "!(object.?spec.?mtls.?mode.orValue('UNSET') in variables.weak)",

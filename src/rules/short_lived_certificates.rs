@@ -14,6 +14,9 @@ use std::time::Duration;
 use crate::certmanager::Certificate;
 use crate::config::{CertificateSource, Config};
 use crate::duration::{format_duration, parse_go_duration};
+use crate::kinds::Kind;
+use crate::native::exemptions::quote;
+use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 const ID: RuleId = RuleId::ShortLivedCertificates;
@@ -145,6 +148,157 @@ pub fn workload_identity(cert: &Certificate, config: &Config) -> Option<String> 
         .iter()
         .find(|uri| uri.to_ascii_lowercase().starts_with(&spiffe))
         .map(|uri| format!("carries the mesh identity {uri}"))
+}
+
+/// CEL for [`parse_go_duration`] of the (trimmed) text in variable `$text`,
+/// in seconds before the `Duration::MAX` check, or -1.0 when it is not one.
+macro_rules! seconds {
+    ($text:literal) => {
+        concat!(
+            "variables.",
+            $text,
+            " in ['0', '+'] ? 0.0 : ",
+            "!variables.",
+            $text,
+            ".matches('^[+]?(([0-9]+[.]?[0-9]*|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+$') ? -1.0 : ",
+            "variables.",
+            $text,
+            ".findAll('([0-9]+[.]?[0-9]*|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h)')",
+            ".map(c, double(c.find('^[0-9.]+')) * (c.endsWith('ns') ? 1e-9 : ",
+            "c.endsWith('us') || c.endsWith('µs') || c.endsWith('μs') ? 1e-6 : ",
+            "c.endsWith('ms') ? 1e-3 : c.endsWith('s') ? 1.0 : c.endsWith('m') ? 60.0 : 3600.0))",
+            ".sum()"
+        )
+    };
+}
+
+/// `Duration::try_from_secs_f64` refuses 2^64 seconds and more.
+macro_rules! in_range {
+    ($sum:literal) => {
+        concat!(
+            "variables.",
+            $sum,
+            " < 18446744073709551616.0 ? variables.",
+            $sum,
+            " : -1.0"
+        )
+    };
+}
+
+/// The CEL form (`crate::native`), with the configured issuers, mounted
+/// Secret, trust domain and maximum compiled in. Durations are parsed the
+/// way [`parse_go_duration`] parses them (trimmed, no sign but `+`, each
+/// number an f64 times its unit, summed in order), not with CEL's
+/// `duration()`, which is Go's parser: that one takes `-1h` and refuses
+/// ` 24h` and anything over 2562047h, all of which the Rust rule reads
+/// differently. An unreadable duration is -1.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::One(Kind::Certificate),
+    variables: &[
+        ("spec", "object.?spec.orValue({})"),
+        (
+            "issuer",
+            "has(variables.spec.issuerRef) ? [[variables.spec.issuerRef.?name.orValue(''), variables.spec.issuerRef.?kind.orValue('') == '' ? 'Issuer' : variables.spec.issuerRef.kind, variables.spec.issuerRef.?group.orValue('') == '' ? 'cert-manager.io' : variables.spec.issuerRef.group]] : []",
+        ),
+        (
+            "inScope",
+            "variables.issuer.exists(i, i in variables.issuers) || (has(variables.spec.secretName) && variables.spec.secretName in variables.mountedSecrets) || variables.spec.?uris.orValue([]).exists(u, u.lowerAscii().startsWith(variables.spiffePrefix))",
+        ),
+        ("durationText", "variables.spec.?duration.orValue('').trim()"),
+        (
+            "durationSum",
+            concat!("!has(variables.spec.duration) ? 7776000.0 : ", seconds!("durationText")),
+        ),
+        ("durationSeconds", in_range!("durationSum")),
+        ("renewText", "variables.spec.?renewBefore.orValue('').trim()"),
+        ("renewSum", seconds!("renewText")),
+        ("renewSeconds", in_range!("renewSum")),
+        ("dnsNames", "variables.spec.?dnsNames.orValue([])"),
+    ],
+    config: Some(configured),
+    checks: &[
+        NativeCheck {
+            expression: "!variables.inScope || has(variables.spec.duration) || 7776000.0 <= variables.maxSeconds",
+            message: "'sets no duration, so cert-manager issues it for 90 days (2160h), over the ' + variables.maxText + ' maximum'",
+            fix: "'set spec.duration to ' + variables.maxText + ' or less'",
+            advisory: false,
+        },
+        NativeCheck {
+            expression: "!variables.inScope || variables.durationSeconds >= 0.0 || variables.newDuration != variables.spec.duration",
+            message: "'has an unreadable spec.duration: `' + variables.spec.duration + '` is not a duration like 24h, 90m or 1h30m'",
+            fix: "'set spec.duration to a Go duration of at most ' + variables.maxText + ', e.g. 24h'",
+            advisory: false,
+        },
+        NativeCheck {
+            expression: "!variables.inScope || !has(variables.spec.duration) || variables.durationSeconds <= variables.maxSeconds || variables.newDuration != variables.spec.duration",
+            message: "'is valid for ' + variables.spec.duration + ', over the ' + variables.maxText + ' maximum'",
+            fix: "'set spec.duration to ' + variables.maxText + ' or less'",
+            advisory: false,
+        },
+        NativeCheck {
+            expression: "!variables.inScope || variables.durationSeconds < 0.0 || !variables.dnsNames.exists(n, n.trim() == '*')",
+            message: "'is issued for the bare name \"*\", which matches every host'",
+            fix: "\"list the workload's own DNS names in spec.dnsNames\"",
+            advisory: false,
+        },
+        NativeCheck {
+            expression: "!variables.inScope || variables.durationSeconds < 0.0 || !variables.dnsNames.exists(n, n.startsWith('*.'))",
+            message: "'is issued for the wildcard ' + variables.dnsNames.filter(n, n.startsWith('*.'))[0] + ', valid for every service it covers'",
+            fix: "\"list the workload's own DNS names instead of a wildcard\"",
+            advisory: true,
+        },
+        NativeCheck {
+            expression: "!variables.inScope || variables.durationSeconds < 0.0 || has(variables.spec.renewBefore)",
+            message: "'sets no renewBefore'",
+            fix: "'set spec.renewBefore to at most half the duration'",
+            advisory: true,
+        },
+        NativeCheck {
+            expression: "!variables.inScope || variables.durationSeconds < 0.0 || !has(variables.spec.renewBefore) || (variables.renewSeconds >= 0.0 && variables.renewSeconds <= variables.durationSeconds / 2.0)",
+            message: "variables.renewSeconds < 0.0 ? 'has an unreadable spec.renewBefore: `' + variables.spec.renewBefore + '` is not a duration like 24h, 90m or 1h30m' : 'renews ' + variables.spec.renewBefore + ' before expiry, more than half its lifetime'",
+            fix: "'set spec.renewBefore to at most half the duration'",
+            advisory: true,
+        },
+    ],
+};
+
+/// The configured values [`NATIVE`] reads, as CEL literals.
+fn configured(config: &Config) -> Vec<(&'static str, String)> {
+    let issuers: Vec<String> = config
+        .certificate_issuers
+        .iter()
+        .map(|i| {
+            format!(
+                "[{}, {}, {}]",
+                quote(&i.name),
+                quote(&i.kind),
+                quote(&i.group)
+            )
+        })
+        .collect();
+    let mounted = match &config.workload_certificates.source {
+        CertificateSource::Secret(name) => quote(name),
+        CertificateSource::Sidecar => String::new(),
+    };
+    let max = config.max_certificate_duration;
+    vec![
+        // Not configuration, but declared here because these are the same
+        // for `oldObject`: the webhook tolerates an UPDATE only for the
+        // very finding the old object had, and the duration findings name
+        // the text, so a still-too-long new text is refused.
+        (
+            "newDuration",
+            "object.?spec.?duration.orValue('')".to_owned(),
+        ),
+        ("maxSeconds", format!("{:?}", max.as_secs_f64())),
+        ("maxText", quote(&format_duration(max))),
+        ("issuers", format!("[{}]", issuers.join(", "))),
+        ("mountedSecrets", format!("[{mounted}]")),
+        (
+            "spiffePrefix",
+            quote(&format!("spiffe://{}/", config.trust_domain)),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -291,5 +445,93 @@ mod tests {
             .contains("90 days"));
         // istio-ca is no longer in scope once issuerRefs is set.
         assert!(check(&cert(serde_json::json!({})), &world.ctx()).is_empty());
+    }
+
+    /// The compiled policy's variables, by name.
+    fn compiled_variables(yaml: &str) -> Vec<(String, String)> {
+        let config = crate::config::Config::from_yaml(yaml).unwrap();
+        let objects = crate::native::compile(&config).unwrap().objects;
+        let policy = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == "meshgate-short-lived-certificates")
+            .unwrap();
+        let rules = &policy["spec"]["matchConstraints"]["resourceRules"];
+        assert_eq!(
+            rules,
+            &serde_json::json!([{"apiGroups": ["cert-manager.io"], "apiVersions": ["v1"],
+                "resources": ["certificates"], "operations": ["CREATE", "UPDATE"]}])
+        );
+        policy["spec"]["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let text = |key: &str| v[key].as_str().unwrap().to_owned();
+                (text("name"), text("expression"))
+            })
+            .collect()
+    }
+
+    fn value<'a>(variables: &'a [(String, String)], name: &str) -> &'a str {
+        &variables.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    #[test]
+    fn the_native_form_compiles_the_default_configuration_in() {
+        let v = compiled_variables("");
+        assert_eq!(value(&v, "maxSeconds"), "86400.0");
+        assert_eq!(value(&v, "maxText"), "\"24h\"");
+        assert_eq!(
+            value(&v, "issuers"),
+            r#"[["istio-ca", "Issuer", "cert-manager.io"], ["istio-ca", "ClusterIssuer", "cert-manager.io"]]"#
+        );
+        assert_eq!(value(&v, "mountedSecrets"), "[]");
+        assert_eq!(value(&v, "spiffePrefix"), "\"spiffe://cluster.local/\"");
+        // UPDATE tolerance reads the same literals for the old object.
+        assert_eq!(value(&v, "old_issuers"), value(&v, "issuers"));
+        assert_eq!(
+            value(&v, "old_durationText"),
+            "variables.old_spec.?duration.orValue('').trim()"
+        );
+        assert_eq!(value(&v, "old_spec"), "oldObject.?spec.orValue({})");
+    }
+
+    #[test]
+    fn the_native_form_follows_the_configuration() {
+        let v = compiled_variables(concat!(
+            "trustDomain: Example.org\n",
+            "workloadCertificates: {secretName: app-mtls}\n",
+            "certificates: {maxDuration: 1h30m, issuerRefs: [{name: mesh-ca, kind: ClusterIssuer}, {name: \"a\\\"b\"}]}\n"
+        ));
+        assert_eq!(value(&v, "maxSeconds"), "5400.0");
+        assert_eq!(value(&v, "maxText"), "\"1h30m\"");
+        assert_eq!(
+            value(&v, "issuers"),
+            r#"[["mesh-ca", "ClusterIssuer", "cert-manager.io"], ["a\"b", "Issuer", "cert-manager.io"]]"#
+        );
+        assert_eq!(value(&v, "mountedSecrets"), "[\"app-mtls\"]");
+        // As in the Rust rule: the URI is lower-cased, the trust domain not.
+        assert_eq!(value(&v, "spiffePrefix"), "\"spiffe://Example.org/\"");
+    }
+
+    #[test]
+    fn the_native_form_parses_durations_like_the_rust_rule() {
+        let sum = value(&compiled_variables(""), "durationSum").to_owned();
+        // Trimmed, `0` and a lone `+`, no sign but `+`, f64 numbers by unit.
+        assert!(
+            sum.contains("variables.durationText in ['0', '+'] ? 0.0"),
+            "{sum}"
+        );
+        assert!(
+            sum.contains("matches('^[+]?(([0-9]+[.]?[0-9]*|[.][0-9]+)(ns|us|µs|μs|ms|s|m|h))+$')"),
+            "{sum}"
+        );
+        assert!(!sum.contains("duration("), "Go's parser differs: {sum}");
+        assert!(sum.starts_with("!has(variables.spec.duration) ? 7776000.0 : "));
+        assert_eq!(
+            CERT_MANAGER_DEFAULT.as_secs_f64(),
+            7_776_000.0,
+            "the CEL default"
+        );
     }
 }

@@ -32,6 +32,7 @@ pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {
 pub const NATIVE: NativeRule = NativeRule {
     target: Target::One(Kind::Sidecar),
     variables: &[],
+    config: None,
     checks: &[NativeCheck {
         expression: "object.?spec.?outboundTrafficPolicy.?mode.orValue('REGISTRY_ONLY') == 'REGISTRY_ONLY'",
         message: "'sets outboundTrafficPolicy.mode: ' + string(object.spec.outboundTrafficPolicy.mode) + ', so its workloads may reach any unregistered host'",

@@ -196,6 +196,7 @@ pub const NATIVE: NativeRule = NativeRule {
             "variables.ns[?'istio.io/dataplane-mode'].orValue('') == 'ambient' && !variables.hostNetwork",
         ),
     ],
+    config: None,
     checks: &[NativeCheck {
         expression: "variables.gateway || (!(variables.marked && variables.offPath) && (variables.sidecar || (variables.injected && object.kind != 'Pod' ? !variables.offPath : variables.ambient && variables.labels[?'istio.io/dataplane-mode'].orValue('') != 'none')))",
         message: "(object.kind == 'Pod' ? 'has no istio-proxy sidecar' : 'will run without an istio-proxy sidecar') + ': ' + ((variables.marked && variables.offPath) || (variables.injected && object.kind != 'Pod') ? 'its injection template (inject.istio.io/templates) puts no istio-proxy in the traffic path of its containers' : variables.hostNetwork ? 'hostNetwork pods are never injected' : variables.ambient ? 'it opts out of the ambient mesh with label istio.io/dataplane-mode=none' : variables.ns[?'istio-injection'].orValue('') == 'disabled' ? 'namespace is labelled istio-injection=disabled' : 'istio-injection' in variables.ns && variables.ns['istio-injection'] != 'enabled' ? 'namespace has istio-injection=' + variables.ns['istio-injection'] + ', which the injector ignores' : variables.optedOut ? 'it opts out with sidecar.istio.io/inject=' + variables.selector : variables.injected ? 'the sidecar injector did not run although the namespace is enrolled' : 'namespace ' + request.namespace + ' is not enrolled in the mesh')",

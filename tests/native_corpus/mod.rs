@@ -2,6 +2,8 @@
 //! object of the repository's fixtures of a kind some native rule reads,
 //! and how it is placed in a test namespace.
 
+pub mod verdicts;
+
 use meshgate::kinds::Kind;
 use serde_json::{json, Value};
 
@@ -51,6 +53,7 @@ pub fn judged_kind(value: &Value) -> Option<Kind> {
         Kind::PeerAuthentication,
         Kind::AuthorizationPolicy,
         Kind::Sidecar,
+        Kind::Certificate,
     ];
     (kind.row().pod_spec.is_some() || targets.contains(&kind)).then_some(kind)
 }
