@@ -16,7 +16,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::cli::LogFormat;
 
@@ -79,16 +81,73 @@ where
         .with_writer(writer);
     match format {
         // The review span once per line ("span"), not again as a one-entry
-        // "spans" list: the formatter re-parses each span's fields for every
-        // line, and the decision line is written once per review.
-        LogFormat::Json => Box::new(
-            builder
+        // "spans" list, and written by `SpanVerbatim`.
+        LogFormat::Json => Box::new(builder.json().event_format(SpanVerbatim::new()).finish()),
+        LogFormat::Text => Box::new(builder.finish()),
+    }
+}
+
+/// tracing-subscriber's JSON line with its current span written from the
+/// span's stored fields as they are. Its own formatter parses those fields
+/// back into a map for every line (tokio-rs/tracing#391), about 14,000
+/// instructions of each review's decision line. The stored text is already
+/// a JSON object with sorted keys (`JsonFields`), which is what the parse
+/// wrote back out, so the line is the same: `"span":{<fields>,"name":...}`
+/// after the event's fields and target.
+struct SpanVerbatim(Format<Json>);
+
+impl SpanVerbatim {
+    fn new() -> SpanVerbatim {
+        SpanVerbatim(
+            tracing_subscriber::fmt::format()
                 .json()
                 .flatten_event(true)
-                .with_span_list(false)
-                .finish(),
-        ),
-        LogFormat::Text => Box::new(builder.finish()),
+                .with_current_span(false)
+                .with_span_list(false),
+        )
+    }
+}
+
+impl<S> FormatEvent<S, JsonFields> for SpanVerbatim
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonFields>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let span = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        let Some(span) = span else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::with_capacity(512);
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        // The line ends `}\n`: the span goes before the closing brace.
+        let Some(body) = line.strip_suffix("}\n") else {
+            return writer.write_str(&line);
+        };
+        writer.write_str(body)?;
+        writer.write_str(",\"span\":")?;
+        let extensions = span.extensions();
+        let fields = extensions
+            .get::<FormattedFields<JsonFields>>()
+            .map_or("", |f| f.fields.as_str());
+        match fields.strip_suffix('}').filter(|f| f.len() > 1) {
+            Some(open) => writer.write_str(open)?,
+            None => writer.write_str("{")?,
+        }
+        if fields.len() > 2 {
+            writer.write_str(",")?;
+        }
+        writer.write_str("\"name\":")?;
+        let name = serde_json::to_string(span.name()).map_err(|_| std::fmt::Error)?;
+        writer.write_str(&name)?;
+        writer.write_str("}}\n")
     }
 }
 
@@ -201,17 +260,63 @@ mod tests {
         assert!(buffer.lines.lock().is_empty(), "written once");
     }
 
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Buffer>);
+    impl<'a> MakeWriter<'a> for Shared {
+        type Writer = Line<'a>;
+        fn make_writer(&'a self) -> Line<'a> {
+            Line(&self.0)
+        }
+    }
+
+    impl Shared {
+        /// The lines written, each from its `level` on (timestamps differ).
+        fn lines(&self) -> Vec<String> {
+            let mut out = Vec::new();
+            self.0.write_to(&mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let lines = text.lines();
+            lines
+                .map(|l| l[l.find("\"level\"").unwrap()..].to_owned())
+                .collect()
+        }
+    }
+
+    /// Lines about a span, without one, with an explicit parent, with a
+    /// field recorded on the span later, a span without fields.
+    fn log_some_lines() {
+        let span = tracing::info_span!("review", uid = "u\"1", object = tracing::field::Empty);
+        span.in_scope(|| tracing::info!(n = 1, text = "a \\ b", "hello"));
+        span.record("object", "ns/é");
+        span.in_scope(|| tracing::warn!(rules = "r:enforce", "again"));
+        tracing::info!(parent: &span, "explicit");
+        tracing::info!(n = 2.5, "outside");
+        tracing::info_span!("bare").in_scope(|| tracing::info!("in a bare span"));
+    }
+
+    /// `SpanVerbatim` writes what tracing-subscriber's JSON formatter does.
+    #[test]
+    fn the_json_lines_are_tracing_subscribers_own() {
+        let (ours, theirs) = (Shared::default(), Shared::default());
+        let filter = tracing_subscriber::EnvFilter::new(DEFAULT_FILTER);
+        let subscriber = subscriber(LogFormat::Json, filter, false, ours.clone());
+        tracing::subscriber::with_default(subscriber, log_some_lines);
+        let reference = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(theirs.clone())
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .finish();
+        tracing::subscriber::with_default(reference, log_some_lines);
+        let (ours, theirs) = (ours.lines(), theirs.lines());
+        assert_eq!(ours.len(), 5);
+        assert_eq!(ours, theirs);
+    }
+
     /// The JSON subscriber writes one line per event, with the span.
     #[test]
     fn the_json_subscriber_writes_the_event_and_its_span() {
-        #[derive(Clone, Default)]
-        struct Shared(Arc<Buffer>);
-        impl<'a> MakeWriter<'a> for Shared {
-            type Writer = Line<'a>;
-            fn make_writer(&'a self) -> Line<'a> {
-                Line(&self.0)
-            }
-        }
         let shared = Shared::default();
         let filter = tracing_subscriber::EnvFilter::new(DEFAULT_FILTER);
         let subscriber = subscriber(LogFormat::Json, filter, false, shared.clone());
