@@ -16,9 +16,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields, MakeWriter};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::fmt::MakeWriter;
 
 use crate::cli::LogFormat;
 
@@ -81,73 +79,14 @@ where
         .with_writer(writer);
     match format {
         // The review span once per line ("span"), not again as a one-entry
-        // "spans" list, and written by `SpanVerbatim`.
-        LogFormat::Json => Box::new(builder.json().event_format(SpanVerbatim::new()).finish()),
-        LogFormat::Text => Box::new(builder.finish()),
-    }
-}
-
-/// tracing-subscriber's JSON line with its current span written from the
-/// span's stored fields as they are. Its own formatter parses those fields
-/// back into a map for every line (tokio-rs/tracing#391), about 14,000
-/// instructions of each review's decision line. The stored text is already
-/// a JSON object with sorted keys (`JsonFields`), which is what the parse
-/// wrote back out, so the line is the same: `"span":{<fields>,"name":...}`
-/// after the event's fields and target.
-struct SpanVerbatim(Format<Json>);
-
-impl SpanVerbatim {
-    fn new() -> SpanVerbatim {
-        SpanVerbatim(
-            tracing_subscriber::fmt::format()
+        // "spans" list; see `JsonLine` for the rest.
+        LogFormat::Json => Box::new(
+            builder
                 .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false),
-        )
-    }
-}
-
-impl<S> FormatEvent<S, JsonFields> for SpanVerbatim
-where
-    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
-        mut writer: Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let span = event
-            .parent()
-            .and_then(|id| ctx.span(id))
-            .or_else(|| ctx.lookup_current());
-        let Some(span) = span else {
-            return self.0.format_event(ctx, writer, event);
-        };
-        let mut line = String::with_capacity(512);
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        // The line ends `}\n`: the span goes before the closing brace.
-        let Some(body) = line.strip_suffix("}\n") else {
-            return writer.write_str(&line);
-        };
-        writer.write_str(body)?;
-        writer.write_str(",\"span\":")?;
-        let extensions = span.extensions();
-        let fields = extensions
-            .get::<FormattedFields<JsonFields>>()
-            .map_or("", |f| f.fields.as_str());
-        match fields.strip_suffix('}').filter(|f| f.len() > 1) {
-            Some(open) => writer.write_str(open)?,
-            None => writer.write_str("{")?,
-        }
-        if fields.len() > 2 {
-            writer.write_str(",")?;
-        }
-        writer.write_str("\"name\":")?;
-        let name = serde_json::to_string(span.name()).map_err(|_| std::fmt::Error)?;
-        writer.write_str(&name)?;
-        writer.write_str("}}\n")
+                .event_format(super::json::JsonLine::new())
+                .finish(),
+        ),
+        LogFormat::Text => Box::new(builder.finish()),
     }
 }
 
@@ -287,6 +226,17 @@ mod tests {
     fn log_some_lines() {
         let span = tracing::info_span!("review", uid = "u\"1", object = tracing::field::Empty);
         span.in_scope(|| tracing::info!(n = 1, text = "a \\ b", "hello"));
+        let error = std::io::Error::other("an \"error\"");
+        tracing::error!(
+            shown = %"dis\tplay",
+            debugged = ?Some("x"),
+            yes = true,
+            minus = -3i64,
+            big = u64::MAX,
+            wide = 1u128 << 100,
+            error = &error as &dyn std::error::Error,
+            "typed fields"
+        );
         span.record("object", "ns/é");
         span.in_scope(|| tracing::warn!(rules = "r:enforce", "again"));
         tracing::info!(parent: &span, "explicit");
@@ -294,7 +244,7 @@ mod tests {
         tracing::info_span!("bare").in_scope(|| tracing::info!("in a bare span"));
     }
 
-    /// `SpanVerbatim` writes what tracing-subscriber's JSON formatter does.
+    /// `JsonLine` writes what tracing-subscriber's JSON formatter does.
     #[test]
     fn the_json_lines_are_tracing_subscribers_own() {
         let (ours, theirs) = (Shared::default(), Shared::default());
@@ -310,7 +260,7 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(reference, log_some_lines);
         let (ours, theirs) = (ours.lines(), theirs.lines());
-        assert_eq!(ours.len(), 5);
+        assert_eq!(ours.len(), 6);
         assert_eq!(ours, theirs);
     }
 
