@@ -67,11 +67,8 @@ where
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current());
         match span {
-            // The map is closed by hand, after the span's object.
-            Some(span) => {
-                drop(map);
-                write_span(&mut line, &span)?;
-            }
+            // The map (left open) is closed by hand, after the span's object.
+            Some(span) => write_span(&mut line, &span)?,
             None => map.end().map_err(fmt_error)?,
         }
         line.push(b'\n');
