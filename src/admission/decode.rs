@@ -32,8 +32,10 @@ impl Subject {
 
 /// What a request asks to judge: `None` for kinds, subresources and
 /// operations meshgate lets through unread; the kind and why when its object
-/// cannot be judged.
-pub type Judged = Result<Option<Subject>, (Kind, Unusable)>;
+/// cannot be judged. Boxed: the two `Object`s are large, and a subject moved
+/// by value from [`review::read`] into the decision (and its future) was
+/// copied at every step.
+pub type Judged = Result<Option<Box<Subject>>, (Kind, Unusable)>;
 
 /// The subject of a parsed request, its objects taken out of it.
 pub(super) fn subject(req: &mut review::Request) -> Judged {
@@ -59,12 +61,12 @@ pub(super) fn subject(req: &mut review::Request) -> Judged {
     };
     let object = under_review(req, kind, target).map_err(|why| (kind, why))?;
     let old = old_object(req, kind).map_err(|why| (kind, why))?;
-    Ok(Some(Subject {
+    Ok(Some(Box::new(Subject {
         kind,
         object,
         old,
         deleting,
-    }))
+    })))
 }
 
 /// An old object that does not decode only means nothing counts as

@@ -79,13 +79,11 @@ where
         .with_writer(writer);
     match format {
         // The review span once per line ("span"), not again as a one-entry
-        // "spans" list: the formatter re-parses each span's fields for every
-        // line, and the decision line is written once per review.
+        // "spans" list; see `JsonLine` for the rest.
         LogFormat::Json => Box::new(
             builder
                 .json()
-                .flatten_event(true)
-                .with_span_list(false)
+                .event_format(super::json::JsonLine::new())
                 .finish(),
         ),
         LogFormat::Text => Box::new(builder.finish()),
@@ -201,17 +199,74 @@ mod tests {
         assert!(buffer.lines.lock().is_empty(), "written once");
     }
 
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Buffer>);
+    impl<'a> MakeWriter<'a> for Shared {
+        type Writer = Line<'a>;
+        fn make_writer(&'a self) -> Line<'a> {
+            Line(&self.0)
+        }
+    }
+
+    impl Shared {
+        /// The lines written, each from its `level` on (timestamps differ).
+        fn lines(&self) -> Vec<String> {
+            let mut out = Vec::new();
+            self.0.write_to(&mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let lines = text.lines();
+            lines
+                .map(|l| l[l.find("\"level\"").unwrap()..].to_owned())
+                .collect()
+        }
+    }
+
+    /// Lines about a span, without one, with an explicit parent, with a
+    /// field recorded on the span later, a span without fields.
+    fn log_some_lines() {
+        let span = tracing::info_span!("review", uid = "u\"1", object = tracing::field::Empty);
+        span.in_scope(|| tracing::info!(n = 1, text = "a \\ b", "hello"));
+        let error = std::io::Error::other("an \"error\"");
+        tracing::error!(
+            shown = %"dis\tplay",
+            debugged = ?Some("x"),
+            yes = true,
+            minus = -3i64,
+            big = u64::MAX,
+            wide = 1u128 << 100,
+            error = &error as &dyn std::error::Error,
+            "typed fields"
+        );
+        span.record("object", "ns/é");
+        span.in_scope(|| tracing::warn!(rules = "r:enforce", "again"));
+        tracing::info!(parent: &span, "explicit");
+        tracing::info!(n = 2.5, "outside");
+        tracing::info_span!("bare").in_scope(|| tracing::info!("in a bare span"));
+    }
+
+    /// `JsonLine` writes what tracing-subscriber's JSON formatter does.
+    #[test]
+    fn the_json_lines_are_tracing_subscribers_own() {
+        let (ours, theirs) = (Shared::default(), Shared::default());
+        let filter = tracing_subscriber::EnvFilter::new(DEFAULT_FILTER);
+        let subscriber = subscriber(LogFormat::Json, filter, false, ours.clone());
+        tracing::subscriber::with_default(subscriber, log_some_lines);
+        let reference = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(theirs.clone())
+            .json()
+            .flatten_event(true)
+            .with_span_list(false)
+            .finish();
+        tracing::subscriber::with_default(reference, log_some_lines);
+        let (ours, theirs) = (ours.lines(), theirs.lines());
+        assert_eq!(ours.len(), 6);
+        assert_eq!(ours, theirs);
+    }
+
     /// The JSON subscriber writes one line per event, with the span.
     #[test]
     fn the_json_subscriber_writes_the_event_and_its_span() {
-        #[derive(Clone, Default)]
-        struct Shared(Arc<Buffer>);
-        impl<'a> MakeWriter<'a> for Shared {
-            type Writer = Line<'a>;
-            fn make_writer(&'a self) -> Line<'a> {
-                Line(&self.0)
-            }
-        }
         let shared = Shared::default();
         let filter = tracing_subscriber::EnvFilter::new(DEFAULT_FILTER);
         let subscriber = subscriber(LogFormat::Json, filter, false, shared.clone());

@@ -28,6 +28,7 @@ use crate::server::conn::{self, Timeouts, Tracker};
 use crate::server::metrics::ServerMetrics;
 use crate::server::{routes, tls, Shutdown};
 
+mod json;
 pub mod log;
 
 /// Why the server could not start. Each names the file, address or setting.
