@@ -51,13 +51,15 @@ pub enum Change {
     },
 }
 
+/// Keys are `Arc<str>`: one allocation per object, shared by every index
+/// (and by the pass's target list) rather than copied into each.
 pub struct Engine {
     config: Arc<Config>,
-    objects: HashMap<String, Stored>,
-    by_namespace: HashMap<String, BTreeSet<String>>,
-    children: HashMap<String, BTreeSet<String>>,
-    certificate_expiry: BTreeMap<String, i64>,
-    dirty: BTreeSet<String>,
+    objects: HashMap<Arc<str>, Stored>,
+    by_namespace: HashMap<String, BTreeSet<Arc<str>>>,
+    children: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    certificate_expiry: BTreeMap<Arc<str>, i64>,
+    dirty: BTreeSet<Arc<str>>,
     posture_dirty: BTreeSet<String>,
     all_dirty: bool,
     verdicts: Arc<BTreeMap<String, Arc<Verdict>>>,
@@ -101,10 +103,10 @@ impl Engine {
             } => self.deleted(&key(kind, &namespace, &name)),
             Change::Listed { kind, present } => {
                 let prefix = format!("{}/", kind.as_str());
-                let gone: Vec<String> = self
+                let gone: Vec<Arc<str>> = self
                     .objects
                     .keys()
-                    .filter(|k| k.starts_with(&prefix) && !present.contains(*k))
+                    .filter(|k| k.starts_with(&prefix) && !present.contains(&***k))
                     .cloned()
                     .collect();
                 for k in gone {
@@ -119,15 +121,25 @@ impl Engine {
             return;
         };
         let r = &stored.reference;
-        let k = key(kind, &r.namespace, &r.name);
+        let new_key: Arc<str> = Arc::from(key(kind, &r.namespace, &r.name));
+        // An object seen before keeps its key allocation.
+        let k = match self.objects.get_key_value(&*new_key) {
+            Some((old, _)) => old.clone(),
+            None => new_key,
+        };
         self.unlink(&k);
         if shapes_posture(kind) {
-            self.posture_changed(&stored.scope);
+            self.posture_changed(stored.scope());
         }
-        self.by_namespace
-            .entry(stored.scope.clone())
-            .or_default()
-            .insert(k.clone());
+        match self.by_namespace.get_mut(stored.scope()) {
+            Some(keys) => {
+                keys.insert(k.clone());
+            }
+            None => {
+                let keys = BTreeSet::from([k.clone()]);
+                self.by_namespace.insert(stored.scope().to_owned(), keys);
+            }
+        }
         if let Some(owner) = &stored.controller {
             self.children
                 .entry(owner.clone())
@@ -147,18 +159,17 @@ impl Engine {
         let Some(old) = self.objects.get(k) else {
             return;
         };
-        let scope = old.scope.clone();
-        if let Some(keys) = self.by_namespace.get_mut(&scope) {
+        if let Some(keys) = self.by_namespace.get_mut(old.scope()) {
             keys.remove(k);
             if keys.is_empty() {
-                self.by_namespace.remove(&scope);
+                self.by_namespace.remove(old.scope());
             }
         }
         if let Some(owner) = old.controller.clone() {
-            if let Some(kids) = self.children.get_mut(&owner) {
+            if let Some(kids) = self.children.get_mut(&*owner) {
                 kids.remove(k);
                 if kids.is_empty() {
-                    self.children.remove(&owner);
+                    self.children.remove(&*owner);
                 }
             }
         }
@@ -170,7 +181,7 @@ impl Engine {
             return;
         };
         if shapes_posture(old.reference.kind) {
-            self.posture_changed(&old.scope);
+            self.posture_changed(old.scope());
         }
         self.certificate_expiry.remove(k);
         // Its children are now reported in full.
@@ -225,7 +236,9 @@ impl Engine {
                     let r = &stored.reference;
                     let decoded = subject::decode(r.kind, &*stored.source, &r.namespace, &r.name);
                     // It decoded when stored; the same text decodes again.
-                    stored.raw = decoded.ok().map(|object| policy::judge(&object, &ctx));
+                    stored.raw = decoded
+                        .ok()
+                        .map(|object| Arc::new(policy::judge(&object, &ctx)));
                 }
             }
         }
@@ -233,7 +246,7 @@ impl Engine {
     }
 
     /// The keys to judge on this pass; nothing is dirty after it.
-    fn take_targets(&mut self) -> Vec<String> {
+    fn take_targets(&mut self) -> Vec<Arc<str>> {
         let targets = if self.all_dirty {
             self.objects.keys().cloned().collect()
         } else {
@@ -253,8 +266,8 @@ impl Engine {
 
     /// Updates the verdicts of the judged `targets` and of their children:
     /// a verdict depends on its own judgement and its owner's.
-    fn report(&mut self, targets: &[String]) {
-        let mut report: BTreeSet<&String> = targets.iter().collect();
+    fn report(&mut self, targets: &[Arc<str>]) {
+        let mut report: BTreeSet<&Arc<str>> = targets.iter().collect();
         for k in targets {
             if let Some(kids) = self.children.get(k) {
                 report.extend(kids.iter());
@@ -262,14 +275,14 @@ impl Engine {
         }
         let mut updates = Vec::new();
         for k in report {
-            let next = self.objects.get(k).and_then(|stored| {
+            let next = self.objects.get(&**k).and_then(|stored| {
                 self.reported(stored).map(|judgement| Verdict {
                     object: stored.reference.clone(),
                     judgement,
                     through_owner: self.owner_judgement(stored).is_some(),
                 })
             });
-            let same = match (self.verdicts.get(k), &next) {
+            let same = match (self.verdicts.get(&**k), &next) {
                 (Some(old), Some(new)) => **old == *new,
                 (None, None) => true,
                 _ => false,
@@ -284,8 +297,8 @@ impl Engine {
         let verdicts = Arc::make_mut(&mut self.verdicts);
         for (k, next) in updates {
             match next {
-                Some(v) => verdicts.insert(k, Arc::new(v)),
-                None => verdicts.remove(&k),
+                Some(v) => verdicts.insert(k.to_string(), Arc::new(v)),
+                None => verdicts.remove(&*k),
             };
         }
         self.generation += 1;
@@ -293,7 +306,7 @@ impl Engine {
 
     /// What `stored` is reported with: its judgement less what its owner
     /// already reports; `None` when that leaves nothing.
-    fn reported(&self, stored: &Stored) -> Option<Judgement> {
+    fn reported(&self, stored: &Stored) -> Option<Arc<Judgement>> {
         let raw = stored.raw.as_ref()?;
         let Some(owner_raw) = self.owner_judgement(stored) else {
             return Some(raw.clone());
@@ -318,20 +331,20 @@ impl Engine {
         if findings.is_empty() && exempted.is_empty() {
             return None;
         }
-        Some(Judgement {
+        Some(Arc::new(Judgement {
             findings,
             exempted,
             exempt_namespace: raw.exempt_namespace,
-        })
+        }))
     }
 
     /// The judgement of `stored`'s controller, when the engine holds it.
     fn owner_judgement(&self, stored: &Stored) -> Option<&Judgement> {
         stored
             .controller
-            .as_ref()
+            .as_deref()
             .and_then(|k| self.objects.get(k))
-            .and_then(|owner| owner.raw.as_ref())
+            .and_then(|owner| owner.raw.as_deref())
     }
 
     pub fn snapshot(&self, complete: bool) -> Snapshot {

@@ -1,6 +1,8 @@
 //! What the engine keeps of each object: its trimmed text, decoded again
 //! for each judgement, and what indexes it.
 
+use std::sync::Arc;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -16,14 +18,27 @@ use super::ObjectRef;
 /// judgement: a decoded pod (its security contexts are k8s-openapi types,
 /// mostly empty options inline) takes several times the memory of its
 /// text, and clusters hold many pods.
+///
+/// The reference and the judgement are shared with the reported verdict
+/// (`Arc`), not copied into it: most objects are reported as judged.
 pub(super) struct Stored {
     pub source: Box<RawValue>,
-    /// The namespace the object is judged in (a Namespace's own name).
-    pub scope: String,
-    pub reference: ObjectRef,
+    pub reference: Arc<ObjectRef>,
     /// The key of the controlling owner, when it is a judged kind.
-    pub controller: Option<String>,
-    pub raw: Option<Judgement>,
+    pub controller: Option<Arc<str>>,
+    pub raw: Option<Arc<Judgement>>,
+}
+
+impl Stored {
+    /// The namespace the object is judged in (a Namespace's own name), as
+    /// `subject::Object::namespace` gives it; derived rather than stored.
+    pub fn scope(&self) -> &str {
+        let r = &self.reference;
+        match r.kind {
+            Kind::Namespace => &r.name,
+            _ => &r.namespace,
+        }
+    }
 }
 
 fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
@@ -45,7 +60,7 @@ pub(super) fn stored(kind: Kind, mut value: Value) -> Option<(Stored, Option<i64
     let controller = controller_of(&value).and_then(|(api_version, owner_kind, owner)| {
         Kind::from_api_version(&api_version, &owner_kind)
             .filter(|k| k.is_workload())
-            .map(|k| key(k, &namespace, &owner))
+            .map(|k| Arc::from(key(k, &namespace, &owner)))
     });
     let not_after = (kind == Kind::Certificate)
         .then(|| value.pointer("/status/notAfter").cloned())
@@ -72,13 +87,12 @@ pub(super) fn stored(kind: Kind, mut value: Value) -> Option<(Stored, Option<i64
             tracing::warn!(%kind, %namespace, %name, %error, "background audit: cannot decode; skipped");
         })
         .ok()?;
-    let scope = object.namespace().to_owned();
     let stored = Stored {
         source,
-        scope,
-        reference,
+        reference: Arc::new(reference),
         controller,
         raw: None,
     };
+    debug_assert_eq!(stored.scope(), object.namespace());
     Some((stored, not_after))
 }
