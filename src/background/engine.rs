@@ -23,7 +23,7 @@ use crate::posture::PostureIndex;
 use crate::rules::{Context, Operation};
 use crate::subject::{self, Kind};
 
-use super::stored::{stored, Stored};
+use super::stored::{stored, Specs, Stored};
 use super::{Snapshot, Verdict};
 pub use crate::watch::projection::project;
 
@@ -60,6 +60,7 @@ pub struct Engine {
     children: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     certificate_expiry: BTreeMap<Arc<str>, i64>,
     dirty: BTreeSet<Arc<str>>,
+    specs: Specs,
     posture_dirty: BTreeSet<String>,
     all_dirty: bool,
     verdicts: Arc<BTreeMap<String, Arc<Verdict>>>,
@@ -86,6 +87,7 @@ impl Engine {
             children: HashMap::new(),
             certificate_expiry: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            specs: Specs::default(),
             posture_dirty: BTreeSet::new(),
             all_dirty: false,
             verdicts: Arc::default(),
@@ -117,7 +119,7 @@ impl Engine {
     }
 
     fn applied(&mut self, kind: Kind, value: Value) {
-        let Some((stored, not_after)) = stored(kind, value) else {
+        let Some((stored, not_after)) = stored(kind, value, &mut self.specs) else {
             return;
         };
         let r = &stored.reference;
@@ -151,7 +153,9 @@ impl Engine {
             None => self.certificate_expiry.remove(&k),
         };
         self.dirty.insert(k.clone());
-        self.objects.insert(k, stored);
+        if let Some(old) = self.objects.insert(k, stored) {
+            self.specs.release(old);
+        }
     }
 
     /// Removes `k` from the indexes (not from `objects`).
@@ -180,8 +184,10 @@ impl Engine {
         let Some(old) = self.objects.remove(k) else {
             return;
         };
-        if shapes_posture(old.reference.kind) {
-            self.posture_changed(old.scope());
+        let (kind, scope) = (old.reference.kind, old.scope().to_owned());
+        self.specs.release(old);
+        if shapes_posture(kind) {
+            self.posture_changed(&scope);
         }
         self.certificate_expiry.remove(k);
         // Its children are now reported in full.
@@ -234,7 +240,8 @@ impl Engine {
             for k in chunk {
                 if let Some(stored) = self.objects.get_mut(k) {
                     let r = &stored.reference;
-                    let decoded = subject::decode(r.kind, &*stored.source, &r.namespace, &r.name);
+                    let text = stored.text();
+                    let decoded = subject::decode(r.kind, &*text, &r.namespace, &r.name);
                     // It decoded when stored; the same text decodes again.
                     stored.raw = decoded
                         .ok()
