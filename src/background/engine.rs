@@ -119,16 +119,12 @@ impl Engine {
     }
 
     fn applied(&mut self, kind: Kind, value: Value) {
-        let Some((stored, not_after)) = stored(kind, value, &mut self.specs) else {
+        let Some((mut stored, not_after)) = stored(kind, value, &mut self.specs) else {
             return;
         };
+        stored.controller = stored.controller.take().map(|c| self.shared_key(c));
         let r = &stored.reference;
-        let new_key: Arc<str> = Arc::from(key(kind, &r.namespace, &r.name));
-        // An object seen before keeps its key allocation.
-        let k = match self.objects.get_key_value(&*new_key) {
-            Some((old, _)) => old.clone(),
-            None => new_key,
-        };
+        let k = self.shared_key(Arc::from(key(kind, &r.namespace, &r.name)));
         self.unlink(&k);
         if shapes_posture(kind) {
             self.posture_changed(stored.scope());
@@ -156,6 +152,15 @@ impl Engine {
         if let Some(old) = self.objects.insert(k, stored) {
             self.specs.release(old);
         }
+    }
+
+    /// The allocation of `fresh` the engine already holds, if any: an object
+    /// seen before, or an owner its children name.
+    fn shared_key(&self, fresh: Arc<str>) -> Arc<str> {
+        let held = self.objects.get_key_value(&*fresh).map(|(k, _)| k);
+        held.or_else(|| self.children.get_key_value(&*fresh).map(|(k, _)| k))
+            .cloned()
+            .unwrap_or(fresh)
     }
 
     /// Removes `k` from the indexes (not from `objects`).
@@ -230,6 +235,12 @@ impl Engine {
     pub fn judge(&mut self, posture: &RwLock<PostureIndex>) {
         let targets = self.take_targets();
         let config = self.config.clone();
+        // Most objects pass every rule: they share one empty judgement.
+        let empty = Arc::new(Judgement::default());
+        let shared = |judgement: Judgement| match judgement == *empty {
+            true => empty.clone(),
+            false => Arc::new(judgement),
+        };
         for chunk in targets.chunks(JUDGE_CHUNK) {
             let index = posture.read();
             let ctx = Context {
@@ -245,7 +256,7 @@ impl Engine {
                     // It decoded when stored; the same text decodes again.
                     stored.raw = decoded
                         .ok()
-                        .map(|object| Arc::new(policy::judge(&object, &ctx)));
+                        .map(|object| shared(policy::judge(&object, &ctx)));
                 }
             }
         }
