@@ -54,9 +54,8 @@ pub struct ObjectRef {
 /// One object's judgement, as the webhook would give it on creation.
 #[derive(Debug, Clone, PartialEq)]
 ///
-/// Both parts are shared with the engine's stored object (`Arc`): 50,000
-/// verdicts at scale, each a copy of its reference and judgement, held
-/// 10-15 MiB more.
+/// Both parts are shared with the engine's stored object (`Arc`) rather
+/// than copied: at scale there are tens of thousands of verdicts.
 pub struct Verdict {
     pub object: Arc<ObjectRef>,
     pub judgement: Arc<Judgement>,
