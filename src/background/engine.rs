@@ -23,7 +23,7 @@ use crate::posture::PostureIndex;
 use crate::rules::{Context, Operation};
 use crate::subject::{self, Kind};
 
-use super::stored::{stored, Stored};
+use super::stored::{stored, Specs, Stored};
 use super::{Snapshot, Verdict};
 pub use crate::watch::projection::project;
 
@@ -51,13 +51,16 @@ pub enum Change {
     },
 }
 
+/// Keys are `Arc<str>`: one allocation per object, shared by every index
+/// (and by the pass's target list) rather than copied into each.
 pub struct Engine {
     config: Arc<Config>,
-    objects: HashMap<String, Stored>,
-    by_namespace: HashMap<String, BTreeSet<String>>,
-    children: HashMap<String, BTreeSet<String>>,
-    certificate_expiry: BTreeMap<String, i64>,
-    dirty: BTreeSet<String>,
+    objects: HashMap<Arc<str>, Stored>,
+    by_namespace: HashMap<String, BTreeSet<Arc<str>>>,
+    children: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
+    certificate_expiry: BTreeMap<Arc<str>, i64>,
+    dirty: BTreeSet<Arc<str>>,
+    specs: Specs,
     posture_dirty: BTreeSet<String>,
     all_dirty: bool,
     verdicts: Arc<BTreeMap<String, Arc<Verdict>>>,
@@ -84,6 +87,7 @@ impl Engine {
             children: HashMap::new(),
             certificate_expiry: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            specs: Specs::default(),
             posture_dirty: BTreeSet::new(),
             all_dirty: false,
             verdicts: Arc::default(),
@@ -101,10 +105,10 @@ impl Engine {
             } => self.deleted(&key(kind, &namespace, &name)),
             Change::Listed { kind, present } => {
                 let prefix = format!("{}/", kind.as_str());
-                let gone: Vec<String> = self
+                let gone: Vec<Arc<str>> = self
                     .objects
                     .keys()
-                    .filter(|k| k.starts_with(&prefix) && !present.contains(*k))
+                    .filter(|k| k.starts_with(&prefix) && !present.contains(&***k))
                     .cloned()
                     .collect();
                 for k in gone {
@@ -115,19 +119,25 @@ impl Engine {
     }
 
     fn applied(&mut self, kind: Kind, value: Value) {
-        let Some((stored, not_after)) = stored(kind, value) else {
+        let Some((mut stored, not_after)) = stored(kind, value, &mut self.specs) else {
             return;
         };
+        stored.controller = stored.controller.take().map(|c| self.shared_key(c));
         let r = &stored.reference;
-        let k = key(kind, &r.namespace, &r.name);
+        let k = self.shared_key(Arc::from(key(kind, &r.namespace, &r.name)));
         self.unlink(&k);
         if shapes_posture(kind) {
-            self.posture_changed(&stored.scope);
+            self.posture_changed(stored.scope());
         }
-        self.by_namespace
-            .entry(stored.scope.clone())
-            .or_default()
-            .insert(k.clone());
+        match self.by_namespace.get_mut(stored.scope()) {
+            Some(keys) => {
+                keys.insert(k.clone());
+            }
+            None => {
+                let keys = BTreeSet::from([k.clone()]);
+                self.by_namespace.insert(stored.scope().to_owned(), keys);
+            }
+        }
         if let Some(owner) = &stored.controller {
             self.children
                 .entry(owner.clone())
@@ -139,7 +149,18 @@ impl Engine {
             None => self.certificate_expiry.remove(&k),
         };
         self.dirty.insert(k.clone());
-        self.objects.insert(k, stored);
+        if let Some(old) = self.objects.insert(k, stored) {
+            self.specs.release(old);
+        }
+    }
+
+    /// The allocation of `fresh` the engine already holds, if any: an object
+    /// seen before, or an owner its children name.
+    fn shared_key(&self, fresh: Arc<str>) -> Arc<str> {
+        let held = self.objects.get_key_value(&*fresh).map(|(k, _)| k);
+        held.or_else(|| self.children.get_key_value(&*fresh).map(|(k, _)| k))
+            .cloned()
+            .unwrap_or(fresh)
     }
 
     /// Removes `k` from the indexes (not from `objects`).
@@ -147,18 +168,17 @@ impl Engine {
         let Some(old) = self.objects.get(k) else {
             return;
         };
-        let scope = old.scope.clone();
-        if let Some(keys) = self.by_namespace.get_mut(&scope) {
+        if let Some(keys) = self.by_namespace.get_mut(old.scope()) {
             keys.remove(k);
             if keys.is_empty() {
-                self.by_namespace.remove(&scope);
+                self.by_namespace.remove(old.scope());
             }
         }
         if let Some(owner) = old.controller.clone() {
-            if let Some(kids) = self.children.get_mut(&owner) {
+            if let Some(kids) = self.children.get_mut(&*owner) {
                 kids.remove(k);
                 if kids.is_empty() {
-                    self.children.remove(&owner);
+                    self.children.remove(&*owner);
                 }
             }
         }
@@ -169,8 +189,10 @@ impl Engine {
         let Some(old) = self.objects.remove(k) else {
             return;
         };
-        if shapes_posture(old.reference.kind) {
-            self.posture_changed(&old.scope);
+        let (kind, scope) = (old.reference.kind, old.scope().to_owned());
+        self.specs.release(old);
+        if shapes_posture(kind) {
+            self.posture_changed(&scope);
         }
         self.certificate_expiry.remove(k);
         // Its children are now reported in full.
@@ -237,6 +259,12 @@ impl Engine {
     pub fn judge(&mut self, posture: &RwLock<PostureIndex>) {
         let targets = self.take_targets();
         let config = self.config.clone();
+        // Most objects pass every rule: they share one empty judgement.
+        let empty = Arc::new(Judgement::default());
+        let shared = |judgement: Judgement| match judgement == *empty {
+            true => empty.clone(),
+            false => Arc::new(judgement),
+        };
         for chunk in targets.chunks(JUDGE_CHUNK) {
             let index = posture.read();
             let ctx = Context {
@@ -249,9 +277,12 @@ impl Engine {
             for k in chunk {
                 if let Some(stored) = self.objects.get_mut(k) {
                     let r = &stored.reference;
-                    let decoded = subject::decode(r.kind, &*stored.source, &r.namespace, &r.name);
+                    let text = stored.text();
+                    let decoded = subject::decode(r.kind, &*text, &r.namespace, &r.name);
                     // It decoded when stored; the same text decodes again.
-                    stored.raw = decoded.ok().map(|object| policy::judge(&object, &ctx));
+                    stored.raw = decoded
+                        .ok()
+                        .map(|object| shared(policy::judge(&object, &ctx)));
                 }
             }
         }
@@ -259,7 +290,7 @@ impl Engine {
     }
 
     /// The keys to judge on this pass; nothing is dirty after it.
-    fn take_targets(&mut self) -> Vec<String> {
+    fn take_targets(&mut self) -> Vec<Arc<str>> {
         let targets = if self.all_dirty {
             self.objects.keys().cloned().collect()
         } else {
@@ -279,8 +310,8 @@ impl Engine {
 
     /// Updates the verdicts of the judged `targets` and of their children:
     /// a verdict depends on its own judgement and its owner's.
-    fn report(&mut self, targets: &[String]) {
-        let mut report: BTreeSet<&String> = targets.iter().collect();
+    fn report(&mut self, targets: &[Arc<str>]) {
+        let mut report: BTreeSet<&Arc<str>> = targets.iter().collect();
         for k in targets {
             if let Some(kids) = self.children.get(k) {
                 report.extend(kids.iter());
@@ -288,14 +319,14 @@ impl Engine {
         }
         let mut updates = Vec::new();
         for k in report {
-            let next = self.objects.get(k).and_then(|stored| {
+            let next = self.objects.get(&**k).and_then(|stored| {
                 self.reported(stored).map(|judgement| Verdict {
                     object: stored.reference.clone(),
                     judgement,
                     through_owner: self.owner_judgement(stored).is_some(),
                 })
             });
-            let same = match (self.verdicts.get(k), &next) {
+            let same = match (self.verdicts.get(&**k), &next) {
                 (Some(old), Some(new)) => **old == *new,
                 (None, None) => true,
                 _ => false,
@@ -310,8 +341,8 @@ impl Engine {
         let verdicts = Arc::make_mut(&mut self.verdicts);
         for (k, next) in updates {
             match next {
-                Some(v) => verdicts.insert(k, Arc::new(v)),
-                None => verdicts.remove(&k),
+                Some(v) => verdicts.insert(k.to_string(), Arc::new(v)),
+                None => verdicts.remove(&*k),
             };
         }
         self.generation += 1;
@@ -319,7 +350,7 @@ impl Engine {
 
     /// What `stored` is reported with: its judgement less what its owner
     /// already reports; `None` when that leaves nothing.
-    fn reported(&self, stored: &Stored) -> Option<Judgement> {
+    fn reported(&self, stored: &Stored) -> Option<Arc<Judgement>> {
         let raw = stored.raw.as_ref()?;
         let Some(owner_raw) = self.owner_judgement(stored) else {
             return Some(raw.clone());
@@ -344,20 +375,20 @@ impl Engine {
         if findings.is_empty() && exempted.is_empty() {
             return None;
         }
-        Some(Judgement {
+        Some(Arc::new(Judgement {
             findings,
             exempted,
             exempt_namespace: raw.exempt_namespace,
-        })
+        }))
     }
 
     /// The judgement of `stored`'s controller, when the engine holds it.
     fn owner_judgement(&self, stored: &Stored) -> Option<&Judgement> {
         stored
             .controller
-            .as_ref()
+            .as_deref()
             .and_then(|k| self.objects.get(k))
-            .and_then(|owner| owner.raw.as_ref())
+            .and_then(|owner| owner.raw.as_deref())
     }
 
     pub fn snapshot(&self, complete: bool) -> Snapshot {

@@ -283,3 +283,48 @@ fn undecodable_objects_are_skipped() {
     });
     assert!(engine.is_empty());
 }
+
+#[test]
+fn replicas_share_one_spec_text_and_judge_as_before() {
+    let posture = posture(&[NAMESPACE, STRICT, DENY_ALL]);
+    let mut engine = engine();
+    for name in ["web-1", "web-2", "web-3"] {
+        engine.apply(Change::Applied {
+            kind: Kind::Pod,
+            object: pod(name, None, true),
+        });
+    }
+    engine.apply(Change::Applied {
+        kind: Kind::Pod,
+        object: pod("other", None, false),
+    });
+    assert_eq!(engine.specs.len(), 2, "three replicas, one spec text");
+    engine.judge(&posture);
+    for name in ["web-1", "web-2", "web-3"] {
+        let rules = rules_of(&engine, &format!("Pod/shop/{name}")).unwrap();
+        assert!(rules.contains(&RuleId::NoHostNetwork), "{name}: {rules:?}");
+    }
+    let other = rules_of(&engine, "Pod/shop/other").unwrap_or_default();
+    assert!(!other.contains(&RuleId::NoHostNetwork));
+
+    // The text is the object with its spec put back.
+    let text = engine.objects.get("Pod/shop/web-1").unwrap().text();
+    let back: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(back["spec"]["hostNetwork"], json!(true));
+    assert_eq!(back["metadata"]["name"], json!("web-1"));
+
+    // A replaced or deleted object lets go of a spec no other object holds.
+    engine.apply(Change::Applied {
+        kind: Kind::Pod,
+        object: pod("other", None, true),
+    });
+    assert_eq!(engine.specs.len(), 1);
+    for name in ["web-1", "web-2", "web-3", "other"] {
+        engine.apply(Change::Deleted {
+            kind: Kind::Pod,
+            namespace: "shop".into(),
+            name: name.into(),
+        });
+    }
+    assert_eq!(engine.specs.len(), 0);
+}

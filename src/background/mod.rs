@@ -53,9 +53,12 @@ pub struct ObjectRef {
 
 /// One object's judgement, as the webhook would give it on creation.
 #[derive(Debug, Clone, PartialEq)]
+///
+/// Both parts are shared with the engine's stored object (`Arc`) rather
+/// than copied: at scale there are tens of thousands of verdicts.
 pub struct Verdict {
-    pub object: ObjectRef,
-    pub judgement: Judgement,
+    pub object: Arc<ObjectRef>,
+    pub judgement: Arc<Judgement>,
     /// Reported through its controller: `judgement` holds only what the
     /// owner does not report, so the rest is neither pass nor fail here.
     pub through_owner: bool,

@@ -5,14 +5,14 @@ use crate::subject::Kind;
 
 fn verdict(uid: &str, rules: &[RuleId]) -> Arc<Verdict> {
     Arc::new(Verdict {
-        object: ObjectRef {
+        object: Arc::new(ObjectRef {
             api_version: "apps/v1".into(),
             kind: Kind::Deployment,
             namespace: "shop".into(),
             name: "web".into(),
             uid: uid.into(),
-        },
-        judgement: Judgement {
+        }),
+        judgement: Arc::new(Judgement {
             findings: rules
                 .iter()
                 .map(|r| Judged {
@@ -22,7 +22,7 @@ fn verdict(uid: &str, rules: &[RuleId]) -> Arc<Verdict> {
                 .collect(),
             exempted: Vec::new(),
             exempt_namespace: false,
-        },
+        }),
         through_owner: false,
     })
 }

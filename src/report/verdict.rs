@@ -106,7 +106,11 @@ impl ObjectVerdict {
     /// findings: what it passes, and what its owner fails, are reported at
     /// the owner, and a `pass` here would contradict the owner's `fail`.
     pub fn from_background(verdict: &Verdict, config: &Config) -> Self {
-        let mut object = Self::from_judgement(verdict.object.clone(), &verdict.judgement, config);
+        let mut object = Self::from_judgement(
+            ObjectRef::clone(&verdict.object),
+            &verdict.judgement,
+            config,
+        );
         if verdict.through_owner {
             object.results.retain(|r| r.outcome != Outcome::Pass);
         }
@@ -129,6 +133,7 @@ mod tests {
     use super::*;
     use crate::policy::{Exempted, Judged};
     use crate::rules::Finding;
+    use std::sync::Arc;
 
     pub(crate) fn pod(namespace: &str, name: &str) -> ObjectRef {
         ObjectRef {
@@ -201,8 +206,8 @@ mod tests {
         };
         let config = Config::default();
         let mut verdict = Verdict {
-            object: pod("shop", "web-7d9c8b6f5-x2x4q"),
-            judgement,
+            object: Arc::new(pod("shop", "web-7d9c8b6f5-x2x4q")),
+            judgement: Arc::new(judgement),
             through_owner: true,
         };
         let drifted = ObjectVerdict::from_background(&verdict, &config);

@@ -203,6 +203,17 @@ impl ObjectSource for &serde_json::value::RawValue {
     }
 }
 
+/// JSON text, as the background audit keeps it (reassembled from shared parts).
+impl ObjectSource for &str {
+    fn decode<T: DeserializeOwned>(self) -> Result<T, serde_json::Error> {
+        crate::strict::from_str(object_text(self)?)
+    }
+
+    fn type_meta(&self) -> Result<TypeHeader, serde_json::Error> {
+        crate::strict::from_str(object_text(self)?)
+    }
+}
+
 /// `text` when it is a JSON object; the error names what it is instead.
 pub fn object_text(text: &str) -> Result<&str, serde_json::Error> {
     use serde::de::Unexpected;
