@@ -227,7 +227,7 @@ impl Engine {
                     .any(|e| e.expires.is_some_and(|at| at <= now))
             })
         });
-        let keys: Vec<String> = expired.map(|(k, _)| k.clone()).collect();
+        let keys: Vec<Arc<str>> = expired.map(|(k, _)| k.clone()).collect();
         self.dirty.extend(keys);
     }
 
