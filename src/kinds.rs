@@ -350,7 +350,7 @@ impl Kind {
     }
 
     /// MeshExemption and ClusterMeshExemption: reviewed by `/validate`
-    /// (expiry bound, audit log) on the path of `crate::exemption::admission`,
+    /// (expiry bound, audit log) on the path of `crate::admission::exemption`,
     /// never decoded as a subject nor judged by a rule, so [`Kind::from_gvk`]
     /// and [`Kind::is_judged`] leave them out.
     pub const fn is_exemption(self) -> bool {
