@@ -27,6 +27,7 @@ pub mod default_deny_required;
 pub mod deny_all_overrides_allow;
 pub mod destination_rule_mtls;
 pub mod namespace_mesh_enrolled;
+pub mod native_form;
 pub mod no_host_network;
 pub mod no_interception_bypass;
 pub mod peer_authentication_strict;
@@ -211,7 +212,7 @@ pub struct Rule {
     /// Its CEL form, for the API server to run itself (`crate::native`):
     /// only rules whose verdict needs nothing but the object, its
     /// namespace's labels and the configuration.
-    pub native: Option<&'static crate::native::NativeRule>,
+    pub native: Option<&'static native_form::NativeRule>,
 }
 
 impl Rule {
