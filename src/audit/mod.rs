@@ -345,7 +345,9 @@ fn namespace_posture(posture: &PostureIndex, config: &Config, name: String) -> N
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Mode;
     use crate::manifest::parse_text;
+    use crate::rules::RuleId;
 
     fn report(yaml: &str, config: &str) -> Report {
         let manifests = parse_text("t.yaml", yaml).unwrap();
