@@ -39,7 +39,7 @@ impl RuleId {
         self.row().summary
     }
 
-    /// For PolicyReports: see [`Severity`].
+    /// For PolicyReports: see [`super::Severity`].
     pub fn severity(self) -> &'static str {
         self.row().severity.as_str()
     }
