@@ -7,10 +7,9 @@
 //! - [`types`]: the objects as read; [`matching`]: their selectors;
 //! - [`ExemptionIndex`]: what the posture index holds of them.
 //!
-//! Elsewhere, above this module: the watchers and gauges in
-//! `crate::posture`, `/validate`'s expiry bound in `crate::admission`,
-//! re-judging at expiry in `crate::background`, the leader's status writer
-//! in `crate::report`.
+//! Elsewhere, above this module: the watchers and gauges in the posture
+//! module, `/validate`'s expiry bound in admission, re-judging at expiry in
+//! the background audit, the leader's status writer in report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
