@@ -18,8 +18,6 @@ mod certificates;
 mod events;
 pub(crate) mod exemption;
 mod exemption_objects;
-pub use exemption_objects::{ExemptionObjects, DEFAULT_MAX_EXEMPTION_DURATION};
-use exemption_objects::RawExemptionObjects;
 pub use certificates::{
     CertificateSource, WorkloadCertificates, DEFAULT_CERT_MOUNT_PATH, DEFAULT_CERT_VOLUME,
     DEFAULT_MAX_CERTIFICATE_DURATION, DEFAULT_WORKLOAD_ISSUER,
@@ -29,6 +27,8 @@ pub use events::EventSettings;
 use events::RawEvents;
 pub use exemption::Exemption;
 use exemption::RawExemption;
+use exemption_objects::RawExemptionObjects;
+pub use exemption_objects::{ExemptionObjects, DEFAULT_MAX_EXEMPTION_DURATION};
 
 /// What reviews that need the cluster's posture get while the caches are
 /// still filling after start-up.

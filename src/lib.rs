@@ -28,7 +28,10 @@
 //! over every object already in the cluster, and exports the posture metrics;
 //! `report` turns verdicts into bounded PolicyReports, written by the replica
 //! `leader` elects; `events` tells findings to the cluster as Kubernetes
-//! Events. `allocator` is the global allocator the binary installs;
+//! Events. `exemption` holds the exemption objects as types and index only:
+//! `posture` watches them, `policy` applies them, `admission` bounds them,
+//! `background` re-judges at their expiry and `report` writes their status.
+//! No circle between these modules (`tests/house.rs`). `allocator` is the global allocator the binary installs;
 //! `parallel` spreads the audit's parsing and judging over the cores.
 
 // Library and binary code returns errors rather than panicking; tests may

@@ -18,6 +18,7 @@ use crate::rules::RuleId;
 use crate::subject::{Kind, Object};
 
 pub mod decode;
+pub mod exemption;
 pub mod mutate;
 pub mod resources;
 pub mod response;

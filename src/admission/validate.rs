@@ -26,9 +26,9 @@ impl Reviewer {
         record: &mut Record,
     ) -> AdmissionResponse {
         // Exemption objects are checked and logged, not judged.
-        if let Some(kind) = crate::exemption::admission::kind_of(req) {
+        if let Some(kind) = crate::admission::exemption::kind_of(req) {
             let now = k8s_openapi::jiff::Timestamp::now();
-            return crate::exemption::admission::review(req, kind, &self.config, now);
+            return crate::admission::exemption::review(req, kind, &self.config, now);
         }
         let subject = match subject {
             Ok(Some(subject)) => subject,
@@ -44,7 +44,7 @@ impl Reviewer {
             let decision = self.judge(&subject, &posture);
             // Issue 21 hook: `status.lastApplied` of exemption objects.
             let now = k8s_openapi::jiff::Timestamp::now();
-            crate::exemption::status::record_applied(&posture, &decision.exempted, now);
+            crate::report::exemption_status::record_applied(&posture, &decision.exempted, now);
             decision
         };
         let (decision, unverified) = match self.to_confirm(&subject, &cached) {

@@ -22,6 +22,7 @@
 //! Owned objects are reported through their controller (see [`engine`]).
 
 pub mod engine;
+pub mod exemptions;
 pub mod feed;
 pub mod metrics;
 pub mod runner;

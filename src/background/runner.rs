@@ -58,7 +58,7 @@ impl Runner {
         full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         full.tick().await;
         // Issue 21 hook: expired exemptions and changed exemption objects.
-        let mut exemptions = tokio::time::interval(crate::exemption::expiry::TICK);
+        let mut exemptions = tokio::time::interval(crate::background::exemptions::TICK);
         exemptions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -68,7 +68,7 @@ impl Runner {
                     self.debounce(&mut changes, &mut listed).await;
                 }
                 _ = full.tick() => self.engine.mark_all(),
-                _ = exemptions.tick(), if complete => crate::exemption::expiry::tick(
+                _ = exemptions.tick(), if complete => crate::background::exemptions::tick(
                     &mut self.engine,
                     &self.posture,
                     k8s_openapi::jiff::Timestamp::now(),

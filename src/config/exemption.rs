@@ -49,15 +49,7 @@ impl RawExemption {
             reason,
             expires,
         } = self;
-        let expires = expires
-            .map(|text| text.parse::<Timestamp>())
-            .transpose()
-            .map_err(|e| {
-                ConfigError::invalid(
-                    format!("{at}.expires"),
-                    format!("not an RFC 3339 time like 2027-01-31T00:00:00Z: {e}"),
-                )
-            })?;
+        let expires = parse_expires(expires, at)?;
         let reason = reason.unwrap_or_default();
         if reason.trim().is_empty() {
             return Err(ConfigError::invalid(
@@ -104,6 +96,18 @@ impl RawExemption {
             expires,
         })
     }
+}
+
+fn parse_expires(expires: Option<String>, at: &str) -> Result<Option<Timestamp>, ConfigError> {
+    expires
+        .map(|text| text.parse::<Timestamp>())
+        .transpose()
+        .map_err(|e| {
+            ConfigError::invalid(
+                format!("{at}.expires"),
+                format!("not an RFC 3339 time like 2027-01-31T00:00:00Z: {e}"),
+            )
+        })
 }
 
 /// kube's `Selector` after the checks the API server makes and kube-core

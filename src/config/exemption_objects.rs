@@ -49,4 +49,3 @@ impl RawExemptionObjects {
         Ok(ExemptionObjects { max_duration })
     }
 }
-

@@ -12,9 +12,8 @@ use kube::core::{Selector, SelectorExt};
 
 use super::types::{ClusterMeshExemption, ExemptionSpec, MeshExemption};
 use super::BASELINE_GUARDS;
-use crate::policy::Exempted;
-use crate::rules::{Context, RuleId};
 use crate::subject::Object;
+use crate::vocab::RuleId;
 
 /// Where an exemption comes from, as PolicyReport properties name it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -185,42 +184,6 @@ fn name_matches(pattern: &str, name: &str) -> bool {
         Some(prefix) => name.starts_with(prefix),
         None => pattern == name,
     }
-}
-
-/// The exemption that lifts `rule` for `object` at `ctx.now`, if any.
-pub fn find(ctx: &Context, rule: RuleId, object: &Object) -> Option<Exempted> {
-    let now = ctx.now;
-    let from_config = ctx.config.exemptions.iter().enumerate().find(|(_, e)| {
-        e.is_active(now)
-            && e.covers(
-                rule,
-                object.namespace(),
-                object.name(),
-                object.selector_labels(),
-            )
-    });
-    if let Some((i, e)) = from_config {
-        return Some(Exempted {
-            rule,
-            reason: e.reason.clone(),
-            source: Source::Config(i).to_string(),
-            expires: e.expires,
-        });
-    }
-    let labels = ctx
-        .posture
-        .namespace(object.namespace())
-        .map(|ns| &ns.labels);
-    ctx.posture
-        .exemptions
-        .candidates(object.namespace())
-        .find(|e| e.is_active(now) && e.covers(rule, object, labels))
-        .map(|e| Exempted {
-            rule,
-            reason: e.reason.clone(),
-            source: e.source.to_string(),
-            expires: Some(e.expires),
-        })
 }
 
 #[cfg(test)]

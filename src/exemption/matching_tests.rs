@@ -1,7 +1,8 @@
 use super::*;
 use crate::config::Config;
-use crate::policy::judge;
+use crate::policy::{judge, Exempted};
 use crate::rules::testing::*;
+use crate::rules::Context;
 use crate::rules::Operation;
 use k8s_openapi::jiff::SignedDuration;
 

@@ -1,32 +1,27 @@
 //! Issue 21: exemptions as Kubernetes objects (MeshExemption,
 //! ClusterMeshExemption, group `meshgate.io`). Reasoned, time-boxed, and
 //! honoured by the one judging path: `policy::judge` asks
-//! [`matching::find`] with the context's clock, so the webhook, the
+//! [`crate::policy::exemption`] with the context's clock, so the webhook, the
 //! background audit and `meshgate audit` agree at every instant.
 //!
-//! - [`types`]: the objects as read; [`matching`]: which exemption applies;
-//! - [`ExemptionIndex`]: what the posture index holds of them;
-//! - [`watch`]: the watchers; [`admission`]: `/validate`'s expiry bound and
-//!   audit log; [`expiry`]: re-judging at expiry in the background audit;
-//! - [`status`]: the leader's status writer; [`metrics`]: the gauges.
+//! - [`types`]: the objects as read; [`matching`]: their selectors;
+//! - [`ExemptionIndex`]: what the posture index holds of them.
+//!
+//! Elsewhere, above this module: the watchers and gauges in the posture
+//! module, `/validate`'s expiry bound in admission, re-judging at expiry in
+//! the background audit, the leader's status writer in report.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::posture::Store;
-use crate::rules::RuleId;
+use crate::vocab::RuleId;
 
 pub use crate::config::{ExemptionObjects, DEFAULT_MAX_EXEMPTION_DURATION as DEFAULT_MAX_DURATION};
 
-pub mod admission;
-pub mod expiry;
 pub mod matching;
-pub mod metrics;
-pub mod status;
 pub mod types;
-pub mod watch;
 
 pub use matching::{ExemptionObject, Source};
 pub use types::{ClusterMeshExemption, MeshExemption};
@@ -161,7 +156,7 @@ impl ExemptionIndex {
         }
     }
 
-    fn delete_namespaced(&mut self, namespace: &str, name: &str) {
+    pub fn delete_namespaced(&mut self, namespace: &str, name: &str) {
         if let Some(objects) = self.namespaced.get_mut(namespace) {
             objects.remove(name);
             if objects.is_empty() {
@@ -171,7 +166,7 @@ impl ExemptionIndex {
         self.touch(Some(namespace));
     }
 
-    fn delete_cluster(&mut self, name: &str) {
+    pub fn delete_cluster(&mut self, name: &str) {
         self.cluster.remove(name);
         self.touch(None);
     }
@@ -186,20 +181,9 @@ fn same_spec(old: Option<&ExemptionObject>, new: Option<&ExemptionObject>) -> bo
     }
 }
 
-fn carry_over(old: Option<&ExemptionObject>, new: &mut ExemptionObject) {
-    if let Some(old) = old {
-        new.last_applied = old.last_applied.clone();
-    }
-}
-
-impl Store<MeshExemption> for ExemptionIndex {
-    fn apply(&mut self, object: MeshExemption) {
-        self.apply_namespaced(&object)
-    }
-    fn delete(&mut self, namespace: &str, name: &str) {
-        self.delete_namespaced(namespace, name)
-    }
-    fn replace_from(&mut self, objects: &mut dyn Iterator<Item = MeshExemption>) {
+impl ExemptionIndex {
+    /// Replaces every MeshExemption (a watch's relist).
+    pub fn replace_namespaced(&mut self, objects: impl IntoIterator<Item = MeshExemption>) {
         for ns in std::mem::take(&mut self.namespaced).into_keys() {
             self.touch(Some(&ns));
         }
@@ -207,21 +191,19 @@ impl Store<MeshExemption> for ExemptionIndex {
             self.apply_namespaced(&object);
         }
     }
-}
 
-impl Store<ClusterMeshExemption> for ExemptionIndex {
-    fn apply(&mut self, object: ClusterMeshExemption) {
-        self.apply_cluster(&object)
-    }
-    /// Cluster-scoped: the namespace is empty.
-    fn delete(&mut self, _namespace: &str, name: &str) {
-        self.delete_cluster(name)
-    }
-    fn replace_from(&mut self, objects: &mut dyn Iterator<Item = ClusterMeshExemption>) {
+    /// Replaces every ClusterMeshExemption (a watch's relist).
+    pub fn replace_cluster(&mut self, objects: impl IntoIterator<Item = ClusterMeshExemption>) {
         self.cluster.clear();
         self.touch(None);
         for object in objects {
             self.apply_cluster(&object);
         }
+    }
+}
+
+fn carry_over(old: Option<&ExemptionObject>, new: &mut ExemptionObject) {
+    if let Some(old) = old {
+        new.last_applied = old.last_applied.clone();
     }
 }

@@ -5,6 +5,7 @@
 //! objects (issue 21) will go through the same function, as `Exemption`
 //! values.
 
+pub use crate::rules::native_form::quote;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::admissionregistration::v1::MatchCondition;
@@ -94,9 +95,4 @@ fn selector_term(labels: &str, expression: &Expression) -> String {
         Expression::Exists(k) => format!("({} in {labels})", quote(k)),
         Expression::DoesNotExist(k) => format!("!({} in {labels})", quote(k)),
     }
-}
-
-/// A CEL string literal: JSON's escapes are CEL's.
-pub fn quote(text: &str) -> String {
-    serde_json::Value::String(text.to_owned()).to_string()
 }

@@ -18,7 +18,6 @@ use std::process::ExitCode;
 
 use crate::cli::{PoliciesArgs, PoliciesOutput};
 use crate::config::Config;
-use crate::kinds::Kind;
 
 /// Labels every native object carries: the sync removes labelled objects
 /// no longer compiled, and nothing else.
@@ -27,47 +26,7 @@ pub const NATIVE_LABEL: (&str, &str) = ("meshgate.io/native-policy", "true");
 /// Every object's name starts with this.
 pub const NAME_PREFIX: &str = "meshgate-";
 
-/// A rule's CEL form.
-#[derive(Debug)]
-pub struct NativeRule {
-    pub target: Target,
-    /// Extra CEL variables, in order (each may read the ones before). For
-    /// workloads the compiler first declares `template` (the object that
-    /// holds the pod's metadata and spec), `spec`, `labels`, `annotations`,
-    /// `containers` and `initContainers`, wherever the kind keeps them.
-    pub variables: &'static [(&'static str, &'static str)],
-    /// Variables computed from the running configuration (name, CEL
-    /// literal), declared before `variables`: a rule whose verdict depends
-    /// on configuration gets the configured values compiled in. Their
-    /// `old_` copies are the same expressions, untranslated.
-    pub config: Option<ConfigValues>,
-    pub checks: &'static [NativeCheck],
-}
-
-/// A rule's configured values: (variable name, CEL literal) pairs.
-pub type ConfigValues = fn(&Config) -> Vec<(&'static str, String)>;
-
-/// What a native rule reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
-    /// Pods and every pod controller of [`crate::kinds::TABLE`].
-    Workloads,
-    One(Kind),
-}
-
-/// One validation: like one kind of finding of the Rust rule.
-#[derive(Debug)]
-pub struct NativeCheck {
-    /// CEL, true when the object passes.
-    pub expression: &'static str,
-    /// CEL string: the finding's message (describes the field).
-    pub message: &'static str,
-    /// CEL string: the fix.
-    pub fix: &'static str,
-    /// Advice rather than a hole: reported at audit level at most, like an
-    /// advisory [`crate::rules::Finding`].
-    pub advisory: bool,
-}
+pub use crate::rules::native_form::{ConfigValues, NativeCheck, NativeRule, Target};
 
 /// Every object to apply, in apply order (policies before their bindings).
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -18,6 +18,8 @@ use crate::istio::{
 
 pub mod authz;
 pub mod confirm;
+pub mod exemption_metrics;
+mod exemptions;
 pub mod files;
 pub mod mtls;
 pub mod reflector;

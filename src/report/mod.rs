@@ -17,6 +17,7 @@
 //! which Policy Reporter reads too). [`Flavor`] picks one.
 
 pub mod build;
+pub mod exemption_status;
 pub mod serve;
 pub mod types;
 pub mod verdict;

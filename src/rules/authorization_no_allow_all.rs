@@ -3,9 +3,9 @@
 //! or namespaces, are reported as advice (audit level): they are sometimes
 //! meant, but usually broader than intended.
 
+use super::native_form::{NativeCheck, NativeRule, Target};
 use crate::istio::{AuthorizationPolicy, AuthzAction};
 use crate::kinds::Kind;
-use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 const ID: RuleId = RuleId::AuthorizationNoAllowAll;

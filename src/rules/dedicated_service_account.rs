@@ -2,7 +2,7 @@
 //! from its service account. Workloads on `default` share one identity, so
 //! AuthorizationPolicies cannot tell them apart.
 
-use crate::native::{NativeCheck, NativeRule, Target};
+use super::native_form::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 

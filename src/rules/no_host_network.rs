@@ -1,7 +1,7 @@
 //! `no-host-network`: a pod on the host's network namespace shares the node's
 //! interfaces; no sidecar intercepts its traffic and no mTLS protects it.
 
-use crate::native::{NativeCheck, NativeRule, Target};
+use super::native_form::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 

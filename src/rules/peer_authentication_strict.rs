@@ -1,9 +1,9 @@
 //! `peer-authentication-strict`: a PERMISSIVE or DISABLE PeerAuthentication,
 //! at any level, lets a client downgrade to plaintext.
 
+use super::native_form::{NativeCheck, NativeRule, Target};
 use crate::istio::{MtlsMode, PeerAuthentication};
 use crate::kinds::Kind;
-use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 const ID: RuleId = RuleId::PeerAuthenticationStrict;

@@ -11,12 +11,12 @@
 
 use std::time::Duration;
 
+use super::native_form::quote;
+use super::native_form::{NativeCheck, NativeRule, Target};
 use crate::certmanager::Certificate;
 use crate::config::{CertificateSource, Config};
 use crate::duration::{format_duration, parse_go_duration};
 use crate::kinds::Kind;
-use crate::native::exemptions::quote;
-use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 const ID: RuleId = RuleId::ShortLivedCertificates;

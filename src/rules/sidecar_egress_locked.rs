@@ -2,9 +2,9 @@
 //! workloads reach any host that is not in the registry, unmanaged and
 //! unobserved.
 
+use super::native_form::{NativeCheck, NativeRule, Target};
 use crate::istio::{OutboundTrafficMode, Sidecar};
 use crate::kinds::Kind;
-use crate::native::{NativeCheck, NativeRule, Target};
 use crate::rules::{Context, Finding, RuleId};
 
 pub fn check(sidecar: &Sidecar, _ctx: &Context) -> Vec<Finding> {

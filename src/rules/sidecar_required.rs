@@ -6,8 +6,8 @@
 //! injected by hand we check that injection *will* happen, with the same
 //! selectors and templates Istio's injector webhooks use.
 
+use super::native_form::{NativeCheck, NativeRule, Target};
 use crate::injection::{self, Injection, Proxy, INJECT, PROXY_CONTAINER, TEMPLATES};
-use crate::native::{NativeCheck, NativeRule, Target};
 use crate::posture::labels;
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;

@@ -69,7 +69,7 @@ impl Series {
         let events = crate::events::EventMetrics::register(&mut registry);
         let posture = PostureMetrics::new(config.clone(), posture_index.clone());
         posture.register(&mut registry);
-        crate::exemption::metrics::register(&mut registry, config, posture_index);
+        crate::posture::exemption_metrics::register(&mut registry, config, posture_index);
         Series {
             registry,
             server,
@@ -265,7 +265,7 @@ impl Feed<'_> {
             let results = posture_metrics.results();
             events.start(client.clone(), results, args.own_namespace.clone());
         }
-        crate::exemption::status::spawn(
+        crate::report::exemption_status::spawn(
             client.clone(),
             self.posture.clone(),
             posture_metrics.results(),

@@ -46,6 +46,20 @@ pub(in crate::admission) fn review(
 }
 
 /// Mounts the workload certificates into `pod`, or says why not.
+/// The pod's namespace is enrolled and, for the sidecar source, the pod
+/// will have a sidecar.
+fn eligible(
+    posture: &crate::posture::PostureIndex,
+    settings: &crate::config::WorkloadCertificates,
+    pod: &Workload,
+) -> bool {
+    posture.namespace(&pod.namespace).is_some_and(|ns| {
+        ns.is_enrolled()
+            && (settings.source != CertificateSource::Sidecar
+                || injection::will_have_sidecar(pod, ns))
+    })
+}
+
 fn mount(
     reviewer: &Reviewer,
     object: &Object,
@@ -63,11 +77,7 @@ fn mount(
         operation: rules::Operation::Create,
         now: k8s_openapi::jiff::Timestamp::now(),
     };
-    let eligible = posture.namespace(&pod.namespace).is_some_and(|ns| {
-        ns.is_enrolled()
-            && (settings.source != CertificateSource::Sidecar
-                || injection::will_have_sidecar(pod, ns))
-    });
+    let eligible = eligible(&posture, settings, pod);
     let mode = policy::mode(&ctx, rule, object);
     if !eligible || mode == Mode::Off {
         return (Outcome::Skipped, allow);

@@ -16,8 +16,8 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::json;
 
-use super::matching::{ExemptionObject, Source};
 use crate::background::{Results, Snapshot};
+use crate::exemption::{ExemptionObject, Source};
 use crate::kinds::Kind;
 use crate::policy::Exempted;
 use crate::posture::{PostureIndex, SharedPosture};

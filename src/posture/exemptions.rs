@@ -6,10 +6,10 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::types::{ClusterMeshExemption, MeshExemption};
+use super::reflector::Indexed;
+use super::{Availability, PostureIndex, Store};
+use crate::exemption::{ClusterMeshExemption, ExemptionIndex, MeshExemption};
 use crate::kinds::{Kind, TableKind};
-use crate::posture::reflector::Indexed;
-use crate::posture::{Availability, PostureIndex, Store};
 
 impl Indexed for MeshExemption {
     fn kind() -> Kind {
@@ -49,5 +49,30 @@ impl Indexed for ClusterMeshExemption {
     }
     fn when_missing() -> Availability {
         Availability::Present
+    }
+}
+
+impl Store<MeshExemption> for ExemptionIndex {
+    fn apply(&mut self, object: MeshExemption) {
+        self.apply_namespaced(&object)
+    }
+    fn delete(&mut self, namespace: &str, name: &str) {
+        self.delete_namespaced(namespace, name)
+    }
+    fn replace_from(&mut self, objects: &mut dyn Iterator<Item = MeshExemption>) {
+        self.replace_namespaced(objects)
+    }
+}
+
+impl Store<ClusterMeshExemption> for ExemptionIndex {
+    fn apply(&mut self, object: ClusterMeshExemption) {
+        self.apply_cluster(&object)
+    }
+    /// Cluster-scoped: the namespace is empty.
+    fn delete(&mut self, _namespace: &str, name: &str) {
+        self.delete_cluster(name)
+    }
+    fn replace_from(&mut self, objects: &mut dyn Iterator<Item = ClusterMeshExemption>) {
+        self.replace_cluster(objects)
     }
 }

@@ -10,10 +10,10 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 
+use super::SharedPosture;
 use crate::config::Config;
-use crate::posture::SharedPosture;
 
-use super::matching::Source;
+use crate::exemption::Source;
 
 #[derive(Debug)]
 pub struct ExemptionMetrics {

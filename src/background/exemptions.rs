@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::background::engine::Engine;
+use super::engine::Engine;
 use crate::posture::SharedPosture;
 
 /// How often the background audit looks for expired exemptions and changed

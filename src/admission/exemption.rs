@@ -10,10 +10,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::core::admission::{AdmissionResponse, Operation};
 use serde_json::value::RawValue;
 
-use super::types::ExemptionSpec;
 use crate::admission::response;
 use crate::admission::review::Request;
 use crate::config::Config;
+use crate::exemption::types::ExemptionSpec;
 use crate::kinds::Kind;
 
 /// The exemption kind a request is about, when it is one.
