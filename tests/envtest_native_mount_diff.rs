@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use common::{eventually, Options, Server};
 use meshgate::config::Config;
-use native_common::{dry_run, SYNC_BOUND};
+use native_common::{dry_run, mount_only, MOUNT_ONLY, SYNC_BOUND};
 
 /// Namespaces of every enrolment the proxy model knows.
 const DIFF_NAMESPACES: [(&str, &str, &str); 5] = [
@@ -139,7 +139,11 @@ fn in_namespace(pod: &Value, ns: &str) -> Value {
 /// Every pod of `corpus` in every namespace, through meshgate's `/mutate`
 /// only (serve running, its webhook registered by URL).
 async fn through_the_webhook(env: &envtest::Envtest, corpus: &[(String, Value)]) -> Vec<Outcome> {
-    let meshgate = Server::start(Options::default().kubeconfig(env.kubeconfig()));
+    let meshgate = Server::start(
+        Options::default()
+            .kubeconfig(env.kubeconfig())
+            .config(MOUNT_ONLY),
+    );
     eventually("meshgate ready", SYNC_BOUND, || async {
         meshgate.get("/readyz").await.0.is_success().then_some(())
     })
@@ -217,8 +221,7 @@ async fn the_native_mount_equals_the_webhook_mount_on_the_fixture_corpus() {
     let webhook = through_the_webhook(&env, &corpus).await;
 
     // The native policy's, with meshgate gone.
-    let config = Config::default().with_own_namespace("meshgate");
-    let policies = meshgate::native::compile(&config).unwrap();
+    let policies = meshgate::native::compile(&mount_only()).unwrap();
     meshgate::native::sync::apply(&client, &policies)
         .await
         .unwrap();
