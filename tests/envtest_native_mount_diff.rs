@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use common::{eventually, Options, Server};
-use meshgate::config::Config;
 use native_common::{dry_run, mount_only, MOUNT_ONLY, SYNC_BOUND};
 
 /// Namespaces of every enrolment the proxy model knows.

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use native_common::{
-    dry_run, injected, mounts, namespaces, native_objects, pod, sync_then_stop, ENROLLED,
-};
+use native_common::{dry_run, injected, mounts, namespaces, native_objects, pod, sync_then_stop};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_api_server_mounts_the_workload_certificates_while_meshgate_is_down() {
