@@ -105,6 +105,15 @@ impl Specs {
 
 /// What the engine keeps of `value` (trimmed first), and a Certificate's
 /// expiry; `None`, logged, when it cannot be judged.
+/// A Certificate's `status.notAfter`, in seconds.
+fn certificate_not_after(kind: Kind, value: &Value) -> Option<i64> {
+    (kind == Kind::Certificate)
+        .then(|| value.pointer("/status/notAfter").cloned())
+        .flatten()
+        .and_then(|v| serde_json::from_value::<Time>(v).ok())
+        .map(|t| t.0.as_second())
+}
+
 pub(super) fn stored(
     kind: Kind,
     mut value: Value,
@@ -121,11 +130,7 @@ pub(super) fn stored(
             .filter(|k| k.is_workload())
             .map(|k| Arc::from(key(k, &namespace, &owner)))
     });
-    let not_after = (kind == Kind::Certificate)
-        .then(|| value.pointer("/status/notAfter").cloned())
-        .flatten()
-        .and_then(|v| serde_json::from_value::<Time>(v).ok())
-        .map(|t| t.0.as_second());
+    let not_after = certificate_not_after(kind, &value);
     let reference = ObjectRef {
         api_version: str_at(&value, "/apiVersion").to_owned(),
         kind,
