@@ -188,6 +188,7 @@ async fn meshgate_rides_out_an_api_server_restart_and_outage() {
     };
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
+    envtest::install_exemption_crds(&client).await;
     seed(&client).await;
 
     let meshgate = Server::start(

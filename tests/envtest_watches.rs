@@ -63,6 +63,7 @@ async fn serve_opens_exactly_one_watch_per_kind() {
     };
     let client = env.client().await;
     envtest::install_istio_crds(&client).await;
+    envtest::install_exemption_crds(&client).await;
     envtest::create_namespace(&client, "shop", json!({"istio-injection": "enabled"})).await;
 
     let meshgate = Server::start(Options::default().kubeconfig(env.kubeconfig()));

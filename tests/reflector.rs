@@ -247,15 +247,20 @@ async fn a_policy_on_the_api_server_but_not_in_the_cache_does_not_cause_a_denial
     assert!(api.lists(BOOKINFO_PAS) >= 1, "{}", api.request_log());
     assert!(api.lists(ROOT_PAS) >= 1, "{}", api.request_log());
     let uid = uid_of(&fixture(DEPLOYMENT));
-    let entries = server.log_entries();
-    assert!(
-        entries.iter().any(
-            |e| e["message"] == "posture denial confirmed against the API server"
-                && e["uid"] == uid.as_str()
-                && e["overturned"] == true
-        ),
-        "no overturned confirmation in the log"
-    );
+    // Log lines reach stdout in batches (serve::log), a moment after the
+    // answer.
+    eventually("an overturned confirmation in the log", BOUND, || async {
+        server
+            .log_entries()
+            .iter()
+            .any(|e| {
+                e["message"] == "posture denial confirmed against the API server"
+                    && e["uid"] == uid.as_str()
+                    && e["overturned"] == true
+            })
+            .then_some(())
+    })
+    .await;
 
     // When the API server is slower than --confirm-timeout, the cached
     // denial stands.

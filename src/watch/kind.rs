@@ -93,6 +93,12 @@ pub async fn watch(
             Err(error) => {
                 counters.errors.inc();
                 probe.unreachable(kind, &error);
+                // Without exemption objects judging is only stricter: an
+                // API that cannot be probed (a 403 from RBAC older than the
+                // exemption CRDs) must not hold readiness back.
+                if kind.is_exemption() && !deliver(&mut sinks, Seen::Missing).await {
+                    return;
+                }
                 tokio::time::sleep(PROBE_RETRY).await;
             }
         }
@@ -110,6 +116,13 @@ struct Probe {
 impl Probe {
     fn missing(&mut self, kind: Kind) {
         let resource = kind.row().resource;
+        if kind.is_exemption() {
+            // Said once: no exemption objects is a valid state.
+            if !std::mem::replace(&mut self.said_missing, true) {
+                tracing::info!(resource, "exemption CRD not installed: no exemption objects apply (config-file exemptions still do); looking again every 30s");
+            }
+            return;
+        }
         if !kind.row().posture {
             // Said once: a cluster without cert-manager stays without it.
             if !std::mem::replace(&mut self.said_missing, true) {

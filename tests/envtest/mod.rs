@@ -379,6 +379,19 @@ pub async fn install_istio_crds(client: &Client) {
     .await;
 }
 
+/// Installs meshgate's exemption CRDs (the chart's own file), as the chart
+/// always does.
+pub async fn install_exemption_crds(client: &Client) {
+    install_crds(
+        client,
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/charts/meshgate/files/crds/meshgate-exemptions.yaml"
+        ),
+    )
+    .await;
+}
+
 /// Installs the chart's PolicyReport CRDs (`file` under
 /// charts/meshgate/files/crds/) and waits until the API server serves them.
 pub async fn install_report_crds(client: &Client, file: &str) {
