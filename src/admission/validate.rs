@@ -42,7 +42,7 @@ impl Reviewer {
         let cached = {
             let posture = self.posture.read();
             let decision = self.judge(&subject, &posture);
-            // Issue 21 hook: `status.lastApplied` of exemption objects.
+            // `status.lastApplied` of exemption objects.
             let now = k8s_openapi::jiff::Timestamp::now();
             crate::report::exemption_status::record_applied(&posture, &decision.exempted, now);
             decision
@@ -177,7 +177,7 @@ impl Reviewer {
             posture,
             config: &self.config,
             operation: subject.operation(),
-            // Issue 21 hook: exemptions apply strictly before `expires`.
+            // Exemptions apply strictly before `expires`.
             now: k8s_openapi::jiff::Timestamp::now(),
         };
         let new = policy::judge(&subject.object, &ctx);

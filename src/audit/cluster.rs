@@ -88,7 +88,7 @@ async fn list(
                 params = params.fields(&format!("metadata.name={ns}"));
                 Api::all_with(client.clone(), &resource)
             }
-            // Issue 21 hook: ClusterMeshExemptions apply in `ns` too.
+            // ClusterMeshExemptions apply in `ns` too.
             Some(ns) if kind.row().namespaced => {
                 Api::namespaced_with(client.clone(), ns, &resource)
             }

@@ -247,7 +247,7 @@ impl Engine {
                 posture: &index,
                 config: &config,
                 operation: Operation::Create,
-                // Issue 21 hook: exemptions are judged at the pass's time.
+                // Exemptions are judged at the pass's time.
                 now: k8s_openapi::jiff::Timestamp::now(),
             };
             for k in chunk {

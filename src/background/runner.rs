@@ -57,7 +57,7 @@ impl Runner {
         let mut full = tokio::time::interval(self.interval);
         full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         full.tick().await;
-        // Issue 21 hook: expired exemptions and changed exemption objects.
+        // Expired exemptions and changed exemption objects.
         let mut exemptions = tokio::time::interval(crate::background::exemptions::TICK);
         exemptions.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -56,7 +56,7 @@ pub fn add(
         Kind::DestinationRule => index.destination_rules.apply(decode(m, ns)?),
         Kind::Sidecar => index.sidecars.apply(decode(m, ns)?),
         Kind::ServiceEntry => index.service_entries.apply(decode(m, ns)?),
-        // Issue 21 hook: exemption objects, as the webhook reads them.
+        // Exemption objects, as the webhook reads them.
         Kind::MeshExemption => index
             .exemptions
             .apply_namespaced(&decode::<crate::exemption::MeshExemption>(m, ns)?),

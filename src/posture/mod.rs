@@ -174,7 +174,7 @@ pub struct PostureIndex {
     pub service_entries: ByNamespace<ServiceEntry>,
     /// `security.istio.io` (PeerAuthentication, AuthorizationPolicy).
     pub security_api: Availability,
-    /// Issue 21 hook: MeshExemption and ClusterMeshExemption objects.
+    /// MeshExemption and ClusterMeshExemption objects.
     pub exemptions: crate::exemption::ExemptionIndex,
 }
 
