@@ -139,7 +139,13 @@ async fn one_of_two_serve_processes_writes_the_reports_and_the_other_takes_over(
         },
     )
     .await;
-    assert!(writes(&serves[follower]) > 0);
+    // Log lines reach stdout in batches (serve::log), a moment later.
+    eventually(
+        "the other replica to log its write",
+        REPORT_BOUND,
+        || async { (writes(&serves[follower]) > 0).then_some(()) },
+    )
+    .await;
 }
 
 const ELECTION_FAILING: &str = "leader election failing: no policy reports from this replica until it works; retrying with backoff (needs the namespace, and get/create/patch on leases there)";

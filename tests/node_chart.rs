@@ -185,7 +185,8 @@ fn check_denied_through_service(node: &Node) {
     );
     assert_eq!(
         service,
-        format!("{RELEASE} {RELEASE}"),
+        // Workloads, mesh policies, exemption objects and their deletions.
+        [RELEASE; 4].join(" "),
         "the webhooks call the Service"
     );
     let out = node.kubectl_output(&["apply", "-f", "-"], BARE_POD);

@@ -365,13 +365,18 @@ async fn v1beta1_only_clusters_are_watched_at_v1beta1() {
     assert_eq!(ready(&server).await, "ready");
     let response = server.review(fixture(DEPLOYMENT)).await;
     assert!(allowed(&response), "{response}");
-    let watching = server
-        .log_entries()
-        .into_iter()
-        .find(|e| {
-            e["message"] == "watching" && e["resource"] == "peerauthentications.security.istio.io"
-        })
-        .expect("a `watching` line for PeerAuthentications");
+    // Log lines reach stdout in batches (serve::log), a moment later.
+    let watching = eventually(
+        "a `watching` line for PeerAuthentications",
+        BOUND,
+        || async {
+            server.log_entries().into_iter().find(|e| {
+                e["message"] == "watching"
+                    && e["resource"] == "peerauthentications.security.istio.io"
+            })
+        },
+    )
+    .await;
     assert_eq!(watching["version"], "v1beta1", "{watching}");
     // The metadata-only probe answered 404 at v1, then parsed at v1beta1.
     assert!(
