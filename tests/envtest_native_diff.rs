@@ -114,18 +114,24 @@ async fn certificates_under_another_config(
     tally
 }
 
+/// The CRDs of the kinds the native policies judge: Istio's and
+/// cert-manager's Certificate.
+async fn install_served_crds(client: &kube::Client) {
+    envtest::install_istio_crds(client).await;
+    envtest::install_crds(
+        client,
+        &format!("{ROOT}/tests/fixtures/cert-manager-crds.yaml"),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_policies_agree_with_the_webhook_rules_on_the_whole_corpus() {
     let Some(env) = envtest::start("native_policies_agree_with_the_webhook_rules") else {
         return;
     };
     let client = env.client().await;
-    envtest::install_istio_crds(&client).await;
-    envtest::install_crds(
-        &client,
-        &format!("{ROOT}/tests/fixtures/cert-manager-crds.yaml"),
-    )
-    .await;
+    install_served_crds(&client).await;
     let mut posture = PostureIndex::default();
     for (name, labels) in namespaces() {
         envtest::create_namespace(&client, name, labels.clone()).await;
@@ -241,12 +247,7 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
         return;
     };
     let client = env.client().await;
-    envtest::install_istio_crds(&client).await;
-    envtest::install_crds(
-        &client,
-        &format!("{ROOT}/tests/fixtures/cert-manager-crds.yaml"),
-    )
-    .await;
+    install_served_crds(&client).await;
     let enrolled = json!({"istio-injection": "enabled"});
     let audit = json!({"istio-injection": "enabled", "meshgate.io/mode": "audit"});
     for (name, labels) in [
