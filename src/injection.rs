@@ -6,8 +6,10 @@
 //! never disagree about what "the proxy" is. The README's "The proxy model"
 //! explains the choices to users.
 
+pub mod cel;
 mod iptables;
 mod ports;
+mod proxy_config;
 
 pub use iptables::{interception_settings, proxy_ids, Found, Setting, Source};
 pub use ports::{own_inbound_ports, status_port, DEFAULT_STATUS_PORT, STATUS_PORT_ANNOTATION};

@@ -310,12 +310,11 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
         "peer-authentication-strict",
     );
     admitted_silently(&pod_in("n-sidecar", pod("injected", true, false)).await);
-    // no-interception-bypass is webhook-only (docs/src/concepts/
-    // native-policies.md): with meshgate down, an exclusion gets through.
+    // A pod excluding ports from interception.
     let mut bypass = pod("bypass", true, false);
     bypass["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeInboundPorts"] =
         json!("8080");
-    admitted_silently(&pod_in("n-sidecar", bypass).await);
+    refused(&pod_in("n-sidecar", bypass).await, "no-interception-bypass");
     admitted_silently(&dry_run(&client, Kind::Deployment, &waypoint, "n-bare").await);
     // The namespace label lowers enforce to audit: a warning naming the rule.
     let (status, _, warned) = pod_in("n-audit", pod("no-sidecar", false, false)).await;

@@ -122,6 +122,21 @@ const FLAGS: &[(Option<char>, &str, Key)] = &[
     (None, "force-iptables-binary", Key::Other),
 ];
 
+/// Every flag as (short letter, long name, key) for the CEL form
+/// (`super::cel`): the key is a setting's annotation, `proxy-uid`,
+/// `proxy-gid` or `other`.
+pub(super) fn flag_table() -> impl Iterator<Item = (Option<char>, &'static str, &'static str)> {
+    FLAGS.iter().map(|(short, long, key)| {
+        let key = match key {
+            Key::Setting(setting) => setting.annotation(),
+            Key::ProxyUid => "proxy-uid",
+            Key::ProxyGid => "proxy-gid",
+            Key::Other => "other",
+        };
+        (*short, *long, key)
+    })
+}
+
 /// Where a setting was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {

@@ -7,7 +7,7 @@
 //! port the agent really listens on, from what the injector wrote into the
 //! pod, and accept no other.
 
-use super::{carried, Proxy, PROXY_CONFIG_ENV, PROXY_CONTAINER};
+use super::{carried, proxy_config, Proxy, PROXY_CONFIG_ENV, PROXY_CONTAINER};
 use crate::subject::{ContainerView, Workload};
 
 /// Envoy's Prometheus and health ports: the injector writes them literally.
@@ -64,17 +64,16 @@ fn istio_proxy(w: &Workload) -> Option<&ContainerView> {
         .find(|c| c.name == PROXY_CONTAINER)
 }
 
+/// `PROXY_CONFIG`'s `statusPort`, as [`proxy_config::status_port`] reads it.
 fn proxy_config_status_port(c: &ContainerView) -> Option<String> {
     let var = c
         .env
         .iter()
         .flatten()
         .find(|v| v.name == PROXY_CONFIG_ENV)?;
-    let config: serde_json::Value = serde_json::from_str(var.value.as_deref()?).ok()?;
-    match config.get("statusPort")? {
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        serde_json::Value::String(s) => Some(s.clone()),
-        _ => None,
+    match proxy_config::status_port(var.value.as_deref()?) {
+        proxy_config::StatusPort::Said(value) => Some(value.to_owned()),
+        proxy_config::StatusPort::Unsaid => None,
     }
 }
 

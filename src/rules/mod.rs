@@ -219,12 +219,15 @@ pub const RULES: &[Rule] = &[
             Some(typed!(no_host_network::check)),
         )
     },
-    rule(
-        RuleId::NoInterceptionBypass,
-        "workloads must not route traffic around the sidecar's interception",
-        (Severity::High, ENROLMENT),
-        Some(typed!(no_interception_bypass::check)),
-    ),
+    Rule {
+        native: Some(&no_interception_bypass::NATIVE),
+        ..rule(
+            RuleId::NoInterceptionBypass,
+            "workloads must not route traffic around the sidecar's interception",
+            (Severity::High, ENROLMENT),
+            Some(typed!(no_interception_bypass::check)),
+        )
+    },
     Rule {
         native: Some(&dedicated_service_account::NATIVE),
         ..rule(

@@ -14,7 +14,7 @@ pub struct NativeRule {
     /// workloads the compiler first declares `template` (the object that
     /// holds the pod's metadata and spec), `spec`, `labels`, `annotations`,
     /// `containers` and `initContainers`, wherever the kind keeps them.
-    pub variables: &'static [(&'static str, &'static str)],
+    pub variables: &'static [Variable],
     /// Variables computed from the running configuration (name, CEL
     /// literal), declared before `variables`: a rule whose verdict depends
     /// on configuration gets the configured values compiled in. Their
@@ -46,6 +46,28 @@ pub struct NativeCheck {
     /// Advice rather than a hole: reported at audit level at most, like an
     /// advisory [`crate::rules::Finding`].
     pub advisory: bool,
+}
+
+/// One CEL variable: (name, expression).
+pub type Variable = (&'static str, &'static str);
+
+/// Groups of variables in one list, for a rule that reads shared ones
+/// (`crate::injection::cel`); `N` is checked when the constant is built.
+pub const fn variables<const N: usize>(groups: &[&[Variable]]) -> [Variable; N] {
+    let mut out = [("", ""); N];
+    let mut at = 0;
+    let mut group = 0;
+    while group < groups.len() {
+        let mut i = 0;
+        while i < groups[group].len() {
+            out[at] = groups[group][i];
+            at += 1;
+            i += 1;
+        }
+        group += 1;
+    }
+    assert!(at == N, "the variable count does not match the groups");
+    out
 }
 
 /// A CEL string literal: JSON's escapes are CEL's.

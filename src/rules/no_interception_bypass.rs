@@ -11,7 +11,9 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
 
-use crate::injection::{self, Found, Setting, Source};
+use super::native_form::{variables, NativeCheck, NativeRule, Target, Variable};
+use crate::config::Config;
+use crate::injection::{self, cel, Found, Setting, Source};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
 
@@ -205,6 +207,149 @@ fn container_problems(
         }
     }
     problems
+}
+
+/// `bypass`: whether a setting's value (`list` of it: `E`) routes around
+/// the proxy, by the kind of setting (`injection::cel::literals`).
+macro_rules! bypass {
+    ($key:literal, $value:literal) => {
+        concat!(
+            "(variables.settingKinds[", $key, "] == 'mode' ? ", $value, ".trim().upperAscii() == 'NONE' : ",
+            "variables.settingKinds[", $key, "] == 'includePorts' ? !('*' in ", list!($value), ") : ",
+            "variables.settingKinds[", $key, "] == 'includeRanges' ? !('*' in ", list!($value), " || ('0.0.0.0/0' in ",
+            list!($value), " && '::/0' in ", list!($value), ")) : ",
+            "variables.settingKinds[", $key, "] == 'ports' ? ", list!($value),
+            ".exists(s, !(s.matches('^[+]?[0-9]+$') && size(s.find('[1-9][0-9]*')) <= 5 && int(s) in variables.ownPorts)) : ",
+            "size(", list!($value), ") > 0)"
+        )
+    };
+}
+
+macro_rules! list {
+    ($value:literal) => {
+        concat!($value, ".split(',').map(s, s.trim()).filter(s, s != '')")
+    };
+}
+
+/// An `int()` the Rust side's `parse::<i64>()` also reads.
+macro_rules! valid_i64 {
+    ($x:literal) => {
+        concat!(
+            "(",
+            $x,
+            ".matches('^[+-]?[0-9]+$') && (size(",
+            $x,
+            ".find('[1-9][0-9]*')) < 19 || (size(",
+            $x,
+            ".find('[1-9][0-9]*')) == 19 && ",
+            $x,
+            ".find('[1-9][0-9]*') <= (",
+            $x,
+            ".startsWith('-') ? '9223372036854775808' : '9223372036854775807'))))"
+        )
+    };
+}
+
+/// `container_problems`: the container's own ID, else the pod's.
+macro_rules! risky {
+    ($c:literal) => {
+        concat!(
+            "((", $c, ".?securityContext.?runAsUser.or(variables.spec.?securityContext.?runAsUser).hasValue() && (",
+            $c, ".?securityContext.?runAsUser.or(variables.spec.?securityContext.?runAsUser).value() == 1337 || variables.proxyUids.exists(L, ",
+            $c, ".?securityContext.?runAsUser.or(variables.spec.?securityContext.?runAsUser).value() in L))) || (",
+            $c, ".?securityContext.?runAsGroup.or(variables.spec.?securityContext.?runAsGroup).hasValue() && (",
+            $c, ".?securityContext.?runAsGroup.or(variables.spec.?securityContext.?runAsGroup).value() == 1337 || variables.proxyGids.exists(L, ",
+            $c, ".?securityContext.?runAsGroup.or(variables.spec.?securityContext.?runAsGroup).value() in L))) || ",
+            $c, ".?securityContext.?privileged.orValue(false) || ",
+            $c, ".?securityContext.?capabilities.?add.orValue([]).exists(k, k.trim().upperAscii() in ['NET_ADMIN', 'NET_RAW', 'ALL', 'CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_ALL']))"
+        )
+    };
+}
+
+const OWN: [Variable; 6] = [
+    (
+        "bypassAnnotations",
+        concat!(
+            "variables.settingKinds.filter(a, a in variables.annotations && ",
+            bypass!("a", "variables.annotations[a]"),
+            ").map(a, 'annotation ' + a + '=' + variables.annotations[a])"
+        ),
+    ),
+    (
+        "bypassFlags",
+        concat!(
+            "variables.iptablesFinal.map(F, F.filter(p, p[0] in variables.settingKinds && ",
+            bypass!("p[0]", "p[1]"),
+            ").map(p, p[2] + p[1]))"
+        ),
+    ),
+    (
+        "proxyUids",
+        concat!(
+            "variables.iptablesFinal.map(F, F.filter(p, p[0] == 'proxy-uid' && ",
+            valid_i64!("p[1].trim()"),
+            ").map(p, int(p[1].trim())))"
+        ),
+    ),
+    (
+        "proxyGidFlags",
+        concat!(
+            "variables.iptablesFinal.map(F, F.filter(p, p[0] == 'proxy-gid' && ",
+            valid_i64!("p[1].trim()"),
+            ").map(p, int(p[1].trim())))"
+        ),
+    ),
+    // `-g` defaults to `-u`.
+    (
+        "proxyGids",
+        "lists.range(size(variables.proxyGidFlags)).map(ci, size(variables.proxyGidFlags[ci]) > 0 ? variables.proxyGidFlags[ci] : variables.proxyUids[ci])",
+    ),
+    (
+        "riskyContainers",
+        concat!(
+            "(variables.initContainers + variables.containers).filter(c, !(c.name in variables.istioNames) && ",
+            risky!("c"),
+            ").map(c, c.name) + variables.spec.?ephemeralContainers.orValue([]).filter(c, !(c.name in variables.istioNames) && ",
+            risky!("c"),
+            ").map(c, c.name)"
+        ),
+    ),
+];
+
+const VARIABLES: [Variable; 33] = variables(&[
+    &cel::CARRIED,
+    &[cel::PROXY_TRUSTED, cel::ISTIO_NAMES],
+    &cel::OWN_PORTS,
+    &cel::IPTABLES,
+    &OWN,
+]);
+
+/// The CEL form (`crate::native`): the same catalogue, the status port
+/// read as `crate::injection::proxy_config` reads it, the flags parsed as
+/// `istio-iptables` (pflag) parses them.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::Workloads,
+    variables: &VARIABLES,
+    config: Some(literals),
+    checks: &[
+        NativeCheck {
+            expression: "size(variables.bypassAnnotations) == 0 && variables.bypassFlags.all(L, size(L) == 0)",
+            message: "'routes traffic around the sidecar with ' + (size(variables.bypassAnnotations) > 0 ? variables.bypassAnnotations[0] : variables.bypassFlags.filter(L, size(L) > 0)[0][0])",
+            fix: "'remove the annotation (an include list may be \"*\"); for an istio-init flag, remove the setting from the injector\\'s input and inject again'",
+            advisory: false,
+        },
+        NativeCheck {
+            expression: "size(variables.riskyContainers) == 0",
+            message: "'container \"' + variables.riskyContainers[0] + '\" runs as the proxy\\'s UID or GID, is privileged, or adds NET_ADMIN, NET_RAW or ALL: its traffic can route around the pod\\'s iptables rules'",
+            fix: "'set securityContext.runAsUser and runAsGroup to other IDs, and remove privileged and NET_ADMIN, NET_RAW or ALL from capabilities.add'",
+            advisory: false,
+        },
+    ],
+};
+
+/// The tables the CEL reads, from meshgate's own (no configuration).
+fn literals(_: &Config) -> Vec<(&'static str, String)> {
+    cel::literals()
 }
 
 #[cfg(test)]
@@ -453,11 +598,11 @@ mod tests {
         assert_eq!(findings(&w).len(), 1, "{:?}", findings(&w));
     }
 
-    /// The objects that keep this rule webhook-only (docs/src/concepts/
-    /// native-policies.md): the status port in `PROXY_CONFIG` is read as
-    /// JSON, which no CEL function of the API server decodes.
+    /// The status port in `PROXY_CONFIG` is read as the CEL form reads it
+    /// (`injection::proxy_config`): the last top-level key, escapes not
+    /// decoded.
     #[test]
-    fn the_status_port_is_read_from_proxy_config_as_json() {
+    fn the_status_port_is_read_from_proxy_config_as_the_cel_does() {
         let with_config = |config: &str| {
             let mut w = injected(pod("web"));
             let init = &mut w.spec.init_containers.as_mut().unwrap()[0];
@@ -471,8 +616,10 @@ mod tests {
             findings(&w)
         };
         assert!(with_config(r#"{"statusPort":15555}"#).is_empty());
-        // An escaped key is the same key once decoded.
-        assert!(with_config(r#"{"status\u0050ort":15555}"#).is_empty());
+        // A key written with escapes is not read: the injector never writes
+        // one, and the port stays unowned (refused, never let through).
+        let f = with_config(r#"{"status\u0050ort":15555}"#);
+        assert!(f[0].message.ends_with("flag -d 15555"), "{f:?}");
         // Only the top-level field counts, not a proxyMetadata entry.
         let f = with_config(r#"{"proxyMetadata":{"statusPort":"15555"}}"#);
         assert!(f[0].message.ends_with("flag -d 15555"), "{f:?}");

@@ -6,7 +6,8 @@
 //! injected by hand we check that injection *will* happen, with the same
 //! selectors and templates Istio's injector webhooks use.
 
-use super::native_form::{NativeCheck, NativeRule, Target};
+use super::native_form::{variables, NativeCheck, NativeRule, Target, Variable};
+use crate::injection::cel;
 use crate::injection::{self, Injection, Proxy, INJECT, PROXY_CONTAINER, TEMPLATES};
 use crate::posture::labels;
 use crate::rules::{Context, Finding, RuleId};
@@ -129,54 +130,10 @@ fn explain(w: &Workload, outcome: &Injection) -> (String, String) {
     }
 }
 
-/// The CEL form (`crate::native`) of [`check`] and `crate::injection`'s
-/// model: gateway by shape, the injector's mark, its templates, the
-/// injector's selectors, ambient. Every variable mirrors one function there.
-pub const NATIVE: NativeRule = NativeRule {
-    target: Target::Workloads,
-    variables: &[
-        ("hostNetwork", "variables.spec.?hostNetwork.orValue(false)"),
-        // `injection::has_native_sidecar`
-        (
-            "nativeSidecar",
-            "variables.initContainers.exists(c, c.?restartPolicy.orValue('') == 'Always')",
-        ),
-        // `injection::gateway_role`: one container, its command and args.
-        (
-            "only",
-            "size(variables.containers) == 1 && !variables.nativeSidecar",
-        ),
-        (
-            "command",
-            "variables.only ? variables.containers[0].?command.orValue([]) : []",
-        ),
-        (
-            "args",
-            "variables.only ? variables.containers[0].?args.orValue([]) : []",
-        ),
-        (
-            "gateway",
-            "variables.only && ((variables.containers[0].name == 'istio-proxy' && (size(variables.command) == 0 || (size(variables.command) == 1 && (variables.command[0] == 'pilot-agent' || variables.command[0].endsWith('/pilot-agent')))) && size(variables.args) >= 2 && variables.args[0] == 'proxy' && variables.args[1] in ['router', 'waypoint']) || (variables.containers[0].name == 'agentgateway' && (size(variables.command) == 0 || (size(variables.command) == 1 && (variables.command[0] == 'agentgateway' || variables.command[0].endsWith('/agentgateway')))) && size(variables.args) >= 1 && variables.args[0] == '--config'))",
-        ),
-        // `injection::is_marked`
-        (
-            "marked",
-            "'sidecar.istio.io/status' in variables.annotations || (object.kind == 'CronJob' && 'sidecar.istio.io/status' in object.spec.jobTemplate.?metadata.?annotations.orValue({}))",
-        ),
-        // `injection::templates` and `templated`'s OffPath
-        (
-            "templates",
-            "variables.annotations[?'inject.istio.io/templates'].orValue('').split(',').map(t, t.trim()).filter(t, t != '')",
-        ),
-        (
-            "offPath",
-            "variables.templates.exists(t, t in ['grpc-simple', 'grpc-agent']) || ('gateway' in variables.templates && !('sidecar' in variables.templates) && !(size(variables.containers) > 0 && variables.containers.all(c, c.name == 'istio-proxy')))",
-        ),
-        // `carried`'s Sidecar: the proxy container, marked or beside istio-init.
-        (
-            "sidecar",
-            "(variables.containers.exists(c, c.name == 'istio-proxy') || variables.initContainers.exists(c, c.name == 'istio-proxy' && c.?restartPolicy.orValue('') == 'Always')) && (variables.marked || variables.initContainers.exists(c, c.name == 'istio-init'))",
-        ),
+/// The proxy model's variables, then the injector's decision.
+const VARIABLES: [Variable; 15] = variables(&[&[cel::HOST_NETWORK], &cel::CARRIED, &DECIDE]);
+
+const DECIDE: [Variable; 5] = [
         // `injection::decide`: the label wins over the annotation.
         (
             "selector",
@@ -195,7 +152,14 @@ pub const NATIVE: NativeRule = NativeRule {
             "ambient",
             "variables.ns[?'istio.io/dataplane-mode'].orValue('') == 'ambient' && !variables.hostNetwork",
         ),
-    ],
+];
+
+/// The CEL form (`crate::native`) of [`check`] and `crate::injection`'s
+/// model: gateway by shape, the injector's mark, its templates, the
+/// injector's selectors, ambient. Every variable mirrors one function there.
+pub const NATIVE: NativeRule = NativeRule {
+    target: Target::Workloads,
+    variables: &VARIABLES,
     config: None,
     checks: &[NativeCheck {
         expression: "variables.gateway || (!(variables.marked && variables.offPath) && (variables.sidecar || (variables.injected && object.kind != 'Pod' ? !variables.offPath : variables.ambient && variables.labels[?'istio.io/dataplane-mode'].orValue('') != 'none')))",
