@@ -18,6 +18,7 @@ use std::process::ExitCode;
 
 use crate::cli::{PoliciesArgs, PoliciesOutput};
 use crate::config::Config;
+use crate::exemption::ExemptionObject;
 
 /// Labels every native object carries: the sync removes labelled objects
 /// no longer compiled, and nothing else.
@@ -50,8 +51,17 @@ pub enum NativeError {
 /// bindings, then the certificate-mount MutatingAdmissionPolicy and its
 /// binding.
 pub fn compile(config: &Config) -> Result<NativePolicies, NativeError> {
-    let mut objects = validating::compile(config)?;
-    objects.extend(mutating::compile(config)?);
+    compile_with(config, &[])
+}
+
+/// [`compile`], with the exemption objects that are active now lifting
+/// what they cover.
+pub fn compile_with(
+    config: &Config,
+    exemptions: &[ExemptionObject],
+) -> Result<NativePolicies, NativeError> {
+    let mut objects = validating::compile(config, exemptions)?;
+    objects.extend(mutating::compile(config, exemptions)?);
     Ok(NativePolicies { objects })
 }
 

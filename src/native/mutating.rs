@@ -16,20 +16,21 @@
 //! Modes: enforce patches; audit and off compile to nothing (an admission
 //! policy cannot warn, and audit must not patch). The namespace label
 //! `meshgate.io/mode=audit` and the exempt namespaces are left out by the
-//! namespace selector; config exemptions become one CEL condition each.
+//! namespace selector; exemptions become one CEL condition each.
 
-use kube::core::Expression;
 use serde_json::{json, Value};
 
+use super::exemptions::{lift, objects_covering};
 use super::{metadata, NativeError};
-use crate::config::{Config, Exemption, Mode, NAMESPACE_MODE_LABEL};
+use crate::config::{Config, Mode, NAMESPACE_MODE_LABEL};
+use crate::exemption::ExemptionObject;
 use crate::rules::RuleId;
 
 pub const POLICY_NAME: &str = "meshgate-workload-certificates";
 const RULE: RuleId = RuleId::WorkloadCertificates;
 
 /// The policy and its binding, or nothing when the rule is not enforced.
-pub fn compile(config: &Config) -> Result<Vec<Value>, NativeError> {
+pub fn compile(config: &Config, objects: &[ExemptionObject]) -> Result<Vec<Value>, NativeError> {
     if RULE.mode_in(config) != Mode::Enforce {
         return Ok(Vec::new());
     }
@@ -42,7 +43,7 @@ pub fn compile(config: &Config) -> Result<Vec<Value>, NativeError> {
     let mut variables = common_variables();
     variables.extend(cel.decision_variables());
     variables.push(("eligible", cel.eligible()));
-    variables.push(("exempt", exemptions(config)?));
+    variables.push(("exempt", exemptions(config, objects)));
     variables.extend(cel.plan_variables());
     let variables: Vec<Value> = variables
         .into_iter()
@@ -128,59 +129,28 @@ fn common_variables() -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Config exemptions that lift the certificate mount, as one condition
-/// (the webhook's [`Exemption::covers`]: namespace, names, pod labels).
-fn exemptions(config: &Config) -> Result<String, NativeError> {
-    let mut alternatives = Vec::new();
-    for exemption in config.exemptions.iter().filter(|e| e.rules.contains(&RULE)) {
-        alternatives.push(exemption_condition(exemption)?);
-    }
-    Ok(if alternatives.is_empty() {
+/// Config exemptions and exemption objects that lift the certificate
+/// mount, as one condition ([`super::exemptions::lift`]: namespace, names,
+/// pod labels).
+fn exemptions(config: &Config, objects: &[ExemptionObject]) -> String {
+    let (name, labels) = ("variables.name", "variables.labels");
+    let mut alternatives: Vec<String> = config
+        .exemptions
+        .iter()
+        .filter(|e| e.rules.contains(&RULE))
+        .map(|e| {
+            let namespace = format!("request.namespace == {}", quote(&e.namespace));
+            format!(
+                "({})",
+                lift(namespace, &e.names, e.selector.as_ref(), name, labels)
+            )
+        })
+        .collect();
+    alternatives.extend(objects_covering(objects, RULE, name, labels));
+    if alternatives.is_empty() {
         "false".into()
     } else {
         alternatives.join(" || ")
-    })
-}
-
-fn exemption_condition(exemption: &Exemption) -> Result<String, NativeError> {
-    let mut all = vec![format!(
-        "request.namespace == {}",
-        quote(&exemption.namespace)
-    )];
-    if !exemption.names.is_empty() {
-        let names: Vec<String> = exemption
-            .names
-            .iter()
-            .map(|n| match n.strip_suffix('*') {
-                Some(prefix) => format!("variables.name.startsWith({})", quote(prefix)),
-                None => format!("variables.name == {}", quote(n)),
-            })
-            .collect();
-        all.push(format!("({})", names.join(" || ")));
-    }
-    for expression in exemption.selector.clone().into_iter().flatten() {
-        all.push(selector_condition(&expression));
-    }
-    Ok(format!("({})", all.join(" && ")))
-}
-
-/// One label-selector requirement on the pod's labels.
-fn selector_condition(expression: &Expression) -> String {
-    let has = |key: &str| format!("{} in variables.labels", quote(key));
-    let value = |key: &str| format!("variables.labels[{}]", quote(key));
-    let set = |values: &std::collections::BTreeSet<String>| {
-        let quoted: Vec<String> = values.iter().map(|v| quote(v)).collect();
-        format!("[{}]", quoted.join(", "))
-    };
-    match expression {
-        Expression::In(k, values) => format!("({} && {} in {})", has(k), value(k), set(values)),
-        Expression::NotIn(k, values) => {
-            format!("(!({}) || !({} in {}))", has(k), value(k), set(values))
-        }
-        Expression::Equal(k, v) => format!("({} && {} == {})", has(k), value(k), quote(v)),
-        Expression::NotEqual(k, v) => format!("(!({}) || {} != {})", has(k), value(k), quote(v)),
-        Expression::Exists(k) => has(k),
-        Expression::DoesNotExist(k) => format!("!({})", has(k)),
     }
 }
 
@@ -192,7 +162,7 @@ mod tests {
     use super::*;
 
     fn compiled(yaml: &str) -> Vec<Value> {
-        compile(&Config::from_yaml(yaml).unwrap()).unwrap()
+        compile(&Config::from_yaml(yaml).unwrap(), &[]).unwrap()
     }
 
     #[test]

@@ -6,11 +6,18 @@
 //!
 //! The configuration is read once at start (serve has no reload): a changed
 //! configuration reaches the policies with the rollout that restarts the
-//! pods, and the new leader's first pass.
+//! pods, and the new leader's first pass. Exemption objects are read from
+//! the posture index: the leader recompiles every [`RECOMPILE`] with those
+//! active at that instant and applies the policies when they differ, so a
+//! new exemption lifts, and an expired one stops lifting, within seconds.
+//! While meshgate is down nothing recompiles: an exemption that expires
+//! then keeps lifting the native policies until a replica is back.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
 
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
@@ -19,9 +26,11 @@ use kube::Client;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::{NativePolicies, MANAGED_BY, NATIVE_LABEL};
+use super::{NativeError, NativePolicies, MANAGED_BY, NATIVE_LABEL};
 use crate::config::Config;
+use crate::exemption::ExemptionObject;
 use crate::leader::{self, ElectionMetrics, Elector, Lease};
+use crate::posture::SharedPosture;
 
 /// Its own Lease: the report writer's is only taken with reports enabled.
 pub const LEASE_NAME: &str = "meshgate-native-policies";
@@ -29,6 +38,10 @@ pub const FIELD_MANAGER: &str = "meshgate";
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// A pass while leading repairs what was deleted or edited by hand.
 const REAPPLY: Duration = Duration::from_secs(300);
+/// How often the leader recompiles with the exemption objects of the
+/// moment: a new, changed or expired exemption reaches the policies within
+/// this (plus the API server's reload, about a second).
+const RECOMPILE: Duration = Duration::from_secs(2);
 const MIN_RETRY: Duration = Duration::from_secs(2);
 const MAX_RETRY: Duration = Duration::from_secs(60);
 const RELEASE_BOUND: Duration = Duration::from_secs(3);
@@ -199,16 +212,18 @@ impl SyncTask {
 
 /// Compiles the policies once and keeps them applied while this replica
 /// leads (on a Lease in `namespace`).
-pub fn spawn(client: Client, config: Arc<Config>, namespace: String) -> SyncTask {
+pub fn spawn(
+    client: Client,
+    config: Arc<Config>,
+    namespace: String,
+    posture: SharedPosture,
+) -> SyncTask {
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let policies = match super::compile(&config) {
-            Ok(policies) => policies,
-            Err(error) => {
-                tracing::error!(%error, "cannot compile the native policies; not syncing them");
-                return;
-            }
-        };
+        if let Err(error) = super::compile(&config) {
+            tracing::error!(%error, "cannot compile the native policies; not syncing them");
+            return;
+        }
         let lease = Lease {
             namespace,
             name: LEASE_NAME.to_owned(),
@@ -218,7 +233,7 @@ pub fn spawn(client: Client, config: Arc<Config>, namespace: String) -> SyncTask
         };
         let elector = Elector::spawn(client.clone(), lease, ElectionMetrics::default());
         tokio::select! {
-            () = keep_applied(&client, &policies, elector.leading()) => {}
+            () = keep_applied(&client, (&config, &posture), elector.leading()) => {}
             _ = stopped => {}
         }
         elector.stop().await;
@@ -226,33 +241,56 @@ pub fn spawn(client: Client, config: Arc<Config>, namespace: String) -> SyncTask
     SyncTask { stop, task }
 }
 
-/// While leading: a pass at once, then every [`REAPPLY`]; failed passes are
-/// retried with a doubling wait.
+/// The policies for the configuration and the exemption objects active now.
+pub fn compiled(config: &Config, posture: &SharedPosture) -> Result<NativePolicies, NativeError> {
+    let now = Timestamp::now();
+    let active: Vec<ExemptionObject> = posture
+        .read()
+        .exemptions
+        .all()
+        .filter(|e| e.is_active(now))
+        .cloned()
+        .collect();
+    super::compile_with(config, &active)
+}
+
+/// While leading: recompile every [`RECOMPILE`], apply what changed (and
+/// everything every [`REAPPLY`]), back off on errors.
 async fn keep_applied(
     client: &Client,
-    policies: &NativePolicies,
+    (config, posture): (&Config, &SharedPosture),
     mut leading: watch::Receiver<bool>,
 ) {
     let mut retry = MIN_RETRY;
+    let mut last: Option<(NativePolicies, Instant)> = None;
     loop {
         if !*leading.borrow_and_update() {
+            last = None;
             if leading.changed().await.is_err() {
                 return;
             }
             continue;
         }
-        let wait = match apply(client, policies).await {
-            Ok((applied, deleted)) => {
-                retry = MIN_RETRY;
-                tracing::info!(applied, deleted, "native policies applied");
-                REAPPLY
-            }
+        let wait = match compiled(config, posture) {
             Err(error) => {
-                tracing::warn!(%error, "cannot apply the native policies; retrying");
-                let wait = retry;
-                retry = (retry * 2).min(MAX_RETRY);
-                wait
+                tracing::error!(%error, "cannot compile the native policies");
+                MAX_RETRY
             }
+            Ok(policies) if is_current(last.as_ref(), &policies) => RECOMPILE,
+            Ok(policies) => match apply(client, &policies).await {
+                Ok((applied, deleted)) => {
+                    retry = MIN_RETRY;
+                    tracing::info!(applied, deleted, "native policies applied");
+                    last = Some((policies, Instant::now()));
+                    RECOMPILE
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot apply the native policies; retrying");
+                    let wait = retry;
+                    retry = (retry * 2).min(MAX_RETRY);
+                    wait
+                }
+            },
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -261,18 +299,27 @@ async fn keep_applied(
     }
 }
 
-/// `serve`'s hook: the sync when `--native-policies` is on and serve
-/// watches a cluster.
+/// Applied already, and recently enough that no hand edit needs repair.
+fn is_current(last: Option<&(NativePolicies, Instant)>, policies: &NativePolicies) -> bool {
+    last.is_some_and(|(applied, at)| applied == policies && at.elapsed() < REAPPLY)
+}
+
 pub async fn start(
     enabled: bool,
     config: &Arc<Config>,
     namespace: &str,
+    posture: &SharedPosture,
 ) -> Result<Option<SyncTask>, kube::Error> {
     if !enabled {
         return Ok(None);
     }
     let client = Client::try_default().await?;
-    Ok(Some(spawn(client, config.clone(), namespace.to_owned())))
+    Ok(Some(spawn(
+        client,
+        config.clone(),
+        namespace.to_owned(),
+        posture.clone(),
+    )))
 }
 
 #[cfg(test)]

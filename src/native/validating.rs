@@ -20,9 +20,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
 
-use super::exemptions::exemption_conditions;
+use super::exemptions::{exemption_conditions, objects_covering, subject};
 use super::{NativeCheck, NativeError, NativeRule, Target, MANAGED_BY, NAME_PREFIX, NATIVE_LABEL};
 use crate::config::{Config, Mode, NAMESPACE_MODE_LABEL};
+use crate::exemption::ExemptionObject;
 use crate::kinds::{Kind, KindRow, TABLE};
 use crate::rules::{RuleId, RULES};
 
@@ -33,7 +34,10 @@ const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 const OPERATIONS: &[&str] = &["CREATE", "UPDATE"];
 
 /// Every policy and binding for `config`, policies first.
-pub fn compile(config: &Config) -> Result<Vec<serde_json::Value>, NativeError> {
+pub fn compile(
+    config: &Config,
+    objects: &[ExemptionObject],
+) -> Result<Vec<serde_json::Value>, NativeError> {
     let mut policies = Vec::new();
     let mut bindings = Vec::new();
     for row in RULES {
@@ -56,7 +60,7 @@ pub fn compile(config: &Config) -> Result<Vec<serde_json::Value>, NativeError> {
             let name = policy_name(row.id, advisory);
             policies.push(to_value(
                 &name,
-                &policy(config, row.id, native, &checks, &name),
+                &policy((config, objects), row.id, native, &checks, &name),
             )?);
             for binding in bindings_for(config, native.target, &name, mode) {
                 bindings.push(to_value(&name, &binding)?);
@@ -92,17 +96,25 @@ fn metadata(name: &str) -> ObjectMeta {
 }
 
 fn policy(
-    config: &Config,
+    (config, objects): (&Config, &[ExemptionObject]),
     rule: RuleId,
     native: &NativeRule,
     checks: &[&NativeCheck],
     name: &str,
 ) -> ValidatingAdmissionPolicy {
     let variables = variables(native);
+    let (object_name, object_labels) = subject(native.target);
+    let lifted = objects_covering(objects, rule, &object_name, &object_labels);
     let validations = checks
         .iter()
         .map(|check| Validation {
-            expression: update_tolerant(check.expression),
+            expression: match lifted {
+                Some(_) => format!(
+                    "variables.exemptionObjects || ({})",
+                    update_tolerant(check.expression)
+                ),
+                None => update_tolerant(check.expression),
+            },
             message_expression: Some(message(rule, check)),
             reason: Some(
                 if check.advisory {
@@ -120,6 +132,10 @@ fn policy(
     all_variables.extend(variables.iter().map(|v| Variable {
         name: format!("old_{}", v.name),
         expression: on_old_object(&v.expression),
+    }));
+    all_variables.extend(lifted.map(|expression| Variable {
+        name: "exemptionObjects".to_owned(),
+        expression,
     }));
     let conditions = exemption_conditions(config, rule, native.target);
     ValidatingAdmissionPolicy {
@@ -368,7 +384,7 @@ mod tests {
     use serde_json::Value;
 
     fn compiled(yaml: &str) -> Vec<Value> {
-        compile(&Config::from_yaml(yaml).unwrap()).unwrap()
+        compile(&Config::from_yaml(yaml).unwrap(), &[]).unwrap()
     }
 
     fn named<'a>(objects: &'a [Value], name: &str) -> Option<&'a Value> {
@@ -548,6 +564,58 @@ mod tests {
                 .get("matchConditions")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn exemption_objects_lift_the_validations_of_their_rules() {
+        let spec = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({"rules": ["no-host-network"],
+                "match": {"names": ["agent*"]}, "reason": "node agent needs the host network",
+                "expires": "2030-01-01T00:00:00Z"});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            spec
+        };
+        let namespaced: crate::exemption::MeshExemption = crate::strict::from_value(serde_json::json!(
+            {"metadata": {"name": "agents", "namespace": "shop"}, "spec": spec(serde_json::json!({}))}))
+        .unwrap();
+        let cluster: crate::exemption::ClusterMeshExemption = crate::strict::from_value(serde_json::json!(
+            {"metadata": {"name": "agents"},
+             "spec": spec(serde_json::json!({"namespaceSelector": {"matchLabels": {"team": "infra"}}}))}))
+        .unwrap();
+        let objects = [
+            ExemptionObject::from_namespaced(&namespaced).unwrap(),
+            ExemptionObject::from_cluster(&cluster).unwrap(),
+        ];
+        let compiled = compile(&Config::default(), &objects).unwrap();
+        let spec = &named(&compiled, "meshgate-no-host-network").unwrap()["spec"];
+        let lifted = spec["variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "exemptionObjects")
+            .unwrap()["expression"]
+            .as_str()
+            .unwrap();
+        assert!(
+            lifted.starts_with("(request.namespace == \"shop\" && (object.?metadata.?name.orValue('').startsWith(\"agent\")))"),
+            "{lifted}"
+        );
+        assert!(
+            lifted.contains("|| ((\"team\" in namespaceObject.?metadata.?labels.orValue({}) && namespaceObject.?metadata.?labels.orValue({})[\"team\"] == \"infra\")"),
+            "{lifted}"
+        );
+        for validation in spec["validations"].as_array().unwrap() {
+            let expression = validation["expression"].as_str().unwrap();
+            assert!(
+                expression.starts_with("variables.exemptionObjects || ("),
+                "{expression}"
+            );
+        }
+        // Other rules' policies are untouched.
+        let other = &named(&compiled, "meshgate-sidecar-required").unwrap()["spec"];
+        assert!(!other.to_string().contains("exemptionObjects"));
     }
 
     #[test]

@@ -108,7 +108,8 @@ pub async fn run(
 
     // The leader keeps the native policies applied (src/native/sync.rs).
     let cluster = args.native_policies && args.state_from.is_empty();
-    let native = crate::native::sync::start(cluster, &config, &args.own_namespace).await?;
+    let native =
+        crate::native::sync::start(cluster, &config, &args.own_namespace, &posture).await?;
     let listener = bind(args.listen).await?;
     log_listening("webhook", &listener);
     serve_metrics(&args, series.registry, series.server.clone(), sync.clone()).await?;
