@@ -137,6 +137,17 @@ pub async fn apply(
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 tracing::warn!(kind, name, "not served by this API server; skipped");
             }
+            // An older API server's CEL may lack what a policy needs (the
+            // bypass rule's two-variable comprehensions need 1.32): that
+            // rule stays with the webhook; the others are still applied.
+            Err(kube::Error::Api(status)) if status.code == 422 => {
+                tracing::error!(
+                    kind,
+                    name,
+                    reason = %status.message,
+                    "refused by this API server; skipped, the webhook still enforces its rule"
+                );
+            }
             Err(error) => return Err(error.into()),
         }
     }
