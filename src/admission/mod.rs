@@ -161,7 +161,11 @@ fn serialise(review: &AdmissionReview<DynamicObject>) -> Result<Vec<u8>, serde_j
     use base64::Engine;
     let patch = review.response.as_ref().and_then(|r| r.patch.as_ref());
     let Some(patch) = patch else {
-        return serde_json::to_vec(review);
+        // Room for a typical answer (a denial's message and annotations)
+        // from the start, instead of growing from serde_json's 128 bytes.
+        let mut body = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut body, review)?;
+        return Ok(body);
     };
     let mut value = serde_json::to_value(review)?;
     value["response"]["patch"] = base64::engine::general_purpose::STANDARD

@@ -103,7 +103,7 @@ pub fn from_decision(
 /// [`MESSAGE_BUDGET`], then a count of the rest.
 fn denial_message(subject: &str, denied: &[Judged], omitted: &mut Omitted) -> String {
     let parts: Vec<String> = denied.iter().map(|j| detail(&j.finding)).collect();
-    let subject = single_line(subject);
+    let subject = single_line(subject.to_owned());
     let full = format!("meshgate denied {subject}: {}", parts.join(" | "));
     if full.len() <= MESSAGE_BUDGET {
         return full;
@@ -155,7 +155,7 @@ fn warning_text(subject: &str, w: &Warned) -> String {
     } else {
         "[meshgate audit]"
     };
-    single_line(&format!(
+    single_line(format!(
         "{tag} {subject}: {}: {}; fix: {}",
         f.rule, f.message, f.fix
     ))
@@ -164,7 +164,7 @@ fn warning_text(subject: &str, w: &Warned) -> String {
 /// One violation in full, as the denial shows it and the log keeps what
 /// was cut: the rule, the field, the fix and the rule's documentation page.
 fn detail(f: &crate::rules::Finding) -> String {
-    single_line(&format!(
+    single_line(format!(
         "[{}] {}; fix: {} ({})",
         f.rule,
         f.message,
@@ -174,10 +174,27 @@ fn detail(f: &crate::rules::Finding) -> String {
 }
 
 /// The API server silently drops warnings that contain control characters.
-fn single_line(text: &str) -> String {
+/// Texts almost never hold one, so the text is kept as it is (no copy)
+/// unless it does.
+fn single_line(text: String) -> String {
+    if !has_control(&text) {
+        return text;
+    }
     text.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+/// Whether `text` holds a control character (`char::is_control`: U+0000 to
+/// U+001F and U+007F to U+009F), found on the bytes rather than decoding
+/// every character. The ASCII scan has no early exit so that it vectorises;
+/// U+0080 to U+009F all start with the byte 0xC2, looked for with memchr.
+fn has_control(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let ascii = bytes
+        .iter()
+        .fold(false, |found, &b| found | (b < 0x20) | (b == 0x7f));
+    ascii || (bytes.contains(&0xc2) && text.chars().any(|c| ('\u{80}'..='\u{9f}').contains(&c)))
 }
 
 /// Keeps warnings within the budget; what does not fit is summarised in a
@@ -253,7 +270,7 @@ fn audit_annotations(
             .entry(judged.finding.rule.as_str())
             .or_default()
             .push((
-                single_line(&format!("{how}: {}", judged.finding.message)),
+                single_line(format!("{how}: {}", judged.finding.message)),
                 judged,
             ));
     }
@@ -434,6 +451,16 @@ mod tests {
                     .any(|t| t.starts_with("[sidecar-required] no sidecar"))
         );
         assert!(!omitted.texts.iter().any(|t| t.contains("app-00")));
+    }
+
+    #[test]
+    fn control_characters_are_found_and_replaced_and_other_text_kept() {
+        for c in ('\u{0}'..='\u{10ffff}').filter(|c| c.is_control() || c.len_utf8() <= 2) {
+            let text = format!("a{c}b");
+            assert_eq!(has_control(&text), c.is_control(), "{:?}", c);
+        }
+        assert_eq!(single_line("a\nb\u{85}c\u{7f}é€".into()), "a b c é€");
+        assert_eq!(single_line("plain é text".into()), "plain é text");
     }
 
     #[test]

@@ -48,7 +48,11 @@ impl Reviewer {
             decision
         };
         let (decision, unverified) = match self.to_confirm(&subject, &cached) {
-            Some(namespaces) => self.confirm(&req.uid, &subject, namespaces, cached).await,
+            // Boxed: its future (an API request) is large, and would
+            // otherwise be part of, and copied with, every review's.
+            Some(namespaces) => {
+                Box::pin(self.confirm(&req.uid, &subject, namespaces, cached)).await
+            }
             None => (cached, false),
         };
         record.violations = decision

@@ -10,14 +10,23 @@
 //!   formatter passes every piece through an `io::Write` adaptor that checks
 //!   it as UTF-8 (about 80 pieces a line).
 //!
+//! - Span fields are stored by [`SpanFields`], which writes the object
+//!   `JsonFields` would without its map of `serde_json::Value`s: every
+//!   review opens a span.
+//!
 //! Events from the `log` crate keep the stock formatter (it reads their
 //! level and target from the record's fields).
 
+use std::collections::BTreeMap;
+use std::ops::Range;
+
 use serde::ser::{SerializeMap, Serializer as _};
+use serde_json::value::RawValue;
 use tracing::field::{Field, Visit};
-use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormattedFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 pub(super) struct JsonLine(Format<Json>);
@@ -33,13 +42,13 @@ impl JsonLine {
     }
 }
 
-impl<S> FormatEvent<S, JsonFields> for JsonLine
+impl<S> FormatEvent<S, SpanFields> for JsonLine
 where
     S: tracing::Subscriber + for<'a> LookupSpan<'a>,
 {
     fn format_event(
         &self,
-        ctx: &FmtContext<'_, S, JsonFields>,
+        ctx: &FmtContext<'_, S, SpanFields>,
         mut writer: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
@@ -85,7 +94,7 @@ where
     line.extend_from_slice(b",\"span\":");
     let extensions = span.extensions();
     let stored = extensions
-        .get::<FormattedFields<JsonFields>>()
+        .get::<FormattedFields<SpanFields>>()
         .map_or("", |f| f.fields.as_str());
     // `{"a":1}` → `{"a":1,"name":…}`; `{}` → `{"name":…}`.
     match stored.strip_suffix('}').filter(|open| open.len() > 1) {
@@ -99,6 +108,125 @@ where
     serde_json::to_writer(&mut *line, span.name()).map_err(fmt_error)?;
     line.extend_from_slice(b"}}");
     Ok(())
+}
+
+/// Span fields as the JSON object `JsonFields` stores: keys sorted, the
+/// last value of a key kept, `Debug` and `Display` values as strings, a
+/// `r#` prefix dropped and `log.` fields skipped in `Debug` values. Each value is written once,
+/// straight into one buffer; `JsonFields` builds a map of
+/// `serde_json::Value`s and writes it through an adaptor that checks every
+/// piece as UTF-8, most of the cost of opening a review's span.
+#[derive(Debug, Default)]
+pub(super) struct SpanFields;
+
+impl<'w> FormatFields<'w> for SpanFields {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'w>,
+        fields: R,
+    ) -> std::fmt::Result {
+        let mut values = Values::default();
+        fields.record(&mut values);
+        writer.write_str(&values.object(&BTreeMap::new())?)
+    }
+
+    fn add_fields(
+        &self,
+        current: &'w mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> std::fmt::Result {
+        // A field recorded after the span opened (rare): the stored object
+        // is read back and the new values merged in, as `JsonFields` does.
+        let stored: BTreeMap<String, Box<RawValue>> = if current.fields.is_empty() {
+            BTreeMap::new()
+        } else {
+            serde_json::from_str(&current.fields).map_err(fmt_error)?
+        };
+        let mut values = Values::default();
+        fields.record(&mut values);
+        current.fields = values.object(&stored)?;
+        Ok(())
+    }
+}
+
+/// Recorded field values, each already JSON, in one buffer.
+#[derive(Default)]
+struct Values {
+    text: Vec<u8>,
+    /// Each field's name and where its value is in `text`.
+    entries: Vec<(&'static str, Range<usize>)>,
+}
+
+impl Values {
+    fn push<T: serde::Serialize + ?Sized>(&mut self, name: &'static str, value: &T) {
+        let start = self.text.len();
+        match serde_json::to_writer(&mut self.text, value) {
+            Ok(()) => self.entries.push((name, start..self.text.len())),
+            Err(_) => self.text.truncate(start),
+        }
+    }
+
+    /// The object of `stored` and the recorded values, the recorded ones
+    /// winning.
+    fn object(&self, stored: &BTreeMap<String, Box<RawValue>>) -> Result<String, std::fmt::Error> {
+        let text = std::str::from_utf8(&self.text).map_err(fmt_error)?;
+        let mut all: Vec<(&str, &str)> =
+            stored.iter().map(|(k, v)| (k.as_str(), v.get())).collect();
+        all.extend(self.entries.iter().map(|(k, r)| (*k, &text[r.clone()])));
+        // Stable: of equal keys, the one recorded last stays last.
+        all.sort_by(|a, b| a.0.cmp(b.0));
+        let mut out = Vec::with_capacity(text.len() + 16 * all.len() + 2);
+        out.push(b'{');
+        for (i, &(key, value)) in all.iter().enumerate() {
+            if all.get(i + 1).is_some_and(|next| next.0 == key) {
+                continue;
+            }
+            if out.len() > 1 {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, key).map_err(fmt_error)?;
+            out.push(b':');
+            out.extend_from_slice(value.as_bytes());
+        }
+        out.push(b'}');
+        String::from_utf8(out).map_err(fmt_error)
+    }
+}
+
+impl Visit for Values {
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field.name(), &value);
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        // As `JsonVisitor`: only here are `log.` fields skipped and `r#`
+        // dropped.
+        let name = field.name();
+        if !name.starts_with("log.") {
+            let name = name.strip_prefix("r#").unwrap_or(name);
+            self.push(name, &format_args!("{value:?}"));
+        }
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field.name(), &value);
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field.name(), &value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field.name(), &value);
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field.name(), value);
+    }
+
+    fn record_bytes(&mut self, field: &Field, value: &[u8]) {
+        self.push(field.name(), value);
+    }
 }
 
 fn fmt_error<E>(_: E) -> std::fmt::Error {

@@ -83,6 +83,7 @@ where
         LogFormat::Json => Box::new(
             builder
                 .json()
+                .fmt_fields(super::json::SpanFields)
                 .event_format(super::json::JsonLine::new())
                 .finish(),
         ),
@@ -242,6 +243,23 @@ mod tests {
         tracing::info!(parent: &span, "explicit");
         tracing::info!(n = 2.5, "outside");
         tracing::info_span!("bare").in_scope(|| tracing::info!("in a bare span"));
+        // Every kind of span field, one recorded later, one replaced.
+        let typed = tracing::info_span!(
+            "typed",
+            z = 1u64,
+            shown = %"a\"b\n",
+            flag = true,
+            minus = -2i64,
+            ratio = 0.5,
+            nan = f64::NAN,
+            debugged = ?Some("é"),
+            r#type = "raw",
+            r#ref = ?1,
+            later = tracing::field::Empty,
+        );
+        typed.record("later", "set");
+        typed.record("z", 2u64);
+        typed.in_scope(|| tracing::info!("in a typed span"));
     }
 
     /// `JsonLine` writes what tracing-subscriber's JSON formatter does.
@@ -260,7 +278,7 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(reference, log_some_lines);
         let (ours, theirs) = (ours.lines(), theirs.lines());
-        assert_eq!(ours.len(), 6);
+        assert_eq!(ours.len(), 7);
         assert_eq!(ours, theirs);
     }
 

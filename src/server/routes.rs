@@ -200,7 +200,7 @@ fn answer(
     };
     let elapsed = started.elapsed().as_secs_f64();
     state.metrics.observe_review(endpoint, &record, elapsed);
-    span.in_scope(|| log_decision(endpoint, &record, elapsed * 1000.0));
+    log_decision(&span, endpoint, &record, elapsed * 1000.0);
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
@@ -224,9 +224,11 @@ fn error_response(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({"error": message}))).into_response()
 }
 
-/// One line per decision; constant message, data in fields. The lists are
-/// written straight into the line, not joined into strings first.
-fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
+/// One line per decision, in the review's span; constant message, data in
+/// fields. The lists are written straight into the line, not joined into
+/// strings first. The span is the line's parent rather than entered: the
+/// same line without entering and leaving it.
+fn log_decision(span: &tracing::Span, endpoint: &'static str, r: &Record, latency_ms: f64) {
     let rules = Joined(",", || {
         r.violations
             .iter()
@@ -235,6 +237,7 @@ fn log_decision(endpoint: &'static str, r: &Record, latency_ms: f64) {
     let exempted = Joined(",", || r.exempted.iter().map(|rule| rule.as_str()));
     let omitted = Joined(" | ", || r.omitted.texts.iter());
     tracing::info!(
+        parent: span,
         endpoint,
         uid = %r.uid,
         kind = r.kind.map_or("other", Kind::as_str),

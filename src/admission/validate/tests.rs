@@ -86,3 +86,15 @@ async fn an_unconfirmable_denial_stands_and_its_warning_is_in_the_reviews_span()
     );
     assert_eq!(span["operation"], "CREATE", "{warning}");
 }
+
+/// The review's future is moved (copied) several times on its way from the
+/// router to the executor on every review; the confirmation against the API
+/// server, which few reviews need, is boxed so that its large future is not
+/// part of every review's.
+#[tokio::test(flavor = "current_thread")]
+async fn the_review_future_stays_small() {
+    let reviewer = reviewer_confirming_against_nothing();
+    let size = std::mem::size_of_val(&reviewer.validate(b"{}"));
+    eprintln!("validate future: {size} bytes");
+    assert!(size <= 1280, "the validate future is {size} bytes");
+}
