@@ -126,27 +126,34 @@ fn main() {
         apply(&mut engine, Kind::PeerAuthentication, pa);
         apply(&mut engine, Kind::AuthorizationPolicy, deny);
         apply(&mut engine, Kind::AuthorizationPolicy, allow);
-        let template = made(&|| json!({"metadata": {"labels": {"app": "web"}}, "spec": pod_spec()}));
-        let deployment = made(&|| json!({
+        let template =
+            made(&|| json!({"metadata": {"labels": {"app": "web"}}, "spec": pod_spec()}));
+        let deployment = made(&|| {
+            json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "web", "namespace": ns, "uid": format!("d-{ns}")},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}));
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}})
+        });
         apply(&mut engine, Kind::Deployment, deployment);
-        let replica_set = made(&|| json!({
+        let replica_set = made(&|| {
+            json!({
             "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": "web-5d", "namespace": ns, "uid": format!("rs-{ns}"),
                          "ownerReferences": owner("apps/v1", "Deployment", "web")},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}}));
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": template}})
+        });
         apply(&mut engine, Kind::ReplicaSet, replica_set);
         for p in 0..pods_per_namespace {
-            let pod = made(&|| json!({
+            let pod = made(&|| {
+                json!({
                 "apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": format!("web-5d-{p}"), "namespace": ns, "uid": format!("p-{ns}-{p}"),
                              "labels": {"app": "web"}, "annotations": {"sidecar.istio.io/status": "{}"},
                              "managedFields": [{"manager": "kube-controller-manager"}],
                              "ownerReferences": owner("apps/v1", "ReplicaSet", "web-5d")},
                 "spec": pod_spec(),
-                "status": {"phase": "Running", "podIP": "10.0.0.1"}}));
+                "status": {"phase": "Running", "podIP": "10.0.0.1"}})
+            });
             apply(&mut engine, Kind::Pod, pod);
         }
     }
