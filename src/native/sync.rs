@@ -29,7 +29,9 @@ use tokio::task::JoinHandle;
 use super::{NativeError, NativePolicies, MANAGED_BY, NATIVE_LABEL};
 use crate::config::Config;
 use crate::exemption::ExemptionObject;
+use crate::kinds::Kind;
 use crate::leader::{self, ElectionMetrics, Elector, Lease};
+use crate::posture::reflector::CacheSync;
 use crate::posture::SharedPosture;
 
 /// Its own Lease: the report writer's is only taken with reports enabled.
@@ -227,7 +229,7 @@ pub fn spawn(
     client: Client,
     config: Arc<Config>,
     namespace: String,
-    posture: SharedPosture,
+    (posture, sync): (SharedPosture, Arc<CacheSync>),
 ) -> SyncTask {
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(async move {
@@ -244,12 +246,22 @@ pub fn spawn(
         };
         let elector = Elector::spawn(client.clone(), lease, ElectionMetrics::default());
         tokio::select! {
-            () = keep_applied(&client, (&config, &posture), elector.leading()) => {}
+            () = keep_applied(&client, (&config, &posture, &sync), elector.leading()) => {}
             _ = stopped => {}
         }
         elector.stop().await;
     });
     SyncTask { stop, task }
+}
+
+/// Whether the exemption objects have been listed: before that, compiling
+/// would drop the exemptions a previous leader applied.
+fn exemptions_known(sync: &CacheSync) -> bool {
+    let exemption_kinds =
+        [Kind::MeshExemption, Kind::ClusterMeshExemption].map(|k| k.row().resource);
+    sync.states()
+        .filter(|(resource, _)| exemption_kinds.contains(resource))
+        .all(|(_, synced)| synced)
 }
 
 /// The policies for the configuration and the exemption objects active now.
@@ -269,7 +281,7 @@ pub fn compiled(config: &Config, posture: &SharedPosture) -> Result<NativePolici
 /// everything every [`REAPPLY`]), back off on errors.
 async fn keep_applied(
     client: &Client,
-    (config, posture): (&Config, &SharedPosture),
+    (config, posture, sync): (&Config, &SharedPosture, &CacheSync),
     mut leading: watch::Receiver<bool>,
 ) {
     let mut retry = MIN_RETRY;
@@ -279,6 +291,13 @@ async fn keep_applied(
             last = None;
             if leading.changed().await.is_err() {
                 return;
+            }
+            continue;
+        }
+        if !exemptions_known(sync) {
+            tokio::select! {
+                () = tokio::time::sleep(RECOMPILE) => {}
+                changed = leading.changed() => if changed.is_err() { return },
             }
             continue;
         }
@@ -319,7 +338,7 @@ pub async fn start(
     enabled: bool,
     config: &Arc<Config>,
     namespace: &str,
-    posture: &SharedPosture,
+    (posture, sync): (&SharedPosture, &Arc<CacheSync>),
 ) -> Result<Option<SyncTask>, kube::Error> {
     if !enabled {
         return Ok(None);
@@ -329,12 +348,25 @@ pub async fn start(
         client,
         config.clone(),
         namespace.to_owned(),
-        posture.clone(),
+        (posture.clone(), sync.clone()),
     )))
 }
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn policies_wait_for_the_exemption_objects_to_be_listed() {
+        use crate::posture::Availability;
+        let exemptions =
+            [Kind::MeshExemption, Kind::ClusterMeshExemption].map(|k| k.row().resource);
+        let sync = CacheSync::new(&[exemptions[0], exemptions[1], "namespaces"]);
+        assert!(!exemptions_known(&sync));
+        sync.mark_synced(exemptions[0], Availability::Present);
+        assert!(!exemptions_known(&sync));
+        sync.mark_synced(exemptions[1], Availability::Present);
+        assert!(exemptions_known(&sync), "the other kinds do not matter");
+    }
     use super::*;
     use serde_json::{json, Value};
 

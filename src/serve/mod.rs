@@ -109,7 +109,8 @@ pub async fn run(
     // The leader keeps the native policies applied (src/native/sync.rs).
     let cluster = args.native_policies && args.state_from.is_empty();
     let native =
-        crate::native::sync::start(cluster, &config, &args.own_namespace, &posture).await?;
+        crate::native::sync::start(cluster, &config, &args.own_namespace, (&posture, &sync))
+            .await?;
     let listener = bind(args.listen).await?;
     log_listening("webhook", &listener);
     serve_metrics(&args, series.registry, series.server.clone(), sync.clone()).await?;
