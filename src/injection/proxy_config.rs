@@ -1,7 +1,7 @@
 //! The `statusPort` of `istio-proxy`'s `PROXY_CONFIG`, read the one way
 //! both meshgate and the API server's CEL can: one regular expression (RE2
 //! and the `regex` crate agree on it) that walks the top-level members of
-//! the JSON object, containers nested up to [`DEPTH`] deep, and stops at
+//! the JSON object, containers nested up to [`DEPTH`] + 1 deep, and stops at
 //! the last top-level `"statusPort"` key; then the same string steps in
 //! Rust here and in CEL (`crate::injection::cel`). Where this differs from
 //! a JSON decoder (a key written with escapes, containers nested deeper,
@@ -13,8 +13,9 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-/// Nesting of the containers walked over before the key: the injector's
-/// deepest (`tracing.custom_tags.<tag>.literal`) is 4.
+/// Levels of nesting inside the outermost walked container (so `DEPTH + 1`
+/// levels in all): the injector's deepest
+/// (`tracing.custom_tags.<tag>.literal`) is 4.
 pub const DEPTH: usize = 6;
 
 /// The key, quotes included.
