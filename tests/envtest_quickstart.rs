@@ -114,9 +114,14 @@ async fn assert_new_web_denied_in_legacy(client: &Client) {
         .await
     {
         Err(kube::Error::Api(e)) => assert!(
+            // The webhook's denial, or the native policy's when the API
+            // server evaluates it first (the chart turns them on).
             e.code == 403
-                && e.message
-                    .contains("meshgate denied deployment legacy/web-2: [sidecar-required]"),
+                && (e.message
+                    .contains("meshgate denied deployment legacy/web-2: [sidecar-required]")
+                    || e.message.contains(
+                        "ValidatingAdmissionPolicy 'meshgate-sidecar-required' with binding 'meshgate-sidecar-required' denied request: [sidecar-required]"
+                    )),
             "{e:?}"
         ),
         other => panic!("a new web in legacy should be denied now: {other:?}"),

@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigError};
 use crate::feeds;
 use crate::leader::ElectionMetrics;
 use crate::manifest::ManifestError;
+use crate::native;
 use crate::posture::confirm::Confirmer;
 use crate::posture::reflector::{self, CacheSync};
 use crate::posture::{files, SharedPosture};
@@ -107,10 +108,9 @@ pub async fn run(
     };
 
     // The leader keeps the native policies applied (src/native/sync.rs).
-    let cluster = args.native_policies && args.state_from.is_empty();
+    let native = args.native_policies && args.state_from.is_empty();
     let native =
-        crate::native::sync::start(cluster, &config, &args.own_namespace, (&posture, &sync))
-            .await?;
+        native::sync::start(native, &config, &args.own_namespace, (&posture, &sync)).await?;
     let listener = bind(args.listen).await?;
     log_listening("webhook", &listener);
     serve_metrics(&args, series.registry, series.server.clone(), sync.clone()).await?;
