@@ -94,6 +94,8 @@ macro_rules! port_of {
         )
     };
 }
+// The bypass rule's port lists read ports the same way.
+pub(crate) use port_of;
 
 /// `ports::status_port` and `own_inbound_ports`, with
 /// `proxy_config::status_port`'s steps on the match of `statusPattern`.

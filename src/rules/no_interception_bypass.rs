@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{PodSecurityContext, SecurityContext};
 
 use super::native_form::{variables, NativeCheck, NativeRule, Target, Variable};
 use crate::config::Config;
+use crate::injection::cel::port_of;
 use crate::injection::{self, cel, Found, Setting, Source};
 use crate::rules::{Context, Finding, RuleId};
 use crate::subject::Workload;
@@ -214,13 +215,35 @@ fn container_problems(
 macro_rules! bypass {
     ($key:literal, $value:literal) => {
         concat!(
-            "(variables.settingKinds[", $key, "] == 'mode' ? ", $value, ".trim().upperAscii() == 'NONE' : ",
-            "variables.settingKinds[", $key, "] == 'includePorts' ? !('*' in ", list!($value), ") : ",
-            "variables.settingKinds[", $key, "] == 'includeRanges' ? !('*' in ", list!($value), " || ('0.0.0.0/0' in ",
-            list!($value), " && '::/0' in ", list!($value), ")) : ",
-            "variables.settingKinds[", $key, "] == 'ports' ? ", list!($value),
-            ".exists(s, !(s.matches('^[+]?[0-9]+$') && size(s.find('[1-9][0-9]*')) <= 5 && int(s) in variables.ownPorts)) : ",
-            "size(", list!($value), ") > 0)"
+            "(variables.settingKinds[",
+            $key,
+            "] == 'mode' ? ",
+            $value,
+            ".trim().upperAscii() == 'NONE' : ",
+            "variables.settingKinds[",
+            $key,
+            "] == 'includePorts' ? !('*' in ",
+            list!($value),
+            ") : ",
+            "variables.settingKinds[",
+            $key,
+            "] == 'includeRanges' ? !('*' in ",
+            list!($value),
+            " || ('0.0.0.0/0' in ",
+            list!($value),
+            " && '::/0' in ",
+            list!($value),
+            ")) : ",
+            "variables.settingKinds[",
+            $key,
+            "] == 'ports' ? ",
+            list!($value),
+            ".exists(s, !(",
+            port_of!("s"),
+            " in variables.ownPorts)) : ",
+            "size(",
+            list!($value),
+            ") > 0)"
         )
     };
 }
