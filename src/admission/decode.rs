@@ -15,8 +15,9 @@ use super::review::{self, ObjectField};
 pub struct Subject {
     pub kind: Kind,
     pub object: Object,
-    /// The object before an UPDATE, when it decodes.
-    pub old: Option<Object>,
+    /// The object before an UPDATE, when it decodes. Boxed: an `Object` is
+    /// over 1 KB, and most reviews have none.
+    pub old: Option<Box<Object>>,
     pub deleting: bool,
 }
 
@@ -72,13 +73,13 @@ pub(super) fn subject(req: &mut review::Request) -> Judged {
 /// An old object that does not decode only means nothing counts as
 /// pre-existing: stricter, never looser. One the API server would never
 /// send (not an object, another namespace) is refused.
-fn old_object(req: &mut review::Request, kind: Kind) -> Result<Option<Object>, Unusable> {
+fn old_object(req: &mut review::Request, kind: Kind) -> Result<Option<Box<Object>>, Unusable> {
     if req.operation != Operation::Update || req.old_object.is_none() {
         return Ok(None);
     }
     let old = req.old_object.take();
     match under_review(req, kind, (old, "oldObject")) {
-        Ok(old) => Ok(Some(old)),
+        Ok(old) => Ok(Some(Box::new(old))),
         Err(why @ (Unusable::NotAnObject(_) | Unusable::Misplaced(_))) => Err(why),
         Err(_) => Ok(None),
     }

@@ -58,7 +58,8 @@ where
         }
         let mut timestamp = String::with_capacity(32);
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let mut line = Vec::with_capacity(512);
+        // A decision line is ~600 bytes: room for it from the start.
+        let mut line = Vec::with_capacity(1024);
         let mut serializer = serde_json::Serializer::new(&mut line);
         let mut map = serializer.serialize_map(None).map_err(fmt_error)?;
         map.serialize_entry("timestamp", &timestamp)

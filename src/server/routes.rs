@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -36,8 +36,10 @@ pub struct AppState {
     pub events: Option<crate::events::AdmissionEvents>,
 }
 
-/// The webhook router (served over TLS).
+/// The webhook router (served over TLS). Its state is shared behind one
+/// `Arc`: each request then clones one pointer, not every handle inside.
 pub fn webhook(state: AppState) -> Router {
+    let state = Arc::new(state);
     Router::new()
         .route("/validate", post(validate))
         .route("/mutate", post(mutate))
@@ -75,7 +77,7 @@ pub fn metrics(registry: Arc<Registry>, metrics: ServerMetrics, sync: Arc<CacheS
     )
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     if state.draining.load(Ordering::Acquire) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -113,9 +115,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
-    let bytes = match read_body(&state, "validate", &headers, body).await {
+    let bytes = match read_body(&state, "validate", request).await {
         Ok(bytes) => bytes,
         Err(answer) => return answer,
     };
@@ -126,9 +128,9 @@ async fn validate(State(state): State<AppState>, headers: HeaderMap, body: Body)
     answer(&state, "validate", started, reviewed)
 }
 
-async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
-    let bytes = match read_body(&state, "mutate", &headers, body).await {
+    let bytes = match read_body(&state, "mutate", request).await {
         Ok(bytes) => bytes,
         Err(answer) => return answer,
     };
@@ -136,15 +138,17 @@ async fn mutate(State(state): State<AppState>, headers: HeaderMap, body: Body) -
     answer(&state, "mutate", started, reviewed)
 }
 
-/// The body within its limit, or the answer that refuses it.
+/// The body within its limit, or the answer that refuses it. The whole
+/// request is taken, not a `HeaderMap` extractor: that would copy the
+/// headers for one look at `Content-Length`.
 async fn read_body(
     state: &AppState,
     endpoint: &'static str,
-    headers: &HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Bytes, Response> {
     let limit = state.max_body_bytes;
-    let declared = headers
+    let declared = request
+        .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
@@ -152,7 +156,7 @@ async fn read_body(
         state.metrics.observe_bad_request(endpoint);
         return Err(too_large(limit));
     }
-    match Limited::new(body, limit).collect().await {
+    match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             state.metrics.observe_bad_request(endpoint);

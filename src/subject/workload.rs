@@ -130,7 +130,7 @@ struct TemplateOf {
     /// A pod is its own template (its metadata stays in `meta`).
     template: Option<TemplateView>,
     /// A CronJob's `spec.jobTemplate.metadata`.
-    job_template_meta: Option<ObjectMeta>,
+    job_template_meta: Option<Box<ObjectMeta>>,
 }
 
 fn template_of<S: WorkloadSource>(kind: Kind, source: S) -> Result<TemplateOf, S::Error> {
@@ -167,7 +167,7 @@ fn template_of<S: WorkloadSource>(kind: Kind, source: S) -> Result<TemplateOf, S
             TemplateOf {
                 meta: cron.metadata.into(),
                 template: with_template(spec),
-                job_template_meta: job_template_meta.map(Into::into),
+                job_template_meta: job_template_meta.map(|meta| Box::new(meta.into())),
             }
         }
         other => {
