@@ -294,38 +294,46 @@ async fn keep_applied(
             }
             continue;
         }
-        if !exemptions_known(sync) {
-            tokio::select! {
-                () = tokio::time::sleep(RECOMPILE) => {}
-                changed = leading.changed() => if changed.is_err() { return },
-            }
-            continue;
-        }
-        let wait = match compiled(config, posture) {
-            Err(error) => {
-                tracing::error!(%error, "cannot compile the native policies");
-                MAX_RETRY
-            }
-            Ok(policies) if is_current(last.as_ref(), &policies) => RECOMPILE,
-            Ok(policies) => match apply(client, &policies).await {
-                Ok((applied, deleted)) => {
-                    retry = MIN_RETRY;
-                    tracing::info!(applied, deleted, "native policies applied");
-                    last = Some((policies, Instant::now()));
-                    RECOMPILE
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot apply the native policies; retrying");
-                    let wait = retry;
-                    retry = (retry * 2).min(MAX_RETRY);
-                    wait
-                }
-            },
+        let wait = if exemptions_known(sync) {
+            compile_and_apply(client, (config, posture), &mut last, &mut retry).await
+        } else {
+            // Not yet: compiling now would drop a predecessor's exemptions.
+            RECOMPILE
         };
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             changed = leading.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+/// One round: compile, apply when changed; how long to wait until the next.
+async fn compile_and_apply(
+    client: &Client,
+    (config, posture): (&Config, &SharedPosture),
+    last: &mut Option<(NativePolicies, Instant)>,
+    retry: &mut Duration,
+) -> Duration {
+    match compiled(config, posture) {
+        Err(error) => {
+            tracing::error!(%error, "cannot compile the native policies");
+            MAX_RETRY
+        }
+        Ok(policies) if is_current(last.as_ref(), &policies) => RECOMPILE,
+        Ok(policies) => match apply(client, &policies).await {
+            Ok((applied, deleted)) => {
+                *retry = MIN_RETRY;
+                tracing::info!(applied, deleted, "native policies applied");
+                *last = Some((policies, Instant::now()));
+                RECOMPILE
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot apply the native policies; retrying");
+                let wait = *retry;
+                *retry = (*retry * 2).min(MAX_RETRY);
+                wait
+            }
+        },
     }
 }
 
@@ -354,6 +362,8 @@ pub async fn start(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn policies_wait_for_the_exemption_objects_to_be_listed() {
@@ -367,8 +377,6 @@ mod tests {
         sync.mark_synced(exemptions[1], Availability::Present);
         assert!(exemptions_known(&sync), "the other kinds do not matter");
     }
-    use super::*;
-    use serde_json::{json, Value};
 
     fn object(kind: &str, name: &str) -> Value {
         json!({"kind": kind, "metadata": {"name": name}})
