@@ -284,6 +284,7 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     .unwrap();
     install(&env, &config).await;
     wait_for(&client, |status, _| status == 403 || status == 422).await;
+    wait_for_refused_certificate(&client).await;
 
     let permissive = json!({"apiVersion": "security.istio.io/v1", "kind": "PeerAuthentication",
         "metadata": {"name": "default"}, "spec": {"mtls": {"mode": "PERMISSIVE"}}});
@@ -342,6 +343,18 @@ async fn enforced_native_policies_refuse_alone_and_honour_modes_and_exemptions()
     refused(&long, "short-lived-certificates");
     admitted_silently(&dry_run(&client, Kind::Certificate, &cert("24h0m0s"), "n-sidecar").await);
     certificate_updates_refuse_only_new_findings(&certificates).await;
+}
+
+/// The API server loads each policy on its own: the pods' being in force
+/// says nothing of the Certificates'.
+async fn wait_for_refused_certificate(client: &Client) {
+    let mut probe = year_long();
+    probe["metadata"]["name"] = json!("probe");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dry_run(client, Kind::Certificate, &probe, "n-bare").await.0 < 300 {
+        assert!(Instant::now() < deadline, "certificate policy not in force");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 fn certificates_api(client: &Client) -> Api<DynamicObject> {

@@ -154,6 +154,63 @@ const DECIDE: [Variable; 5] = [
         ),
 ];
 
+// The CEL message and fix follow `check` and `explain` cause by cause, so
+// that a denial from the API server reads like the webhook's: the same
+// words and the same specific fix. `place!` is where the opt-out sits.
+macro_rules! place {
+    () => {
+        "('sidecar.istio.io/inject' in variables.labels ? 'label' : 'annotation')"
+    };
+}
+macro_rules! ns {
+    () => {
+        "'namespace \"' + request.namespace + '\"'"
+    };
+}
+macro_rules! off_path {
+    () => {
+        "(variables.marked && variables.offPath) || (variables.injected && object.kind != 'Pod')"
+    };
+}
+macro_rules! ns_disabled {
+    () => {
+        "variables.ns[?'istio-injection'].orValue('') == 'disabled'"
+    };
+}
+macro_rules! ns_unrecognised {
+    () => {
+        "'istio-injection' in variables.ns && variables.ns['istio-injection'] != 'enabled'"
+    };
+}
+
+macro_rules! enrolled {
+    () => {
+        "('istio-injection' in variables.ns || 'istio.io/rev' in variables.ns || 'istio.io/rev' in variables.labels)"
+    };
+}
+
+const MESSAGE: &str = concat!(
+    "!(", off_path!(), ") && variables.ambient ? 'opts out of the ambient mesh with label istio.io/dataplane-mode=none'",
+    " : (object.kind == 'Pod' ? 'has no istio-proxy sidecar' : 'will run without an istio-proxy sidecar') + ': ' + (",
+    off_path!(), " ? 'its injection template (inject.istio.io/templates) puts no istio-proxy in the traffic path of its containers'",
+    " : variables.hostNetwork ? 'hostNetwork pods are never injected' + (variables.optedOut ? ', and it opts out with the ' + ", place!(), " + ' sidecar.istio.io/inject=' + variables.selector : '')",
+    " : ", ns_disabled!(), " ? ", ns!(), " + ' is labelled istio-injection=disabled'",
+    " : ", ns_unrecognised!(), " ? ", ns!(), " + ' has istio-injection=' + variables.ns['istio-injection'] + ', which the injector ignores'",
+    " : variables.optedOut && ", enrolled!(), " ? 'it opts out with the ' + ", place!(), " + ' sidecar.istio.io/inject=' + variables.selector",
+    " : variables.injected ? 'the sidecar injector did not run although the namespace is enrolled'",
+    " : ", ns!(), " + ' is not enrolled in the mesh')",
+);
+
+const FIX: &str = concat!(
+    off_path!(), " ? 'remove the inject.istio.io/templates annotation so the sidecar template applies (or add an exemption with a reason for proxyless workloads)'",
+    " : variables.hostNetwork ? 'remove hostNetwork: true' + (variables.optedOut ? ' and the sidecar.istio.io/inject ' + ", place!(), " : '')",
+    " : variables.ambient ? 'remove the pod label istio.io/dataplane-mode=none'",
+    " : ", ns_disabled!(), " || ", ns_unrecognised!(), " ? 'label ' + ", ns!(), " + ' with istio-injection=enabled'",
+    " : variables.optedOut && ", enrolled!(), " ? 'remove the sidecar.istio.io/inject ' + ", place!(), " + ' from the pod template'",
+    " : variables.injected ? \"check that Istio's sidecar injector webhook is installed and reachable, then recreate the pod\"",
+    " : 'label ' + ", ns!(), " + ' with istio-injection=enabled (or istio.io/rev=<revision>, or istio.io/dataplane-mode=ambient)'",
+);
+
 /// The CEL form (`crate::native`) of [`check`] and `crate::injection`'s
 /// model: gateway by shape, the injector's mark, its templates, the
 /// injector's selectors, ambient. Every variable mirrors one function there.
@@ -163,8 +220,8 @@ pub const NATIVE: NativeRule = NativeRule {
     config: None,
     checks: &[NativeCheck {
         expression: "variables.gateway || (!(variables.marked && variables.offPath) && (variables.sidecar || (variables.injected && object.kind != 'Pod' ? !variables.offPath : variables.ambient && variables.labels[?'istio.io/dataplane-mode'].orValue('') != 'none')))",
-        message: "(object.kind == 'Pod' ? 'has no istio-proxy sidecar' : 'will run without an istio-proxy sidecar') + ': ' + ((variables.marked && variables.offPath) || (variables.injected && object.kind != 'Pod') ? 'its injection template (inject.istio.io/templates) puts no istio-proxy in the traffic path of its containers' : variables.hostNetwork ? 'hostNetwork pods are never injected' : variables.ambient ? 'it opts out of the ambient mesh with label istio.io/dataplane-mode=none' : variables.ns[?'istio-injection'].orValue('') == 'disabled' ? 'namespace is labelled istio-injection=disabled' : 'istio-injection' in variables.ns && variables.ns['istio-injection'] != 'enabled' ? 'namespace has istio-injection=' + variables.ns['istio-injection'] + ', which the injector ignores' : variables.optedOut ? 'it opts out with sidecar.istio.io/inject=' + variables.selector : variables.injected ? 'the sidecar injector did not run although the namespace is enrolled' : 'namespace ' + request.namespace + ' is not enrolled in the mesh')",
-        fix: "'label the namespace with istio-injection=enabled (or istio.io/rev=<revision>, or istio.io/dataplane-mode=ambient) and remove opt-outs and hostNetwork, or add an exemption with a reason'",
+        message: MESSAGE,
+        fix: FIX,
         advisory: false,
     }],
 };

@@ -9,7 +9,7 @@ use kube::Client;
 use meshgate::config::Config;
 use meshgate::kinds::Kind;
 use meshgate::posture::PostureIndex;
-use meshgate::rules::{Context, Operation, RuleId};
+use meshgate::rules::{Context, Finding, Operation, RuleId};
 use serde_json::{json, Value};
 
 use super::{judged_kind, placed};
@@ -92,13 +92,14 @@ pub fn named_verdicts(warnings: &[String]) -> Verdicts {
     out
 }
 
-pub fn judged_rules(
+/// What `policy::judge` finds in `object` (as created in `ns`).
+fn findings(
     kind: Kind,
     object: &Value,
     ns: &str,
     posture: &PostureIndex,
     config: &Config,
-) -> Verdicts {
+) -> Vec<Finding> {
     let name = object["metadata"]["name"].as_str().unwrap_or_default();
     let subject = meshgate::subject::decode(kind, object.clone(), ns, name).unwrap();
     let ctx = Context {
@@ -110,7 +111,15 @@ pub fn judged_rules(
     meshgate::policy::judge(&subject, &ctx)
         .findings
         .into_iter()
-        .map(|j| (j.finding.rule, j.finding.advisory))
+        .map(|j| j.finding)
+        .collect()
+}
+
+/// The rules with a native form among `found`, with their level.
+fn verdicts(found: &[Finding]) -> Verdicts {
+    found
+        .iter()
+        .map(|f| (f.rule, f.advisory))
         .filter(|(r, _)| r.row().native.is_some())
         .collect()
 }
@@ -126,8 +135,14 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// One dry-run answer against `policy::judge` on the returned object.
-    pub fn compare(&mut self, at: String, answer: Answer, rust: impl FnOnce(&Value) -> Verdicts) {
+    /// One dry-run answer against `policy::judge` on the returned object:
+    /// the same rule ids and levels, and the words where the CEL says them.
+    pub fn compare(
+        &mut self,
+        at: String,
+        answer: Answer,
+        judge: impl FnOnce(&Value) -> Vec<Finding>,
+    ) {
         let (status, body, warnings) = answer;
         if status >= 300 {
             // Invalid for the API server itself (schema, immutable fields):
@@ -146,8 +161,10 @@ impl Tally {
             }
         }
         self.judged += 1;
+        let found = judge(&body);
+        self.compare_words(&at, &warnings, &worded(&found));
         let native = named_verdicts(&warnings);
-        let rust = rust(&body);
+        let rust = verdicts(&found);
         self.findings += rust.len();
         self.covered.extend(rust.iter().map(|(r, _)| *r));
         if native != rust {
@@ -158,7 +175,35 @@ impl Tally {
     }
 }
 
+/// The webhook's detail (`[rule] message; fix: fix`) of the findings whose
+/// CEL form says the same words: sidecar-required's injector decisions.
+/// Its two forms the CEL words generically (an injection template it does
+/// not name, a container merely named istio-proxy) are left out.
+fn worded(found: &[Finding]) -> Vec<String> {
+    found
+        .iter()
+        .filter(|f| {
+            f.rule == RuleId::SidecarRequired
+                && !f.message.contains("in its traffic path")
+                && !f.message.contains("not Istio's sidecar")
+        })
+        .map(|f| format!("[{}] {}; fix: {}", f.rule, f.message, f.fix))
+        .collect()
+}
+
 impl Tally {
+    /// Each worded finding must appear verbatim in a warning.
+    fn compare_words(&mut self, at: &str, warnings: &[String], words: &[String]) {
+        for text in words {
+            // The Warning header quotes the text's double quotes.
+            let said = |w: &String| w.replace("\\\"", "\"").contains(text.as_str());
+            if !warnings.iter().any(said) {
+                self.disagreements
+                    .push(format!("{at}: webhook says {text:?}; native {warnings:?}"));
+            }
+        }
+    }
+
     /// Every object of `corpus` in every test namespace.
     pub async fn run(
         &mut self,
@@ -172,7 +217,7 @@ impl Tally {
             for (ns, _) in namespaces() {
                 let answer = dry_run(client, kind, &placed(value, ns), ns).await;
                 self.compare(format!("{origin} in {ns}"), answer, |body| {
-                    judged_rules(kind, body, ns, posture, config)
+                    findings(kind, body, ns, posture, config)
                 });
             }
         }
