@@ -81,6 +81,8 @@ affinity:
           matchExpressions: [{key: node-role, operator: In, values: [infra]}]
 webhook:
   excludeNamespaces: [legacy]
+# The native policies would not honour excludeNamespaces (the chart refuses both).
+nativePolicies: {enabled: false}
 certificates:
   mode: certManager
   certManager:
@@ -655,7 +657,10 @@ fn validating_failure_policy_follows_the_mode() {
 
 #[test]
 fn webhooks_skip_system_namespaces_and_their_own() {
-    for values in ["", "webhook: {excludeNamespaces: [legacy]}"] {
+    for values in [
+        "",
+        "webhook: {excludeNamespaces: [legacy]}\nnativePolicies: {enabled: false}",
+    ] {
         let docs = render(values, NEWER);
         for (_, hook) in all_webhooks(&docs) {
             let skipped = skipped_namespaces(hook);
@@ -764,9 +769,10 @@ fn rbac_is_read_only_on_exactly_the_watched_resources() {
     for kube_version in KUBE_VERSIONS {
         // The report writer's rights are checked in
         // policy_reports_rbac_is_exactly_the_reports_and_the_lease, the
-        // events' in events_rbac_is_create_and_patch_on_events_and_a_lease.
+        // events' in events_rbac_is_create_and_patch_on_events_and_a_lease,
+        // the native policies' in native_policies_get_their_rights_...
         let docs = render(
-            "policyReports: {enabled: false}\nevents: {enabled: false}\n",
+            "policyReports: {enabled: false}\nevents: {enabled: false}\nnativePolicies: {enabled: false}\n",
             kube_version,
         );
         for kind in ["Role", "RoleBinding"] {
@@ -831,7 +837,10 @@ fn granted(role: &Value) -> BTreeMap<(String, String), BTreeSet<String>> {
 
 #[test]
 fn rbac_drops_the_background_kinds_when_the_audit_is_off() {
-    let docs = render("backgroundAudit:\n  enabled: false\n", NEWER);
+    let docs = render(
+        "backgroundAudit:\n  enabled: false\nnativePolicies: {enabled: false}\n",
+        NEWER,
+    );
     let role = find(&docs, "ClusterRole", FULLNAME);
     // Events stay: admitted reviews still get them.
     let events = ("events.k8s.io".to_owned(), "events".to_owned());
@@ -1517,10 +1526,10 @@ fn policy_reports_rbac_is_exactly_the_reports_and_the_lease() {
             .all(|d| d["spec"]["group"] == "meshgate.io"));
     }
 
-    // Off (and no events, which elect on a Lease too): no writer rights,
-    // no Lease role, and the flag tells serve.
+    // Off (and no events or native policies, which elect on a Lease too):
+    // no writer rights, no Lease role, and the flag tells serve.
     let docs = render(
-        "policyReports: {enabled: false}\nevents: {enabled: false}\n",
+        "policyReports: {enabled: false}\nevents: {enabled: false}\nnativePolicies: {enabled: false}\n",
         NEWER,
     );
     assert!(!kinds(&docs).contains("Role"));
@@ -1581,7 +1590,7 @@ fn events_rbac_is_create_and_patch_on_events_and_a_lease() {
     assert_eq!(rendered_config(&docs)["events"]["enabled"], true);
 
     let docs = render(
-        "policyReports: {enabled: false}\nevents: {enabled: false}\n",
+        "policyReports: {enabled: false}\nevents: {enabled: false}\nnativePolicies: {enabled: false}\n",
         NEWER,
     );
     let role = find(&docs, "ClusterRole", FULLNAME);
@@ -1609,11 +1618,12 @@ fn native_policies_get_their_rights_and_the_workloads_webhook_its_failure_policy
     let env = |docs: &[Value]| {
         deployment(docs)["spec"]["template"]["spec"]["containers"][0]["env"].to_string()
     };
-    let docs = render("", NEWER);
+    let docs = render("nativePolicies: {enabled: false}", NEWER);
     assert_eq!(native_rule(&docs), None);
     assert!(env(&docs).contains(r#"{"name":"MESHGATE_NATIVE_POLICIES","value":"false"}"#));
 
-    let values = "nativePolicies: {enabled: true}\npolicyReports: {enabled: false}\n\
+    // On by default.
+    let values = "policyReports: {enabled: false}\n\
                   events: {enabled: false}\nwebhook: {validating: {workloadsFailurePolicy: Ignore}}\n";
     let docs = render(values, NEWER);
     assert_eq!(
@@ -1630,4 +1640,18 @@ fn native_policies_get_their_rights_and_the_workloads_webhook_its_failure_policy
     assert!(kinds(&docs).contains("Role"));
     assert_eq!(webhook(&docs, WORKLOADS)["failurePolicy"], "Ignore");
     assert_eq!(webhook(&docs, POLICIES)["failurePolicy"], "Fail");
+
+    // The webhook-only selectors are refused with native policies on.
+    for knob in [
+        "webhook: {excludeNamespaces: [legacy]}",
+        "webhook: {objectSelector: {matchLabels: {a: b}}}",
+    ] {
+        let out = helm_template(knob, NEWER);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{knob}");
+        assert!(
+            stderr.contains("nativePolicies.enabled does not honour webhook.excludeNamespaces"),
+            "{stderr}"
+        );
+    }
 }

@@ -205,6 +205,7 @@ async fn every_command_of_the_quickstart_runs_and_shows_what_the_page_shows() {
             let mut meshgate = release::start_pod(&client, &env, port, dir.path()).await;
             release::wait_ready(&mut meshgate, port, &ca.pem).await;
             release::point_webhooks_at(&client, port, &ca.pem).await;
+            release::wait_native_policies(&client).await;
             pod = Some(meshgate);
         }
     }
@@ -253,9 +254,12 @@ fn check_claims(steps: &[Step]) {
             .iter()
             .any(|s| s.shown.iter().flatten().any(|l| l.contains(needle)))
     };
-    assert!(shown(
-        "admission webhook \"workloads.validate.meshgate.io\" denied the request: meshgate denied"
-    ));
+    // The denial: the native policy's (on by default, evaluated before the
+    // webhooks), or the webhook's when the page is run with them off.
+    assert!(
+        shown("ValidatingAdmissionPolicy 'meshgate-sidecar-required' with binding 'meshgate-sidecar-required' denied request: [sidecar-required]")
+            || shown("admission webhook \"workloads.validate.meshgate.io\" denied the request: meshgate denied")
+    );
     assert!(shown("Warning: [meshgate audit]"));
     assert!(steps
         .iter()

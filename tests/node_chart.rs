@@ -189,6 +189,35 @@ fn check_denied_through_service(node: &Node) {
         [RELEASE; 4].join(" "),
         "the webhooks call the Service"
     );
+    // A Namespace is judged by the webhook alone (no native form).
+    let out = node.kubectl_output(
+        &["create", "namespace", "unenrolled", "--dry-run=server"],
+        "",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("admission webhook \"workloads.validate.meshgate.io\" denied the request")
+            && stderr.contains("namespace-mesh-enrolled"),
+        "{}",
+        node::show(&out)
+    );
+    // A pod without sidecar: the pod's native policies (applied with its
+    // ServiceAccount's rights, on by default) or the webhook refuse it.
+    node.wait_for(
+        "the native policies applied by the pod",
+        Duration::from_secs(60),
+        || {
+            node.kubectl_text(&[
+                "get",
+                "validatingadmissionpolicies",
+                "-l",
+                "meshgate.io/native-policy=true",
+                "-o",
+                "name",
+            ])
+            .contains("meshgate-sidecar-required")
+        },
+    );
     let out = node.kubectl_output(&["apply", "-f", "-"], BARE_POD);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -196,11 +225,7 @@ fn check_denied_through_service(node: &Node) {
         "a pod without sidecar was admitted: {}",
         node::show(&out)
     );
-    assert!(
-        stderr.contains("admission webhook \"workloads.validate.meshgate.io\" denied the request")
-            && stderr.contains("sidecar-required"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("[sidecar-required]"), "{stderr}");
 }
 
 /// The legacy namespace's report appears, written by the elected pod with

@@ -202,7 +202,7 @@ fn exemption_objects_go_to_validate_creates_fail_closed_deletes_open() {
         "",
         AUDIT,
         "mode: 'off'",
-        "webhook: {objectSelector: {matchLabels: {a: b}}}",
+        "webhook: {objectSelector: {matchLabels: {a: b}}}\nnativePolicies: {enabled: false}",
     ] {
         let docs = render(values, NEWER);
         for (name, operations, policy) in [

@@ -13,7 +13,7 @@ use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod as ApiPod};
 use kube::api::{Api, PostParams};
 use kube::Client;
 use serde_json::json;
@@ -200,6 +200,42 @@ pub async fn point_webhooks_at(client: &Client, port: u16, ca_pem: &str) {
         match namespaces.create(&dry_run, &probe).await {
             Err(kube::Error::Api(e)) if e.message.contains("meshgate denied") => return,
             other => assert!(Instant::now() < deadline, "webhooks not called: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until the API server enforces the native policies the pod applies
+/// (on by default): a pod that opts out of injection, and breaks no other
+/// rule (a Deny stops at the first policy that fails), dry run in
+/// `default`, is refused by `meshgate-sidecar-required` before any webhook
+/// is called.
+/// A user's cluster gets there a few seconds after `helm install --wait`;
+/// the page shows that steady state.
+pub async fn wait_native_policies(client: &Client) {
+    let probe: ApiPod = serde_json::from_value(json!({
+        "metadata": {"name": "probe", "labels": {"sidecar.istio.io/inject": "false"}},
+        "spec": {"serviceAccountName": "probe", "containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }))
+    .unwrap();
+    let dry_run = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
+    let pods: Api<ApiPod> = Api::namespaced(client.clone(), "default");
+    let deadline = Instant::now() + START_BOUND;
+    loop {
+        match pods.create(&dry_run, &probe).await {
+            Err(kube::Error::Api(e))
+                if e.message
+                    .contains("ValidatingAdmissionPolicy 'meshgate-sidecar-required'") =>
+            {
+                return
+            }
+            other => assert!(
+                Instant::now() < deadline,
+                "native policies not enforced: {other:?}"
+            ),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -56,3 +56,17 @@ list items to append to the chart's. They need the API server's support
 {{- toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/*
+nativePolicies.enabled, refused together with the webhook knobs the native
+policies cannot honour (they would enforce where the webhooks are never
+called): webhook.excludeNamespaces, objectSelector and matchConditions.
+*/}}
+{{- define "meshgate.nativePolicies" -}}
+{{- if .Values.nativePolicies.enabled }}
+{{- if or .Values.webhook.excludeNamespaces .Values.webhook.objectSelector .Values.webhook.matchConditions }}
+{{- fail "nativePolicies.enabled does not honour webhook.excludeNamespaces, webhook.objectSelector or webhook.matchConditions: list the namespaces in exemptNamespaces (or use exemptions) instead, or set nativePolicies.enabled=false" }}
+{{- end }}
+{{- end }}
+{{- .Values.nativePolicies.enabled }}
+{{- end }}
