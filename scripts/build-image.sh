@@ -28,6 +28,9 @@
 # The release profile is fat LTO on one codegen unit; on 2 shared cores that
 # alone takes most of a CI run, so this build passes CARGO_BUILD_EXTRA (no
 # LTO, 16 codegen units, opt-level 1) unless MESHGATE_IMAGE_FULL_RELEASE=1.
+# The Dockerfile's profile-guided build is off here (PGO=false): it needs
+# bash, curl and openssl, which this minimal builder has not, and doubles the
+# build; scripts/pgo.sh runs the same steps on the host.
 # The cargo registry and target directories are buildah cache mounts
 # (/var/tmp/buildah-cache-*), so a rebuild compiles meshgate alone.
 #
@@ -162,6 +165,7 @@ log "building $IMAGE from the Dockerfile (CARGO_BUILD_EXTRA=${extra:-none})"
     --build-arg RUNTIME_IMAGE="$RUNTIME_IMAGE" \
     --build-arg REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)" \
     --build-arg CARGO_BUILD_EXTRA="$extra" \
+    --build-arg PGO=false \
     -f Dockerfile -t "$IMAGE" . >/dev/null
 built=$(date +%s)
 

@@ -30,7 +30,8 @@
 # (path to oha), SCENARIOS (space-separated subset, default all; the goals
 # of scenarios left out are not judged), KEEP=1 keeps the work directory
 # (logs, oha JSON, TSV), RESULTS=FILE also writes the summary as Markdown to
-# FILE.
+# FILE, MESHGATE_BIN another meshgate binary to measure (e.g. a PGO build,
+# see scripts/pgo.sh) instead of the release build.
 #
 # Needs: cargo, oha (installed with `cargo install oha --locked` if missing;
 # it uses rustls, no OpenSSL), openssl (CLI, for a throwaway certificate),
@@ -91,7 +92,7 @@ trap 'exit 130' INT TERM
 echo "== building release binaries"
 (cd "$ROOT" && cargo build --release --bin meshgate --example baseline_server)
 TARGET_DIR=$(cd "$ROOT" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-MESHGATE="$TARGET_DIR/release/meshgate"
+MESHGATE=${MESHGATE_BIN:-$TARGET_DIR/release/meshgate}
 BASELINE="$TARGET_DIR/release/examples/baseline_server"
 
 # --- certificate and cluster state --------------------------------------------

@@ -120,3 +120,34 @@ fn the_dockerfile_pins_its_bases_by_digest_and_runs_as_nonroot_without_a_shell_h
     assert!(dockerfile.contains("\nUSER 65532:65532\n"));
     assert!(!dockerfile.contains("\nHEALTHCHECK"));
 }
+
+/// Every path the Dockerfile copies from the build context is let through
+/// by .dockerignore (which ignores everything else), and the builder runs
+/// the profile-guided build by default, the plain build with PGO=false.
+#[test]
+fn the_dockerfile_copies_only_what_dockerignore_lets_through_and_builds_with_pgo() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    let ignore = std::fs::read_to_string(root.join(".dockerignore")).expect(".dockerignore");
+    let allowed: Vec<&str> = ignore.lines().filter_map(|l| l.strip_prefix('!')).collect();
+    let copied: Vec<&str> = dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from="))
+        .flat_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().skip(1).collect();
+            words[..words.len() - 1].to_vec()
+        })
+        .collect();
+    assert!(copied.contains(&"scripts/pgo.sh"), "{copied:?}");
+    for path in copied {
+        assert!(
+            allowed.contains(&path) && root.join(path).exists(),
+            "the Dockerfile copies {path}, which .dockerignore leaves out or does not exist"
+        );
+    }
+    assert!(dockerfile.contains("\nARG PGO=true\n"));
+    assert!(dockerfile.contains("bash scripts/pgo.sh /out/meshgate"));
+    let build_image =
+        std::fs::read_to_string(root.join("scripts/build-image.sh")).expect("build-image.sh");
+    assert!(build_image.contains("--build-arg PGO=false"));
+}
