@@ -14,16 +14,18 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-/// What the loop did.
+/// What the loop did: each failure with when it was sent (from the loop's
+/// start) and its error.
 #[derive(Debug, Default)]
 pub struct Applied {
     pub applies: u64,
-    pub failures: Vec<String>,
+    pub failures: Vec<(Duration, String)>,
 }
 
 pub struct ApplyLoop {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<Applied>,
+    started: Instant,
 }
 
 /// One apply may take the webhook's 5 s timeout and a retry; never longer.
@@ -40,14 +42,29 @@ impl ApplyLoop {
     ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let started = Instant::now();
         let handle = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            runtime.block_on(run(kubeconfig, deployment, period, bound, stopped))
+            let timing = Timing {
+                started,
+                period,
+                bound,
+            };
+            runtime.block_on(run(kubeconfig, deployment, timing, stopped))
         });
-        ApplyLoop { stop, handle }
+        ApplyLoop {
+            stop,
+            handle,
+            started,
+        }
+    }
+
+    /// `at` as the failures' times count it.
+    pub fn since_start(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.started)
     }
 
     pub fn stop(self) -> Applied {
@@ -56,11 +73,20 @@ impl ApplyLoop {
     }
 }
 
+struct Timing {
+    started: Instant,
+    period: Duration,
+    bound: Duration,
+}
+
 async fn run(
     kubeconfig: PathBuf,
     mut deployment: serde_json::Value,
-    period: Duration,
-    bound: Duration,
+    Timing {
+        started,
+        period,
+        bound,
+    }: Timing,
     stop: Arc<AtomicBool>,
 ) -> Applied {
     let kubeconfig = Kubeconfig::read_from(kubeconfig).expect("kubeconfig");
@@ -79,16 +105,17 @@ async fn run(
     let api: Api<Deployment> = Api::namespaced(client, &namespace);
     let params = PatchParams::apply("meshgate-node-test").force();
     let max_applies = (bound.as_millis() / period.as_millis().max(1)) as u64 + 1;
-    let start = Instant::now();
     let mut ticker = tokio::time::interval(period);
     let mut applied = Applied::default();
-    while !stop.load(Ordering::Relaxed) && start.elapsed() < bound && applied.applies < max_applies
+    while !stop.load(Ordering::Relaxed)
+        && started.elapsed() < bound
+        && applied.applies < max_applies
     {
         ticker.tick().await;
         applied.applies += 1;
         deployment["metadata"]["annotations"]["meshgate.io/node-test-seq"] =
             serde_json::Value::String(applied.applies.to_string());
-        let at = start.elapsed().as_secs_f64();
+        let at = started.elapsed();
         match tokio::time::timeout(
             APPLY_BOUND,
             api.patch(&name, &params, &Patch::Apply(&deployment)),
@@ -96,10 +123,10 @@ async fn run(
         .await
         {
             Ok(Ok(_)) => {}
-            Ok(Err(error)) => applied.failures.push(format!("{at:.1}s: {error}")),
+            Ok(Err(error)) => applied.failures.push((at, error.to_string())),
             Err(_) => applied
                 .failures
-                .push(format!("{at:.1}s: no answer within {APPLY_BOUND:?}")),
+                .push((at, format!("no answer within {APPLY_BOUND:?}"))),
         }
     }
     applied
