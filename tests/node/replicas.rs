@@ -27,19 +27,8 @@ impl Node {
     /// The host PID of the meshgate process of `pod`: the one whose cgroup
     /// path names the pod's UID (cgroupfs driver: `.../pod<uid>/<container>`).
     pub fn meshgate_pid(&self, pod: &str) -> Option<u32> {
-        let uid = self.kubectl(
-            &[
-                "get",
-                "pod",
-                pod,
-                "-n",
-                NAMESPACE,
-                "-o",
-                "jsonpath={.metadata.uid}",
-            ],
-            "",
-        );
-        let uid = uid.trim();
+        let uid = self.pod_field(pod, "{.metadata.uid}");
+        let uid = uid.as_str();
         std::fs::read_dir("/proc")
             .ok()?
             .flatten()
@@ -50,5 +39,12 @@ impl Node {
                 (cmdline.starts_with(b"/usr/local/bin/meshgate\0serve") && cgroup.contains(uid))
                     .then_some(pid)
             })
+    }
+
+    /// One field of a meshgate pod (a kubectl JSONPath), trimmed.
+    pub fn pod_field(&self, pod: &str, jsonpath: &str) -> String {
+        let template = format!("jsonpath={jsonpath}");
+        let args = ["get", "pod", pod, "-n", NAMESPACE, "-o", &template];
+        self.kubectl(&args, "").trim().to_owned()
     }
 }

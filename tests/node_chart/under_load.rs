@@ -102,23 +102,6 @@ fn assert_only_refused_by_the_killed(
     );
 }
 
-fn pod_ip(node: &Node, pod: &str) -> String {
-    node.kubectl(
-        &[
-            "get",
-            "pod",
-            pod,
-            "-n",
-            NAMESPACE,
-            "-o",
-            "jsonpath={.status.podIP}",
-        ],
-        "",
-    )
-    .trim()
-    .to_owned()
-}
-
 /// `kubectl rollout restart` with applies every 200 ms: the old pods drain
 /// (unready first, then stop), the new ones take over; no apply fails. The
 /// Lease moves to a new pod.
@@ -174,7 +157,7 @@ pub fn sigkill_the_leader(node: &Node) {
         .find(|p| holder.starts_with(&format!("{p}-")))
         .expect("the leader is a ready pod");
     let pid = node.meshgate_pid(&leader).expect("the leader's process");
-    let ip = pod_ip(node, &leader);
+    let ip = node.pod_field(&leader, "{.status.podIP}");
     let load = start_load(node);
     std::thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
@@ -229,7 +212,7 @@ pub fn leader_lost(node: &Node) {
         .find(|p| *p != leader)
         .expect("a second replica");
     let pid = node.meshgate_pid(&leader).expect("the leader's process");
-    let ip = pod_ip(node, &leader);
+    let ip = node.pod_field(&leader, "{.status.podIP}");
     let load = start_load(node);
     std::thread::sleep(Duration::from_secs(3));
     let killed = Instant::now();
