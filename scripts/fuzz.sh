@@ -8,6 +8,8 @@
 #   FUZZ_SECONDS    seconds per target (default 15)
 #   FUZZ_TARGETS    targets to run (default: validate mutate manifest)
 #   FUZZ_OPT_LEVEL  optimisation of the fuzz build (default 1; 3 for long runs)
+#   FUZZ_BUILD_ONLY 1: build the targets and stop (.ci/run builds them while
+#                   the envtest tests wait on their API servers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,10 @@ CARGO_PROFILE_RELEASE_OPT_LEVEL="${FUZZ_OPT_LEVEL:-1}" CARGO_PROFILE_RELEASE_COD
   cargo +nightly build --manifest-path fuzz/Cargo.toml --release --locked \
   --target "$triple" --bins
 bin="fuzz/target/$triple/release"
+if [[ "${FUZZ_BUILD_ONLY:-}" == 1 ]]; then
+  echo "fuzz: targets built"
+  exit 0
+fi
 for target in "${targets[@]}"; do
   mkdir -p "$corpus/$target"
   log="$corpus/$target.log"
