@@ -3,7 +3,9 @@
 //! file that exists and, with a fragment, to a heading (or explicit id) in
 //! it; SUMMARY.md lists every page and only pages that exist; every rule of
 //! the catalogue has its page (the URL in SARIF, denials and `meshgate
-//! rules`). `.ci/run` also builds the book with mdBook.
+//! rules`); the README's and the native-policies page's "where each rule
+//! runs" tables agree with the rule table. `.ci/run` also builds the book
+//! with mdBook.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -304,4 +306,53 @@ fn every_cli_flag_is_in_the_reference() {
     missing.sort();
     missing.dedup();
     assert!(missing.is_empty(), "undocumented flags: {missing:?}");
+}
+
+/// The rule column and the second column of every table row in `text` that
+/// starts with a rule id: `` | `rule` | ... `` or `` | [`rule`](...) | ... ``.
+fn rule_rows(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.strip_prefix('|')?.split('|').map(str::trim).collect();
+            let rule = cells.first()?.trim_start_matches('[').split('`').nth(1)?;
+            meshgate::rules::RuleId::ALL
+                .iter()
+                .any(|r| r.as_str() == rule)
+                .then(|| {
+                    (
+                        rule.to_owned(),
+                        cells.get(1).copied().unwrap_or("").to_owned(),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The README's and the native-policies page's "where each rule runs"
+/// tables list every rule, and say a native policy exactly for the rules
+/// whose row carries a CEL form (the certificate mount is its own policy).
+#[test]
+fn where_each_rule_runs_agrees_with_the_rule_table() {
+    let readme = std::fs::read_to_string(Path::new(ROOT).join("README.md")).unwrap();
+    let page = std::fs::read_to_string(book().join("concepts/native-policies.md")).unwrap();
+    let (readme, page) = (rule_rows(&readme), rule_rows(&page));
+    for rule in meshgate::rules::RuleId::ALL {
+        let id = rule.as_str();
+        let native = rule.row().native.is_some();
+        let said = &readme[id];
+        let mount = *rule == meshgate::rules::RuleId::WorkloadCertificates;
+        assert_eq!(said == "yes", native, "README on {id}: {said}");
+        assert!(
+            native || mount || said.starts_with("no:"),
+            "README on {id}: {said}"
+        );
+        let policy = &page[id];
+        assert_eq!(
+            policy.contains(&format!("`meshgate-{id}`")),
+            native,
+            "native-policies.md on {id}: {policy}"
+        );
+    }
+    assert_eq!(readme.len(), meshgate::rules::RuleId::ALL.len());
+    assert_eq!(page.len(), meshgate::rules::RuleId::ALL.len());
 }
