@@ -1,6 +1,7 @@
 //! The chart's replicas under a steady apply loop (node/load.rs): a rollout
 //! restart, a SIGKILLed leader, a leader lost for good. Every failed apply
-//! is counted; none may fail. Part of tests/node_chart.rs.
+//! is counted; none may fail but the connections a killed process's address
+//! refuses (see `split_refused`). Part of tests/node_chart.rs.
 
 use std::ops::Range;
 use std::time::{Duration, Instant};
@@ -76,6 +77,13 @@ fn split_refused(
             .collect()
     };
     (show(kill), show(other))
+}
+
+/// From one apply before the kill (sent just before it, it may reach the
+/// API server's webhook call just after) to now.
+fn kill_window(load: &ApplyLoop, killed: Instant) -> Range<Duration> {
+    let killed = load.since_start(killed);
+    killed.saturating_sub(APPLY_PERIOD)..load.since_start(Instant::now())
 }
 
 /// Asserts that every failed apply is the kill's (see [`split_refused`]),
@@ -170,7 +178,7 @@ pub fn sigkill_the_leader(node: &Node) {
         Duration::from_secs(90),
         || node.meshgate_pid(&leader).is_some_and(|p| p != pid) && node.ready_pods().len() == 2,
     );
-    let window = load.since_start(killed)..load.since_start(Instant::now());
+    let window = kill_window(&load, killed);
     figure(
         TEST,
         "SIGKILL: killed replica Ready again (s)",
@@ -245,7 +253,7 @@ pub fn leader_lost(node: &Node) {
         },
     );
     // The deleted pod's address leaves the Service well before this.
-    let window = load.since_start(killed)..load.since_start(Instant::now());
+    let window = kill_window(&load, killed);
     let (new_holder, _) = node.lease().expect("a Lease holder");
     let who = if new_holder.starts_with(&format!("{survivor}-")) {
         "the surviving replica"
