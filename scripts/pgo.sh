@@ -73,7 +73,8 @@ for _ in $(seq 300); do
     kill -0 "$PID" 2>/dev/null || { cat "$WORK/serve.log" >&2; exit 1; }
     sleep 0.1
 done
-# The scenarios of scripts/load.sh: endpoint and review.
+# The scenarios of scripts/load.sh: endpoint and review (tests/release.rs
+# keeps the two lists equal; load.sh is not in the image build context).
 for scenario in "validate pod-plain.json" "validate deployment.json" \
     "validate pod-injected.json" "validate pod-large-env.json" "mutate pod-injected.json"; do
     read -r endpoint fixture <<<"$scenario"

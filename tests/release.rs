@@ -151,3 +151,41 @@ fn the_dockerfile_copies_only_what_dockerignore_lets_through_and_builds_with_pgo
         std::fs::read_to_string(root.join("scripts/build-image.sh")).expect("build-image.sh");
     assert!(build_image.contains("--build-arg PGO=false"));
 }
+
+/// The profile-guided build trains on every review scripts/load.sh measures
+/// (endpoint and fixture), so no measured path goes unprofiled: pgo.sh keeps
+/// its own copy of the list because the image's build context has no
+/// load.sh.
+#[test]
+fn the_pgo_build_trains_on_every_load_scenario() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |path: &str| std::fs::read_to_string(root.join(path)).expect(path);
+    let load = read("scripts/load.sh");
+    let table = load
+        .split_once("ALL_SCENARIOS=(")
+        .and_then(|(_, rest)| rest.split_once("\n)"))
+        .expect("load.sh's ALL_SCENARIOS")
+        .0;
+    let measured: std::collections::BTreeSet<String> = table
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.trim().trim_matches('"').split_whitespace().collect();
+            let path = words.get(1)?.strip_prefix('/')?;
+            Some(format!("{path} {}", words.get(2)?))
+        })
+        .collect();
+    let pgo = read("scripts/pgo.sh");
+    let list = pgo
+        .split_once("for scenario in ")
+        .and_then(|(_, rest)| rest.split_once("; do"))
+        .expect("pgo.sh's scenario loop")
+        .0;
+    let trained: std::collections::BTreeSet<String> = list
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(measured.len(), 5, "{measured:?}");
+    assert_eq!(trained, measured);
+}
